@@ -1,0 +1,65 @@
+"""Which backend runs where, said out loud: never a silent fallback.
+
+- ``"triton"``: the fused Triton kernels. Needs Triton, and a CUDA tensor or Triton's interpreter
+  (``TRITON_INTERPRET=1`` set before ``triton`` is first imported) for CPU tensors.
+- ``"torch"``: ATen's own GRU (``torch._VF.gru``, what ``nn.GRU`` runs) for the reset-after
+  formulation without a mask; otherwise torch loops with a hand-written backward through time.
+- ``"auto"``: Triton for CUDA tensors when Triton is importable, torch everywhere else.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+
+import torch
+
+log = logging.getLogger("kernels")
+
+BACKENDS = ("auto", "triton", "torch")
+_logged: set[tuple[str, str]] = set()
+
+
+def triton_available() -> bool:
+    """True when the ``triton`` package can be imported."""
+    return importlib.util.find_spec("triton") is not None
+
+
+def interpreter_enabled() -> bool:
+    """True when Triton's interpreter runs kernels on the CPU (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def require_triton(device: torch.device) -> None:
+    """Raise ``ValueError`` saying why the Triton backend cannot run on ``device``."""
+    if not triton_available():
+        raise ValueError(
+            "backend='triton' needs the triton package, which is not installed (Triton publishes "
+            "wheels for Linux only); install it with `pip install triton`, or use backend='torch'"
+        )
+    if device.type != "cuda" and not interpreter_enabled():
+        raise ValueError(
+            f"backend='triton' got tensors on {device}, but Triton kernels run on CUDA devices; move "
+            f"the module and inputs to a GPU, use backend='torch' (or 'auto') on the CPU, or set "
+            f"TRITON_INTERPRET=1 before importing triton to run the kernels in Triton's interpreter"
+        )
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Map ``backend`` ("auto", "triton", "torch") to the one that runs on ``device``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "auto":
+        return "triton" if device.type == "cuda" and triton_available() else "torch"
+    if backend == "triton":
+        require_triton(device)
+    return backend
+
+
+def log_backend(requested: str, path: str) -> None:
+    """Log once per (requested backend, code path) which implementation ran."""
+    key = (requested, path)
+    if key not in _logged:
+        _logged.add(key)
+        log.info("GRU backend %r runs %s", requested, path)

@@ -1,0 +1,103 @@
+"""Single GRU step on a state table, for streaming: gather rows, step, scatter, in one launch.
+
+The Triton kernel lives in ``fused_recurrent.py`` beside the sequence kernels (all three share one
+cell routine); this file holds the public function and its torch implementation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from kernels.gru.common import check_gru_inputs, input_projection
+
+
+def _torch_step(state, idx, gi, weight_hh, b_hn, mask, reset_after):
+    H = state.shape[1]
+    h = state.index_select(0, idx)
+    w = weight_hh.to(gi.dtype)
+    rz = torch.sigmoid(torch.addmm(gi[:, : 2 * H], h, w[: 2 * H].T))
+    r, z = rz[:, :H], rz[:, H:]
+    if reset_after:
+        n = torch.tanh(gi[:, 2 * H:] + r * torch.addmm(b_hn, h, w[2 * H:].T))
+    else:
+        n = torch.tanh(torch.addmm(gi[:, 2 * H:], r * h, w[2 * H:].T))
+    h_new = n + z * (h - n)
+    if mask is not None:
+        h_new = torch.where(mask.unsqueeze(-1), h_new, h)
+    state.index_copy_(0, idx, h_new)
+    return h_new
+
+
+@torch.no_grad()
+def gru_step_(
+    state: Tensor,
+    idx: Tensor,
+    x: Tensor,
+    weight_ih: Tensor,
+    weight_hh: Tensor,
+    bias_ih: Tensor | None = None,
+    bias_hh: Tensor | None = None,
+    mask: Tensor | None = None,
+    reset_after: bool = True,
+    impl: str = "triton",
+    assume_unique: bool = False,
+) -> Tensor:
+    """Advance ``state[idx]`` by one GRU step in place (inference; no autograd).
+
+    Args:
+        state: (N, H) float32 state table, contiguous; rows ``idx`` are updated in place.
+        idx: (M,) integer row indices into ``state``, no repeats.
+        x: (M, I) this step's input, float32, bfloat16 or float16.
+        weight_ih: (3H, I); weight_hh: (3H, H); bias_ih, bias_hh: (3H,) or None; dtype of ``x``.
+        mask: (M,) bool or {0, 1}, or None; where False the row keeps its state.
+        reset_after: the formulation (see ``kernels.gru.naive``).
+        impl: "triton" (one fused launch) or "torch".
+        assume_unique: skip the check that ``idx`` has no repeats (a device sync on CUDA).
+
+    Returns:
+        (M, H) float32: the new state of each row (equal to ``state[idx]`` after the call).
+
+    Raises:
+        ValueError: bad shapes, dtypes or devices, an index out of range or repeated, a state
+            table that is not float32 and contiguous.
+    """
+    if state.dim() != 2 or state.dtype != torch.float32 or not state.is_contiguous():
+        raise ValueError(
+            f"state must be a contiguous float32 (N, H) table, got {state.dtype} "
+            f"{tuple(state.shape)}{'' if state.is_contiguous() else ' (not contiguous)'}"
+        )
+    if state.shape[1] != weight_hh.shape[1]:
+        raise ValueError(f"state has H={state.shape[1]} but weight_hh has H={weight_hh.shape[1]}")
+    check_gru_inputs(x, None, weight_ih, weight_hh, bias_ih, bias_hh, mask, time_major=False)
+    if idx.dim() != 1 or idx.shape[0] != x.shape[0] or idx.dtype.is_floating_point or idx.dtype == torch.bool:
+        raise ValueError(
+            f"idx must be a 1-d integer tensor with one row index per input row ({x.shape[0]}), "
+            f"got {idx.dtype} {tuple(idx.shape)}"
+        )
+    if state.device != x.device or idx.device != x.device:
+        raise ValueError(f"state ({state.device}), idx ({idx.device}) and x ({x.device}) must share a device")
+    idx = idx.long()
+    if idx.numel() == 0:
+        return state.new_empty(0, state.shape[1])
+    if not assume_unique:
+        lo, hi = int(idx.min()), int(idx.max())
+        if lo < 0 or hi >= state.shape[0]:
+            raise ValueError(f"idx holds rows outside [0, {state.shape[0]}): min {lo}, max {hi}")
+        if torch.unique(idx).numel() != idx.numel():
+            raise ValueError(
+                "idx has repeated rows; each row can advance once per step (a repeated row would "
+                "be written twice with undefined order); deduplicate idx or step twice"
+            )
+    gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
+    mask = None if mask is None else mask.bool()
+    if impl == "triton":
+        from kernels.gru.backend import require_triton
+
+        require_triton(x.device)
+        from kernels.gru.fused_recurrent import fused_gru_step
+
+        return fused_gru_step(state, idx, gi, weight_hh.contiguous(), b_hn, mask, reset_after)
+    if impl != "torch":
+        raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
+    return _torch_step(state, idx, gi, weight_hh, b_hn, mask, reset_after)
