@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kernels.gru.backend import log_backend, resolve_backend
+from kernels.gru.backend import BACKENDS, log_backend, require_triton, resolve_backend, triton_available
 from kernels.gru.function import gru_sequence
 from kernels.gru.step import gru_step_
 
@@ -52,7 +52,10 @@ class FusedGRU(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        resolve_backend(backend, torch.device("cpu") if backend != "triton" else torch.device("cuda"))
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if backend == "triton" and not triton_available():
+            require_triton(torch.device("cuda"))  # raises: says how to install Triton
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.reset_after, self.backend = reset_after, backend
@@ -140,6 +143,21 @@ class FusedGRU(nn.Module):
             )
 
         impl = resolve_backend(self.backend, input.device)
+        dev = input.device.type
+        if torch.is_autocast_enabled(dev):
+            # Under autocast (e.g. Lightning's bf16-mixed) the Triton kernels compute in the autocast
+            # dtype, casting the weights differentiably so float32 master weights get gradients;
+            # the torch paths run in the weights' dtype with autocast off.
+            if impl == "triton":
+                dtype = torch.get_autocast_dtype(dev)
+                with torch.autocast(dev, enabled=False):
+                    return self._forward(input.to(dtype), hx, mask, impl, unbatched, dtype)
+            with torch.autocast(dev, enabled=False):
+                return self._forward(input.to(self.weight_ih_l0.dtype), hx, mask, impl, unbatched, None)
+        return self._forward(input, hx, mask, impl, unbatched, None)
+
+    def _forward(self, input, hx, mask, impl, unbatched, cast_dtype):
+        T, B, _ = input.shape
         if impl == "torch" and self.reset_after and mask is None:
             path = "ATen GRU (torch._VF.gru)"
             h0 = hx if hx is not None else input.new_zeros(self.num_layers, B, self.hidden_size)
@@ -158,8 +176,11 @@ class FusedGRU(nn.Module):
             for k in range(self.num_layers):
                 if k > 0 and self.dropout > 0 and self.training:
                     output = F.dropout(output, self.dropout, training=True)
+                weights = self.layer_weights(k)
+                if cast_dtype is not None:
+                    weights = [None if w is None else w.to(cast_dtype) for w in weights]
                 output, h_k = gru_sequence(
-                    output, None if hx is None else hx[k], *self.layer_weights(k),
+                    output, None if hx is None else hx[k].to(output.dtype), *weights,
                     mask=mask, reset_after=self.reset_after, impl=impl,
                 )
                 finals.append(h_k)
