@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kernels.gru.backend import BACKENDS, log_backend, require_triton, resolve_backend, triton_available
+from kernels.gru.backend import BACKENDS, log_backend, require_triton, resolve_backend
 from kernels.gru.function import gru_sequence
 from kernels.gru.step import gru_step_
 
@@ -54,8 +54,8 @@ class FusedGRU(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        if backend == "triton" and not triton_available():
-            require_triton(torch.device("cuda"))  # raises: says how to install Triton
+        if backend == "triton":
+            require_triton(torch.device("cuda"))  # fails early, saying how to install Triton
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.reset_after, self.backend = reset_after, backend
