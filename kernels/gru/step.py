@@ -89,15 +89,24 @@ def gru_step_(
                 "idx has repeated rows; each row can advance once per step (a repeated row would "
                 "be written twice with undefined order); deduplicate idx or step twice"
             )
-    gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
     mask = None if mask is None else mask.bool()
+    if impl not in ("triton", "torch"):
+        raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
     if impl == "triton":
         from kernels.gru.backend import require_triton
 
         require_triton(x.device)
         from kernels.gru.fused_recurrent import fused_gru_step
 
+        gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
         return fused_gru_step(state, idx, gi, weight_hh.contiguous(), b_hn, mask, reset_after)
-    if impl != "torch":
-        raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
+    if reset_after and x.dtype == torch.float32:
+        # ATen's fused cell, as nn.GRUCell runs it
+        h = state.index_select(0, idx)
+        h_new = torch.gru_cell(x, h, weight_ih, weight_hh, bias_ih, bias_hh)
+        if mask is not None:
+            h_new = torch.where(mask.unsqueeze(-1), h_new, h)
+        state.index_copy_(0, idx, h_new)
+        return h_new
+    gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
     return _torch_step(state, idx, gi, weight_hh, b_hn, mask, reset_after)

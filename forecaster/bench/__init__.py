@@ -1,0 +1,91 @@
+"""``python -m forecaster bench``: speed, measured side by side in one run, printed as tables.
+
+Sections: ``kernels`` (FusedGRU vs torch.nn.GRU, the step kernel vs nn.GRUCell), ``data``
+(building windows from a large table), ``stream`` (the streaming predictor vs re-running the
+context window). Each prints the device, shapes, dtype, medians and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib
+import json
+import subprocess
+import sys
+
+import torch
+
+from forecaster.bench.timing import device_name
+
+SECTIONS = {
+    "kernels": "forecaster.bench.kernels_bench",
+    "data": "forecaster.bench.data_bench",
+    "stream": "forecaster.bench.stream_bench",
+}
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def print_table(rows: list[dict], out=sys.stdout) -> None:
+    """Print rows (dicts) grouped by their keys as aligned text tables."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row), []).append(row)
+    for keys, group in groups.items():
+        cells = [[str(r.get(k, "")) for k in keys] for r in group]
+        widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+        print("  ".join(k.ljust(w) for k, w in zip(keys, widths)), file=out)
+        for c in cells:
+            print("  ".join(v.ljust(w) for v, w in zip(c, widths)), file=out)
+        print(file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m forecaster bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--quick", action="store_true", help="small shapes, for a fast look on a CPU")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", help="also write every row to this JSON file")
+    args = parser.parse_args(argv)
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {list(SECTIONS)}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible; use --device cpu")
+
+    header = {
+        "device": device_name(args.device), "date": datetime.date.today().isoformat(), "commit": _commit(),
+        "torch": torch.__version__, "dtype": args.dtype,
+    }
+    print("  ".join(f"{k}: {v}" for k, v in header.items()))
+    print()
+    all_rows = []
+    for section in sections:
+        try:
+            mod = importlib.import_module(SECTIONS[section])
+        except ModuleNotFoundError as e:
+            print(f"[{section}] not available: {e}\n")
+            continue
+        print(f"== {section} ==")
+        kwargs = {"device": args.device, "quick": args.quick}
+        if section == "kernels":
+            kwargs.update(dtype=args.dtype, repeats=args.repeats)
+        rows = mod.run(**kwargs)
+        print_table(rows)
+        all_rows += [{"section": section, **row} for row in rows]
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"header": header, "rows": all_rows}, f, indent=1)
+    return 0
