@@ -13,6 +13,7 @@ Layout and why:
 - State and gates are float32; half-precision operands of ``tl.dot`` accumulate in float32.
 - Reset-before needs ``r`` of every column before ``W_hn (r * h)``: a second pass per step, through
   the ``rh`` scratch (B, H).
+- Row indices are int64, so every offset is: (t*B + b) * 4H passes 2^31 at B=4096, T=720, H=512.
 - The backward kernel implements the derivation in ``common.py`` (dG = dL/d(gi) per step, dh
   carried in float32); the weight gradients are GEMMs over all steps afterwards.
 """
@@ -131,7 +132,7 @@ def _gru_fwd_kernel(
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     rmask = rows < B
     keep = rmask
     for t in range(T):
@@ -153,7 +154,7 @@ def _gru_step_kernel(
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     rmask = rows < M
     keep = rmask
     if HAS_MASK:
@@ -183,7 +184,7 @@ def _gru_bwd_kernel(
 ):
     """Reverse time. DH (B, H) holds dL/dh_t on entry to step t (initially dL/dh_n) and dL/dh0 at
     the end; CARRY (B, H) collects the column-local part of dL/dh_{t-1} before the matmuls."""
-    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rows = (tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)).to(tl.int64)
     rmask = rows < B
     cols_n = tl.arange(0, BLOCK_N)
     cols_k = tl.arange(0, BLOCK_K)
@@ -200,8 +201,9 @@ def _gru_bwd_kernel(
             cj = j0 + cols_n
             m2 = rmask[:, None] & (cj < H)[None, :]
             off = rows[:, None] * H + cj[None, :]
-            g = tl.load(DOUT + (t * B) * H + off, mask=m2, other=0.0) + tl.load(DH + off, mask=m2, other=0.0)
-            hp = tl.load(HS + (t * B) * H + off, mask=m2, other=0.0)
+            toff = (t * B + rows[:, None]) * H + cj[None, :]
+            g = tl.load(DOUT + toff, mask=m2, other=0.0) + tl.load(DH + off, mask=m2, other=0.0)
+            hp = tl.load(HS + toff, mask=m2, other=0.0)
             r = tl.load(GATES + g_off[:, None] + cj[None, :], mask=m2, other=0.0)
             z = tl.load(GATES + g_off[:, None] + H + cj[None, :], mask=m2, other=0.0)
             n = tl.load(GATES + g_off[:, None] + 2 * H + cj[None, :], mask=m2, other=0.0)
@@ -232,7 +234,7 @@ def _gru_bwd_kernel(
                     w = tl.load(W + (2 * H + cj[:, None]) * H + ck[None, :], mask=jm[:, None] & km[None, :], other=0.0)
                     drh += _dot(dan, w, DOT_PREC, UPCAST)
                 off = rows[:, None] * H + ck[None, :]
-                hp = tl.load(HS + (t * B) * H + off, mask=mk, other=0.0)
+                hp = tl.load(HS + (t * B + rows[:, None]) * H + ck[None, :], mask=mk, other=0.0)
                 r = tl.load(GATES + g_off[:, None] + ck[None, :], mask=mk, other=0.0)
                 tl.store(DG + d_off[:, None] + ck[None, :], drh * hp * r * (1.0 - r), mask=mk)
                 tl.store(CARRY + off, tl.load(CARRY + off, mask=mk, other=0.0) + drh * r, mask=mk)
