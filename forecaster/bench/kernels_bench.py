@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from forecaster.bench.timing import measure
+from forecaster.bench.timing import measure_pair
 from kernels import FusedGRU
 
 # (B, T, I, H): the shapes of the issue; the quick set keeps a CPU run short
@@ -30,8 +30,7 @@ def _sequence_case(B, T, I, H, device, dtype, backend, reset_after, repeats):
 
     rows = []
     for mode, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
-        t_ref = measure(lambda: fn(ref), device, repeats)
-        t_ours = measure(lambda: fn(ours), device, repeats)
+        t_ours, t_ref = measure_pair(lambda: fn(ours), lambda: fn(ref), device, repeats)
         rows.append({
             "bench": "sequence", "mode": mode, "B": B, "T": T, "I": I, "H": H,
             "dtype": str(dtype).replace("torch.", ""), "formulation": "reset_after" if reset_after else "reset_before",
@@ -63,8 +62,7 @@ def _step_case(N, M, I, H, device, dtype, backend, repeats):
     def cell_step():
         table.index_copy_(0, idx, cell(x, table.index_select(0, idx)))
 
-    t_ours = measure(ours_step, device, repeats, min_seconds=0.2)
-    t_ref = measure(cell_step, device, repeats, min_seconds=0.2)
+    t_ours, t_ref = measure_pair(ours_step, cell_step, device, repeats, min_seconds=0.2)
     return [{
         "bench": "step", "N": N, "M": M, "I": I, "H": H, "dtype": str(dtype).replace("torch.", ""),
         "ours_us": round(t_ours["median_ms"] * 1e3, 1), "GRUCell+gather/scatter_us": round(t_ref["median_ms"] * 1e3, 1),
