@@ -1,0 +1,1041 @@
+"""Tables of time series -> training windows, with Polars for I/O and validation, numpy index
+arithmetic for the windows.
+
+Pipeline (:class:`TimeSeriesDataModule` runs it once, lazily, on first use):
+
+1. **Read** a path (CSV, Parquet, Arrow IPC, or a glob of them, scanned lazily by Polars), a
+   ``polars.DataFrame`` or a ``polars.LazyFrame``. Long format (``id_col`` + ``time_col`` + value
+   columns, many series) or wide format (``id_col=None``: one series).
+2. **Validate** (each problem a ``ValueError`` naming the column / series / timestamp): missing
+   columns, non-numeric values, empty table, duplicate ``(series, time)`` rows, infinities,
+   all-null targets, a frequency that cannot be inferred or times off the frequency grid.
+   Unsorted input is sorted, not rejected.
+3. **Regularise** each series to its grid ``start + k * freq`` (``k = 0 .. n-1``): the grid
+   position of every row is computed with Polars expressions, then values are scattered into one
+   contiguous ``(N_grid, D)`` array per role. Missing periods are NaN (``observed = 0``); nothing
+   is interpolated.
+4. **Split** per series along its grid (fractions, row counts or cut-off times) and **scale**
+   per series and column (``standard``: mean/std; ``robust``: median/IQR) fitted on the training
+   part only.
+5. **Windows** of ``L = context_length + horizon`` steps are never materialised: a window is
+   ``(series, start)``; the number of windows per series is computed with index arithmetic and a
+   batch is one fancy-indexing gather ``array[offset[s] + start + arange(L)]``.
+
+Every dataloader yields dicts of tensors (``B`` windows, ``L`` steps, ``C`` targets, ``P`` past
+covariates, ``F`` user future covariates + calendar features):
+
+=============  =================  ===================================================
+key            dtype, shape       meaning
+=============  =================  ===================================================
+target         float32 (B, L, C)  scaled targets, missing -> 0.0
+observed       float32 (B, L, C)  1.0 where the target was observed, else 0.0
+past_cov       float32 (B, L, P)  scaled past covariates, missing -> 0.0
+future_cov     float32 (B, L, F)  scaled user future covariates, then calendar features
+loc, scale     float32 (B, C)     the series' target scaler: original = scaled * scale + loc
+series         int64 (B,)         index into ``dm.series_ids``
+start          int64 (B,)         grid index of the window's first step in its series
+=============  =================  ===================================================
+
+Step ``i`` of a window is at time ``series_start + (start + i) * freq``
+(:meth:`TimeSeriesDataModule.timestamps_for`, or :func:`grid_times` from a spec alone).
+
+The pure functions :func:`calendar_features`, :func:`scale`, :func:`unscale`,
+:func:`scaler_params` and :func:`grid_times` use only numpy and the JSON spec
+(:meth:`TimeSeriesDataModule.spec`), so the streaming predictor can apply them to single new rows
+without Polars or the training data.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import polars as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "TimeSeriesDataModule", "WindowDataset", "calendar_features", "calendar_feature_names",
+    "scale", "unscale", "scaler_params", "grid_times", "DEFAULT_DATASET", "SPEC_VERSION",
+]
+
+SPEC_VERSION = 1
+DEFAULT_DATASET = Path(__file__).resolve().parent / "datasets" / "tmy3_weather.parquet"
+# column roles of the embedded dataset (used when ``path`` and ``data`` are both None)
+DEFAULT_ROLES = {
+    "time_col": "time",
+    "id_col": "station",
+    "target_cols": ["temp_air", "relative_humidity", "ghi"],
+    "past_covariate_cols": ["dew_point", "pressure", "wind_speed"],
+    "future_covariate_cols": [],
+}
+
+_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+       "h": 3_600_000_000_000, "d": 86_400_000_000_000, "w": 7 * 86_400_000_000_000}
+_DAY_NS = _NS["d"]
+# calendar encodings: name -> (function of numpy datetime64[ns] array giving a phase in [0, 1))
+_CALENDAR = ("minute_of_hour", "hour_of_day", "day_of_week", "day_of_month", "day_of_year",
+             "month_of_year")
+
+
+# ----------------------------------------------------------------------------------------------
+# pure helpers (numpy only; reused by the streaming predictor)
+# ----------------------------------------------------------------------------------------------
+
+def parse_freq(freq: str | int) -> int:
+    """A fixed Polars duration (``"15m"``, ``"1h"``, ``"1d"``, ``"1h30m"``) -> nanoseconds; an int
+    (integer time step) is returned as is. Calendar durations (``"1mo"``, ``"1y"``, ``"1q"``) have no
+    fixed length and are rejected with a ``ValueError``."""
+    if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
+        if freq <= 0:
+            raise ValueError(f"freq={freq}: an integer time step must be positive")
+        return int(freq)
+    s = str(freq).strip().lower()
+    if s.lstrip("-").isdigit():
+        return parse_freq(int(s))
+    total, num = 0, ""
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if c.isdigit():
+            num += c
+            i += 1
+            continue
+        unit = s[i:i + 2] if s[i:i + 2] in ("ns", "us", "ms", "mo") else c
+        i += len(unit)
+        if unit in ("mo", "y", "q") or unit not in _NS or not num:
+            raise ValueError(
+                f"freq={freq!r}: use a fixed Polars duration such as '15m', '1h', '1d' or '1w' (calendar "
+                "durations like '1mo'/'1y' have no fixed length and are not supported), or an int step "
+                "for integer time")
+        total += int(num) * _NS[unit]
+        num = ""
+    if num or total <= 0:
+        raise ValueError(f"freq={freq!r}: could not parse; use e.g. '1h', '30m', '1d'")
+    return total
+
+
+def format_freq(step_ns: int) -> str:
+    """Nanoseconds -> the shortest Polars duration string (``3_600_000_000_000 -> "1h"``)."""
+    for unit in ("w", "d", "h", "m", "s", "ms", "us", "ns"):
+        if step_ns % _NS[unit] == 0:
+            return f"{step_ns // _NS[unit]}{unit}"
+    raise AssertionError
+
+
+def default_calendar(step_ns: int | None) -> list[str]:
+    """The calendar encodings that fit a frequency (``None`` = integer time: none)."""
+    if step_ns is None:
+        return []
+    if step_ns < _NS["h"]:
+        return ["minute_of_hour", "hour_of_day", "day_of_week"]
+    if step_ns < _DAY_NS:
+        return ["hour_of_day", "day_of_week", "day_of_year"]
+    if step_ns < _NS["w"]:
+        return ["day_of_week", "day_of_year"]
+    return ["day_of_year"]
+
+
+def default_season_length(step_ns: int | None) -> int:
+    """Steps per season: per day for sub-daily data (24 for hourly), 7 for daily, 52 for weekly,
+    12 for ~monthly; 1 (no seasonality) for integer time or anything else."""
+    if step_ns is None:
+        return 1
+    if step_ns < _DAY_NS and _DAY_NS % step_ns == 0:
+        return _DAY_NS // step_ns
+    if step_ns == _DAY_NS:
+        return 7
+    if step_ns == _NS["w"]:
+        return 52
+    return 1
+
+
+def calendar_feature_names(encodings: Sequence[str]) -> list[str]:
+    """``["hour_of_day"] -> ["hour_of_day_sin", "hour_of_day_cos"]``."""
+    return [f"{e}_{f}" for e in encodings for f in ("sin", "cos")]
+
+
+def calendar_features(times: np.ndarray, spec: dict | Sequence[str]) -> np.ndarray:
+    """Calendar features of timestamps, as the model sees them in ``future_cov`` (after the user
+    future covariates).
+
+    Args:
+        times: int64 array (n,): nanoseconds since 1970-01-01 of naive (wall-clock) datetimes, as
+            ``polars`` ``Datetime("ns")`` ``.to_numpy().view("int64")``; ignored for integer time.
+        spec: the data spec (:meth:`TimeSeriesDataModule.spec`; its ``"calendar"`` list is used) or
+            the list of encodings itself.
+
+    Returns:
+        float32 array (n, 2 * len(encodings)): ``sin(2 pi phase), cos(2 pi phase)`` per encoding, in
+        the order of :func:`calendar_feature_names`. Phases: minute of hour / 60, (hour + minute/60)
+        / 24, weekday (Monday = 0) / 7, (day of month - 1) / 31, (day of year - 1 + fraction of day)
+        / 366, (month - 1) / 12.
+    """
+    enc = list(spec["calendar"] if isinstance(spec, dict) else spec)
+    t = np.asarray(times, dtype=np.int64).reshape(-1)
+    out = np.empty((t.shape[0], 2 * len(enc)), dtype=np.float32)
+    if not enc:
+        return out
+    day = np.floor_divide(t, _DAY_NS)
+    tod = (t - day * _DAY_NS).astype(np.float64) / _DAY_NS  # fraction of the day in [0, 1)
+    dt64 = t.astype("datetime64[ns]")
+    for j, e in enumerate(enc):
+        if e == "minute_of_hour":
+            phase = np.mod(tod * 24.0, 1.0)
+        elif e == "hour_of_day":
+            phase = tod
+        elif e == "day_of_week":
+            phase = np.mod(day + 3, 7) / 7.0  # 1970-01-01 was a Thursday (Monday = 0)
+        elif e == "day_of_month":
+            phase = (dt64.astype("datetime64[D]") - dt64.astype("datetime64[M]")).astype(np.int64) / 31.0
+        elif e == "day_of_year":
+            doy = (dt64.astype("datetime64[D]") - dt64.astype("datetime64[Y]")).astype(np.int64)
+            phase = (doy + tod) / 366.0
+        elif e == "month_of_year":
+            phase = np.mod(dt64.astype("datetime64[M]").astype(np.int64), 12) / 12.0
+        else:
+            raise ValueError(f"unknown calendar feature {e!r}; choose from {list(_CALENDAR)}")
+        ang = 2.0 * np.pi * phase
+        out[:, 2 * j] = np.sin(ang)
+        out[:, 2 * j + 1] = np.cos(ang)
+    return out
+
+
+def scaler_params(spec: dict, series_id: str, cols: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(loc, scale)``, float32 arrays (len(cols),), of one series from the spec; ``cols`` defaults
+    to the target columns. Raises ``ValueError`` for an unknown series id or column."""
+    cols = list(spec["target_cols"] if cols is None else cols)
+    try:
+        params = spec["scalers"][str(series_id)]
+    except KeyError:
+        raise ValueError(f"series {series_id!r} is not in the spec (known: {list(spec['scalers'])[:10]}...); "
+                         "a checkpoint can only forecast series it was trained on") from None
+    missing = [c for c in cols if c not in params]
+    if missing:
+        raise ValueError(f"no scaler for column(s) {missing} of series {series_id!r}")
+    loc = np.array([params[c][0] for c in cols], dtype=np.float32)
+    sc = np.array([params[c][1] for c in cols], dtype=np.float32)
+    return loc, sc
+
+
+def scale(values: np.ndarray, spec: dict, series_id: str, cols: Sequence[str] | None = None) -> np.ndarray:
+    """Original units -> model units: ``(values - loc) / scale``. ``values``: (..., len(cols))
+    with ``cols`` defaulting to the target columns; returns float32, same shape."""
+    loc, sc = scaler_params(spec, series_id, cols)
+    return ((np.asarray(values, dtype=np.float32) - loc) / sc).astype(np.float32, copy=False)
+
+
+def unscale(values: np.ndarray, spec: dict, series_id: str, cols: Sequence[str] | None = None) -> np.ndarray:
+    """Model units -> original units: ``values * scale + loc``. ``values``: (..., len(cols)) with
+    ``cols`` defaulting to the target columns; returns float32, same shape."""
+    loc, sc = scaler_params(spec, series_id, cols)
+    return (np.asarray(values, dtype=np.float32) * sc + loc).astype(np.float32, copy=False)
+
+
+def grid_times(spec: dict, series_id: str, start: int | np.ndarray, steps: int = 1) -> np.ndarray:
+    """Times of grid steps ``start .. start + steps - 1`` of a series, from the spec alone.
+
+    Returns int64 array (steps,) (or (len(start), steps) for an array of starts): nanoseconds since
+    1970-01-01 (naive) for datetime time, the integer time values for integer time. Turn the former
+    into datetimes with ``.astype("datetime64[ns]")`` or ``pl.Series(x).cast(pl.Datetime("ns"))``."""
+    info = spec["series"][str(series_id)]
+    k = np.asarray(start, dtype=np.int64)[..., None] + np.arange(steps, dtype=np.int64)
+    return int(info["start"]) + k * int(spec["freq_step"])
+
+
+# ----------------------------------------------------------------------------------------------
+# reading and validation (Polars)
+# ----------------------------------------------------------------------------------------------
+
+def _scan(path: str) -> pl.LazyFrame:
+    """Lazily scan a CSV / Parquet / Arrow IPC file or glob (one Polars scan over all files)."""
+    p = str(path)
+    files = sorted(_glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
+    if not files:
+        raise ValueError(f"path {p!r}: no file matches this glob")
+    if not os.path.exists(files[0]):
+        raise ValueError(f"path {p!r}: file not found")
+    suffix = Path(files[0]).suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        return pl.scan_parquet(p)
+    if suffix in (".arrow", ".ipc", ".feather"):
+        return pl.scan_ipc(p)
+    if suffix in (".csv", ".txt", ".tsv"):
+        return pl.scan_csv(p, try_parse_dates=True, separator="\t" if suffix == ".tsv" else ",")
+    raise ValueError(f"path {p!r}: unknown file type {suffix!r}; use .csv, .parquet or .arrow/.ipc")
+
+
+def _closest(name: str, options: Sequence[str]) -> str:
+    import difflib
+    m = difflib.get_close_matches(name, list(options), n=1)
+    return f" (did you mean {m[0]!r}?)" if m else ""
+
+
+class _Prepared:
+    """Everything the windows need, in contiguous arrays over the concatenated regular grids."""
+
+    series_ids: list[str]
+    offsets: np.ndarray        # int64 (S + 1,): series s occupies grid rows offsets[s]:offsets[s+1]
+    start_time: np.ndarray     # int64 (S,): ns (datetime) or int value of grid step 0
+    step: int                  # ns per step, or the integer time step
+    values: np.ndarray         # float32 (N, C + P + Fu), raw, NaN where missing
+    last_observed: np.ndarray  # int64 (S,): grid index of the last step with any target observed
+
+
+# ----------------------------------------------------------------------------------------------
+# datasets
+# ----------------------------------------------------------------------------------------------
+
+def _collate_batched(batch):
+    """The dataset's ``__getitems__`` already returns a batched dict."""
+    return batch
+
+
+class WindowDataset(Dataset):
+    """Windows ``(series, start)`` over the module's contiguous arrays, gathered in batches.
+
+    ``windows_per_series[s]`` windows start at grid indices ``first[s] + k * stride``; window ``i``
+    is found by ``searchsorted`` over the cumulative counts, so memory is O(series), not O(windows).
+    ``__getitems__(indices)`` (used by the DataLoader) returns the batched dict of the module
+    docstring; ``__getitem__(i)`` returns one window without the batch dimension.
+    """
+
+    def __init__(self, arrays: dict[str, torch.Tensor], offsets: np.ndarray, first: np.ndarray,
+                 counts: np.ndarray, stride: int, length: int, split_sizes: tuple[int, int, int]):
+        self.a = arrays  # data (N, C+P+Fu+K) scaled & zero-filled, observed (N, C), loc/scale (S, C)
+        self.offsets = torch.as_tensor(offsets[:-1], dtype=torch.int64)
+        self.first = torch.as_tensor(first, dtype=torch.int64)
+        self.counts = np.asarray(counts, dtype=np.int64)
+        self.cum = torch.as_tensor(np.cumsum(self.counts), dtype=torch.int64)
+        self.stride = int(stride)
+        self.length = int(length)
+        self.C, self.P, self.Fu = split_sizes
+        self._ar = torch.arange(self.length, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return int(self.cum[-1]) if len(self.cum) else 0
+
+    def locate(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
+        """Window indices (B,) -> (series (B,), start (B,)) int64."""
+        idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
+        if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
+            raise IndexError(f"window index out of range [0, {len(self)})")
+        s = torch.searchsorted(self.cum, idx, right=True)
+        before = torch.where(s > 0, self.cum[(s - 1).clamp(min=0)], torch.zeros_like(s))
+        start = self.first[s] + (idx - before) * self.stride
+        return s, start
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        s, start = self.locate(indices)
+        rows = (self.offsets[s] + start)[:, None] + self._ar  # (B, L) grid rows
+        x = self.a["data"][rows]  # (B, L, D): one gather
+        C, P, Fu = self.C, self.P, self.Fu
+        return {
+            "target": x[..., :C],
+            "observed": self.a["observed"][rows],
+            "past_cov": x[..., C:C + P],
+            "future_cov": x[..., C + P:],
+            "loc": self.a["loc"][s],
+            "scale": self.a["scale"][s],
+            "series": s,
+            "start": start,
+        }
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[0] for k, v in self.__getitems__([i]).items()}
+
+
+class _TensorDictDataset(Dataset):
+    """A fixed set of already-built windows (the predict windows): dict of (S, ...) tensors."""
+
+    def __init__(self, batch: dict[str, torch.Tensor]):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return len(self.batch["series"])
+
+    def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return {k: v[idx] for k, v in self.batch.items()}
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.batch.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# the data module
+# ----------------------------------------------------------------------------------------------
+
+class TimeSeriesDataModule(L.LightningDataModule):
+    """A user's table of time series as windows for a forecaster (see the module docstring for the
+    batch layout: target/observed (B, L, C), past_cov (B, L, P), future_cov (B, L, F), loc/scale
+    (B, C), series/start (B,), with L = context_length + horizon).
+
+    Args:
+        path: CSV / Parquet / Arrow IPC file or glob; None (and ``data`` None) = the embedded TMY3
+            weather dataset (2 stations, hourly, 1 year), whose column roles are then the defaults.
+        data: an in-memory ``polars.DataFrame`` / ``LazyFrame`` instead of ``path`` (Python use).
+        time_col: datetime/date column (strings are parsed) or integer time index.
+        id_col: series id column (long format); None = the whole table is one series (wide format).
+        target_cols: columns to forecast (C >= 1); None = every numeric column not otherwise used.
+        past_covariate_cols: numeric columns observed only up to now (P); None = none.
+        future_covariate_cols: numeric columns known ahead (user part of F); None = none.
+        calendar_features: ``"auto"`` (by frequency: hourly -> hour_of_day, day_of_week,
+            day_of_year), ``"none"``, or a list of ``minute_of_hour, hour_of_day, day_of_week,
+            day_of_month, day_of_year, month_of_year``; each gives a sin and a cos column.
+        freq: fixed Polars duration (``"1h"``) or an int step for integer time; None = inferred as
+            the most common positive time difference.
+        context_length, horizon: window = context + horizon steps.
+        stride: step between train windows' starts.
+        eval_stride: step between val/test windows (None = ``horizon``; 1 for the ETTh1 protocol).
+        train_size, val_size, test_size: split per series along its regular grid. A float in
+            (0, 1) is a fraction of the series' length, an int a number of steps. With
+            ``train_size`` None, test is the last ``test_size`` steps, val the ``val_size`` before,
+            train the rest; with ``train_size`` set the parts are consecutive from the start and
+            anything after them is unused (ETTh1: 8640 / 2880 / 2880).
+        val_start, test_start: cut-off times (ISO strings, or ints for integer time); when given
+            they override the sizes: val = [val_start, test_start), test = [test_start, end).
+        scaling: ``"standard"`` (mean, std), ``"robust"`` (median, IQR) or ``"none"``, per series
+            and column, fitted on the training part's observed values only.
+        season_length: override the seasonal period (None = from the frequency, 24 for hourly).
+        batch_size, eval_batch_size (None = batch_size), num_workers, shuffle.
+        pin_memory: None = when CUDA is available.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        time_col: str | None = None,
+        id_col: str | None = None,
+        target_cols: list[str] | None = None,
+        past_covariate_cols: list[str] | None = None,
+        future_covariate_cols: list[str] | None = None,
+        calendar_features: list[str] | str = "auto",
+        freq: str | int | None = None,
+        context_length: int = 168,
+        horizon: int = 24,
+        stride: int = 1,
+        eval_stride: int | None = None,
+        train_size: int | float | None = None,
+        val_size: int | float = 0.1,
+        test_size: int | float = 0.1,
+        val_start: str | int | None = None,
+        test_start: str | int | None = None,
+        scaling: str = "standard",
+        season_length: int | None = None,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        shuffle: bool = True,
+        pin_memory: bool | None = None,
+        data: pl.DataFrame | pl.LazyFrame | None = None,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["data"])
+        if path is None and data is None:
+            roles = DEFAULT_ROLES
+            time_col = time_col or roles["time_col"]
+            id_col = id_col if id_col is not None else roles["id_col"]
+            target_cols = target_cols if target_cols is not None else list(roles["target_cols"])
+            if past_covariate_cols is None:
+                past_covariate_cols = list(roles["past_covariate_cols"])
+            if future_covariate_cols is None:
+                future_covariate_cols = list(roles["future_covariate_cols"])
+        if path is not None and data is not None:
+            raise ValueError("give either path or data, not both")
+        if not time_col:
+            raise ValueError("time_col is required (the name of the time column)")
+        for name, v in (("context_length", context_length), ("horizon", horizon), ("stride", stride)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{name}={v!r}: must be an int >= 1")
+        if eval_stride is not None and eval_stride < 1:
+            raise ValueError(f"eval_stride={eval_stride!r}: must be >= 1")
+        if scaling not in ("standard", "robust", "none"):
+            raise ValueError(f"scaling={scaling!r}: choose 'standard', 'robust' or 'none'")
+        self.path = path
+        self.data = data
+        self.time_col = time_col
+        self.id_col = id_col
+        self._target_cols = list(target_cols) if target_cols is not None else None
+        self.past_covariate_cols = list(past_covariate_cols or [])
+        self.future_covariate_cols = list(future_covariate_cols or [])
+        self._calendar_arg = calendar_features
+        self._freq_arg = freq
+        self.context_length = int(context_length)
+        self.horizon = int(horizon)
+        self.stride = int(stride)
+        self.eval_stride = int(eval_stride) if eval_stride is not None else self.horizon
+        self.train_size, self.val_size, self.test_size = train_size, val_size, test_size
+        self.val_start, self.test_start = val_start, test_start
+        self.scaling = scaling
+        self._season_arg = season_length
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.shuffle = shuffle
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self._built = False
+
+    @classmethod
+    def from_frame(cls, data: pl.DataFrame | pl.LazyFrame, **kwargs) -> "TimeSeriesDataModule":
+        """Build from an in-memory Polars frame: ``TimeSeriesDataModule.from_frame(df, time_col=...)``."""
+        return cls(data=data, **kwargs)
+
+    # ---- schema, available on first access (the CLI links these to the model) ----
+
+    @property
+    def target_cols(self) -> list[str]:
+        self._build()
+        return list(self._target_cols)
+
+    @property
+    def n_targets(self) -> int:
+        """C: number of target columns."""
+        self._build()
+        return len(self._target_cols)
+
+    @property
+    def n_past_covariates(self) -> int:
+        """P: number of past covariates."""
+        self._build()
+        return len(self.past_covariate_cols)
+
+    @property
+    def n_future_covariates(self) -> int:
+        """F: user future covariates + calendar feature columns."""
+        self._build()
+        return len(self.future_covariate_cols) + len(self.calendar_feature_names)
+
+    @property
+    def freq(self) -> str | int:
+        """The regular step: a Polars duration string (``"1h"``) or an int for integer time."""
+        self._build()
+        return self._freq
+
+    @property
+    def season_length(self) -> int:
+        self._build()
+        return self._season_length
+
+    @property
+    def series_ids(self) -> list[str]:
+        self._build()
+        return list(self._p.series_ids)
+
+    @property
+    def calendar_feature_names(self) -> list[str]:
+        self._build()
+        return calendar_feature_names(self._calendar)
+
+    @property
+    def window_length(self) -> int:
+        return self.context_length + self.horizon
+
+    # ---- the pipeline ----
+
+    def prepare_data(self) -> None:  # nothing to download
+        pass
+
+    def setup(self, stage: str | None = None) -> None:
+        self._build()
+
+    def _frame(self) -> pl.LazyFrame:
+        if self.data is not None:
+            if isinstance(self.data, pl.DataFrame):
+                return self.data.lazy()
+            if isinstance(self.data, pl.LazyFrame):
+                return self.data
+            raise ValueError(f"data must be a polars DataFrame or LazyFrame, got {type(self.data).__name__}")
+        return _scan(self.path if self.path is not None else str(DEFAULT_DATASET))
+
+    def _where(self) -> str:
+        if self.data is not None:
+            return "the given frame"
+        return repr(self.path) if self.path is not None else f"the embedded dataset {DEFAULT_DATASET.name}"
+
+    def _build(self) -> None:
+        if self._built:
+            return
+        lf = self._frame()
+        where = self._where()
+        schema = lf.collect_schema()
+        names = schema.names()
+
+        # -- column roles --
+        def need(col: str, role: str) -> None:
+            if col not in names:
+                raise ValueError(f"{role} column {col!r} not found in {where}{_closest(col, names)}; "
+                                 f"columns are {names}")
+
+        need(self.time_col, "time_col")
+        if self.id_col is not None:
+            need(self.id_col, "id_col")
+        used = {self.time_col, self.id_col, *self.past_covariate_cols, *self.future_covariate_cols}
+        if self._target_cols is None:
+            self._target_cols = [c for c in names if c not in used and schema[c].is_numeric()]
+            if not self._target_cols:
+                raise ValueError(f"no numeric target column in {where}; set target_cols (columns: {names})")
+        if not self._target_cols:
+            raise ValueError("target_cols is empty; give at least one target column")
+        for role, cols in (("target", self._target_cols), ("past covariate", self.past_covariate_cols),
+                           ("future covariate", self.future_covariate_cols)):
+            for c in cols:
+                need(c, role)
+                if not (schema[c].is_numeric() or schema[c] == pl.Null):
+                    raise ValueError(f"{role} column {c!r} in {where} is {schema[c]}, not numeric; cast it "
+                                     "to a number or choose another column")
+        value_cols = [*self._target_cols, *self.past_covariate_cols, *self.future_covariate_cols]
+        dup = sorted({c for c in value_cols if value_cols.count(c) > 1})
+        if dup:
+            raise ValueError(f"column(s) {dup} have more than one role (target/past/future covariate)")
+        if self.time_col in value_cols or (self.id_col is not None and self.id_col in value_cols):
+            raise ValueError("time_col / id_col cannot also be a value column")
+
+        # -- time kind --
+        tdt = schema[self.time_col]
+        if tdt == pl.Date:
+            tkind, texpr = "datetime", pl.col(self.time_col).cast(pl.Datetime("ns"))
+        elif isinstance(tdt, pl.Datetime):
+            tcol = pl.col(self.time_col)
+            if tdt.time_zone is not None:  # wall clock would have DST gaps; use UTC
+                tcol = tcol.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+            tkind, texpr = "datetime", tcol.cast(pl.Datetime("ns"))
+        elif tdt.is_integer():
+            tkind, texpr = "int", pl.col(self.time_col).cast(pl.Int64)
+        elif tdt == pl.String:
+            tkind, texpr = "datetime", pl.col(self.time_col).str.to_datetime(time_unit="ns", strict=False)
+        else:
+            raise ValueError(f"time_col {self.time_col!r} in {where} is {tdt}; it must be a datetime, date, "
+                             "ISO datetime string or integer column")
+        idexpr = (pl.col(self.id_col).cast(pl.String) if self.id_col is not None else pl.lit("0")).alias("__id")
+        df = lf.select(
+            idexpr, texpr.alias("__t"),
+            *[pl.col(c).cast(pl.Float32) for c in value_cols],
+        ).collect()
+        if df.height == 0:
+            raise ValueError(f"{where} is empty: no rows to build series from")
+        if tdt == pl.String and df["__t"].null_count():
+            raw = lf.select(pl.col(self.time_col)).filter(
+                pl.col(self.time_col).str.to_datetime(time_unit="ns", strict=False).is_null()
+                & pl.col(self.time_col).is_not_null()).head(1).collect()
+            if raw.height:
+                raise ValueError(f"time_col {self.time_col!r}: value {raw.item()!r} could not be parsed as a datetime; "
+                                 "give ISO timestamps or parse the column first")
+        nt = df["__t"].null_count()
+        if nt:
+            ex = df.filter(pl.col("__t").is_null()).row(0, named=True)["__id"]
+            raise ValueError(f"time_col {self.time_col!r} has {nt} null value(s) (e.g. in series {ex!r}); drop "
+                             "or fill those rows")
+        if df["__id"].null_count():
+            raise ValueError(f"id_col {self.id_col!r} has null values; every row needs a series id")
+
+        if tkind == "datetime":
+            df = df.with_columns(pl.col("__t").dt.epoch("ns").alias("__t"))  # int64 ns from here on
+        show = (lambda v: v) if tkind == "int" else (lambda v: np.datetime64(int(v), "ns"))
+
+        # -- sort (don't fail on unsorted input), then duplicates --
+        in_order = df["__id"].is_sorted() and df.select(
+            (pl.col("__t").diff().over("__id").fill_null(0) >= 0).all()).item()
+        if not in_order:
+            df = df.sort("__id", "__t", maintain_order=True)
+        dups = df.filter(pl.struct("__id", "__t").is_duplicated())
+        if dups.height:
+            ex = dups.unique(["__id", "__t"], maintain_order=True).head(3)
+            pairs = [f"({i!r}, {show(t)})" for i, t in zip(ex["__id"].to_list(), ex["__t"].to_list())]
+            raise ValueError(f"{dups.height} duplicate (series, {self.time_col}) rows in {where}, e.g. "
+                             f"{', '.join(pairs)}; aggregate or drop duplicates first")
+
+        # -- infinities, all-null targets --
+        for c in value_cols:
+            inf = df.filter(pl.col(c).is_infinite())
+            if inf.height:
+                r = inf.row(0, named=True)
+                raise ValueError(f"column {c!r} has {inf.height} infinite value(s), first in series {r['__id']!r} "
+                                 f"at {self.time_col}={show(r['__t'])}; replace them with null")
+        for c in self._target_cols:
+            if df[c].null_count() + df[c].is_nan().sum() == df.height:
+                raise ValueError(f"target column {c!r} is entirely null/NaN in {where}; nothing to learn")
+        allnull = df.group_by("__id", maintain_order=True).agg(
+            [(pl.col(c).is_not_null() & pl.col(c).is_not_nan()).sum().alias(c) for c in self._target_cols])
+        for c in self._target_cols:
+            bad = allnull.filter(pl.col(c) == 0)["__id"].to_list()
+            if bad:
+                raise ValueError(f"target {c!r} is all null/NaN in series {bad[:5]}; drop these series or "
+                                 "fill the target")
+
+        # -- frequency --
+        if self._freq_arg is None:
+            diffs = df.select(pl.col("__t").diff().over("__id").alias("d")).filter(pl.col("d") > 0)
+            if diffs.height == 0:
+                raise ValueError(f"cannot infer the frequency of {where}: no series has two distinct times; "
+                                 "set freq (e.g. '1h' or an int step)")
+            step = int(diffs["d"].mode().min())
+        else:
+            step = parse_freq(self._freq_arg)
+            if tkind == "int" and not isinstance(self._freq_arg, (int, np.integer)) \
+                    and not str(self._freq_arg).strip().lstrip("-").isdigit():
+                raise ValueError(f"freq={self._freq_arg!r} is a duration but time_col {self.time_col!r} is integer; "
+                                 "give an int step")
+        g = df.select(
+            pl.col("__id"),
+            ((pl.col("__t") - pl.col("__t").first().over("__id")) // step).alias("k"),
+            ((pl.col("__t") - pl.col("__t").first().over("__id")) % step).alias("r"),
+        )
+        off = df.with_columns(g["r"].alias("__r")).filter(pl.col("__r") != 0)
+        if off.height:
+            r = off.row(0, named=True)
+            tshow = show(r["__t"])
+            what = (f"the inferred frequency {format_freq(step) if tkind == 'datetime' else step}"
+                    if self._freq_arg is None else f"freq={self._freq_arg!r}")
+            raise ValueError(
+                f"cannot regularise {where} to {what}: series {r['__id']!r} has {self.time_col}={tshow} off the "
+                f"grid of {off.height} row(s); the frequency cannot be inferred consistently. Resample/aggregate "
+                "to a regular frequency first, or set freq to a step that divides all time differences")
+        if tkind == "datetime":
+            self._freq = format_freq(step)
+            self._step_ns: int | None = step
+        else:
+            self._freq = step
+            self._step_ns = None
+        self._time_kind = tkind
+        self._step = step
+
+        # -- regularise: grid index per row (Polars), scatter into contiguous arrays (numpy) --
+        per = df.group_by("__id", maintain_order=True).agg(
+            pl.col("__t").first().alias("t0"), pl.col("__t").last().alias("t1"))
+        per = per.with_columns(((pl.col("t1") - pl.col("t0")) // step + 1).alias("n"))
+        lengths = per["n"].to_numpy().astype(np.int64)
+        ids = per["__id"].to_list()
+        Lw = self.window_length
+        short = [(i, int(n)) for i, n in zip(ids, lengths) if n < Lw]
+        if short:
+            if len(short) == len(ids):
+                raise ValueError(f"every series in {where} is shorter than context_length + horizon = {Lw} "
+                                 f"steps (e.g. {short[:5]} (series, steps)); use a shorter context/horizon")
+            warnings.warn(f"dropping {len(short)} series shorter than context_length + horizon = {Lw} steps: "
+                          f"{short[:10]}{' ...' if len(short) > 10 else ''}", UserWarning, stacklevel=2)
+            keep = lengths >= Lw
+            keep_ids = [i for i, k in zip(ids, keep) if k]
+            mask = df["__id"].is_in(keep_ids)
+            df, g = df.filter(mask), g.filter(mask)
+            per = per.filter(pl.col("n") >= Lw)
+            lengths, ids = lengths[keep], keep_ids
+        S = len(ids)
+        offsets = np.zeros(S + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        N = int(offsets[-1])
+        # series index per row: rows are sorted by id, so it's the run index
+        sidx = df.select(pl.col("__id").rle_id()).to_series().to_numpy().astype(np.int64)
+        rows = offsets[sidx] + g["k"].to_numpy()
+        D = len(value_cols)
+        values = np.full((N, D), np.nan, dtype=np.float32)
+        if D:
+            values[rows] = df.select(value_cols).to_numpy().astype(np.float32, copy=False)
+        del df, g, sidx, rows
+
+        C, P, Fu = len(self._target_cols), len(self.past_covariate_cols), len(self.future_covariate_cols)
+        tgt_obs = ~np.isnan(values[:, :C])
+        # last observed step per series (for predict)
+        any_obs = tgt_obs.any(axis=1)
+        pos = np.where(any_obs, np.arange(N, dtype=np.int64), -1)
+        last_obs = np.maximum.reduceat(pos, offsets[:-1]) - offsets[:-1] if S else np.zeros(0, np.int64)
+
+        p = _Prepared()
+        p.series_ids, p.offsets, p.step = ids, offsets, step
+        p.start_time = per["t0"].to_numpy().astype(np.int64)
+        p.last_observed = last_obs.astype(np.int64)
+        self._p = p
+
+        # -- splits --
+        self._splits = self._compute_splits(lengths, p.start_time, step, tkind)
+
+        # -- scalers: fitted on the train part's observed values, per series and column --
+        tr0, tr1 = self._splits["train"]
+        loc = np.zeros((S, D), dtype=np.float64)
+        scl = np.ones((S, D), dtype=np.float64)
+        if self.scaling != "none" and D:
+            seg = np.repeat(np.arange(S), lengths)
+            local = np.arange(N, dtype=np.int64) - offsets[seg]
+            in_train = (local >= tr0[seg]) & (local < tr1[seg])
+            tv = pl.DataFrame({"s": seg[in_train].astype(np.int32)}).with_columns(
+                pl.from_numpy(values[in_train], schema=[f"c{j}" for j in range(D)]))
+            cols = [pl.col(f"c{j}").fill_nan(None) for j in range(D)]
+            if self.scaling == "standard":
+                aggs = [c.mean().alias(f"l{j}") for j, c in enumerate(cols)] + \
+                       [c.std(ddof=0).alias(f"s{j}") for j, c in enumerate(cols)]
+            else:
+                aggs = [c.median().alias(f"l{j}") for j, c in enumerate(cols)] + \
+                       [(c.quantile(0.75, "linear") - c.quantile(0.25, "linear")).alias(f"s{j}")
+                        for j, c in enumerate(cols)]
+            st = pl.DataFrame({"s": np.arange(S, dtype=np.int32)}).join(
+                tv.lazy().select(pl.col("s"), *[pl.col(f"c{j}").cast(pl.Float64) for j in range(D)])
+                .group_by("s").agg(aggs).collect(), on="s", how="left").sort("s")
+            loc = st.select([f"l{j}" for j in range(D)]).to_numpy().astype(np.float64)
+            scl = st.select([f"s{j}" for j in range(D)]).to_numpy().astype(np.float64)
+            no_loc = np.isnan(loc)
+            bad_scale = ~np.isfinite(scl) | (scl <= 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(loc))))
+            if no_loc[:, :C].any():
+                s_bad, c_bad = np.nonzero(no_loc[:, :C])
+                warnings.warn("no observed training value to fit the scaler of "
+                              f"{[(ids[s], value_cols[c]) for s, c in zip(s_bad[:5], c_bad[:5])]} "
+                              "(series, column); using loc=0, scale=1", UserWarning, stacklevel=2)
+            loc = np.where(no_loc, 0.0, loc)
+            scl = np.where(bad_scale, 1.0, scl)
+            del tv, st, seg, local, in_train
+        self._loc, self._scl = loc, scl
+
+        # -- calendar --
+        cal = self._calendar_arg
+        if isinstance(cal, str):
+            if cal == "auto":
+                cal = default_calendar(self._step_ns)
+            elif cal in ("none", ""):
+                cal = []
+            else:
+                cal = [cal]
+        cal = list(cal)
+        if cal and tkind == "int":
+            raise ValueError(f"calendar features {cal} need a datetime time column; {self.time_col!r} is integer "
+                             "(use calendar_features='none')")
+        for e in cal:
+            if e not in _CALENDAR:
+                raise ValueError(f"unknown calendar feature {e!r}; choose from {list(_CALENDAR)}")
+        self._calendar = cal
+        K = 2 * len(cal)
+        self._season_length = int(self._season_arg) if self._season_arg else default_season_length(self._step_ns)
+
+        # -- final arrays: scaled, zero-filled, with calendar columns; float32 contiguous --
+        data = np.empty((N, D + K), dtype=np.float32)
+        seg_loc = np.repeat(loc.astype(np.float32), lengths, axis=0) if D else None
+        if D:
+            np.subtract(values, seg_loc, out=data[:, :D])
+            del seg_loc
+            data[:, :D] /= np.repeat(scl.astype(np.float32), lengths, axis=0)
+            np.nan_to_num(data[:, :D], copy=False, nan=0.0)
+        del values
+        if K:
+            for s in range(S):  # one vectorised call per series (not per window)
+                a, b = offsets[s], offsets[s + 1]
+                t = p.start_time[s] + np.arange(b - a, dtype=np.int64) * step
+                data[a:b, D:] = calendar_features(t, cal)
+        self._arrays = {
+            "data": torch.from_numpy(data),
+            "observed": torch.from_numpy(tgt_obs.astype(np.float32)),
+            "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
+            "scale": torch.from_numpy(scl[:, :C].astype(np.float32)),
+        }
+        self._lengths = lengths
+        self._value_cols = value_cols
+        self._built = True
+
+    def _compute_splits(self, lengths: np.ndarray, t0: np.ndarray, step: int, tkind: str) -> dict:
+        """Per-series [begin, end) grid ranges of train/val/test, int64 arrays (S,)."""
+        n = lengths.astype(np.int64)
+        z = np.zeros_like(n)
+        if self.val_start is not None or self.test_start is not None:
+            def cut(v, name):
+                if v is None:
+                    return None
+                if tkind == "int":
+                    try:
+                        tv = int(v)
+                    except (TypeError, ValueError):
+                        raise ValueError(f"{name}={v!r}: time is integer, give an int") from None
+                else:
+                    try:
+                        tv = int(np.datetime64(str(v), "ns").astype(np.int64))
+                    except ValueError:
+                        raise ValueError(f"{name}={v!r}: not an ISO timestamp (e.g. '2017-06-01 00:00')") from None
+                # first grid index with time >= cut
+                return np.clip(-((t0 - tv) // step), 0, n)
+
+            ts = cut(self.test_start, "test_start")
+            vs = cut(self.val_start, "val_start")
+            if ts is None:
+                ts = n.copy()
+            if vs is None:
+                vs = ts.copy()
+            if np.any(vs > ts):
+                raise ValueError(f"val_start={self.val_start!r} is after test_start={self.test_start!r}")
+            return {"train": (z, vs), "val": (vs, ts), "test": (ts, n)}
+
+        def size(v, name):
+            if isinstance(v, bool) or v is None:
+                raise ValueError(f"{name}={v!r}: give a fraction in [0, 1) or an int number of steps")
+            if isinstance(v, (float, np.floating)):
+                if not 0.0 <= v < 1.0:
+                    raise ValueError(f"{name}={v!r}: a float is a fraction and must be in [0, 1); give an int "
+                                     "for a number of steps")
+                return np.round(n * float(v)).astype(np.int64)
+            if int(v) < 0:
+                raise ValueError(f"{name}={v!r}: must be >= 0")
+            return np.full_like(n, int(v))
+
+        nv, nte = size(self.val_size, "val_size"), size(self.test_size, "test_size")
+        if self.train_size is None:
+            te0 = n - nte
+            v0 = te0 - nv
+            if np.any(v0 < 0):
+                raise ValueError(f"val_size + test_size exceed the length of some series "
+                                 f"(shortest {int(n.min())} steps)")
+            return {"train": (z, v0), "val": (v0, te0), "test": (te0, n)}
+        ntr = size(self.train_size, "train_size")
+        end = ntr + nv + nte
+        if np.any(end > n):
+            s = int(np.argmax(end > n))
+            raise ValueError(f"train_size + val_size + test_size = {int(end[s])} steps but series "
+                             f"{self._p.series_ids[s]!r} has only {int(n[s])}")
+        return {"train": (z, ntr), "val": (ntr, ntr + nv), "test": (ntr + nv, end)}
+
+    # ---- windows ----
+
+    def _windows(self, split: str) -> WindowDataset:
+        self._build()
+        b, e = self._splits[split]
+        Lw, h, ctx = self.window_length, self.horizon, self.context_length
+        if split == "train":
+            stride = self.stride
+            first = b.copy()
+            span = e - first - Lw  # last valid start - first
+        else:
+            stride = self.eval_stride
+            # forecast part [f, f + h) inside [b, e) and window start f - ctx >= 0
+            f0 = np.maximum(b, ctx)
+            first = f0 - ctx
+            span = (e - h) - f0
+        counts = np.where(span >= 0, span // stride + 1, 0).astype(np.int64)
+        C, P, Fu = len(self._target_cols), len(self.past_covariate_cols), len(self.future_covariate_cols)
+        return WindowDataset(self._arrays, self._p.offsets, first, counts, stride, Lw, (C, P, Fu))
+
+    def train_dataset(self) -> WindowDataset:
+        return self._windows("train")
+
+    def val_dataset(self) -> WindowDataset:
+        return self._windows("val")
+
+    def test_dataset(self) -> WindowDataset:
+        return self._windows("test")
+
+    def predict_batch(self) -> dict[str, torch.Tensor]:
+        """One window per series (S windows): the context is the ``context_length`` steps up to and
+        including the last step with an observed target, the last ``horizon`` steps are the future
+        (target 0, observed 0, past_cov 0; calendar features from the future timestamps; user
+        future covariates from rows of the table beyond the last observed target, else
+        ``ValueError``). Same dict layout as the other loaders, first dimension S."""
+        self._build()
+        p = self._p
+        S, Lw, ctx, h = len(p.series_ids), self.window_length, self.context_length, self.horizon
+        C, P, Fu = len(self._target_cols), len(self.past_covariate_cols), len(self.future_covariate_cols)
+        D = C + P + Fu
+        start = p.last_observed + 1 - ctx  # may be < 0 for a series with trailing gaps: zero-padded
+        local = start[:, None] + np.arange(Lw, dtype=np.int64)  # (S, L)
+        n = self._lengths[:, None]
+        inside = (local >= 0) & (local < n)
+        rows = torch.from_numpy(np.where(inside, p.offsets[:-1, None] + local, 0))
+        ins = torch.from_numpy(inside)
+        data = self._arrays["data"][rows] * ins[..., None]  # (S, L, D+K)
+        obs = self._arrays["observed"][rows] * ins[..., None]
+        future = torch.zeros(S, Lw, dtype=torch.bool)
+        future[:, ctx:] = True
+        data[..., :C + P] = data[..., :C + P].masked_fill(future[..., None], 0.0)
+        obs = obs.masked_fill(future[..., None], 0.0)
+        if Fu:
+            fut_inside = inside[:, ctx:]
+            if not fut_inside.all():
+                s = int(np.argmin(fut_inside.all(axis=1)))
+                raise ValueError(
+                    f"future covariates {self.future_covariate_cols} are needed for the {h} steps after the last "
+                    f"observed target, but series {p.series_ids[s]!r} has only {int(fut_inside[s].sum())} of those "
+                    "rows; append rows with the future covariates (and null targets) to the table")
+        if self._calendar:
+            t = p.start_time[:, None] + local * self._step  # (S, L)
+            data[..., D:] = torch.from_numpy(calendar_features(t.reshape(-1), self._calendar).reshape(S, Lw, -1))
+        return {
+            "target": data[..., :C].contiguous(),
+            "observed": obs.contiguous(),
+            "past_cov": data[..., C:C + P].contiguous(),
+            "future_cov": data[..., C + P:].contiguous(),
+            "loc": self._arrays["loc"].clone(),
+            "scale": self._arrays["scale"].clone(),
+            "series": torch.arange(S, dtype=torch.int64),
+            "start": torch.from_numpy(start.astype(np.int64)),
+        }
+
+    def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
+        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate_batched,
+                          num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        ds = self.train_dataset()
+        if len(ds) == 0:
+            raise ValueError(f"no training window: every series' train part is shorter than context_length + "
+                             f"horizon = {self.window_length} steps; shorten the window or enlarge train_size")
+        return self._loader(ds, self.batch_size, self.shuffle)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset(), self.eval_batch_size, False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset(), self.eval_batch_size, False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(_TensorDictDataset(self.predict_batch()), self.eval_batch_size, False)
+
+    # ---- time and spec ----
+
+    def timestamps_for(self, series_idx: int, start: int, steps: int) -> pl.Series:
+        """Times of steps ``start .. start + steps - 1`` of series ``series_idx`` (an index into
+        ``series_ids``, as in a batch's ``"series"``; ``start`` as in its ``"start"``): a Polars
+        ``Datetime("ns")`` Series (or Int64 for integer time) of length ``steps``. The forecast of a
+        window is at ``timestamps_for(series, start + context_length, horizon)``."""
+        self._build()
+        t = self._p.start_time[int(series_idx)] + (int(start) + np.arange(int(steps), dtype=np.int64)) * self._step
+        s = pl.Series(self.time_col, t, dtype=pl.Int64)
+        return s.cast(pl.Datetime("ns")) if self._time_kind == "datetime" else s
+
+    def spec(self) -> dict:
+        """Everything a checkpoint needs to forecast without the training data (JSON-serialisable):
+
+        ``version``, ``time_col``, ``id_col``, ``target_cols``, ``past_covariate_cols``,
+        ``future_covariate_cols``, ``time_kind`` ("datetime" | "int"), ``freq`` ("1h" or int step),
+        ``freq_step`` (ns per step, or the int step), ``calendar`` (encodings) and
+        ``calendar_feature_names``, ``season_length``, ``context_length``, ``horizon``, ``scaling``,
+        ``series_ids``, ``series`` ({id: {"start": grid step 0 as ns/int, "length": grid steps,
+        "last_observed": grid index}}), ``scalers`` ({id: {column: [loc, scale]}} for targets, past
+        and future covariates; original = scaled * scale + loc).
+        """
+        self._build()
+        p = self._p
+        return {
+            "version": SPEC_VERSION,
+            "time_col": self.time_col,
+            "id_col": self.id_col,
+            "target_cols": list(self._target_cols),
+            "past_covariate_cols": list(self.past_covariate_cols),
+            "future_covariate_cols": list(self.future_covariate_cols),
+            "time_kind": self._time_kind,
+            "freq": self._freq,
+            "freq_step": int(self._step),
+            "calendar": list(self._calendar),
+            "calendar_feature_names": calendar_feature_names(self._calendar),
+            "season_length": int(self._season_length),
+            "context_length": self.context_length,
+            "horizon": self.horizon,
+            "scaling": self.scaling,
+            "series_ids": list(p.series_ids),
+            "series": {sid: {"start": int(p.start_time[i]), "length": int(self._lengths[i]),
+                             "last_observed": int(p.last_observed[i])} for i, sid in enumerate(p.series_ids)},
+            "scalers": {sid: {c: [float(self._loc[i, j]), float(self._scl[i, j])]
+                              for j, c in enumerate(self._value_cols)} for i, sid in enumerate(p.series_ids)},
+        }
+
+    def state_dict(self) -> dict:
+        """Saved into Lightning checkpoints: ``{"spec": spec()}`` when the data were built."""
+        return {"spec": self.spec()} if self._built else {}

@@ -1,0 +1,363 @@
+"""TimeSeriesDataModule: reading, validation, regularisation, splits, scaling, windows, predict.
+All data are built here (tiny), except the embedded default dataset."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import warnings
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from forecaster.data import (
+    TimeSeriesDataModule, calendar_features, grid_times, parse_freq, scale, scaler_params, unscale,
+)
+
+T0 = dt.datetime(2021, 3, 1)
+
+
+def long_frame(n_series=2, n_steps=40, freq_h=1, seed=0) -> pl.DataFrame:
+    rng = np.random.default_rng(seed)
+    frames = []
+    for s in range(n_series):
+        frames.append(pl.DataFrame({
+            "sid": [f"s{s}"] * n_steps,
+            "ts": pl.datetime_range(T0, T0 + dt.timedelta(hours=freq_h * (n_steps - 1)), f"{freq_h}h", eager=True),
+            "y": (np.arange(n_steps) + 100.0 * s).astype(np.float64),
+            "y2": rng.normal(size=n_steps),
+            "pc": rng.normal(size=n_steps),
+            "fc": rng.normal(size=n_steps),
+        }))
+    return pl.concat(frames)
+
+
+def dm_for(df, **kw) -> TimeSeriesDataModule:
+    args = dict(time_col="ts", id_col="sid", target_cols=["y"], context_length=4, horizon=2,
+                calendar_features="none", val_size=0.2, test_size=0.2, batch_size=1000)
+    args.update(kw)
+    return TimeSeriesDataModule(data=df, **args)
+
+
+def full_batch(ds):
+    return ds.__getitems__(list(range(len(ds))))
+
+
+# ---- windows: count and content on a hand-made series ----
+
+def test_windows_count_and_content_integer_time():
+    df = pl.DataFrame({"t": list(range(10)), "v": [float(x) for x in range(10)]})
+    dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["v"], context_length=3, horizon=2, stride=2,
+                              train_size=8, val_size=2, test_size=0, scaling="none", calendar_features="auto")
+    ds = dm.train_dataset()
+    # train part = steps 0..7, windows of 5 with stride 2 start at 0, 2 (4 would end at 8 > 7)
+    result = full_batch(ds)
+    assert len(ds) == 2
+    expected = torch.tensor([[0, 1, 2, 3, 4], [2, 3, 4, 5, 6]], dtype=torch.float32)[..., None]
+    torch.testing.assert_close(result["target"], expected)
+    assert result["start"].tolist() == [0, 2]
+    assert result["observed"].eq(1).all()
+    assert result["past_cov"].shape == (2, 5, 0) and result["future_cov"].shape == (2, 5, 0)
+    assert dm.freq == 1 and dm.spec()["time_kind"] == "int"
+    # val = steps 8, 9: one window whose forecast part is exactly [8, 10), context 5..7 from train
+    val = full_batch(dm.val_dataset())
+    assert val["start"].tolist() == [5]
+    torch.testing.assert_close(val["target"][0, :, 0], torch.tensor([5.0, 6, 7, 8, 9]))
+
+
+def test_windows_are_vectorised_views_not_python_lists():
+    dm = dm_for(long_frame(n_series=3, n_steps=50), stride=1)
+    ds = dm.train_dataset()
+    # per series: train = 50 - 10 - 10 = 30 steps -> 30 - 6 + 1 = 25 windows
+    assert len(ds) == 3 * 25
+    b = full_batch(ds)
+    assert b["series"].tolist() == [0] * 25 + [1] * 25 + [2] * 25
+    # window content equals the raw series (scaling="standard" inverted)
+    raw = long_frame(n_series=3, n_steps=50)
+    for i in (0, 30, 74):
+        s, st = int(b["series"][i]), int(b["start"][i])
+        expected = raw.filter(pl.col("sid") == f"s{s}")["y"].to_numpy()[st:st + 6]
+        result = (b["target"][i, :, 0] * b["scale"][i, 0] + b["loc"][i, 0]).numpy()
+        np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-4)
+    single = ds[30]
+    torch.testing.assert_close(single["target"], b["target"][30])
+
+
+# ---- long / wide, sorting, gaps ----
+
+def test_wide_format_without_id_multivariate():
+    df = long_frame(n_series=1, n_steps=30).drop("sid")
+    dm = TimeSeriesDataModule.from_frame(df, time_col="ts", target_cols=["y", "y2"], past_covariate_cols=["pc"],
+                              future_covariate_cols=["fc"], context_length=6, horizon=3)
+    b = next(iter(dm.train_dataloader()))
+    assert dm.series_ids == ["0"] and dm.n_targets == 2 and dm.n_past_covariates == 1
+    # hourly -> hour_of_day, day_of_week, day_of_year as sin/cos: 6 calendar + 1 user
+    assert dm.n_future_covariates == 7 and dm.season_length == 24 and dm.freq == "1h"
+    assert b["target"].shape[1:] == (9, 2) and b["future_cov"].shape[1:] == (9, 7)
+
+
+def test_target_cols_default_to_numeric_columns():
+    df = long_frame(n_series=2, n_steps=20)
+    dm = TimeSeriesDataModule(data=df, time_col="ts", id_col="sid", past_covariate_cols=["pc"],
+                              context_length=4, horizon=2)
+    assert dm.target_cols == ["y", "y2", "fc"]
+
+
+def test_unsorted_input_is_sorted():
+    df = long_frame(n_series=2, n_steps=30)
+    shuffled = df.sample(fraction=1.0, shuffle=True, seed=1)
+    assert not shuffled.equals(df)
+    result = full_batch(dm_for(shuffled).train_dataset())
+    expected = full_batch(dm_for(df).train_dataset())
+    for k in expected:
+        torch.testing.assert_close(result[k], expected[k])
+
+
+def test_gaps_become_unobserved_not_interpolated():
+    df = long_frame(n_series=1, n_steps=20)
+    df = df.with_columns(pl.when(pl.col("y") == 5).then(None).otherwise(pl.col("y")).alias("y"))  # null
+    df = df.filter(pl.col("y").fill_null(-1) != 8)  # a missing row (regularisation gap)
+    dm = dm_for(df, scaling="none", val_size=0, test_size=0, stride=1)
+    assert dm.freq == "1h"
+    b = full_batch(dm.train_dataset())
+    first = b["start"] == 0
+    obs, tgt = b["observed"][first][0, :, 0], b["target"][first][0, :, 0]
+    assert obs.tolist() == [1, 1, 1, 1, 1, 0]  # steps 0..5: 5 is null
+    w3 = b["start"] == 3  # steps 3..8: 5 null, 8 missing row
+    assert b["observed"][w3][0, :, 0].tolist() == [1, 1, 0, 1, 1, 0]
+    assert b["target"][w3][0, :, 0].tolist() == [3, 4, 0, 6, 7, 0]
+    assert tgt[:5].tolist() == [0, 1, 2, 3, 4]
+    assert dm.spec()["series"]["s0"]["length"] == 20
+
+
+def test_integer_time_with_step_and_gap():
+    df = pl.DataFrame({"t": [0, 10, 20, 40, 50, 60, 70, 80], "v": [1.0, 2, 3, 5, 6, 7, 8, 9]})
+    dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["v"], context_length=2, horizon=1,
+                              val_size=0, test_size=0, scaling="none")
+    assert dm.freq == 10 and dm.n_future_covariates == 0
+    b = full_batch(dm.train_dataset())
+    assert len(b["start"]) == 7  # grid of 9 steps (30 missing) -> 7 windows of 3
+    assert b["observed"][2, :, 0].tolist() == [1, 0, 1]  # steps 2, 3, 4 = t 20, 30, 40
+    ts = dm.timestamps_for(0, 2, 3)
+    assert ts.dtype == pl.Int64 and ts.to_list() == [20, 30, 40]
+
+
+# ---- splits and leakage ----
+
+def test_fraction_split_no_leakage_and_train_only_scalers():
+    df = long_frame(n_series=2, n_steps=100, seed=3)
+    dm = dm_for(df, target_cols=["y2"], past_covariate_cols=["pc"], context_length=8, horizon=4,
+                val_size=0.2, test_size=0.1, eval_stride=1)
+    # per series: train 0..69, val 70..89, test 90..99
+    for split, (lo, hi) in {"train": (0, 70), "val": (70, 90), "test": (90, 100)}.items():
+        b = full_batch(getattr(dm, f"{split}_dataset")())
+        fc0 = b["start"] + (0 if split == "train" else 8)  # first step whose target is used as a loss target
+        assert int(fc0.min()) >= lo
+        assert int((b["start"] + 12).max()) <= hi  # no window reaches past its part
+        if split != "train":
+            assert int((b["start"] + 8).min()) == lo  # stride 1: the first forecast starts at the cut-off
+            assert len(b["start"]) == 2 * (hi - lo - 4 + 1)
+    spec = dm.spec()
+    for s in ("s0", "s1"):
+        part = df.filter(pl.col("sid") == s).sort("ts").head(70)
+        for c in ("y2", "pc"):
+            x = part[c].to_numpy()
+            expected = [x.mean(), x.std()]
+            np.testing.assert_allclose(spec["scalers"][s][c], expected, rtol=1e-5)
+
+
+def test_row_count_split_like_etth1():
+    df = long_frame(n_series=1, n_steps=60).drop("sid")
+    dm = TimeSeriesDataModule(data=df, time_col="ts", target_cols=["y"], context_length=5, horizon=3,
+                              train_size=30, val_size=10, test_size=10, eval_stride=1, calendar_features="none")
+    tr, va, te = (full_batch(getattr(dm, f"{s}_dataset")()) for s in ("train", "val", "test"))
+    assert len(tr["start"]) == 30 - 8 + 1 and len(va["start"]) == 10 - 3 + 1 and len(te["start"]) == 8
+    assert int((te["start"] + 8).max()) == 50  # rows 50..59 are unused
+    y = np.arange(60.0)[:30]
+    loc, sc = scaler_params(dm.spec(), "0", ["y"])
+    np.testing.assert_allclose([loc[0], sc[0]], [y.mean(), y.std()], rtol=1e-6)
+
+
+def test_cutoff_timestamp_split():
+    df = long_frame(n_series=2, n_steps=48)
+    dm = dm_for(df, val_start="2021-03-02 00:00", test_start="2021-03-02 12:00", eval_stride=1)
+    va = full_batch(dm.val_dataset())
+    times = [dm.timestamps_for(int(s), int(st) + 4, 1)[0] for s, st in zip(va["series"], va["start"])]
+    assert min(times) == dt.datetime(2021, 3, 2, 0) and max(times) == dt.datetime(2021, 3, 2, 10)
+    te = full_batch(dm.test_dataset())
+    assert int((te["start"] + 4).min()) == 36
+
+
+def test_robust_scaler_train_only():
+    df = long_frame(n_series=1, n_steps=50, seed=5)
+    dm = dm_for(df, target_cols=["y2"], scaling="robust")
+    x = df["y2"].to_numpy()[:30]
+    q25, q50, q75 = np.quantile(x, [0.25, 0.5, 0.75])
+    np.testing.assert_allclose(dm.spec()["scalers"]["s0"]["y2"], [q50, q75 - q25], rtol=1e-5)
+
+
+# ---- predict ----
+
+def test_predict_window_is_last_context_plus_unknown_future():
+    df = long_frame(n_series=2, n_steps=30)
+    dm = dm_for(df, scaling="none", calendar_features="auto")
+    b = next(iter(dm.predict_dataloader()))
+    assert b["target"].shape == (2, 6, 1) and b["start"].tolist() == [26, 26]
+    assert b["target"][0, :4, 0].tolist() == [26, 27, 28, 29] and b["observed"][:, 4:].eq(0).all()
+    assert b["target"][:, 4:].eq(0).all()
+    future_t = grid_times(dm.spec(), "s0", 26, 6)
+    np.testing.assert_allclose(b["future_cov"][0].numpy(), calendar_features(future_t, dm.spec()), atol=1e-6)
+    assert dm.timestamps_for(0, 30, 1)[0] == T0 + dt.timedelta(hours=30)
+
+
+def test_predict_future_covariates_missing_raises():
+    dm = dm_for(long_frame(n_series=1, n_steps=30), future_covariate_cols=["fc"])
+    with pytest.raises(ValueError, match=r"future covariates \['fc'\].*series 's0'"):
+        dm.predict_batch()
+
+
+def test_predict_uses_future_covariate_rows_beyond_last_target():
+    df = long_frame(n_series=1, n_steps=30)
+    df = df.with_columns(pl.when(pl.int_range(pl.len()) >= 28).then(None).otherwise(pl.col("y")).alias("y"))
+    dm = dm_for(df, future_covariate_cols=["fc"], scaling="none")
+    b = dm.predict_batch()
+    assert b["start"].tolist() == [24]  # last observed = 27, context 24..27, future 28, 29 (in table)
+    np.testing.assert_allclose(b["future_cov"][0, 4:, 0].numpy(), df["fc"].to_numpy()[28:30], rtol=1e-6)
+
+
+# ---- spec and pure helpers ----
+
+def test_spec_is_json_and_helpers_invert():
+    dm = dm_for(long_frame(n_series=2, n_steps=40), target_cols=["y", "y2"], past_covariate_cols=["pc"])
+    spec = json.loads(json.dumps(dm.spec()))
+    for k in ("version", "time_kind", "freq", "calendar", "season_length", "context_length", "horizon",
+              "scaling", "scalers", "series", "target_cols"):
+        assert k in spec
+    b = full_batch(dm.train_dataset())
+    i = 5
+    sid = dm.series_ids[int(b["series"][i])]
+    orig = unscale(b["target"][i].numpy(), spec, sid)
+    np.testing.assert_allclose(orig, b["target"][i].numpy() * b["scale"][i].numpy() + b["loc"][i].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scale(orig, spec, sid), b["target"][i].numpy(), atol=1e-5)
+    with pytest.raises(ValueError, match="series 'nope'"):
+        scaler_params(spec, "nope")
+
+
+def test_calendar_features_values():
+    t = np.array([np.datetime64("2024-01-01T06:00")], dtype="datetime64[ns]").astype(np.int64)  # a Monday
+    f = calendar_features(t, ["hour_of_day", "day_of_week"])
+    np.testing.assert_allclose(f[0], [1.0, 0.0, 0.0, 1.0], atol=1e-6)  # 6h = quarter day; Monday = 0
+    assert parse_freq("1h30m") == 5_400_000_000_000 and parse_freq(7) == 7
+
+
+# ---- the embedded dataset, files, globs ----
+
+def test_default_dataset_no_arguments():
+    dm = TimeSeriesDataModule()
+    assert dm.series_ids == ["greensboro_nc", "sand_point_ak"] and dm.freq == "1h" and dm.season_length == 24
+    assert dm.context_length == 168 and dm.horizon == 24 and dm.n_targets == 3
+    b = next(iter(dm.train_dataloader()))
+    assert b["target"].shape == (64, 192, 3) and b["future_cov"].shape == (64, 192, dm.n_future_covariates)
+    assert torch.isfinite(b["target"]).all()
+    assert len(dm.test_dataset()) > 0 and len(dm.test_dataset()) < 200
+
+
+def test_glob_of_parquet_files_and_csv(tmp_path):
+    df = long_frame(n_series=3, n_steps=30)
+    for i, part in enumerate(df.partition_by("sid")):
+        part.write_parquet(tmp_path / f"part{i}.parquet")
+    result = full_batch(dm_for(None, path=str(tmp_path / "*.parquet")).train_dataset())
+    expected = full_batch(dm_for(df).train_dataset())
+    torch.testing.assert_close(result["target"], expected["target"])
+    df.write_csv(tmp_path / "all.csv")
+    result = full_batch(dm_for(None, path=str(tmp_path / "all.csv")).train_dataset())
+    torch.testing.assert_close(result["target"], expected["target"])
+    with pytest.raises(ValueError, match="no file matches"):
+        dm_for(None, path=str(tmp_path / "nothing*.parquet")).n_targets
+
+
+def test_etth1_protocol_if_present():
+    path = "/work/shared/data/ETDataset/ETTh1.csv"
+    if not os.path.exists(path):
+        pytest.skip("ETTh1.csv not available")
+    dm = TimeSeriesDataModule(path=path, time_col="date", target_cols=["HUFL", "HULL", "MUFL", "MULL", "LUFL",
+                              "LULL", "OT"], context_length=96, horizon=96, train_size=8640, val_size=2880,
+                              test_size=2880, eval_stride=1, calendar_features="none")
+    assert dm.freq == "1h" and len(dm.test_dataset()) == 2880 - 96 + 1
+    ot = pl.read_csv(path)["OT"].to_numpy()[:8640]
+    np.testing.assert_allclose(scaler_params(dm.spec(), "0", ["OT"]), [[ot.mean()], [ot.std()]], rtol=1e-5)
+
+
+# ---- bad input: each a clear ValueError ----
+
+def test_missing_column_suggests_the_close_name():
+    with pytest.raises(ValueError, match=r"target column 'yy' not found.*did you mean 'y'"):
+        dm_for(long_frame(), target_cols=["yy"]).n_targets
+    with pytest.raises(ValueError, match="time_col column 'time' not found"):
+        dm_for(long_frame(), time_col="time").n_targets
+
+
+def test_non_numeric_target():
+    df = long_frame().with_columns(pl.col("y").cast(pl.String))
+    with pytest.raises(ValueError, match="target column 'y'.*String.*not numeric"):
+        dm_for(df).n_targets
+
+
+def test_duplicate_rows_named():
+    df = long_frame()
+    df = pl.concat([df, df.filter((pl.col("sid") == "s1") & (pl.col("ts") == T0 + dt.timedelta(hours=3)))])
+    with pytest.raises(ValueError, match=r"duplicate \(series, ts\) rows.*\('s1', 2021-03-01T03:00"):
+        dm_for(df).n_targets
+
+
+def test_empty_table():
+    with pytest.raises(ValueError, match="empty"):
+        dm_for(long_frame().head(0)).n_targets
+
+
+def test_short_series_dropped_with_warning_or_error():
+    df = pl.concat([long_frame(n_series=1, n_steps=30), long_frame(n_series=2, n_steps=4).filter(pl.col("sid") == "s1")])
+    with pytest.warns(UserWarning, match=r"dropping 1 series shorter.*'s1'"):
+        dm = dm_for(df)
+        assert dm.series_ids == ["s0"]
+    with pytest.raises(ValueError, match="every series .* is shorter than context_length \\+ horizon = 6"):
+        dm_for(long_frame(n_steps=5)).n_targets
+
+
+def test_frequency_cannot_be_inferred():
+    df = pl.DataFrame({"ts": [T0, T0 + dt.timedelta(hours=2), T0 + dt.timedelta(hours=5)] * 1,
+                       "y": [1.0, 2.0, 3.0]})
+    with pytest.raises(ValueError, match=r"inferred frequency 2h.*2021-03-01T05:00.*off the grid"):
+        TimeSeriesDataModule(data=df, time_col="ts", target_cols=["y"], context_length=1, horizon=1).n_targets
+    one = pl.DataFrame({"ts": [T0], "y": [1.0]})
+    with pytest.raises(ValueError, match="cannot infer the frequency"):
+        TimeSeriesDataModule(data=one, time_col="ts", target_cols=["y"], context_length=1, horizon=1).n_targets
+
+
+def test_all_null_targets():
+    df = long_frame().with_columns(pl.lit(None, dtype=pl.Float64).alias("y"))
+    with pytest.raises(ValueError, match="target column 'y' is entirely null"):
+        dm_for(df).n_targets
+    df = long_frame().with_columns(pl.when(pl.col("sid") == "s1").then(float("nan")).otherwise(pl.col("y")).alias("y"))
+    with pytest.raises(ValueError, match=r"target 'y' is all null/NaN in series \['s1'\]"):
+        dm_for(df).n_targets
+
+
+def test_infinities():
+    df = long_frame().with_columns(
+        pl.when((pl.col("sid") == "s1") & (pl.col("ts") == T0 + dt.timedelta(hours=7)))
+        .then(float("inf")).otherwise(pl.col("pc")).alias("pc"))
+    with pytest.raises(ValueError, match=r"column 'pc' has 1 infinite.*series 's1' at ts=2021-03-01T07:00"):
+        dm_for(df, past_covariate_cols=["pc"]).n_targets
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="scaling='minmax'"):
+        dm_for(long_frame(), scaling="minmax")
+    with pytest.raises(ValueError, match="train_size \\+ val_size \\+ test_size = 50 steps but series 's0'"):
+        dm_for(long_frame(), train_size=30, val_size=10, test_size=10).n_targets
+    with pytest.raises(ValueError, match="freq='1mo'"):
+        dm_for(long_frame(), freq="1mo").n_targets
