@@ -58,7 +58,7 @@ import lightning as L
 import numpy as np
 import polars as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
 __all__ = [
     "TimeSeriesDataModule", "WindowDataset", "calendar_features", "calendar_feature_names",
@@ -351,6 +351,26 @@ class WindowDataset(Dataset):
         return {k: v[0] for k, v in self.__getitems__([i]).items()}
 
 
+class _TensorBatches(BatchSampler):
+    """A ``BatchSampler`` yielding int64 index tensors sliced from one ``torch.randperm`` (shuffled)
+    or ``arange`` (in order): no Python list of millions of ints as ``RandomSampler`` +
+    ``BatchSampler`` build. With any other sampler (e.g. Lightning's ``DistributedSampler`` swapped
+    in), it falls back to the standard ``BatchSampler`` behaviour."""
+
+    def __iter__(self):
+        if type(self.sampler) not in (RandomSampler, SequentialSampler):
+            yield from super().__iter__()
+            return
+        n = len(self.sampler)
+        if type(self.sampler) is RandomSampler:
+            order = torch.randperm(n, generator=self.sampler.generator)
+        else:
+            order = torch.arange(n)
+        stop = n - n % self.batch_size if self.drop_last else n
+        for i in range(0, stop, self.batch_size):
+            yield order[i:i + self.batch_size]
+
+
 class _TensorDictDataset(Dataset):
     """A fixed set of already-built windows (the predict windows): dict of (S, ...) tensors."""
 
@@ -639,64 +659,70 @@ class TimeSeriesDataModule(L.LightningDataModule):
             df = df.with_columns(pl.col("__t").dt.epoch("ns").alias("__t"))  # int64 ns from here on
         show = (lambda v: v) if tkind == "int" else (lambda v: np.datetime64(int(v), "ns"))
 
-        # -- sort (don't fail on unsorted input), then duplicates --
+        # -- sort (don't fail on unsorted input); from here rows are grouped by series, time-ordered --
+        same = (pl.col("__id") == pl.col("__id").shift(1)).fill_null(False)
         in_order = df["__id"].is_sorted() and df.select(
-            (pl.col("__t").diff().over("__id").fill_null(0) >= 0).all()).item()
+            (~same | (pl.col("__t") >= pl.col("__t").shift(1))).all()).item()
         if not in_order:
             df = df.sort("__id", "__t", maintain_order=True)
-        dups = df.filter(pl.struct("__id", "__t").is_duplicated())
+        df = df.with_columns(pl.col("__id").rle_id().cast(pl.Int32).alias("__s"))
+        first_row = (pl.col("__s") != pl.col("__s").shift(1)).fill_null(True)
+        df = df.with_columns(pl.when(first_row).then(None).otherwise(pl.col("__t") - pl.col("__t").shift(1))
+                             .alias("__d"))  # time step to the previous row of the same series
+
+        # -- duplicates --
+        dups = df.filter(pl.col("__d") == 0)
         if dups.height:
-            ex = dups.unique(["__id", "__t"], maintain_order=True).head(3)
+            ex = dups.unique(["__s", "__t"], maintain_order=True).head(3)
             pairs = [f"({i!r}, {show(t)})" for i, t in zip(ex["__id"].to_list(), ex["__t"].to_list())]
             raise ValueError(f"{dups.height} duplicate (series, {self.time_col}) rows in {where}, e.g. "
                              f"{', '.join(pairs)}; aggregate or drop duplicates first")
 
         # -- infinities, all-null targets --
+        has_inf = df.select([pl.col(c).is_infinite().any().alias(c) for c in value_cols]).row(0, named=True)
         for c in value_cols:
-            inf = df.filter(pl.col(c).is_infinite())
-            if inf.height:
+            if has_inf[c]:
+                inf = df.filter(pl.col(c).is_infinite())
                 r = inf.row(0, named=True)
                 raise ValueError(f"column {c!r} has {inf.height} infinite value(s), first in series {r['__id']!r} "
                                  f"at {self.time_col}={show(r['__t'])}; replace them with null")
+        counts = df.group_by("__s", maintain_order=True).agg(
+            pl.col("__id").first(), *[(pl.col(c).is_not_null() & pl.col(c).is_not_nan()).sum().alias(c)
+                                      for c in self._target_cols])
         for c in self._target_cols:
-            if df[c].null_count() + df[c].is_nan().sum() == df.height:
+            bad = counts.filter(pl.col(c) == 0)["__id"].to_list()
+            if len(bad) == counts.height:
                 raise ValueError(f"target column {c!r} is entirely null/NaN in {where}; nothing to learn")
-        allnull = df.group_by("__id", maintain_order=True).agg(
-            [(pl.col(c).is_not_null() & pl.col(c).is_not_nan()).sum().alias(c) for c in self._target_cols])
-        for c in self._target_cols:
-            bad = allnull.filter(pl.col(c) == 0)["__id"].to_list()
             if bad:
-                raise ValueError(f"target {c!r} is all null/NaN in series {bad[:5]}; drop these series or "
-                                 "fill the target")
+                raise ValueError(f"target {c!r} is all null/NaN in series {bad[:5]}"
+                                 f"{' ...' if len(bad) > 5 else ''}; drop these series or fill the target")
+        del counts
 
         # -- frequency --
         if self._freq_arg is None:
-            diffs = df.select(pl.col("__t").diff().over("__id").alias("d")).filter(pl.col("d") > 0)
-            if diffs.height == 0:
+            d = df["__d"].drop_nulls()
+            if d.len() == 0:
                 raise ValueError(f"cannot infer the frequency of {where}: no series has two distinct times; "
                                  "set freq (e.g. '1h' or an int step)")
-            step = int(diffs["d"].mode().min())
+            step = int(d.mode().min())
+            del d
         else:
             step = parse_freq(self._freq_arg)
             if tkind == "int" and not isinstance(self._freq_arg, (int, np.integer)) \
                     and not str(self._freq_arg).strip().lstrip("-").isdigit():
                 raise ValueError(f"freq={self._freq_arg!r} is a duration but time_col {self.time_col!r} is integer; "
                                  "give an int step")
-        g = df.select(
-            pl.col("__id"),
-            ((pl.col("__t") - pl.col("__t").first().over("__id")) // step).alias("k"),
-            ((pl.col("__t") - pl.col("__t").first().over("__id")) % step).alias("r"),
-        )
-        off = df.with_columns(g["r"].alias("__r")).filter(pl.col("__r") != 0)
+        off = df.filter(pl.col("__d") % step != 0)
         if off.height:
             r = off.row(0, named=True)
-            tshow = show(r["__t"])
             what = (f"the inferred frequency {format_freq(step) if tkind == 'datetime' else step}"
                     if self._freq_arg is None else f"freq={self._freq_arg!r}")
             raise ValueError(
-                f"cannot regularise {where} to {what}: series {r['__id']!r} has {self.time_col}={tshow} off the "
-                f"grid of {off.height} row(s); the frequency cannot be inferred consistently. Resample/aggregate "
-                "to a regular frequency first, or set freq to a step that divides all time differences")
+                f"cannot regularise {where} to {what}: series {r['__id']!r} has {self.time_col}={show(r['__t'])} "
+                f"off the grid ({off.height} row(s) in all); the frequency cannot be inferred consistently. "
+                "Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
+                "differences")
+        del off
         if tkind == "datetime":
             self._freq = format_freq(step)
             self._step_ns: int | None = step
@@ -706,12 +732,12 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self._time_kind = tkind
         self._step = step
 
-        # -- regularise: grid index per row (Polars), scatter into contiguous arrays (numpy) --
-        per = df.group_by("__id", maintain_order=True).agg(
-            pl.col("__t").first().alias("t0"), pl.col("__t").last().alias("t1"))
-        per = per.with_columns(((pl.col("t1") - pl.col("t0")) // step + 1).alias("n"))
-        lengths = per["n"].to_numpy().astype(np.int64)
-        ids = per["__id"].to_list()
+        # -- regularise: grid index per row, then one scatter into a contiguous array --
+        ends = df.group_by("__s", maintain_order=True).agg(
+            pl.col("__id").first(), pl.col("__t").first().alias("t0"), pl.col("__t").last().alias("t1"))
+        lengths = ((ends["t1"] - ends["t0"]) // step + 1).to_numpy().astype(np.int64)
+        ids = ends["__id"].to_list()
+        t0s = ends["t0"].to_numpy().astype(np.int64)
         Lw = self.window_length
         short = [(i, int(n)) for i, n in zip(ids, lengths) if n < Lw]
         if short:
@@ -721,84 +747,21 @@ class TimeSeriesDataModule(L.LightningDataModule):
             warnings.warn(f"dropping {len(short)} series shorter than context_length + horizon = {Lw} steps: "
                           f"{short[:10]}{' ...' if len(short) > 10 else ''}", UserWarning, stacklevel=2)
             keep = lengths >= Lw
-            keep_ids = [i for i, k in zip(ids, keep) if k]
-            mask = df["__id"].is_in(keep_ids)
-            df, g = df.filter(mask), g.filter(mask)
-            per = per.filter(pl.col("n") >= Lw)
-            lengths, ids = lengths[keep], keep_ids
+            df = df.filter(pl.col("__s").is_in(np.flatnonzero(~keep).astype(np.int32)).not_())
+            df = df.with_columns(pl.col("__s").rle_id().cast(pl.Int32))
+            ids = [i for i, k in zip(ids, keep) if k]
+            lengths, t0s = lengths[keep], t0s[keep]
         S = len(ids)
         offsets = np.zeros(S + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         N = int(offsets[-1])
-        # series index per row: rows are sorted by id, so it's the run index
-        sidx = df.select(pl.col("__id").rle_id()).to_series().to_numpy().astype(np.int64)
-        rows = offsets[sidx] + g["k"].to_numpy()
-        D = len(value_cols)
-        values = np.full((N, D), np.nan, dtype=np.float32)
-        if D:
-            values[rows] = df.select(value_cols).to_numpy().astype(np.float32, copy=False)
-        del df, g, sidx, rows
-
         C, P, Fu = len(self._target_cols), len(self.past_covariate_cols), len(self.future_covariate_cols)
-        tgt_obs = ~np.isnan(values[:, :C])
-        # last observed step per series (for predict)
-        any_obs = tgt_obs.any(axis=1)
-        pos = np.where(any_obs, np.arange(N, dtype=np.int64), -1)
-        last_obs = np.maximum.reduceat(pos, offsets[:-1]) - offsets[:-1] if S else np.zeros(0, np.int64)
+        D = C + P + Fu
 
-        p = _Prepared()
-        p.series_ids, p.offsets, p.step = ids, offsets, step
-        p.start_time = per["t0"].to_numpy().astype(np.int64)
-        p.last_observed = last_obs.astype(np.int64)
-        self._p = p
-
-        # -- splits --
-        self._splits = self._compute_splits(lengths, p.start_time, step, tkind)
-
-        # -- scalers: fitted on the train part's observed values, per series and column --
-        tr0, tr1 = self._splits["train"]
-        loc = np.zeros((S, D), dtype=np.float64)
-        scl = np.ones((S, D), dtype=np.float64)
-        if self.scaling != "none" and D:
-            seg = np.repeat(np.arange(S), lengths)
-            local = np.arange(N, dtype=np.int64) - offsets[seg]
-            in_train = (local >= tr0[seg]) & (local < tr1[seg])
-            tv = pl.DataFrame({"s": seg[in_train].astype(np.int32)}).with_columns(
-                pl.from_numpy(values[in_train], schema=[f"c{j}" for j in range(D)]))
-            cols = [pl.col(f"c{j}").fill_nan(None) for j in range(D)]
-            if self.scaling == "standard":
-                aggs = [c.mean().alias(f"l{j}") for j, c in enumerate(cols)] + \
-                       [c.std(ddof=0).alias(f"s{j}") for j, c in enumerate(cols)]
-            else:
-                aggs = [c.median().alias(f"l{j}") for j, c in enumerate(cols)] + \
-                       [(c.quantile(0.75, "linear") - c.quantile(0.25, "linear")).alias(f"s{j}")
-                        for j, c in enumerate(cols)]
-            st = pl.DataFrame({"s": np.arange(S, dtype=np.int32)}).join(
-                tv.lazy().select(pl.col("s"), *[pl.col(f"c{j}").cast(pl.Float64) for j in range(D)])
-                .group_by("s").agg(aggs).collect(), on="s", how="left").sort("s")
-            loc = st.select([f"l{j}" for j in range(D)]).to_numpy().astype(np.float64)
-            scl = st.select([f"s{j}" for j in range(D)]).to_numpy().astype(np.float64)
-            no_loc = np.isnan(loc)
-            bad_scale = ~np.isfinite(scl) | (scl <= 1e-12 * np.maximum(1.0, np.abs(np.nan_to_num(loc))))
-            if no_loc[:, :C].any():
-                s_bad, c_bad = np.nonzero(no_loc[:, :C])
-                warnings.warn("no observed training value to fit the scaler of "
-                              f"{[(ids[s], value_cols[c]) for s, c in zip(s_bad[:5], c_bad[:5])]} "
-                              "(series, column); using loc=0, scale=1", UserWarning, stacklevel=2)
-            loc = np.where(no_loc, 0.0, loc)
-            scl = np.where(bad_scale, 1.0, scl)
-            del tv, st, seg, local, in_train
-        self._loc, self._scl = loc, scl
-
-        # -- calendar --
+        # -- calendar encodings --
         cal = self._calendar_arg
         if isinstance(cal, str):
-            if cal == "auto":
-                cal = default_calendar(self._step_ns)
-            elif cal in ("none", ""):
-                cal = []
-            else:
-                cal = [cal]
+            cal = default_calendar(self._step_ns) if cal == "auto" else ([] if cal in ("none", "") else [cal])
         cal = list(cal)
         if cal and tkind == "int":
             raise ValueError(f"calendar features {cal} need a datetime time column; {self.time_col!r} is integer "
@@ -810,26 +773,82 @@ class TimeSeriesDataModule(L.LightningDataModule):
         K = 2 * len(cal)
         self._season_length = int(self._season_arg) if self._season_arg else default_season_length(self._step_ns)
 
-        # -- final arrays: scaled, zero-filled, with calendar columns; float32 contiguous --
-        data = np.empty((N, D + K), dtype=np.float32)
-        seg_loc = np.repeat(loc.astype(np.float32), lengths, axis=0) if D else None
-        if D:
-            np.subtract(values, seg_loc, out=data[:, :D])
-            del seg_loc
-            data[:, :D] /= np.repeat(scl.astype(np.float32), lengths, axis=0)
-            np.nan_to_num(data[:, :D], copy=False, nan=0.0)
-        del values
+        # the one big array: (N, D + K) float32 = [targets | past cov | future cov | calendar]
+        data = np.full((N, D + K), np.nan, dtype=np.float32)
+        if N == df.height:  # no gaps: the grid is the table itself
+            rows = slice(None)
+        else:
+            s_np = df["__s"].to_numpy()
+            rows = t0s[s_np]  # (n_rows,) int64, reused in place: grid row of every table row
+            del s_np
+            np.subtract(df["__t"].to_numpy(), rows, out=rows)
+            rows //= step
+            rows += offsets[:-1][df["__s"].to_numpy()]
+        for j, c in enumerate(value_cols):
+            data[rows, j] = df[c].to_numpy()
+        del df, rows
+        observed = ~np.isnan(data[:, :C])
+
+        # -- splits --
+        self._p = p = _Prepared()
+        p.series_ids, p.offsets, p.step, p.start_time = ids, offsets, step, t0s
+        self._splits = self._compute_splits(lengths, t0s, step, tkind)
+        tr0, tr1 = self._splits["train"]
+
+        # -- per series (vectorised over its rows): fit scalers on the train part, scale in place,
+        #    last observed step, calendar features --
+        loc = np.zeros((S, D), dtype=np.float64)
+        scl = np.ones((S, D), dtype=np.float64)
+        last_obs = np.zeros(S, dtype=np.int64)
+        cal_all, cal_base = None, 0
         if K:
-            for s in range(S):  # one vectorised call per series (not per window)
-                a, b = offsets[s], offsets[s + 1]
-                t = p.start_time[s] + np.arange(b - a, dtype=np.int64) * step
-                data[a:b, D:] = calendar_features(t, cal)
+            tmin = int(t0s.min())
+            aligned = bool(np.all((t0s - tmin) % step == 0))
+            total = int(((t0s - tmin) // step + lengths).max())
+            if aligned and total <= 2 * N:  # one calendar over the union of all grids, sliced per series
+                cal_all = calendar_features(tmin + np.arange(total, dtype=np.int64) * step, cal)
+                cal_base = tmin
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN slices -> handled below
+            for s in range(S):
+                a, b = int(offsets[s]), int(offsets[s + 1])
+                blk = data[a:b, :D]
+                if self.scaling != "none" and D:
+                    tr = blk[tr0[s]:tr1[s]]
+                    if self.scaling == "standard":
+                        loc[s] = np.nanmean(tr, axis=0, dtype=np.float64)
+                        scl[s] = np.nanstd(tr, axis=0, dtype=np.float64)
+                    else:
+                        q25, q50, q75 = np.nanquantile(tr.astype(np.float64), [0.25, 0.5, 0.75], axis=0)
+                        loc[s], scl[s] = q50, q75 - q25
+                    no_loc = np.isnan(loc[s])
+                    if no_loc[:C].any():
+                        warnings.warn(f"series {ids[s]!r}: no observed training value of "
+                                      f"{[value_cols[j] for j in np.flatnonzero(no_loc[:C])]} to fit the scaler; "
+                                      "using loc=0, scale=1", UserWarning, stacklevel=3)
+                    loc[s][no_loc] = 0.0
+                    bad = ~np.isfinite(scl[s]) | (scl[s] <= 1e-12 * np.maximum(1.0, np.abs(loc[s])))
+                    scl[s][bad] = 1.0
+                    blk -= loc[s].astype(np.float32)
+                    blk /= scl[s].astype(np.float32)
+                nz = np.flatnonzero(observed[a:b].any(axis=1))
+                last_obs[s] = nz[-1]
+                if K:
+                    if cal_all is not None:
+                        i0 = (int(t0s[s]) - cal_base) // step
+                        data[a:b, D:] = cal_all[i0:i0 + (b - a)]
+                    else:
+                        data[a:b, D:] = calendar_features(t0s[s] + np.arange(b - a, dtype=np.int64) * step, cal)
+        np.nan_to_num(data[:, :D], copy=False, nan=0.0)
+        p.last_observed = last_obs
+        self._loc, self._scl = loc, scl
         self._arrays = {
             "data": torch.from_numpy(data),
-            "observed": torch.from_numpy(tgt_obs.astype(np.float32)),
+            "observed": torch.from_numpy(observed.astype(np.float32)),
             "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
             "scale": torch.from_numpy(scl[:, :C].astype(np.float32)),
         }
+        del observed
         self._lengths = lengths
         self._value_cols = value_cols
         self._built = True
@@ -968,9 +987,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
         }
 
     def _loader(self, ds: Dataset, batch_size: int, shuffle: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, collate_fn=_collate_batched,
-                          num_workers=self.num_workers, pin_memory=self.pin_memory,
-                          persistent_workers=self.num_workers > 0, drop_last=False)
+        sampler = RandomSampler(ds) if shuffle else SequentialSampler(ds)
+        return DataLoader(ds, batch_sampler=_TensorBatches(sampler, batch_size, drop_last=False),
+                          collate_fn=_collate_batched, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                          persistent_workers=self.num_workers > 0)
 
     def train_dataloader(self) -> DataLoader:
         ds = self.train_dataset()

@@ -361,3 +361,47 @@ def test_bad_arguments():
         dm_for(long_frame(), train_size=30, val_size=10, test_size=10).n_targets
     with pytest.raises(ValueError, match="freq='1mo'"):
         dm_for(long_frame(), freq="1mo").n_targets
+
+
+# ---- loaders ----
+
+def test_shuffled_loader_covers_every_window_once_with_workers():
+    dm = dm_for(long_frame(n_series=3, n_steps=40), batch_size=7, num_workers=2)
+    n = len(dm.train_dataset())
+    starts = []
+    for b in dm.train_dataloader():
+        assert b["target"].shape[1:] == (6, 1) and b["target"].shape[0] <= 7
+        starts += list(zip(b["series"].tolist(), b["start"].tolist()))
+    assert len(starts) == n and len(set(starts)) == n
+    assert starts != sorted(starts)  # shuffled
+
+
+def test_lightning_fit_smoke():
+    import lightning as L
+
+    class Tiny(L.LightningModule):
+        def __init__(self, n_targets, horizon):
+            super().__init__()
+            self.lin = torch.nn.Linear(1, n_targets)
+            self.h = horizon
+
+        def training_step(self, batch, i):
+            pred = self.lin(torch.ones(*batch["target"].shape[:2], 1))[:, -self.h:]
+            return ((pred - batch["target"][:, -self.h:]) ** 2 * batch["observed"][:, -self.h:]).mean()
+
+        def validation_step(self, batch, i):
+            self.log("v", batch["target"].mean())
+
+        def predict_step(self, batch, i):
+            return batch["series"], batch["observed"][:, -self.h:].sum()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    dm = dm_for(long_frame(n_series=2, n_steps=40))
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Tiny(dm.n_targets, dm.horizon), datamodule=dm)
+    assert trainer.global_step == 3
+    preds = trainer.predict(Tiny(dm.n_targets, dm.horizon), datamodule=dm)
+    assert [p[0].tolist() for p in preds] == [[0, 1]] and float(preds[0][1]) == 0.0
