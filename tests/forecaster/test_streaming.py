@@ -1,0 +1,246 @@
+"""StreamingForecaster: one observation at a time equals the batch model; stream semantics;
+snapshots."""
+
+import datetime as dt
+import os
+import subprocess
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from torch import nn
+
+from forecaster.data import TimeSeriesDataModule
+from forecaster.model import GRUForecastNet
+from forecaster.streaming import StreamingForecaster
+
+CONTEXT, HORIZON, LENGTH = 40, 5, 60
+T0 = dt.datetime(2024, 3, 1)
+
+
+class Holder(nn.Module):
+    """What StreamingForecaster needs of a trained model: ``net`` and ``data_spec``."""
+
+    def __init__(self, net, spec):
+        super().__init__()
+        self.net, self.data_spec = net, spec
+
+
+def raw_frame(drop_rows=(17, 18), null_at=((9, "a"),)) -> pl.DataFrame:
+    """Two hourly series with two targets and a past covariate; rows 17-18 of series "s1"
+    missing (a gap) and a null target."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for sid, shift in (("s1", 0.0), ("s2", 3.0)):
+        for i in range(LENGTH):
+            if sid == "s1" and i in drop_rows:
+                continue
+            rows.append({"id": sid, "time": T0 + dt.timedelta(hours=i),
+                         "a": float(np.sin(i / 4) * 5 + shift + rng.normal()),
+                         "b": float(np.cos(i / 7) * 2 - shift + rng.normal()),
+                         "p": float(rng.normal())})
+    df = pl.DataFrame(rows)
+    for i, col in null_at:
+        df = df.with_columns(pl.when((pl.col("id") == "s1") & (pl.col("time") == T0 + dt.timedelta(hours=i)))
+                             .then(None).otherwise(pl.col(col)).alias(col))
+    return df
+
+
+def make(quantiles=(0.1, 0.5, 0.9), reset_after=True):
+    df = raw_frame()
+    dm = TimeSeriesDataModule.from_frame(
+        df, time_col="time", id_col="id", target_cols=["a", "b"], past_covariate_cols=["p"],
+        context_length=CONTEXT, horizon=HORIZON, train_size=CONTEXT + HORIZON, val_size=5, test_size=10,
+        batch_size=4, shuffle=False,
+    )
+    torch.manual_seed(0)
+    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON,
+                         hidden_size=16, num_layers=2, d_model=8, head_hidden=16, quantiles=list(quantiles),
+                         reset_after=reset_after, backend="torch")
+    return df, dm, Holder(net, dm.spec())
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_one_observation_at_a_time_equals_batch_model(reset_after):
+    df, dm, model = make(reset_after=reset_after)
+    ds = dm.train_dataset()
+    sids = [dm.series_ids[int(s)] for s in ds.__getitems__(list(range(len(ds))))["series"]]
+    stream = StreamingForecaster(model)
+    compared = 0
+    for sid in ("s1", "s2"):
+        i = sids.index(sid)
+        batch = ds.__getitems__([i])
+        assert int(batch["start"][0]) == 0
+        with torch.no_grad():
+            expected = model.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CONTEXT)
+        expected = expected[0] * batch["scale"][0][None, :, None] + batch["loc"][0][None, :, None]  # (T, H, C, Q)
+        rows = df.filter(pl.col("id") == sid).sort("time").to_dicts()
+        for rec in rows:
+            t = int((rec["time"] - T0) / dt.timedelta(hours=1))
+            if t >= CONTEXT:
+                break
+            report = stream.observe([rec])
+            assert report.accepted == 1 and not report.rejected
+            result = stream.forecast(sid)
+            got = (result.sort(["step", "target"]).select("q0.1", "q0.5", "q0.9").to_numpy()
+                   .reshape(HORIZON, 2, 3))
+            np.testing.assert_allclose(got, expected[t].numpy(), rtol=1e-4, atol=1e-4)
+            compared += 1
+    assert compared == 2 * CONTEXT - 2  # every record of both series but the two missing hours
+
+
+def test_forecast_frame_columns_and_times():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    stream.observe(df.filter(pl.col("time") <= T0 + dt.timedelta(hours=3)))
+    result = stream.forecast()
+    assert result.columns == ["id", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"]
+    assert result.height == 2 * HORIZON * 2
+    first = result.filter((pl.col("id") == "s2") & (pl.col("step") == 1))
+    assert first["origin"].to_list() == [T0 + dt.timedelta(hours=3)] * 2
+    assert first["time"].to_list() == [T0 + dt.timedelta(hours=4)] * 2
+    assert (result["q0.1"] <= result["q0.5"]).all() and (result["q0.5"] <= result["q0.9"]).all()
+    assert (result["value"] == result["q0.5"]).all()
+
+
+def test_forecast_does_not_change_state():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    stream.observe(df.head(10))
+    before = stream.hidden_state()[1]
+    a = stream.forecast()
+    b = stream.forecast()
+    assert a.equals(b)
+    assert torch.equal(stream.hidden_state()[1], before)
+
+
+def test_gap_is_advanced_as_unobserved_steps():
+    df, dm, model = make()
+    s1 = df.filter(pl.col("id") == "s1").sort("time")
+    gap_fed, dense_fed = StreamingForecaster(model), StreamingForecaster(model)
+    rec_before, rec_after = s1.row(2, named=True), s1.row(3, named=True)
+    gap_fed.observe([rec_before])
+    report = gap_fed.observe([{**rec_after, "time": rec_before["time"] + dt.timedelta(hours=4)}])
+    assert report.steps == 4  # three missing hours + the record
+    dense_fed.observe([rec_before])
+    for k in (1, 2, 3):
+        dense_fed.observe([{**rec_before, "time": rec_before["time"] + dt.timedelta(hours=k),
+                            "a": None, "b": None, "p": None}])
+    dense_fed.observe([{**rec_after, "time": rec_before["time"] + dt.timedelta(hours=4)}])
+    torch.testing.assert_close(gap_fed.hidden_state()[1], dense_fed.hidden_state()[1])
+    assert gap_fed.info()["steps"].to_list() == [5]
+    assert gap_fed.info()["observations"].to_list() == [2]
+
+
+def test_out_of_order_duplicate_and_off_grid_records_are_rejected_others_processed():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    recs = df.filter(pl.col("id") == "s1").sort("time").head(4).to_dicts()
+    stream.observe(recs[:3])
+    before = stream.hidden_state("s1")[1].clone()
+    other = df.filter(pl.col("id") == "s2").row(0, named=True)
+    report = stream.observe([
+        recs[1],                                                     # out of order
+        recs[2],                                                     # duplicate
+        {**recs[3], "time": recs[2]["time"] + dt.timedelta(minutes=30)},  # off the hourly grid
+        other,                                                       # fine
+    ])
+    assert [r.index for r in report.rejected] == [0, 1, 2]
+    assert "out-of-order" in report.rejected[0].reason
+    assert "duplicate" in report.rejected[1].reason
+    assert "grid" in report.rejected[2].reason
+    assert report.accepted == 1
+    assert torch.equal(stream.hidden_state("s1")[1], before)
+    assert stream.series == ["s1", "s2"]
+
+
+def test_null_nan_is_missing_inf_rejected_bad_columns_raise():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    rec = df.row(0, named=True)
+    report = stream.observe([{**rec, "a": None, "b": float("nan")}])
+    assert report.accepted == 1 and stream.info()["observations"].to_list() == [0]
+    report = stream.observe([{**rec, "time": rec["time"] + dt.timedelta(hours=1), "a": float("inf")}])
+    assert report.accepted == 0 and "infinite" in report.rejected[0].reason
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['p'\]"):
+        stream.observe([{k: v for k, v in rec.items() if k != "p"}])
+    with pytest.raises(ValueError, match="must be numeric"):
+        stream.observe(pl.DataFrame({"id": ["s1"], "time": [T0], "a": ["x"], "b": [1.0], "p": [1.0]}))
+    report = stream.observe([{**rec, "time": rec["time"] + dt.timedelta(hours=2), "a": "12"}])
+    assert "not a number" in report.rejected[0].reason
+
+
+def test_new_series_uses_pooled_scaler_or_is_rejected():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    rec = {**df.row(0, named=True), "id": "brand-new"}
+    assert stream.observe([rec]).accepted == 1
+    spec = model.data_spec
+    expected_loc = np.median([[spec["scalers"][s][c][0] for c in ("a", "b")] for s in ("s1", "s2")], axis=0)
+    np.testing.assert_allclose(stream._params[stream._ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
+    strict = StreamingForecaster(model, new_series="reject")
+    report = strict.observe([rec])
+    assert report.accepted == 0 and "unknown series" in report.rejected[0].reason
+
+
+def test_snapshot_round_trip_gives_identical_forecasts(tmp_path):
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    stream.observe(df.filter(pl.col("time") < T0 + dt.timedelta(hours=20)))
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    restored = StreamingForecaster(model)
+    restored.load_state(path)
+    assert restored.forecast().equals(stream.forecast())
+    nxt = df.filter(pl.col("time") == T0 + dt.timedelta(hours=20))
+    stream.observe(nxt)
+    restored.observe(nxt)
+    assert restored.forecast().equals(stream.forecast())
+
+
+def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch):
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    stream.observe(df.head(5))
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    good = path.read_bytes()
+    stream.observe(df.slice(5, 5))
+
+    def crash(obj, f, *a, **k):
+        f.write(b"partial")
+        raise KeyboardInterrupt("killed mid-write")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        stream.save_state(path)
+    assert path.read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+
+
+def test_load_state_errors(tmp_path):
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    with pytest.raises(ValueError, match="does not exist"):
+        stream.load_state(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a snapshot")
+    with pytest.raises(ValueError, match="not a readable snapshot"):
+        stream.load_state(tmp_path / "junk.pt")
+    other = StreamingForecaster(Holder(GRUForecastNet(2, 1, dm.n_future_covariates, HORIZON, hidden_size=8),
+                                       model.data_spec))
+    other.observe(df.head(2))
+    other.save_state(tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="written for another model"):
+        stream.load_state(tmp_path / "other.pt")
+
+
+def test_hidden_state_exposed_per_series():
+    df, dm, model = make()
+    stream = StreamingForecaster(model)
+    stream.observe(df.head(3))
+    ids, states = stream.hidden_state()
+    assert ids == ["s1"] and states.shape == (1, 2, 16)
+    with pytest.raises(ValueError, match="no observations yet"):
+        stream.forecast("s9")
