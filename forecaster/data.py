@@ -72,7 +72,7 @@ DEFAULT_ROLES = {
     "time_col": "time",
     "id_col": "station",
     "target_cols": ["temp_air", "relative_humidity", "ghi"],
-    "past_covariate_cols": ["dew_point", "pressure", "wind_speed"],
+    "past_covariate_cols": ["dew_point", "wind_speed", "dni", "dhi"],
     "future_covariate_cols": [],
 }
 
@@ -719,8 +719,9 @@ class TimeSeriesDataModule(L.LightningDataModule):
                     if self._freq_arg is None else f"freq={self._freq_arg!r}")
             raise ValueError(
                 f"cannot regularise {where} to {what}: series {r['__id']!r} has {self.time_col}={show(r['__t'])} "
-                f"off the grid ({off.height} row(s) in all); the frequency cannot be inferred consistently. "
-                "Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
+                f"off the grid ({off.height} row(s) in all)"
+                + ("; the frequency cannot be inferred consistently" if self._freq_arg is None else "")
+                + ". Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
                 "differences")
         del off
         if tkind == "datetime":

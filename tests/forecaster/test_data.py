@@ -259,6 +259,7 @@ def test_default_dataset_no_arguments():
     dm = TimeSeriesDataModule()
     assert dm.series_ids == ["greensboro_nc", "sand_point_ak"] and dm.freq == "1h" and dm.season_length == 24
     assert dm.context_length == 168 and dm.horizon == 24 and dm.n_targets == 3
+    assert dm.n_past_covariates == 4 and dm.n_future_covariates == 6  # hour/weekday/day-of-year sin+cos
     b = next(iter(dm.train_dataloader()))
     assert b["target"].shape == (64, 192, 3) and b["future_cov"].shape == (64, 192, dm.n_future_covariates)
     assert torch.isfinite(b["target"]).all()
@@ -332,6 +333,9 @@ def test_frequency_cannot_be_inferred():
                        "y": [1.0, 2.0, 3.0]})
     with pytest.raises(ValueError, match=r"inferred frequency 2h.*2021-03-01T05:00.*off the grid"):
         TimeSeriesDataModule(data=df, time_col="ts", target_cols=["y"], context_length=1, horizon=1).n_targets
+    with pytest.raises(ValueError, match=r"to freq='2h'.*2021-03-01T05:30.*off the grid"):
+        TimeSeriesDataModule(data=df.with_columns(pl.col("ts").dt.offset_by("30m")), time_col="ts", target_cols=["y"],
+                             freq="2h", context_length=1, horizon=1).n_targets
     one = pl.DataFrame({"ts": [T0], "y": [1.0]})
     with pytest.raises(ValueError, match="cannot infer the frequency"):
         TimeSeriesDataModule(data=one, time_col="ts", target_cols=["y"], context_length=1, horizon=1).n_targets
