@@ -409,3 +409,14 @@ def test_lightning_fit_smoke():
     assert trainer.global_step == 3
     preds = trainer.predict(Tiny(dm.n_targets, dm.horizon), datamodule=dm)
     assert [p[0].tolist() for p in preds] == [[0, 1]] and float(preds[0][1]) == 0.0
+
+
+def test_string_and_date_time_columns():
+    s = pl.DataFrame({"d": [f"2020-01-{i:02d}" for i in range(1, 31)], "y": [float(i) for i in range(30)]})
+    for df in (s, s.with_columns(pl.col("d").str.to_date())):
+        dm = TimeSeriesDataModule(data=df, time_col="d", target_cols=["y"], context_length=5, horizon=2)
+        assert dm.freq == "1d" and dm.season_length == 7
+        assert dm.timestamps_for(0, 1, 1).to_list() == [dt.datetime(2020, 1, 2)]
+    bad = pl.DataFrame({"d": ["2020-01-01", "nope", "2020-01-03"], "y": [1.0, 2, 3]})
+    with pytest.raises(ValueError, match="time_col 'd': value 'nope' could not be parsed"):
+        TimeSeriesDataModule(data=bad, time_col="d", target_cols=["y"], context_length=1, horizon=1).n_targets
