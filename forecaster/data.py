@@ -913,6 +913,20 @@ class TimeSeriesDataModule(L.LightningDataModule):
                              f"{self._p.series_ids[s]!r} has only {int(n[s])}")
         return {"train": (z, ntr), "val": (ntr, ntr + nv), "test": (ntr + nv, end)}
 
+    def split_bounds(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(begin, end)``: int64 arrays (S,) of the grid indices ``[begin, end)`` of ``split``
+        ("train" | "val" | "test") per series (index into ``series_ids``). The first time of the
+        test part of series ``i`` is ``timestamps_for(i, begin[i], 1)[0]``."""
+        self._build()
+        if split not in self._splits:
+            raise ValueError(f"split={split!r}: choose 'train', 'val' or 'test'")
+        b, e = self._splits[split]
+        return b.copy(), e.copy()
+
+    def frame(self) -> pl.LazyFrame:
+        """The input table as given (path scanned lazily, or the in-memory frame), unvalidated."""
+        return self._frame()
+
     # ---- windows ----
 
     def _windows(self, split: str) -> WindowDataset:

@@ -189,6 +189,8 @@ def test_cutoff_timestamp_split():
     assert min(times) == dt.datetime(2021, 3, 2, 0) and max(times) == dt.datetime(2021, 3, 2, 10)
     te = full_batch(dm.test_dataset())
     assert int((te["start"] + 4).min()) == 36
+    begin, end = dm.split_bounds("test")
+    assert begin.tolist() == [36, 36] and end.tolist() == [48, 48]
 
 
 def test_robust_scaler_train_only():
