@@ -169,20 +169,9 @@ class StreamingForecaster:
 
     def _columns(self, data) -> dict[str, list]:
         """Records (a Polars DataFrame, or a list of dicts) -> plain column lists, checked."""
-        need = ([self.id_col] if self.id_col else []) + [self.time_col] + self.target_cols + self.past_cols
-        if isinstance(data, (pl.DataFrame, pl.LazyFrame)):
-            df = data.collect() if isinstance(data, pl.LazyFrame) else data
-            missing = [c for c in need if c not in df.columns]
-            if missing:
-                raise ValueError(f"observations lack column(s) {missing}; expected {need} "
-                                 f"(future covariates {self.future_cols} optional)")
-            bad = [c for c in self.target_cols + self.past_cols + [c for c in self.future_cols if c in df.columns]
-                   if not (df.schema[c].is_numeric() or df.schema[c] == pl.Null)]
-            if bad:
-                raise ValueError(f"column(s) {bad} must be numeric, got "
-                                 f"{[str(df.schema[c]) for c in bad]}")
-            cols = {c: df[c].to_list() for c in need + [c for c in self.future_cols if c in df.columns]}
-            return cols
+        need = self._required()
+        if isinstance(data, pl.DataFrame):
+            return {c: data[c].to_list() for c in need + [c for c in self.future_cols if c in data.columns]}
         if isinstance(data, dict):
             data = [data]
         records = list(data)
@@ -199,6 +188,55 @@ class StreamingForecaster:
             for c in self.future_cols:
                 cols[c].append(rec.get(c))
         return cols
+
+    def _required(self) -> list[str]:
+        return ([self.id_col] if self.id_col else []) + [self.time_col] + self.target_cols + self.past_cols
+
+    def _check_frame(self, df: pl.DataFrame) -> None:
+        need = self._required()
+        missing = [c for c in need if c not in df.columns]
+        if missing:
+            raise ValueError(f"observations lack column(s) {missing}; expected {need} "
+                             f"(future covariates {self.future_cols} optional)")
+        bad = [c for c in self.target_cols + self.past_cols + [c for c in self.future_cols if c in df.columns]
+               if not (df.schema[c].is_numeric() or df.schema[c] == pl.Null)]
+        if bad:
+            raise ValueError(f"column(s) {bad} must be numeric, got {[str(df.schema[c]) for c in bad]}")
+
+    def _observe_frame_fast(self, df: pl.DataFrame) -> ObserveReport | None:
+        """Vectorised path for the common case: every record of a known series, each series once,
+        exactly one period after its last time, finite values. None when any of that fails (the
+        general path then handles the batch record by record)."""
+        n = df.height
+        if n == 0:
+            return ObserveReport()
+        sids = df[self.id_col].cast(pl.Utf8).to_list() if self.id_col else ["series"] * n
+        if len(set(sids)) != n:
+            return None
+        rows = [self._ids.get(sid) for sid in sids]
+        if any(r is None for r in rows):
+            return None
+        rows = np.array(rows, dtype=np.int64)
+        tcol = df[self.time_col]
+        if self.is_datetime and isinstance(tcol.dtype, pl.Datetime) and tcol.dtype.time_zone is None:
+            times = tcol.cast(pl.Datetime("ns")).cast(pl.Int64)
+        elif not self.is_datetime and tcol.dtype.is_integer():
+            times = tcol.cast(pl.Int64)
+        else:
+            return None
+        if times.null_count():
+            return None
+        times = times.to_numpy()
+        last = self._last[rows]
+        if np.any(last == _NO_TIME) or np.any(times - last != self.step_size):
+            return None
+        value_cols = self.target_cols + self.past_cols + self.future_cols
+        vals = df.select([pl.col(c).cast(pl.Float64) if c in df.columns else pl.lit(None, pl.Float64).alias(c)
+                          for c in value_cols]).to_numpy()
+        if np.isinf(vals).any():
+            return None
+        self._round(rows, times, vals)
+        return ObserveReport(accepted=n, steps=n)
 
     def _to_time(self, value) -> int:
         """A timestamp (datetime, ISO string, numpy datetime64, or int) -> int64 on the spec's
@@ -244,6 +282,12 @@ class StreamingForecaster:
         Raises:
             ValueError: missing or non-numeric columns (nothing applied).
         """
+        if isinstance(data, (pl.DataFrame, pl.LazyFrame)):
+            data = data.collect() if isinstance(data, pl.LazyFrame) else data
+            self._check_frame(data)
+            fast = self._observe_frame_fast(data)
+            if fast is not None:
+                return fast
         cols = self._columns(data)
         n = len(cols[self.time_col])
         report = ObserveReport()
@@ -307,18 +351,23 @@ class StreamingForecaster:
                 v = plan[r][j][1]
                 if v is not None:
                     vals[m] = v
-            loc, scl = self._params[sel, 0], self._params[sel, 1]
-            scaled = (vals - loc) / scl
-            observed = ~np.isnan(scaled)
-            scaled = np.where(observed, scaled, 0.0).astype(np.float32)
-            target, past = scaled[:, :C], scaled[:, C:C + P]
-            future = np.concatenate([scaled[:, C + P:], calendar_features(times, self.spec)], axis=1)
-            self._step_rows(sel, target, observed[:, :C].astype(np.float32), past, future)
-            self._last[sel] = times
-            self._n_steps[sel] += 1
-            self._n_obs[sel] += observed[:, :C].any(axis=1)
+            self._round(sel, times, vals)
             total += len(sel)
         return total
+
+    def _round(self, rows: np.ndarray, times: np.ndarray, vals: np.ndarray) -> None:
+        """One recurrent step for distinct table rows ``rows`` at ``times`` (M,) from raw values
+        (M, targets + past + future covariates), NaN = missing: scale, encode, step, bookkeep."""
+        C, P = len(self.target_cols), len(self.past_cols)
+        scaled = (vals - self._params[rows, 0]) / self._params[rows, 1]
+        observed = ~np.isnan(scaled)
+        scaled = np.where(observed, scaled, 0.0).astype(np.float32)
+        future = np.concatenate([scaled[:, C + P:], calendar_features(times, self.spec)], axis=1)
+        obs_t = observed[:, :C]
+        self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
+        self._last[rows] = times
+        self._n_steps[rows] += 1
+        self._n_obs[rows] += obs_t.any(axis=1)
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
         """One recurrent step for table rows ``rows`` (all distinct) from one step's features."""
@@ -524,3 +573,10 @@ class StreamingForecaster:
         self._n_obs[:n] = payload["n_obs"]
         self._n_steps[:n] = payload["n_steps"]
         self._params[:n] = payload["params"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m forecaster stream``: see :mod:`forecaster.stream_cli`."""
+    from forecaster.stream_cli import main as stream_main
+
+    return stream_main(argv)

@@ -244,3 +244,18 @@ def test_hidden_state_exposed_per_series():
     assert ids == ["s1"] and states.shape == (1, 2, 16)
     with pytest.raises(ValueError, match="no observations yet"):
         stream.forecast("s9")
+
+
+def test_vectorised_frame_path_equals_record_path():
+    df, dm, model = make()
+    frame_fed, record_fed = StreamingForecaster(model), StreamingForecaster(model)
+    first = df.filter(pl.col("time") == T0)
+    frame_fed.observe(first)
+    record_fed.observe(first.to_dicts())
+    for k in range(1, 12):  # s1 has a null at hour 9; both series move together each hour
+        part = df.filter(pl.col("time") == T0 + dt.timedelta(hours=k))
+        fast = frame_fed._observe_frame_fast(part)
+        assert fast is not None and fast.accepted == part.height
+        record_fed.observe(part.to_dicts())
+    torch.testing.assert_close(frame_fed.hidden_state()[1], record_fed.hidden_state()[1], rtol=0, atol=0)
+    assert frame_fed.info().equals(record_fed.info())
