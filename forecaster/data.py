@@ -48,11 +48,10 @@ without Polars or the training data.
 from __future__ import annotations
 
 import glob as _glob
-import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import lightning as L
 import numpy as np
@@ -284,7 +283,6 @@ class _Prepared:
     offsets: np.ndarray        # int64 (S + 1,): series s occupies grid rows offsets[s]:offsets[s+1]
     start_time: np.ndarray     # int64 (S,): ns (datetime) or int value of grid step 0
     step: int                  # ns per step, or the integer time step
-    values: np.ndarray         # float32 (N, C + P + Fu), raw, NaN where missing
     last_observed: np.ndarray  # int64 (S,): grid index of the last step with any target observed
 
 
@@ -401,7 +399,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
         path: CSV / Parquet / Arrow IPC file or glob; None (and ``data`` None) = the embedded TMY3
             weather dataset (2 stations, hourly, 1 year), whose column roles are then the defaults.
         data: an in-memory ``polars.DataFrame`` / ``LazyFrame`` instead of ``path`` (Python use).
-        time_col: datetime/date column (strings are parsed) or integer time index.
+        time_col: datetime/date column (ISO strings are parsed; time-zone-aware datetimes are
+            converted to UTC, so calendar features are then UTC-based) or an integer time index.
         id_col: series id column (long format); None = the whole table is one series (wide format).
         target_cols: columns to forecast (C >= 1); None = every numeric column not otherwise used.
         past_covariate_cols: numeric columns observed only up to now (P); None = none.
@@ -426,6 +425,11 @@ class TimeSeriesDataModule(L.LightningDataModule):
         season_length: override the seasonal period (None = from the frequency, 24 for hourly).
         batch_size, eval_batch_size (None = batch_size), num_workers, shuffle.
         pin_memory: None = when CUDA is available.
+
+    Nothing is read in the constructor; the first access to a schema attribute (``n_targets``,
+    ``freq``, ``series_ids``, ...), ``setup()`` or ``spec()`` builds everything once. Series whose
+    grid is shorter than ``context_length + horizon`` are dropped with a warning. Wide data without
+    ``id_col`` is one series with id ``"0"``.
     """
 
     def __init__(

@@ -15,7 +15,6 @@ outside Python, so ``tracemalloc`` would miss it).
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import threading
 import time

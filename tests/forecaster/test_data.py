@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import warnings
 
 import numpy as np
 import polars as pl
@@ -322,7 +321,8 @@ def test_empty_table():
 
 
 def test_short_series_dropped_with_warning_or_error():
-    df = pl.concat([long_frame(n_series=1, n_steps=30), long_frame(n_series=2, n_steps=4).filter(pl.col("sid") == "s1")])
+    short = long_frame(n_series=2, n_steps=4).filter(pl.col("sid") == "s1")
+    df = pl.concat([long_frame(n_series=1, n_steps=30), short])
     with pytest.warns(UserWarning, match=r"dropping 1 series shorter.*'s1'"):
         dm = dm_for(df)
         assert dm.series_ids == ["s0"]
