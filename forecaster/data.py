@@ -306,43 +306,46 @@ class WindowDataset(Dataset):
 
     def __init__(self, arrays: dict[str, torch.Tensor], offsets: np.ndarray, first: np.ndarray,
                  counts: np.ndarray, stride: int, length: int, split_sizes: tuple[int, int, int]):
-        self.a = arrays  # data (N, C+P+Fu+K) scaled & zero-filled, observed (N, C), loc/scale (S, C)
-        self.offsets = torch.as_tensor(offsets[:-1], dtype=torch.int64)
-        self.first = torch.as_tensor(first, dtype=torch.int64)
+        # data (N, C+P+Fu+K) scaled & zero-filled, observed (N, C), loc/scale (S, C); gathered with
+        # numpy (np.take: no intra-op thread pool, fast on a busy CPU), returned as tensors
+        self.a = {k: v.numpy() for k, v in arrays.items()}
+        self.offsets = np.ascontiguousarray(offsets[:-1], dtype=np.int64)
+        self.first = np.asarray(first, dtype=np.int64)
         self.counts = np.asarray(counts, dtype=np.int64)
-        self.cum = torch.as_tensor(np.cumsum(self.counts), dtype=torch.int64)
+        self.cum = np.cumsum(self.counts)
         self.stride = int(stride)
         self.length = int(length)
         self.C, self.P, self.Fu = split_sizes
-        self._ar = torch.arange(self.length, dtype=torch.int64)
+        self._ar = np.arange(self.length, dtype=np.int64)
 
     def __len__(self) -> int:
         return int(self.cum[-1]) if len(self.cum) else 0
 
-    def locate(self, idx) -> tuple[torch.Tensor, torch.Tensor]:
-        """Window indices (B,) -> (series (B,), start (B,)) int64."""
-        idx = torch.as_tensor(idx, dtype=torch.int64).reshape(-1)
+    def locate(self, idx) -> tuple[np.ndarray, np.ndarray]:
+        """Window indices (B,) -> (series (B,), start (B,)) int64 arrays."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= len(self)):
             raise IndexError(f"window index out of range [0, {len(self)})")
-        s = torch.searchsorted(self.cum, idx, right=True)
-        before = torch.where(s > 0, self.cum[(s - 1).clamp(min=0)], torch.zeros_like(s))
+        s = np.searchsorted(self.cum, idx, side="right")
+        before = np.where(s > 0, self.cum[np.maximum(s - 1, 0)], 0)
         start = self.first[s] + (idx - before) * self.stride
         return s, start
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
+        """``indices``: window indices (B,) (list, numpy or tensor) -> the batched dict."""
         s, start = self.locate(indices)
         rows = (self.offsets[s] + start)[:, None] + self._ar  # (B, L) grid rows
-        x = self.a["data"][rows]  # (B, L, D): one gather
-        C, P, Fu = self.C, self.P, self.Fu
+        x = torch.from_numpy(np.take(self.a["data"], rows, axis=0))  # (B, L, D): one gather
+        C, P = self.C, self.P
         return {
             "target": x[..., :C],
-            "observed": self.a["observed"][rows],
+            "observed": torch.from_numpy(np.take(self.a["observed"], rows, axis=0)),
             "past_cov": x[..., C:C + P],
             "future_cov": x[..., C + P:],
-            "loc": self.a["loc"][s],
-            "scale": self.a["scale"][s],
-            "series": s,
-            "start": start,
+            "loc": torch.from_numpy(self.a["loc"][s]),
+            "scale": torch.from_numpy(self.a["scale"][s]),
+            "series": torch.from_numpy(s.astype(np.int64, copy=False)),
+            "start": torch.from_numpy(start),
         }
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
@@ -379,7 +382,7 @@ class _TensorDictDataset(Dataset):
         return len(self.batch["series"])
 
     def __getitems__(self, indices) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.int64)
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
         return {k: v[idx] for k, v in self.batch.items()}
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
