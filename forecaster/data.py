@@ -782,10 +782,11 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self._season_length = int(self._season_arg) if self._season_arg else default_season_length(self._step_ns)
 
         # the one big array: (N, D + K) float32 = [targets | past cov | future cov | calendar]
-        data = np.full((N, D + K), np.nan, dtype=np.float32)
         if N == df.height:  # no gaps: the grid is the table itself
+            data = np.empty((N, D + K), dtype=np.float32)
             rows = slice(None)
         else:
+            data = np.full((N, D + K), np.nan, dtype=np.float32)
             s_np = df["__s"].to_numpy()
             rows = t0s[s_np]  # (n_rows,) int64, reused in place: grid row of every table row
             del s_np
@@ -839,6 +840,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
                     scl[s][bad] = 1.0
                     blk -= loc[s].astype(np.float32)
                     blk /= scl[s].astype(np.float32)
+                np.copyto(blk, 0.0, where=np.isnan(blk))  # missing -> 0 (no infinities: validated)
                 nz = np.flatnonzero(observed[a:b].any(axis=1))
                 last_obs[s] = nz[-1]
                 if K:
@@ -847,7 +849,6 @@ class TimeSeriesDataModule(L.LightningDataModule):
                         data[a:b, D:] = cal_all[i0:i0 + (b - a)]
                     else:
                         data[a:b, D:] = calendar_features(t0s[s] + np.arange(b - a, dtype=np.int64) * step, cal)
-        np.nan_to_num(data[:, :D], copy=False, nan=0.0)
         p.last_observed = last_obs
         self._loc, self._scl = loc, scl
         self._arrays = {
