@@ -70,8 +70,8 @@ DEFAULT_DATASET = Path(__file__).resolve().parent / "datasets" / "tmy3_weather.p
 DEFAULT_ROLES = {
     "time_col": "time",
     "id_col": "station",
-    "target_cols": ["temp_air", "relative_humidity", "ghi"],
-    "past_covariate_cols": ["dew_point", "wind_speed", "dni", "dhi"],
+    "target_cols": ["temp_air", "relative_humidity", "wind_speed"],
+    "past_covariate_cols": ["dew_point", "ghi", "dni", "dhi"],
     "future_covariate_cols": [],
 }
 
