@@ -1,0 +1,105 @@
+"""The streaming predictor against re-running the context window (what window-based libraries do
+for every forecast), in one run: latency of one observe + forecast, and throughput for many series."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import torch
+from torch import nn
+
+from forecaster.bench.timing import measure, measure_pair
+from forecaster.data import TimeSeriesDataModule
+from forecaster.model import GRUForecastNet
+from forecaster.streaming import StreamingForecaster
+
+T0 = dt.datetime(2024, 1, 1)
+
+
+class _Trained(nn.Module):
+    """What StreamingForecaster reads from a trained model: ``net`` and ``data_spec``."""
+
+    def __init__(self, net: GRUForecastNet, spec: dict):
+        super().__init__()
+        self.net, self.data_spec = net, spec
+
+
+def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str):
+    steps = context + horizon + 4
+    rng = np.random.default_rng(0)
+    t = np.arange(steps)
+    frame = pl.DataFrame({
+        "id": np.repeat(np.arange(n_series), steps).astype(str),
+        "time": np.tile(np.array([T0 + dt.timedelta(hours=int(i)) for i in t], dtype="datetime64[us]"), n_series),
+        "y": (np.sin(np.tile(t, n_series) * 2 * np.pi / 24) + rng.normal(size=n_series * steps) * 0.1),
+        "x": rng.normal(size=n_series * steps),
+    })
+    dm = TimeSeriesDataModule.from_frame(frame, time_col="time", id_col="id", target_cols=["y"],
+                                         past_covariate_cols=["x"], context_length=context, horizon=horizon,
+                                         train_size=context + horizon, val_size=2, test_size=2)
+    torch.manual_seed(0)
+    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, hidden_size=hidden,
+                         num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto").to(device).eval()
+    return frame, dm, _Trained(net, dm.spec())
+
+
+def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, hidden: int = 64,
+        context: int = 168, horizon: int = 24) -> list[dict]:
+    n_series = n_series or (1000 if quick else 10_000)
+    frame, dm, model = _setup(n_series, hidden, context, horizon, device)
+    rows = []
+
+    # latency: one series, one record (a list with one dict) then its forecast
+    stream = StreamingForecaster(model, device=device)
+    one = frame.filter(pl.col("id") == "0").sort("time")
+    stream.observe(one.head(context))
+    recs = one.slice(context).to_dicts()
+    state = {"i": 0}
+
+    def observe_forecast():
+        i = state["i"]
+        rec = {**recs[0], "time": recs[0]["time"] + dt.timedelta(hours=i)}
+        stream.observe([rec])
+        stream.forecast("0")
+        state["i"] = i + 1
+
+    lat = measure(observe_forecast, device, repeats=200, warmup=5)
+    rows.append({"bench": "latency", "series": 1, "H": hidden, "device": device,
+                 "observe+forecast_us": round(lat["median_ms"] * 1e3, 1),
+                 "p25_us": round(lat["p25_ms"] * 1e3, 1), "p75_us": round(lat["p75_ms"] * 1e3, 1)})
+
+    # throughput: every series gets one new observation, then a forecast for all of them
+    stream = StreamingForecaster(model, device=device)
+    hist = frame.filter(pl.col("time") < T0 + dt.timedelta(hours=context))
+    stream.observe(hist)
+    step = {"k": context}
+    ids = [str(i) for i in range(n_series)]
+    template = frame.filter(pl.col("time") == T0 + dt.timedelta(hours=context))
+
+    def stream_update():
+        k = step["k"]
+        stream.observe(template.with_columns(pl.lit(T0 + dt.timedelta(hours=k)).cast(pl.Datetime("us")).alias("time")))
+        rows_t = torch.arange(n_series, device=device)
+        h = stream._state[-1, rows_t]
+        fut = torch.zeros(n_series, horizon * model.net.n_future, device=device)
+        model.net.decode(h, fut)  # the forecast tensor, as the window baseline produces
+        step["k"] = k + 1
+
+    ds = dm.train_dataset()
+    batch = {k: v.to(device) for k, v in ds.__getitems__(list(range(n_series))).items()}
+
+    @torch.inference_mode()
+    def window_recompute():
+        model.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], context)
+
+    with torch.inference_mode():
+        t_stream, t_window = measure_pair(stream_update, window_recompute, device, repeats=5, warmup=1)
+    rows.append({
+        "bench": "throughput", "series": n_series, "H": hidden, "context": context, "device": device,
+        "stream_obs_per_s": round(n_series / (t_stream["median_ms"] / 1e3)),
+        "window_recompute_obs_per_s": round(n_series / (t_window["median_ms"] / 1e3)),
+        "speedup": round(t_window["median_ms"] / t_stream["median_ms"], 1),
+    })
+    return rows
