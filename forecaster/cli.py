@@ -1,0 +1,267 @@
+"""``python -m forecaster``: LightningCLI for :class:`GRUForecaster` on :class:`TimeSeriesDataModule`.
+
+Subcommands: ``fit`` (then ``test`` with the best checkpoint, printing metrics beside the baselines),
+``validate``, ``test``, ``predict`` (forecasts to ``--output`` .parquet/.csv), plus ``bench``
+(``forecaster.bench.main``) and ``stream`` (``forecaster.streaming.main``).
+
+Mistakes a user can make (unknown config key, missing file or column, a checkpoint that does not
+fit) end with one ``error: ...`` line on stderr and exit code 2; set ``FORECASTER_DEBUG=1`` to get
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint
+from forecaster.metrics import METRICS
+
+__all__ = ["main", "ForecasterCLI", "ForecastWriter", "forecasts_frame", "format_metrics"]
+
+# Settings the no-argument run uses (CLI defaults; configs/default.yaml spells out the same values).
+TRAINER_DEFAULTS = {
+    "max_epochs": 6,
+    "limit_train_batches": 100,
+    "gradient_clip_val": 1.0,
+    "default_root_dir": "runs",
+    "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
+    "log_every_n_steps": 20,
+}
+DATA_DEFAULTS = {"context_length": 72, "batch_size": 32}
+_LINKED = ("n_targets", "n_past_covariates", "n_future_covariates", "context_length", "horizon",
+           "seasonal_period", "data_spec")
+
+
+class UserError(Exception):
+    """A mistake in the user's input, reported as one line."""
+
+
+def _spec_of(dm) -> dict:
+    return dm.spec()
+
+
+class ForecasterCLI(LightningCLI):
+    """LightningCLI with the data -> model links, default callbacks and logger, fit -> test, and a
+    Polars prediction writer."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_top_k": 1,
+                             "checkpoint.filename": "best-{epoch}-{step}"})
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
+                             "early_stopping.patience": 4})
+        parser.add_argument("--output", type=Optional[str], default="runs/forecasts.parquet",
+                            help="predict: where to write the forecasts (.parquet or .csv)")
+        for src, dst in (("n_targets", "n_targets"), ("n_past_covariates", "n_past_covariates"),
+                         ("n_future_covariates", "n_future_covariates"), ("context_length", "context_length"),
+                         ("horizon", "horizon"), ("season_length", "seasonal_period")):
+            parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate")
+        parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
+        parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+        parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
+
+    # -- a checkpoint's hyperparameters and data roles become the defaults of test/validate/predict --
+    def _parse_ckpt_path(self) -> None:
+        sub = self.config.get("subcommand")
+        if not sub:
+            return
+        cfg = self.config[sub]
+        ckpt_path = cfg.get("ckpt_path")
+        if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
+            return
+        if not Path(ckpt_path).is_file():
+            raise UserError(f"checkpoint {ckpt_path!r} not found")
+        try:
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user mistake
+            raise UserError(f"cannot read checkpoint {ckpt_path!r}: {type(e).__name__}: {e}") from None
+        if not isinstance(ckpt, dict):
+            raise UserError(f"{ckpt_path!r} is not a Lightning checkpoint")
+        check_checkpoint(ckpt)
+        hp = dict(ckpt.get("hyper_parameters", {}))
+        for k, v in hp.items():
+            if k not in _LINKED and f"model.{k}" in cfg:
+                cfg[f"model.{k}"] = v
+        spec = hp.get("data_spec")
+        if spec:
+            fill = {"time_col": spec["time_col"], "id_col": spec["id_col"], "target_cols": spec["target_cols"],
+                    "past_covariate_cols": spec["past_covariate_cols"],
+                    "future_covariate_cols": spec["future_covariate_cols"]}
+            for k, v in fill.items():
+                if cfg.get(f"data.{k}") is None:
+                    cfg[f"data.{k}"] = v
+            if cfg.get("data.calendar_features") == "auto":
+                cfg["data.calendar_features"] = list(spec["calendar"]) or "none"
+            if cfg.get("data.freq") is None:
+                cfg["data.freq"] = spec["freq"]
+            if cfg.get("data.season_length") is None:
+                cfg["data.season_length"] = spec["season_length"]
+            cfg["data.context_length"] = spec["context_length"]
+            cfg["data.horizon"] = spec["horizon"]
+
+    # -- fit runs test with the best checkpoint; test prints the metrics beside the baselines --
+    def after_fit(self) -> None:
+        if self.trainer.interrupted:
+            return
+        cb = self.trainer.checkpoint_callback
+        ckpt = "best" if cb is not None and getattr(cb, "best_model_path", "") else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+        self._print_metrics(ckpt=cb.best_model_path if ckpt else None)
+
+    def after_test(self) -> None:
+        self._print_metrics()
+
+    def after_validate(self) -> None:
+        self._print_metrics(stage="val")
+
+    def _print_metrics(self, stage: str = "test", ckpt: str | None = None) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        m = {k: float(v) for k, v in self.trainer.callback_metrics.items() if k.startswith(f"{stage}/")}
+        print(format_metrics(m, stage))
+        if ckpt:
+            print(f"best checkpoint: {ckpt}")
+
+    def before_predict(self) -> None:
+        out = self.config[self.subcommand].get("output")
+        if out:
+            suffix = Path(out).suffix.lower()
+            if suffix not in (".parquet", ".csv"):
+                raise UserError(f"--output {out!r}: use a .parquet or .csv file name")
+            self.trainer.callbacks.append(ForecastWriter(out))
+
+
+def format_metrics(m: dict[str, float], stage: str = "test") -> str:
+    """A small table: metric rows, model / seasonal naive / last value columns."""
+    if f"{stage}/mae" not in m:
+        return f"(no {stage} metrics)"
+    lines = [f"{stage} metrics, original scale (lower is better)",
+             f"{'metric':<8}{'model':>14}{'seasonal_naive':>16}{'last_value':>14}"]
+    for name in METRICS:
+        vals = [m.get(f"{stage}/{name}{s}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
+        lines.append(f"{name:<8}" + "".join(f"{v:>{w}.4g}" for v, w in zip(vals, (14, 16, 14))))
+    mae, sn = m.get(f"{stage}/mae", math.nan), m.get(f"{stage}/mae_seasonal_naive", math.nan)
+    verdict = "beats" if mae < sn else "does NOT beat"
+    lines.append(f"model {verdict} seasonal naive on {stage} MAE ({mae:.4g} vs {sn:.4g})")
+    return "\n".join(lines)
+
+
+def forecasts_frame(predictions: Sequence[dict[str, torch.Tensor]], dm, model: GRUForecaster):
+    """Predictions of ``predict_step`` -> a long Polars frame: ``series``, ``origin`` (time of the
+    last context step), ``time`` (target time), ``target``, ``value`` (point forecast) and one
+    column per quantile (``q0.1``, ...)."""
+    import polars as pl
+
+    series = torch.cat([p["series"] for p in predictions]).cpu().numpy()
+    start = torch.cat([p["start"] for p in predictions]).cpu().numpy()
+    fc = torch.cat([p["forecast"] for p in predictions]).cpu().numpy()  # (N, h, C, Q)
+    N, h, C, Q = fc.shape
+    spec = dm.spec()
+    ids = np.array(spec["series_ids"], dtype=object)
+    t0 = np.array([spec["series"][s]["start"] for s in spec["series_ids"]], dtype=np.int64)[series]
+    step = int(spec["freq_step"])
+    ctx = model.context_length
+    origin = t0 + (start + ctx - 1) * step  # (N,)
+    times = t0[:, None] + (start[:, None] + ctx + np.arange(h)) * step  # (N, h)
+    cols = model.target_cols
+    rep = (N, h, C)
+    frame = {
+        "series": np.broadcast_to(ids[series][:, None, None], rep).reshape(-1).astype(str),
+        "origin": np.broadcast_to(origin[:, None, None], rep).reshape(-1),
+        "time": np.broadcast_to(times[:, :, None], rep).reshape(-1),
+        "target": np.broadcast_to(np.array(cols, dtype=object)[None, None, :], rep).reshape(-1).astype(str),
+        "value": fc[..., model.net.anchor].reshape(-1),
+    }
+    for j, q in enumerate(model.quantiles):
+        frame[f"q{q:g}"] = fc[..., j].reshape(-1)
+    df = pl.DataFrame(frame)
+    if spec.get("time_kind") == "datetime":
+        df = df.with_columns(pl.col("origin").cast(pl.Datetime("ns")), pl.col("time").cast(pl.Datetime("ns")))
+    return df
+
+
+class ForecastWriter(BasePredictionWriter):
+    """Writes all forecasts of a predict run to one Parquet or CSV file through Polars (with several
+    processes each writes ``<name>.rank<r><suffix>``)."""
+
+    def __init__(self, output: str) -> None:
+        super().__init__(write_interval="epoch")
+        self.output = str(output)
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        if predictions and isinstance(predictions[0], list):  # several dataloaders
+            predictions = [p for dl in predictions for p in dl]
+        if not predictions:
+            return
+        df = forecasts_frame(predictions, trainer.datamodule, pl_module)
+        path = Path(self.output)
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.suffix.lower() == ".csv":
+            df.write_csv(path)
+        else:
+            df.write_parquet(path)
+        print(f"wrote {df.height} forecast rows to {path}")
+
+
+def _friendly(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    first = msg[0] if msg else type(e).__name__
+    return f"error: {first}"
+
+
+_USER_ERRORS: tuple[type[BaseException], ...] = (UserError, CheckpointMismatchError, ValueError, FileNotFoundError,
+                                                 KeyError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m forecaster``; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "bench":
+        from forecaster.bench import main as bench_main
+
+        return int(bench_main(argv[1:]) or 0)
+    if argv and argv[0] == "stream":
+        try:
+            from forecaster.streaming import main as stream_main
+        except ImportError as e:
+            print(f"error: the streaming predictor is not available ({e})", file=sys.stderr)
+            return 2
+        return int(stream_main(argv[1:]) or 0)
+    debug = bool(os.environ.get("FORECASTER_DEBUG"))
+    try:
+        ForecasterCLI(
+            GRUForecaster, _data_module_class(), args=argv, save_config_kwargs={"overwrite": True},
+            parser_kwargs={"fit": {"default_env": False}}, auto_configure_optimizers=True,
+        )
+    except SystemExit as e:  # argument errors: jsonargparse already printed the message
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+        return code
+    except _USER_ERRORS as e:
+        if debug:
+            raise
+        print(_friendly(e) + "  (FORECASTER_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
+    except Exception as e:  # polars' own errors (missing files/columns) are user mistakes too
+        if debug or not type(e).__module__.startswith("polars"):
+            raise
+        print(_friendly(e), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _data_module_class():
+    from forecaster.data import TimeSeriesDataModule
+
+    return TimeSeriesDataModule

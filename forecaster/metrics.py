@@ -1,0 +1,107 @@
+"""Forecast metrics on the original scale (MAE, RMSE, sMAPE from torchmetrics; MASE here) and the
+two baselines every run is compared with (last value, seasonal naive), computed from a window's
+context only.
+
+MASE's scale is per window and target: the mean absolute seasonal difference
+``|y_t - y_{t-m}|`` over the window's context (pairs where both are observed), so it needs no
+training data and is the in-sample error of the seasonal-naive forecast on that context.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, SymmetricMeanAbsolutePercentageError
+
+__all__ = ["MeanAbsoluteScaledError", "ForecastMetrics", "last_value_forecast", "seasonal_naive_forecast",
+           "seasonal_scale", "METHODS", "METRICS"]
+
+METHODS = ("model", "seasonal_naive", "last_value")
+METRICS = ("mae", "rmse", "smape", "mase")
+
+
+def last_value_forecast(context: Tensor, observed: Tensor, horizon: int) -> Tensor:
+    """(B, T, C) context, (B, T, C) observed mask -> (B, horizon, C): the last observed value of
+    each target repeated (0 if a target was never observed in the context)."""
+    T = context.shape[1]
+    pos = torch.arange(T, device=context.device).view(1, T, 1).expand_as(context)
+    last = torch.where(observed > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C)
+    val = context.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)
+    val = torch.where(last >= 0, val, torch.zeros_like(val))
+    return val.unsqueeze(1).expand(-1, horizon, -1)
+
+
+def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int) -> Tensor:
+    """(B, T, C) context -> (B, horizon, C): ``y[T-1+k] = y[T-1+k - m*ceil(k/m)]`` for k = 1..horizon
+    (the value one season before, repeated for horizons beyond one season)."""
+    T, m = context.shape[1], int(season_length)
+    if m > T:
+        raise ValueError(f"season_length {m} is longer than the context ({T} steps)")
+    k = torch.arange(1, horizon + 1, device=context.device)
+    idx = T - 1 + k - m * torch.div(k + m - 1, m, rounding_mode="floor")
+    return context[:, idx]
+
+
+def seasonal_scale(context: Tensor, observed: Tensor, season_length: int) -> Tensor:
+    """(B, T, C) -> (B, C): mean |y_t - y_{t-m}| over the context's observed pairs (NaN if none)."""
+    m = int(season_length)
+    d = (context[:, m:] - context[:, :-m]).abs()
+    w = observed[:, m:] * observed[:, :-m]
+    n = w.sum(1)
+    return torch.where(n > 0, (d * w).sum(1) / n.clamp_min(1), torch.full_like(n, float("nan")))
+
+
+class MeanAbsoluteScaledError(Metric):
+    """Mean over observed elements of ``|pred - target| / scale`` (scale: per window and target,
+    broadcast to the element; elements whose scale is 0 or NaN are left out)."""
+
+    full_state_update = False
+    higher_is_better = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: Tensor, target: Tensor, scale: Tensor) -> None:
+        ok = torch.isfinite(scale) & (scale > 0)
+        self.total += ((preds - target).abs()[ok] / scale[ok]).double().sum()
+        self.count += ok.sum().double()
+
+    def compute(self) -> Tensor:
+        return (self.total / self.count.clamp_min(1)).float()
+
+
+class ForecastMetrics(nn.Module):
+    """MAE, RMSE, sMAPE, MASE for the model and both baselines. Names: ``mae`` (model),
+    ``mae_seasonal_naive``, ``mae_last_value``, ... (prefix them with the stage when logging)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = nn.ModuleDict()
+        for method in METHODS:
+            suffix = "" if method == "model" else f"_{method}"
+            self.metrics[f"mae{suffix}"] = MeanAbsoluteError()
+            self.metrics[f"rmse{suffix}"] = MeanSquaredError(squared=False)
+            self.metrics[f"smape{suffix}"] = SymmetricMeanAbsolutePercentageError()
+            self.metrics[f"mase{suffix}"] = MeanAbsoluteScaledError()
+
+    def update(self, forecasts: dict[str, Tensor], target: Tensor, observed: Tensor, scale: Tensor) -> None:
+        """forecasts: method -> (B, h, C); target/observed (B, h, C) original units; scale (B, C)."""
+        keep = observed > 0
+        sc = scale.unsqueeze(1).expand_as(target)
+        y = target[keep].float()
+        s = sc[keep].float()
+        for method, pred in forecasts.items():
+            suffix = "" if method == "model" else f"_{method}"
+            p = pred[keep].float()
+            if p.numel() == 0:
+                continue
+            for name in ("mae", "rmse", "smape"):
+                self.metrics[f"{name}{suffix}"].update(p, y)
+            self.metrics[f"mase{suffix}"].update(p, y, s)
+
+    def items(self):
+        return self.metrics.items()

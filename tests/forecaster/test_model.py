@@ -1,0 +1,285 @@
+"""GRUForecastNet / GRUForecaster: shapes, non-crossing quantiles, forking loss over every origin,
+baselines and metrics on hand-made windows, checkpoint round trip in a fresh process, plain
+``lightning.Trainer`` use (the README snippet)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from forecaster.lightning_module import FORMAT_VERSION, CheckpointMismatchError, GRUForecaster
+from forecaster.metrics import (MeanAbsoluteScaledError, last_value_forecast, seasonal_naive_forecast,
+                                seasonal_scale)
+from forecaster.model import GRUForecastNet, future_ahead, monotone_quantiles
+
+B, CTX, H, C, P, F = 3, 12, 4, 2, 1, 3
+REPO = Path(__file__).resolve().parents[2]
+
+
+def synthetic_batch(b=B, ctx=CTX, h=H, c=C, p=P, f=F):
+    L = ctx + h
+    g = torch.Generator().manual_seed(1)
+    obs = (torch.rand(b, L, c, generator=g) > 0.1).float()
+    return {
+        "target": torch.randn(b, L, c, generator=g) * obs,
+        "observed": obs,
+        "past_cov": torch.randn(b, L, p, generator=g),
+        "future_cov": torch.randn(b, L, f, generator=g),
+        "loc": torch.randn(b, c, generator=g),
+        "scale": torch.rand(b, c, generator=g) + 0.5,
+        "series": torch.zeros(b, dtype=torch.int64),
+        "start": torch.arange(b, dtype=torch.int64),
+    }
+
+
+def small_model(**kw):
+    args = dict(n_targets=C, n_past_covariates=P, n_future_covariates=F, context_length=CTX, horizon=H,
+                seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
+    args.update(kw)
+    return GRUForecaster(**args)
+
+
+def test_shapes_and_last_origin_matches_forking():
+    m = small_model().eval()
+    batch = synthetic_batch()
+    out = m(batch)
+    assert out.shape == (B, CTX, H, C, 3)
+    last = m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX)
+    torch.testing.assert_close(last, out[:, -1])
+    fc = m.forecast(batch)
+    torch.testing.assert_close(fc, out[:, -1] * batch["scale"][:, None, :, None] + batch["loc"][:, None, :, None])
+    point = small_model(loss="mae")
+    assert point(batch).shape == (B, CTX, H, C, 1)
+
+
+def test_future_ahead_is_the_next_horizon_steps():
+    fc = torch.arange(2 * (CTX + H) * F, dtype=torch.float32).reshape(2, CTX + H, F)
+    fa = future_ahead(fc, CTX, H)
+    assert fa.shape == (2, CTX, H * F)
+    for t in (0, 5, CTX - 1):
+        torch.testing.assert_close(fa[:, t], fc[:, t + 1:t + 1 + H].reshape(2, -1))
+
+
+def test_step_and_decode_reproduce_the_sequence_forecast():
+    """The streaming path (features -> step_ per step -> decode) equals the window forward."""
+    m = small_model(num_layers=2).eval()
+    batch = synthetic_batch()
+    net = m.net
+    state = net.init_state(B)
+    idx = torch.arange(B)
+    for t in range(CTX):
+        h = net.step_(state, idx, batch["target"][:, t], batch["observed"][:, t], batch["past_cov"][:, t],
+                      batch["future_cov"][:, t])
+    fa = batch["future_cov"][:, CTX:CTX + H].reshape(B, -1)
+    torch.testing.assert_close(net.decode(h, fa), m(batch)[:, -1], atol=1e-5, rtol=1e-4)
+
+
+def test_quantiles_never_cross():
+    raw = torch.randn(1000, 5) * 50
+    q = monotone_quantiles(raw, anchor=2)
+    assert (q.diff(dim=-1) >= 0).all()
+    assert (monotone_quantiles(torch.randn(1000, 5), anchor=2).diff(dim=-1) > 0).all()
+    torch.testing.assert_close(q[:, 2], raw[:, 2])
+    m = small_model(quantiles=[0.05, 0.25, 0.5, 0.75, 0.95])
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 3)  # wild weights still give ordered quantiles
+    out = m(synthetic_batch())
+    assert (out.diff(dim=-1) >= 0).all()
+    with pytest.raises(ValueError, match="sorted"):
+        small_model(quantiles=[0.9, 0.1])
+
+
+@pytest.mark.parametrize("loss", ["quantile", "mae", "mse"])
+def test_forking_loss_covers_every_origin_from_min_origin(loss):
+    m = small_model(loss=loss, min_origin=3)
+    batch = synthetic_batch()
+    batch["observed"] = torch.ones_like(batch["observed"])
+    kept = {}
+    orig_forward = m.net.forward
+
+    def forward(*a, **k):
+        out = orig_forward(*a, **k)
+        out.retain_grad()
+        kept["pred"] = out
+        return out
+
+    m.net.forward = forward
+    m._shared_forking_loss(batch).backward()
+    g = kept["pred"].grad.abs().sum(dim=(0, 2, 3, 4))  # per origin
+    assert (g[:3] == 0).all() and (g[3:] > 0).all(), g
+    # the target one step after an early origin enters the loss (as origin 3's first future step)
+    base = m._shared_forking_loss(batch).item()
+    pert = {k: v.clone() for k, v in batch.items()}
+    pert["target"][:, CTX + H - 1] += 5.0  # only the LAST origin forecasts the window's last step
+    assert m._shared_forking_loss(pert).item() != base
+    pert = {k: v.clone() for k, v in batch.items()}
+    pert["target"][:, 4] += 5.0
+    pert["observed"][:, 4] = 0.0  # unobserved targets are ignored as labels (and as inputs: x*observed)
+    assert m._shared_forking_loss(pert).item() == pytest.approx(
+        m._shared_forking_loss({**batch, "observed": pert["observed"]}).item())
+
+
+def test_baselines_on_a_hand_made_window():
+    # one series, one target, context of 7 steps, season 3, horizon 4
+    ctx = torch.tensor([1.0, 2, 3, 4, 5, 6, 7]).view(1, 7, 1)
+    obs = torch.ones_like(ctx)
+    sn = seasonal_naive_forecast(ctx, 4, 3)
+    # y[7] = y[4] = 5, y[8] = y[5] = 6, y[9] = y[6] = 7, y[10] = y[10-6] = y[4] = 5
+    assert sn.view(-1).tolist() == [5.0, 6.0, 7.0, 5.0]
+    obs2 = obs.clone()
+    obs2[0, 6, 0] = 0  # last step missing: last value falls back to the last observed one
+    assert last_value_forecast(ctx, obs2, 2).view(-1).tolist() == [6.0, 6.0]
+    assert last_value_forecast(ctx, obs, 2).view(-1).tolist() == [7.0, 7.0]
+    # seasonal differences are all 3 -> scale 3; with step 6 missing, pairs (3,6) drop out, still 3
+    assert seasonal_scale(ctx, obs, 3).item() == pytest.approx(3.0)
+    ctx2 = torch.tensor([0.0, 0, 0, 1, 2, 0, 1]).view(1, 7, 1)
+    assert seasonal_scale(ctx2, obs, 3).item() == pytest.approx((1 + 2 + 0 + 0) / 4)
+    mase = MeanAbsoluteScaledError()
+    mase.update(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 2.0]]), torch.tensor([[2.0, 4.0]]))
+    assert mase.compute().item() == pytest.approx((0.5 + 0.0) / 2)
+
+
+def test_evaluation_logs_model_and_baseline_metrics_on_the_last_origin():
+    m = small_model().eval()
+    batch = synthetic_batch()
+    batch["observed"] = torch.ones_like(batch["observed"])
+    logged = {}
+    m.log = lambda name, value, **kw: logged.__setitem__(name, value)
+    m._evaluate(batch, "test")
+    res = {k: v.compute().item() if hasattr(v, "compute") else float(v.detach()) for k, v in logged.items()}
+    y = batch["target"][:, CTX:] * batch["scale"][:, None] + batch["loc"][:, None]
+    point = m.forecast(batch)[..., 1]
+    assert res["test/mae"] == pytest.approx((point - y).abs().mean().item(), rel=1e-5)
+    ctx = batch["target"][:, :CTX] * batch["scale"][:, None] + batch["loc"][:, None]
+    sn = seasonal_naive_forecast(ctx, H, 3)
+    assert res["test/mae_seasonal_naive"] == pytest.approx((sn - y).abs().mean().item(), rel=1e-5)
+    for name in ("mae", "rmse", "smape", "mase"):
+        for suffix in ("", "_seasonal_naive", "_last_value"):
+            assert np.isfinite(res[f"test/{name}{suffix}"])
+
+
+# ---- with the real data module ----
+
+def tiny_frame(n=400, series=("a", "b")):
+    t = np.arange(n)
+    rows = []
+    for k, s in enumerate(series):
+        rows.append(pl.DataFrame({
+            "id": [s] * n,
+            "time": pl.datetime_range(pl.datetime(2024, 1, 1), pl.datetime(2024, 1, 1) + pl.duration(hours=n - 1),
+                                      "1h", eager=True),
+            "y": (10 * k + np.sin(2 * np.pi * t / 24) + 0.1 * np.cos(t)).astype(np.float32),
+            "x": np.cos(2 * np.pi * t / 24).astype(np.float32),
+        }))
+    return pl.concat(rows)
+
+
+def tiny_dm(frame=None, **kw):
+    from forecaster.data import TimeSeriesDataModule
+
+    args = dict(time_col="time", id_col="id", target_cols=["y"], past_covariate_cols=["x"],
+                context_length=48, horizon=12, batch_size=16)
+    args.update(kw)
+    return TimeSeriesDataModule(data=tiny_frame() if frame is None else frame, **args)
+
+
+def model_for(dm, **kw):
+    return GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
+                         n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
+                         horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(),
+                         hidden_size=8, d_model=8, head_hidden=16, **kw)
+
+
+def test_checkpoint_round_trip_in_a_fresh_process(tmp_path):
+    import lightning as L
+
+    dm = tiny_dm()
+    m = model_for(dm)
+    trainer = L.Trainer(max_steps=2, limit_val_batches=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(m, dm)
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    batch = dm.predict_batch()
+    torch.save(batch, tmp_path / "batch.pt")
+    m.eval()
+    expected = m.forecast(batch)
+    torch.save(expected, tmp_path / "expected.pt")
+    code = textwrap.dedent(f"""
+        import torch
+        from forecaster import GRUForecaster
+        m = GRUForecaster.load_from_checkpoint({str(ckpt)!r}, map_location="cpu").eval()
+        batch = torch.load({str(tmp_path / 'batch.pt')!r})
+        got = m.forecast(batch)
+        exp = torch.load({str(tmp_path / 'expected.pt')!r})
+        assert torch.equal(got, exp), (got - exp).abs().max()
+        spec = m.data_spec
+        assert spec["target_cols"] == ["y"] and spec["freq"] == "1h" and set(spec["scalers"]) == {{"a", "b"}}
+        assert m.hparams.hidden_size == 8 and m.quantiles == [0.1, 0.5, 0.9]
+        print("OK")
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env,
+                       timeout=120)
+    assert r.returncode == 0 and "OK" in r.stdout, r.stderr[-3000:]
+
+    # another format version / another shape -> one clear error
+    raw = torch.load(ckpt, weights_only=False)
+    assert raw["forecaster_format_version"] == FORMAT_VERSION
+    raw["forecaster_format_version"] = FORMAT_VERSION + 1
+    torch.save(raw, tmp_path / "v2.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="format version"):
+        GRUForecaster.load_from_checkpoint(tmp_path / "v2.ckpt")
+    with pytest.raises(CheckpointMismatchError, match="hidden_size=8"):
+        GRUForecaster.load_from_checkpoint(ckpt, hidden_size=16)
+
+
+def test_predict_uses_the_checkpoint_scalers_on_new_data():
+    """Forecasting a longer table (whose train part, hence refitted scalers, differ) gives the same
+    forecast for the same window as forecasting it with the training data module."""
+    import lightning as L
+
+    dm = tiny_dm()
+    m = model_for(dm).eval()
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    (a,) = trainer.predict(m, datamodule=dm)
+    frame = tiny_frame()
+    grown = pl.concat([frame, frame.filter(pl.col("time") == pl.col("time").max())
+                      .with_columns(pl.col("time") + pl.duration(hours=1), pl.lit(None, pl.Float32).alias("y"))])
+    dm2 = tiny_dm(grown, val_size=0.3)  # other splits -> other scalers; last observed step unchanged
+    assert dm2.spec()["scalers"] != dm.spec()["scalers"]
+    (b,) = trainer.predict(m, datamodule=dm2)
+    torch.testing.assert_close(b["forecast"], a["forecast"], rtol=1e-4, atol=1e-4)
+
+
+def test_plain_lightning_trainer_fit_and_test(tmp_path):
+    """The README's 'use from Python' snippet, on tiny settings."""
+    import lightning as L
+
+    from forecaster import GRUForecaster, TimeSeriesDataModule
+
+    dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)  # embedded weather data
+    model = GRUForecaster(
+        n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
+        n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
+        horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(),
+        hidden_size=16, d_model=16, head_hidden=32,
+    )
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2,
+                        default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    trainer.fit(model, dm)
+    (res,) = trainer.test(model, dm, verbose=False)
+    for k in ("test/mae", "test/mae_seasonal_naive", "test/mae_last_value", "test/rmse", "test/smape",
+              "test/mase", "test/loss"):
+        assert np.isfinite(res[k]), k
+    fc = model.forecast(dm.predict_batch())
+    assert fc.shape == (2, 12, 3, 3)
