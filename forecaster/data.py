@@ -670,8 +670,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
         same = (pl.col("__id") == pl.col("__id").shift(1)).fill_null(False)
         in_order = df["__id"].is_sorted() and df.select(
             (~same | (pl.col("__t") >= pl.col("__t").shift(1))).all()).item()
-        if not in_order:
-            df = df.sort("__id", "__t", maintain_order=True)
+        if not in_order:  # sort on (integer code of the id, time): ~2x faster than on the strings
+            uniq = df["__id"].unique().sort()
+            code = pl.col("__id").replace_strict(uniq, pl.Series(np.arange(len(uniq), dtype=np.int32)))
+            df = df[df.select(pl.arg_sort_by(code, "__t")).to_series()]
         df = df.with_columns(pl.col("__id").rle_id().cast(pl.Int32).alias("__s"))
         first_row = (pl.col("__s") != pl.col("__s").shift(1)).fill_null(True)
         df = df.with_columns(pl.when(first_row).then(None).otherwise(pl.col("__t") - pl.col("__t").shift(1))

@@ -80,9 +80,11 @@ def synthetic_long(n_series: int, n_steps: int, n_cols: int, seed: int = 0) -> p
 
 
 def run(n_series: int = 1000, n_steps: int = 10_000, n_cols: int = 8, *, quick: bool = False,
-        device: str = "cpu", n_batches: int = 20, batch_size: int = 256, **_) -> list[dict]:
+        device: str = "cpu", n_batches: int = 20, batch_size: int = 256, shuffled: bool = True,
+        **_) -> list[dict]:
     """Time the data module on synthetic long data; returns one dict per step (printed by the
-    bench CLI). ``quick`` shrinks the table to 100 series x 2,000 steps."""
+    bench CLI). ``quick`` shrinks the table to 100 series x 2,000 steps; ``shuffled`` adds a setup
+    row on the same table with its rows shuffled (the module sorts it)."""
     from forecaster.data import TimeSeriesDataModule
 
     if quick:
@@ -106,6 +108,18 @@ def run(n_series: int = 1000, n_steps: int = 10_000, n_cols: int = 8, *, quick: 
     out.append({"step": "setup (read/validate/regularise/scale)", **base, "seconds": round(secs, 2),
                 "peak_rss_mb": round(mem.delta / 2**20, 1),
                 "arrays_mb": round(sum(v.numel() * v.element_size() for v in dm._arrays.values()) / 2**20, 1)})
+    if shuffled:
+        df = df.sample(fraction=1.0, shuffle=True, seed=1)
+        with _PeakRSS() as mem:
+            t = time.perf_counter()
+            dm2 = TimeSeriesDataModule(data=df, time_col="time", id_col="series", target_cols=targets,
+                                       past_covariate_cols=past, future_covariate_cols=future, context_length=168,
+                                       horizon=24, batch_size=batch_size)
+            dm2.setup("fit")
+            secs = time.perf_counter() - t
+        out.append({"step": "setup, rows shuffled (sorted by the module)", **base, "seconds": round(secs, 2),
+                    "peak_rss_mb": round(mem.delta / 2**20, 1), "arrays_mb": out[0]["arrays_mb"]})
+        del dm2
     del df
 
     with _PeakRSS() as mem:
