@@ -94,7 +94,7 @@ class _Snapshotter:
 
 
 def _series_key(stream: StreamingForecaster, rec: dict) -> str:
-    return str(rec[stream.id_col]) if stream.id_col else "series"
+    return str(rec[stream.id_col]) if stream.id_col else stream.single_id
 
 
 def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", snap: _Snapshotter | None = None) -> dict:
@@ -144,10 +144,10 @@ def replay(stream: StreamingForecaster, dm_kwargs: dict, data: str, max_steps: i
     dm = TimeSeriesDataModule(path=data, **dm_kwargs)
     dm.spec()  # build: regular grid, splits
     id_col, time_col = spec["id_col"], spec["time_col"]
-    test_start = {sid: dm.timestamps_for(i, int(dm._splits["test"][0][i]), 1)[0]
-                  for i, sid in enumerate(dm.series_ids)}
-    frame = dm._frame().collect()
-    key = pl.col(id_col).cast(pl.Utf8) if id_col else pl.lit("series")
+    begin, _ = dm.split_bounds("test")
+    test_start = {sid: dm.timestamps_for(i, int(begin[i]), 1)[0] for i, sid in enumerate(dm.series_ids)}
+    frame = dm.frame().collect()
+    key = pl.col(id_col).cast(pl.Utf8) if id_col else pl.lit(stream.single_id)
     frame = frame.with_columns(key.alias("__sid")).sort([time_col, "__sid"])
     starts = pl.DataFrame({"__sid": list(test_start), "__start": list(test_start.values())})
     frame = frame.join(starts, on="__sid", how="inner")

@@ -103,6 +103,8 @@ class StreamingForecaster:
         self.new_series = new_series
         s = self.spec
         self.id_col: str | None = s["id_col"]
+        # wide data (no id column) is one series, named as the data module names it
+        self.single_id: str = str(s["series_ids"][0]) if s.get("series_ids") else "0"
         self.time_col: str = s["time_col"]
         self.target_cols: list[str] = list(s["target_cols"])
         self.past_cols: list[str] = list(s["past_covariate_cols"])
@@ -228,7 +230,7 @@ class StreamingForecaster:
         n = df.height
         if n == 0:
             return ObserveReport()
-        sids = df[self.id_col].cast(pl.Utf8).to_list() if self.id_col else ["series"] * n
+        sids = df[self.id_col].cast(pl.Utf8).to_list() if self.id_col else [self.single_id] * n
         if len(set(sids)) != n:
             return None
         rows = [self._ids.get(sid) for sid in sids]
@@ -315,7 +317,7 @@ class StreamingForecaster:
         plan: dict[int, list[tuple[int, np.ndarray | None]]] = {}
         last_planned: dict[int, int] = {}
         for i in range(n):
-            sid = str(cols[self.id_col][i]) if self.id_col else "series"
+            sid = str(cols[self.id_col][i]) if self.id_col else self.single_id
             raw_t = cols[self.time_col][i]
             try:
                 t = self._to_time(raw_t)
@@ -460,7 +462,7 @@ class StreamingForecaster:
             "__t": times.reshape(-1),
         })
         f = future.select(
-            (pl.col(self.id_col).cast(pl.Utf8) if self.id_col else pl.lit("series")).alias("__sid"),
+            (pl.col(self.id_col).cast(pl.Utf8) if self.id_col else pl.lit(self.single_id)).alias("__sid"),
             (pl.col(self.time_col).cast(pl.Datetime("ns")).cast(pl.Int64) if self.is_datetime
              else pl.col(self.time_col).cast(pl.Int64)).alias("__t"),
             *[pl.col(c).cast(pl.Float64) for c in self.future_cols],

@@ -259,3 +259,15 @@ def test_vectorised_frame_path_equals_record_path():
         record_fed.observe(part.to_dicts())
     torch.testing.assert_close(frame_fed.hidden_state()[1], record_fed.hidden_state()[1], rtol=0, atol=0)
     assert frame_fed.info().equals(record_fed.info())
+
+
+def test_wide_data_without_id_column_uses_the_data_modules_series_id():
+    df = raw_frame().filter(pl.col("id") == "s2").drop("id")
+    dm = TimeSeriesDataModule.from_frame(df, time_col="time", target_cols=["a", "b"], past_covariate_cols=["p"],
+                                         context_length=CONTEXT, horizon=HORIZON, val_size=5, test_size=10)
+    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, hidden_size=8)
+    stream = StreamingForecaster(Holder(net, dm.spec()), new_series="reject")
+    report = stream.observe(df.head(3))
+    assert report.accepted == 3 and not report.rejected  # its own scaler, not an "unknown series"
+    assert stream.series == dm.series_ids
+    assert stream.forecast()["series"].unique().to_list() == dm.series_ids
