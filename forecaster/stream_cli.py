@@ -135,18 +135,34 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
 # ---- replay --------------------------------------------------------------------------------------
 
 def replay(stream: StreamingForecaster, dm_kwargs: dict, data: str, max_steps: int | None = None) -> dict:
-    """Stream the test part of ``data`` (with the data module arguments the model was trained
-    with) and compute prequential errors. Returns {"by_step": DataFrame, "over_time": DataFrame,
+    """Stream the test part of ``data`` (split as the model's data module split it) and compute
+    prequential errors. Returns {"by_step": DataFrame, "over_time": DataFrame,
     "overall": dict}."""
     from forecaster.data import TimeSeriesDataModule
 
     spec = stream.spec
-    dm = TimeSeriesDataModule(path=data, **dm_kwargs)
+    # column roles, frequency and window shape come from the model's spec; the split from the
+    # data module's saved arguments
+    roles = {
+        "time_col": spec["time_col"], "id_col": spec["id_col"], "target_cols": spec["target_cols"],
+        "past_covariate_cols": spec["past_covariate_cols"], "future_covariate_cols": spec["future_covariate_cols"],
+        "calendar_features": spec["calendar"], "freq": spec["freq"], "context_length": spec["context_length"],
+        "horizon": spec["horizon"], "season_length": spec["season_length"],
+    }
+    split_keys = ("train_size", "val_size", "test_size", "val_start", "test_start")
+    dm = TimeSeriesDataModule(path=data, **roles, **{k: v for k, v in dm_kwargs.items() if k in split_keys})
     dm.spec()  # build: regular grid, splits
     id_col, time_col = spec["id_col"], spec["time_col"]
     begin, _ = dm.split_bounds("test")
     test_start = {sid: dm.timestamps_for(i, int(begin[i]), 1)[0] for i, sid in enumerate(dm.series_ids)}
     frame = dm.frame().collect()
+    tcol = pl.col(time_col)
+    if stream.is_datetime:
+        if frame.schema[time_col] == pl.Utf8:
+            tcol = tcol.str.to_datetime()
+        frame = frame.with_columns(tcol.cast(pl.Datetime("ns")))
+    else:
+        frame = frame.with_columns(tcol.cast(pl.Int64))
     key = pl.col(id_col).cast(pl.Utf8) if id_col else pl.lit(stream.single_id)
     frame = frame.with_columns(key.alias("__sid")).sort([time_col, "__sid"])
     starts = pl.DataFrame({"__sid": list(test_start), "__start": list(test_start.values())})
