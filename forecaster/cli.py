@@ -67,8 +67,32 @@ class ForecasterCLI(LightningCLI):
                          ("horizon", "horizon"), ("season_length", "seasonal_period")):
             parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate")
         parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
+        parser.set_defaults({"seed_everything": 0})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
+
+    def parse_arguments(self, parser, args) -> None:
+        """As LightningCLI's, but a bad argument or config key is one ``error:`` line and exit 2 (no
+        usage dump)."""
+        from jsonargparse import ArgumentError
+
+        parsers = [parser]
+        action = getattr(parser, "_subcommands_action", None)
+        if action is not None:
+            parsers += list(action._name_parser_map.values())
+        for p in parsers:
+            p.exit_on_error = False
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            sub = f" {self._subcommand_of(args)}" if self._subcommand_of(args) else ""
+            msg = " ".join(str(e).split())
+            raise UserError(f"{msg} (see: python -m forecaster{sub} --help)") from None
+
+    @staticmethod
+    def _subcommand_of(args) -> str:
+        argv = sys.argv[1:] if args is None else list(args)
+        return next((a for a in argv if a in ("fit", "validate", "test", "predict")), "")
 
     # -- a checkpoint's hyperparameters and data roles become the defaults of test/validate/predict --
     def _parse_ckpt_path(self) -> None:
@@ -227,6 +251,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (UserError, CheckpointMismatchEr
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m forecaster``; returns the exit code."""
+    from_sys = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
         from forecaster.bench import main as bench_main
@@ -242,12 +267,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get("FORECASTER_DEBUG"))
     try:
         ForecasterCLI(
-            GRUForecaster, _data_module_class(), args=argv, save_config_kwargs={"overwrite": True},
+            GRUForecaster, _data_module_class(), args=None if from_sys else argv, save_config_kwargs={"overwrite": True},
             parser_kwargs={"fit": {"default_env": False}}, auto_configure_optimizers=True,
         )
     except SystemExit as e:  # argument errors: jsonargparse already printed the message
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
         return code
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     except _USER_ERRORS as e:
         if debug:
             raise

@@ -1,0 +1,151 @@
+"""``python -m forecaster``: fit (then test) with tiny trainer flags, --print_config, the shipped
+configs, predict to Parquet/CSV, and one-line errors for user mistakes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+import torch
+
+from forecaster.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--model.hidden_size", "8", "--model.d_model", "8",
+        "--model.head_hidden", "16", "--data.context_length", "48", "--data.horizon", "12"]
+
+
+def run_module(*args, cwd=REPO, timeout=240):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "forecaster", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """One tiny `fit` (which also tests) through main(); returns (root, checkpoint, stdout)."""
+    root = tmp_path_factory.mktemp("run")
+    import io
+    from contextlib import redirect_stdout
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        code = main(["fit", *TINY, "--trainer.default_root_dir", str(root),
+                     "--trainer.logger.init_args.save_dir", str(root)])
+    out = buf.getvalue()
+    assert code == 0, out
+    ckpts = sorted(root.rglob("*.ckpt"))
+    assert len(ckpts) == 1, ckpts
+    return root, ckpts[0], out
+
+
+def test_fit_trains_tests_and_prints_metrics_beside_baselines(fitted):
+    root, ckpt, out = fitted
+    assert "test metrics" in out and "seasonal_naive" in out and "last_value" in out
+    for name in ("mae", "rmse", "smape", "mase"):
+        assert any(line.startswith(name) for line in out.splitlines()), name
+    assert "best checkpoint:" in out
+    metrics = pl.read_csv(next(root.rglob("metrics.csv")))
+    assert {"val/loss", "test/mae", "test/mae_seasonal_naive", "test/mase_last_value"} <= set(metrics.columns)
+    ck = torch.load(ckpt, weights_only=False)
+    assert ck["hyper_parameters"]["data_spec"]["target_cols"] == ["temp_air", "relative_humidity", "wind_speed"]
+    assert ck["hyper_parameters"]["n_targets"] == 3 and ck["hyper_parameters"]["context_length"] == 48
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_predict_writes_long_forecasts(fitted, tmp_path, capsys, suffix):
+    _, ckpt, _ = fitted
+    out = tmp_path / f"fc{suffix}"
+    code = main(["predict", "--ckpt_path", str(ckpt), "--output", str(out), "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false"])
+    assert code == 0, capsys.readouterr().err[-2000:]
+    df = pl.read_parquet(out) if suffix == ".parquet" else pl.read_csv(out, try_parse_dates=True)
+    assert df.columns == ["series", "origin", "time", "target", "value", "q0.1", "q0.5", "q0.9"]
+    assert df.height == 2 * 12 * 3  # 2 series x horizon 12 x 3 targets
+    assert set(df["series"]) == {"greensboro_nc", "sand_point_ak"}
+    assert set(df["target"]) == {"temp_air", "relative_humidity", "wind_speed"}
+    assert (df["q0.1"] <= df["q0.5"]).all() and (df["q0.5"] <= df["q0.9"]).all()
+    assert (df["value"] == df["q0.5"]).all()
+    one = df.filter((pl.col("series") == "greensboro_nc") & (pl.col("target") == "temp_air")).sort("time")
+    steps = (one["time"] - one["origin"]).dt.total_hours().to_list()
+    assert steps == list(range(1, 13))
+    assert one["origin"][0] == pl.datetime_range(  # last observed hour of the embedded data
+        pl.datetime(1991, 1, 1), pl.datetime(1991, 1, 1), eager=True)[0]
+
+
+def test_test_and_validate_from_a_checkpoint(fitted, capsys):
+    _, ckpt, _ = fitted
+    common = ["--ckpt_path", str(ckpt), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+              "--trainer.limit_test_batches", "1", "--trainer.limit_val_batches", "1"]
+    assert main(["test", *common]) == 0
+    assert "test metrics" in capsys.readouterr().out
+    assert main(["validate", *common]) == 0
+    assert "val metrics" in capsys.readouterr().out
+
+
+def test_print_config_and_shipped_configs(capsys):
+    assert main(["fit", "--print_config"]) == 0
+    out = capsys.readouterr().out
+    assert "hidden_size: 64" in out and "context_length: 72" in out and "monitor: val/loss" in out
+    for cfg in sorted((REPO / "configs").glob("*.yaml")):
+        code = main(["fit", "--config", str(cfg), "--print_config"])
+        out = capsys.readouterr().out
+        assert code == 0 and "model:" in out, cfg
+    gpu = (REPO / "configs" / "gpu.yaml").read_text()
+    assert "bf16-mixed" in gpu and "backend: triton" in gpu
+
+
+def test_default_yaml_agrees_with_the_class_defaults(capsys):
+    import yaml
+
+    main(["fit", "--print_config"])
+    plain = yaml.safe_load(capsys.readouterr().out)
+    main(["fit", "--config", str(REPO / "configs" / "default.yaml"), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == plain  # 100 == 100.0
+
+
+def test_unknown_key_is_one_clear_line_and_exit_2():
+    r = run_module("fit", "--model.hiden_size", "3")
+    assert r.returncode == 2
+    assert "hiden_size" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_user_mistakes_are_one_line_errors(fitted, tmp_path, capsys):
+    _, ckpt, _ = fitted
+    quiet = ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]
+
+    def err_of(*args):
+        code = main(list(args) + quiet)
+        err = capsys.readouterr().err
+        assert code == 2
+        assert "Traceback" not in err
+        return [line for line in err.splitlines() if line.startswith("error:")]
+
+    (line,) = err_of("test", "--ckpt_path", str(tmp_path / "missing.ckpt"))
+    assert "not found" in line
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    (line,) = err_of("predict", "--ckpt_path", str(tmp_path / "junk.ckpt"))
+    assert "cannot read checkpoint" in line
+    raw = torch.load(ckpt, weights_only=False)
+    raw["forecaster_format_version"] = 99
+    torch.save(raw, tmp_path / "v99.ckpt")
+    (line,) = err_of("test", "--ckpt_path", str(tmp_path / "v99.ckpt"))
+    assert "format version 99" in line
+    (line,) = err_of("test", "--ckpt_path", str(ckpt), "--data.target_cols", "[temp_air]")
+    assert "n_targets=3" in line
+    # predict data without a column the model was trained with
+    from forecaster.data import DEFAULT_DATASET
+
+    pl.read_parquet(DEFAULT_DATASET).drop("dew_point").write_csv(tmp_path / "nodew.csv")
+    (line,) = err_of("predict", "--ckpt_path", str(ckpt), "--data.path", str(tmp_path / "nodew.csv"),
+                     "--output", str(tmp_path / "x.parquet"))
+    assert "dew_point" in line
+    (line,) = err_of("predict", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "x.json"))
+    assert ".parquet or .csv" in line
