@@ -71,6 +71,12 @@ class ForecasterCLI(LightningCLI):
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
         parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
 
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
+        # --trainer.enable_checkpointing false switches the default ModelCheckpoint off too
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
+
     def parse_arguments(self, parser, args) -> None:
         """As LightningCLI's, but a bad argument or config key is one ``error:`` line and exit 2 (no
         usage dump)."""

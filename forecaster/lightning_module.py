@@ -96,6 +96,15 @@ class GRUForecaster(L.LightningModule):
         self.test_metrics = ForecastMetrics()
         self._scaler_cache: dict = {}
 
+    @classmethod
+    def from_datamodule(cls, dm, **kwargs) -> "GRUForecaster":
+        """A model shaped for ``dm`` (a ``TimeSeriesDataModule``): its target/covariate counts, context,
+        horizon, seasonal period and spec (columns, frequency, scalers) are filled in; ``kwargs`` are
+        the other hyperparameters."""
+        return cls(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
+                   n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
+                   horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(), **kwargs)
+
     # ---- convenience ----
 
     @property

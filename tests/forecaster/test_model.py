@@ -268,12 +268,7 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
     from forecaster import GRUForecaster, TimeSeriesDataModule
 
     dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)  # embedded weather data
-    model = GRUForecaster(
-        n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
-        n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
-        horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(),
-        hidden_size=16, d_model=16, head_hidden=32,
-    )
+    model = GRUForecaster.from_datamodule(dm, hidden_size=16, d_model=16, head_hidden=32)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2,
                         default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     trainer.fit(model, dm)
@@ -281,5 +276,6 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
     for k in ("test/mae", "test/mae_seasonal_naive", "test/mae_last_value", "test/rmse", "test/smape",
               "test/mase", "test/loss"):
         assert np.isfinite(res[k]), k
-    fc = model.forecast(dm.predict_batch())
+    fc = model.forecast(dm.predict_batch())  # (series, horizon, targets, quantiles), original units
     assert fc.shape == (2, 12, 3, 3)
+    assert model.hparams.n_past_covariates == dm.n_past_covariates and model.data_spec == dm.spec()
