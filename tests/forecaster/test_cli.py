@@ -21,6 +21,14 @@ TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--tr
         "--model.head_hidden", "16", "--data.context_length", "48", "--data.horizon", "12"]
 
 
+@pytest.fixture(autouse=True)
+def _keep_thread_count():
+    """main() sets torch's intra-op thread count (--cpu_threads); leave the test process as it was."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 def run_module(*args, cwd=REPO, timeout=240):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "forecaster", *args], capture_output=True, text=True, cwd=cwd,
@@ -29,6 +37,7 @@ def run_module(*args, cwd=REPO, timeout=240):
 
 @pytest.fixture(scope="module")
 def fitted(tmp_path_factory):
+    n_threads = torch.get_num_threads()
     """One tiny `fit` (which also tests) through main(); returns (root, checkpoint, stdout)."""
     root = tmp_path_factory.mktemp("run")
     import io
@@ -38,6 +47,7 @@ def fitted(tmp_path_factory):
     with redirect_stdout(buf):
         code = main(["fit", *TINY, "--trainer.default_root_dir", str(root),
                      "--trainer.logger.init_args.save_dir", str(root)])
+    torch.set_num_threads(n_threads)
     out = buf.getvalue()
     assert code == 0, out
     ckpts = sorted(root.rglob("*.ckpt"))
