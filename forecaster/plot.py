@@ -111,10 +111,15 @@ def plot_forecasts(
         raise ValueError("no forecasts to plot")
 
     fcols = forecasts.columns
-    f_time = _pick(fcols, None, [c for c in (time_col, "time") if c], "forecast time")
+    reserved = {"origin", "step", "target", "value", *_quantile_cols(fcols)}
+    others = [c for c in fcols if c not in reserved]
+    temporal = [c for c in others if forecasts.schema[c].is_temporal()]
+    f_time = _pick(fcols, None, [c for c in (time_col, "time", *temporal) if c], "forecast time")
     if f_time is None:
         raise ValueError(f"forecasts have no time column (looked for {time_col!r} and 'time'): {fcols}")
-    f_id = _pick(fcols, None, [c for c in (id_col, "series") if c], "forecast id")
+    # predict writes `series`; StreamingForecaster.forecast() names it as the data's id column
+    shared = [c for c in others if c != f_time and c in history.collect_schema().names()]
+    f_id = _pick(fcols, None, [c for c in (id_col, "series", *shared) if c], "forecast id")
     for need in ("target", "value"):
         if need not in fcols:
             raise ValueError(f"forecasts lack the {need!r} column: {fcols}")
@@ -188,7 +193,7 @@ def plot_forecasts(
                    bbox_to_anchor=(0.5, 1.0))
     if title:
         fig.suptitle(title, y=1.0 + 0.04 / n_rows, fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.12 / n_rows))
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.07 / n_rows))
     if path is not None:
         fig.savefig(path, dpi=110, bbox_inches="tight")
         plt.close(fig)

@@ -1,0 +1,84 @@
+"""forecaster.plot: forecast pictures (files written, readable layout) and the message without matplotlib."""
+
+import builtins
+from datetime import datetime, timedelta
+
+import numpy as np
+import polars as pl
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from forecaster import plot  # noqa: E402
+
+
+def _data(n=96, ids=("a", "b", "c", "d")):
+    t0 = datetime(2024, 1, 1)
+    rows = []
+    for k, sid in enumerate(ids):
+        for i in range(n):
+            rows.append({"time": t0 + timedelta(hours=i), "station": sid,
+                         "y": float(np.sin(i / 4) + k), "z": float(np.cos(i / 6))})
+    return pl.DataFrame(rows)
+
+
+def _forecasts(df, start=72, h=24, id_name="series", origins=(0,)):
+    t0 = datetime(2024, 1, 1)
+    rows = []
+    for sid in df["station"].unique(maintain_order=True):
+        for o in origins:
+            for s in range(1, h + 1):
+                t = t0 + timedelta(hours=start - 1 + o + s)
+                for tgt in ("y", "z"):
+                    v = 0.1 * s
+                    rows.append({id_name: sid, "origin": t0 + timedelta(hours=start - 1 + o), "time": t, "step": s,
+                                 "target": tgt, "value": v, "q0.1": v - 1, "q0.5": v, "q0.9": v + 1})
+    return pl.DataFrame(rows)
+
+
+def test_plot_forecasts_writes_a_png(tmp_path):
+    df = _data()
+    fc = _forecasts(df)
+    out = tmp_path / "fc.png"
+    fig = plot.plot_forecasts(df, fc, time_col="time", id_col="station", path=out, title="test")
+    assert out.stat().st_size > 20_000
+    axes = fig.axes
+    assert len(axes) == 3 * 2  # max_series=3 rows, 2 targets
+    labels = axes[0].get_legend_handles_labels()[1]
+    assert labels == ["history", "q0.1-q0.9 band", "actual", "forecast"]
+
+
+def test_plot_forecasts_series_targets_and_stream_layout(tmp_path):
+    df = _data()
+    # StreamingForecaster.forecast(): the id column has the data's name; several origins -> the latest
+    fc = _forecasts(df, id_name="station", origins=(0, 1, 2))
+    fig = plot.plot_forecasts(df.lazy(), fc, series=["b"], targets=["z"], path=tmp_path / "one.png")
+    assert len(fig.axes) == 1 and fig.axes[0].get_title() == "b: z"
+    line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "forecast"][0]
+    assert len(line.get_xdata()) == 24  # one origin drawn
+    with pytest.raises(ValueError, match="not in the forecasts"):
+        plot.plot_forecasts(df, fc, series=["nope"], path=tmp_path / "x.png")
+
+
+def test_plot_online_error(tmp_path):
+    ot = pl.DataFrame({"period": [datetime(2024, 1, d) for d in range(1, 8)], "mae": np.linspace(1, 2, 7),
+                       "mae_seasonal_naive": np.linspace(2, 3, 7)})
+    out = tmp_path / "online.png"
+    plot.plot_online_error(ot, out)
+    assert out.stat().st_size > 10_000
+
+
+def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):
+    real_import = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    df = _data()
+    with pytest.raises(ImportError, match=r"plotting needs matplotlib: pip install 'gru-forecaster\[plot\]'"):
+        plot.plot_forecasts(df, _forecasts(df), path=tmp_path / "fc.png")
+    with pytest.raises(ImportError, match="plotting needs matplotlib"):
+        plot.plot_online_error(pl.DataFrame({"period": [1], "mae": [1.0], "mae_seasonal_naive": [1.0]}))
