@@ -66,6 +66,9 @@ class ForecasterCLI(LightningCLI):
                                  "torch's default")
         parser.add_argument("--output", type=Optional[str], default="runs/forecasts.parquet",
                             help="predict: where to write the forecasts (.parquet or .csv)")
+        parser.add_argument("--plot", type=Optional[str], default=None,
+                            help="predict: also draw history, actuals, point forecast and quantile band of a few "
+                                 "series to this image (PNG); needs matplotlib")
         for src, dst in (("n_targets", "n_targets"), ("n_past_covariates", "n_past_covariates"),
                          ("n_future_covariates", "n_future_covariates"), ("context_length", "context_length"),
                          ("horizon", "horizon"), ("season_length", "seasonal_period")):
@@ -179,6 +182,27 @@ class ForecasterCLI(LightningCLI):
             if suffix not in (".parquet", ".csv"):
                 raise UserError(f"--output {out!r}: use a .parquet or .csv file name")
             self.trainer.callbacks.append(ForecastWriter(out))
+        if self.config[self.subcommand].get("plot"):
+            try:
+                import matplotlib  # noqa: F401
+            except ImportError:
+                from forecaster.plot import MISSING_MATPLOTLIB
+
+                raise UserError(f"--plot: {MISSING_MATPLOTLIB}") from None
+
+    def after_predict(self) -> None:
+        path = self.config[self.subcommand].get("plot")
+        preds = self.trainer.predict_loop.predictions
+        if not path or not preds or not self.trainer.is_global_zero:
+            return
+        from forecaster.plot import plot_forecasts
+
+        if isinstance(preds[0], list):  # several dataloaders
+            preds = [p for dl in preds for p in dl]
+        dm = self.datamodule
+        plot_forecasts(dm.frame(), forecasts_frame(preds, dm, self.model), time_col=dm.time_col, id_col=dm.id_col,
+                       title="Forecasts from the last observation", path=path)
+        print(f"wrote forecast plot to {path}")
 
 
 def format_metrics(m: dict[str, float], stage: str = "test") -> str:
