@@ -82,3 +82,59 @@ def test_missing_matplotlib_says_how_to_install(monkeypatch, tmp_path):
         plot.plot_forecasts(df, _forecasts(df), path=tmp_path / "fc.png")
     with pytest.raises(ImportError, match="plotting needs matplotlib"):
         plot.plot_online_error(pl.DataFrame({"period": [1], "mae": [1.0], "mae_seasonal_naive": [1.0]}))
+
+
+@pytest.fixture(scope="module")
+def weather_ckpt(tmp_path_factory):
+    """A tiny model trained two batches on the embedded weather data, saved by a plain Trainer."""
+    import lightning as L
+
+    from forecaster import GRUForecaster, TimeSeriesDataModule
+
+    root = tmp_path_factory.mktemp("plotfit")
+    dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=root)
+    trainer.fit(model, dm)
+    trainer.save_checkpoint(root / "m.ckpt")
+    return root / "m.ckpt"
+
+
+@pytest.fixture
+def _keep_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_cli_predict_plot(weather_ckpt, tmp_path, capsys, _keep_threads):
+    from forecaster.cli import main
+
+    out, png = tmp_path / "fc.parquet", tmp_path / "fc.png"
+    code = main(["predict", "--ckpt_path", str(weather_ckpt), "--output", str(out), "--plot", str(png),
+                 "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"])
+    assert code == 0, capsys.readouterr().err
+    assert out.is_file() and png.stat().st_size > 20_000
+    assert f"wrote forecast plot to {png}" in capsys.readouterr().out
+
+
+def test_cli_predict_plot_without_matplotlib(weather_ckpt, tmp_path, capsys, monkeypatch, _keep_threads):
+    from forecaster.cli import main
+
+    real_import = builtins.__import__
+
+    def no_mpl(name, *args, **kwargs):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpl)
+    png = tmp_path / "fc.png"
+    code = main(["predict", "--ckpt_path", str(weather_ckpt), "--output", str(tmp_path / "fc.parquet"),
+                 "--plot", str(png), "--trainer.enable_progress_bar", "false", "--trainer.logger", "false"])
+    assert code == 2 and not png.exists()
+    assert "plotting needs matplotlib: pip install 'gru-forecaster[plot]'" in capsys.readouterr().err
