@@ -207,9 +207,9 @@ def plot_online_error(over_time: pl.DataFrame, path: str | os.PathLike | None = 
     its ``--report``). Saves to ``path`` and closes the figure when given; returns the figure."""
     plt = _pyplot(headless=path is not None)
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(over_time["period"].to_list(), over_time["mae"].to_list(), label="GRU (streaming)")
+    ax.plot(over_time["period"].to_list(), over_time["mae"].to_list(), marker="o", ms=3, label="GRU (streaming)")
     ax.plot(over_time["period"].to_list(), over_time["mae_seasonal_naive"].to_list(), label="seasonal naive",
-            ls="--")
+            ls="--", marker="o", ms=3)
     ax.set_ylabel("MAE (original units)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

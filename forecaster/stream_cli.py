@@ -221,24 +221,12 @@ def replay(stream: StreamingForecaster, dm_kwargs: dict, data: str, max_steps: i
 
 
 def _plot_replay(result: dict, path: str) -> None:
-    try:
-        import matplotlib
+    from forecaster.plot import plot_online_error
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install 'gru-forecaster[plot]'") from None
-    ot = result["over_time"]
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(ot["period"].to_list(), ot["mae"].to_list(), label="GRU (streaming)")
-    ax.plot(ot["period"].to_list(), ot["mae_seasonal_naive"].to_list(), label="seasonal naive", ls="--")
-    ax.set_ylabel("MAE (original units)")
-    ax.set_title("Online (prequential) error over the replayed test period")
-    ax.legend()
-    fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        plot_online_error(result["over_time"], path)
+    except ImportError as e:
+        raise SystemExit(f"--plot: {e}") from None
 
 
 # ---- entry point ---------------------------------------------------------------------------------
