@@ -29,7 +29,7 @@ def test_quickstart_notebook_runs(tmp_path, monkeypatch):
         "display_name": "Python (tests)", "language": "python",
     }))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    # small settings: about a minute on two CPU cores
+    # small settings: 15-50 s on two busy CPU cores
     monkeypatch.setenv("QUICKSTART_EPOCHS", "1")
     monkeypatch.setenv("QUICKSTART_TRAIN_BATCHES", "8")
     monkeypatch.setenv("QUICKSTART_STREAM_STEPS", "24")
