@@ -4,7 +4,13 @@ Training uses forking sequences: the GRU runs once over the context and every or
 ``t >= min_origin`` forecasts steps ``t+1 .. t+horizon`` inside the window, so the model learns to
 forecast from any point of a stream. Validation, test and predict use the last origin
 (``t = context_length - 1``), i.e. the window's last ``horizon`` steps; metrics are on the original
-scale beside the seasonal-naive and last-value baselines on the same windows.
+scale beside the seasonal-naive and last-value baselines on the same windows, plus MSE and MAE in
+the data module's scaled units (``{stage}/mse_scaled``, ``{stage}/mae_scaled`` and their
+``_seasonal_naive`` / ``_last_value`` twins; with ``scaling: standard`` these are the z-scored
+metrics of the ETTh1 protocol), averaged over every observed element of every window.
+
+With ``decoder="last"`` (see :mod:`forecaster.model` for the long-look-back options) training uses
+the last origin only, like evaluation.
 
 The checkpoint holds the hyperparameters, the data spec (columns, frequency, calendar, scalers:
 ``TimeSeriesDataModule.spec()``) and :data:`FORMAT_VERSION`.
@@ -17,17 +23,18 @@ from typing import Any, Sequence
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
-from forecaster.model import GRUForecastNet
+from forecaster.model import GRUForecastNet, check_options
 
 __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 LOSSES = ("mae", "mse", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
-               "d_model", "head_hidden", "quantiles")
+               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length")
 
 
 class CheckpointMismatchError(ValueError):
@@ -47,7 +54,16 @@ class GRUForecaster(L.LightningModule):
         quantiles: levels for ``loss="quantile"`` (sorted, in (0, 1)); the one nearest 0.5 is the
             point forecast used for metrics.
         min_origin: first origin that contributes to the training loss (a short warm-up).
+        channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
+            of :class:`forecaster.model.GRUForecastNet` (defaults: off, today's forking model).
+            ``channel_independent``: targets as univariate series sharing weights (no covariates);
+            ``revin``: none | last | mean, per-window level removed and added back;
+            ``segment_length``: steps per GRU input (needs context_length % segment_length == 0);
+            ``decoder``: forking (every origin) | last (final state only; needed by segments/revin);
+            ``head_dropout``: dropout in front of the head.
         lr, weight_decay: AdamW (overridden by ``--optimizer`` on the CLI).
+        lr_decay: multiply the learning rate by this after every epoch (ExponentialLR; 1.0 = constant).
+            Ignored when the CLI's ``--optimizer`` / ``--lr_scheduler`` replace configure_optimizers.
         data_spec: ``TimeSeriesDataModule.spec()``: saved in the checkpoint so it can forecast
             without the training data (linked by the CLI).
     """
@@ -73,10 +89,20 @@ class GRUForecaster(L.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         data_spec: dict | None = None,
+        channel_independent: bool = False,
+        revin: str = "none",
+        segment_length: int = 1,
+        decoder: str = "forking",
+        head_dropout: float = 0.0,
+        lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}: choose one of {list(LOSSES)}")
+        if not 0.0 < lr_decay <= 1.0:
+            raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
+        check_options(n_past_covariates, n_future_covariates, channel_independent, revin, segment_length, decoder,
+                      head_dropout, context_length)
         if not 0 <= min_origin < context_length:
             raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length})")
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
@@ -90,10 +116,14 @@ class GRUForecaster(L.LightningModule):
             n_targets, n_past_covariates, n_future_covariates, horizon, hidden_size=hidden_size,
             num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
             reset_after=reset_after, backend=backend, quantiles=quantiles,
+            channel_independent=channel_independent, revin=revin, segment_length=segment_length, decoder=decoder,
+            head_dropout=head_dropout,
         )
         self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
         self.test_metrics = ForecastMetrics()
+        self.val_scaled = ScaledMetrics()
+        self.test_scaled = ScaledMetrics()
         self._scaler_cache: dict = {}
 
     @classmethod
@@ -158,8 +188,16 @@ class GRUForecaster(L.LightningModule):
         m = int(self.hparams.min_origin)
         return self._loss(pred[:, m:].float(), y[:, m:].float(), w[:, m:].float())
 
+    def _last_origin_loss(self, batch: dict[str, Tensor]) -> Tensor:
+        T, h = self.context_length, self.horizon
+        pred = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T)
+        return self._loss(pred.float(), batch["target"][:, T:T + h].float(), batch["observed"][:, T:T + h].float())
+
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        loss = self._shared_forking_loss(batch)
+        if self.net.decoder == "last":
+            loss = self._last_origin_loss(batch)
+        else:
+            loss = self._shared_forking_loss(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["target"].shape[0])
         return loss
 
@@ -188,6 +226,10 @@ class GRUForecaster(L.LightningModule):
         metrics.update(forecasts, y, w, seasonal_scale(ctx, ctx_obs, self.season_length))
         for name, metric in metrics.items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=B)
+        scaled = self.val_scaled if stage == "val" else self.test_scaled
+        scaled.update({k: (v - loc) / sc for k, v in forecasts.items()}, y_s.float(), w)
+        for name, metric in scaled.items():
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=B)
         return loss
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -202,7 +244,12 @@ class GRUForecaster(L.LightningModule):
         return {"series": batch["series"], "start": batch["start"], "forecast": self.forecast(batch).float()}
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        decay = float(self.hparams.get("lr_decay", 1.0))
+        if decay == 1.0:
+            return opt
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
     # ---- scalers: forecast with the checkpoint's scalers, not ones refitted on new data ----
 
@@ -244,6 +291,34 @@ class GRUForecaster(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint(checkpoint, self)
+
+
+class ScaledMetrics(nn.Module):
+    """MSE and MAE in the data module's scaled units for the model and both baselines, over every
+    observed element (names ``mse_scaled``, ``mae_scaled``, ``mse_scaled_seasonal_naive``, ...)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metrics = nn.ModuleDict()
+        for method in ("model", "seasonal_naive", "last_value"):
+            suffix = "" if method == "model" else f"_{method}"
+            self.metrics[f"mse_scaled{suffix}"] = MeanSquaredError()
+            self.metrics[f"mae_scaled{suffix}"] = MeanAbsoluteError()
+
+    def update(self, forecasts: dict[str, Tensor], target: Tensor, observed: Tensor) -> None:
+        """forecasts: method -> (B, h, C) scaled; target/observed (B, h, C) scaled units."""
+        keep = observed > 0
+        y = target[keep].float()
+        if y.numel() == 0:
+            return
+        for method, pred in forecasts.items():
+            suffix = "" if method == "model" else f"_{method}"
+            p = pred[keep].float()
+            self.metrics[f"mse_scaled{suffix}"].update(p, y)
+            self.metrics[f"mae_scaled{suffix}"].update(p, y)
+
+    def items(self):
+        return self.metrics.items()
 
 
 def _scaler_conversion(model_spec: dict, dm_spec: dict):

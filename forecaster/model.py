@@ -14,6 +14,26 @@ Pieces, each usable on its own so the streaming predictor can run one step at a 
 
 Shapes: B batch, T steps, C targets, P past covariates, F future covariates (user + calendar),
 Q quantiles (1 for a point forecast). Everything is in the data module's scaled units.
+
+Options for long look-backs (defaults keep the per-step forking model above; the ETTh1 "SegGRU"
+design of ``configs/etth1.yaml`` turns them all on):
+
+* ``channel_independent``: each target is its own univariate series, all sharing the weights
+  ((B, T, C) -> (B*C, T, 1) inside the net). Only without past/future covariates (calendar
+  features are future covariates: use ``calendar_features: none``).
+* ``revin``: ``"last"`` / ``"mean"``: per window and target, subtract the context's last observed
+  value / mean of observed values before the network and add it back to every forecast (and
+  quantile). ``"last"`` makes the forecast shift-equivariant. Needs ``decoder="last"``.
+* ``segment_length`` w > 1: the context is cut into ``context_length / w`` segments of w steps;
+  each segment's features (step-major, ``w * n_in``) go through ``Linear(w * n_in, d_model)`` +
+  ReLU into ONE GRU step (SegRNN). Needs ``context_length % w == 0`` and ``decoder="last"``.
+* ``decoder``: ``"forking"`` (the head on every origin's state, trained on every origin from
+  ``min_origin``) or ``"last"`` (the same head on the final state only, trained on the last origin
+  only: the "RMF" decoder of SegRNN with ``head_hidden: 0``).
+* ``head_dropout``: dropout in front of the head (both decoders).
+
+Models with any of these options on cannot be stepped one time step at a time (:attr:`streamable`
+is False; :meth:`step_` raises).
 """
 
 from __future__ import annotations
@@ -26,7 +46,10 @@ from torch.nn import functional as F
 
 from kernels import FusedGRU
 
-__all__ = ["GRUForecastNet", "future_ahead", "monotone_quantiles"]
+__all__ = ["GRUForecastNet", "future_ahead", "monotone_quantiles", "REVIN_MODES", "DECODERS"]
+
+REVIN_MODES = ("none", "last", "mean")
+DECODERS = ("forking", "last")
 
 
 def future_ahead(future_cov: Tensor, n_origins: int, horizon: int) -> Tensor:
@@ -73,6 +96,7 @@ class GRUForecastNet(nn.Module):
         d_model: width of the input projection (the GRU's input size).
         head_hidden: hidden width of the head MLP (0: a single linear layer).
         quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
+        channel_independent, revin, segment_length, decoder, head_dropout: see the module docstring.
     """
 
     def __init__(
@@ -89,13 +113,23 @@ class GRUForecastNet(nn.Module):
         reset_after: bool = True,
         backend: str = "auto",
         quantiles: Sequence[float] | None = None,
+        channel_independent: bool = False,
+        revin: str = "none",
+        segment_length: int = 1,
+        decoder: str = "forking",
+        head_dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, v in (("n_targets", n_targets), ("horizon", horizon)):
+        for name, v in (("n_targets", n_targets), ("horizon", horizon), ("segment_length", segment_length)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
         self.n_targets, self.n_past, self.n_future = int(n_targets), int(n_past_covariates), int(n_future_covariates)
         self.horizon = int(horizon)
+        check_options(self.n_past, self.n_future, channel_independent, revin, segment_length, decoder, head_dropout)
+        self.channel_independent, self.revin = bool(channel_independent), str(revin)
+        self.segment_length, self.decoder = int(segment_length), str(decoder)
+        # targets the network itself sees per row: 1 when channel-independent (rows are B*C)
+        self.n_net_targets = 1 if self.channel_independent else self.n_targets
         qs = [float(q) for q in (quantiles or [])]
         if any(not 0.0 < q < 1.0 for q in qs) or qs != sorted(qs) or len(set(qs)) != len(qs):
             raise ValueError(f"quantiles must be distinct, sorted and in (0, 1), got {list(quantiles or [])}")
@@ -103,16 +137,27 @@ class GRUForecastNet(nn.Module):
         self.n_quantiles = max(1, len(qs))
         # the quantile predicted directly (the point forecast): the one closest to the median
         self.anchor = min(range(len(qs)), key=lambda i: abs(qs[i] - 0.5)) if qs else 0
-        self.n_in = 2 * self.n_targets + self.n_past + self.n_future
-        self.input_proj = nn.Sequential(nn.Linear(self.n_in, d_model), nn.GELU())
+        self.n_in = 2 * self.n_net_targets + self.n_past + self.n_future
+        if self.segment_length > 1:  # SegRNN: one segment of w steps -> one GRU input
+            self.input_proj = nn.Sequential(nn.Linear(self.n_in * self.segment_length, d_model), nn.ReLU())
+        else:
+            self.input_proj = nn.Sequential(nn.Linear(self.n_in, d_model), nn.GELU())
         self.gru = FusedGRU(d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout,
                             reset_after=reset_after, backend=backend)
         head_in = hidden_size + self.horizon * self.n_future
-        head_out = self.horizon * self.n_targets * self.n_quantiles
+        head_out = self.horizon * self.n_net_targets * self.n_quantiles
         if head_hidden:
             self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_out))
         else:
             self.head = nn.Linear(head_in, head_out)
+        # a separate module so the default model's state_dict keys stay as they were
+        self.head_dropout = nn.Dropout(float(head_dropout)) if head_dropout else nn.Identity()
+
+    @property
+    def streamable(self) -> bool:
+        """True for the per-step forking model the streaming predictor can advance one step at a time."""
+        return not (self.channel_independent or self.revin != "none" or self.segment_length > 1
+                    or self.decoder != "forking")
 
     # ---- pieces ----
 
@@ -134,8 +179,8 @@ class GRUForecastNet(nn.Module):
         z = torch.cat([h.float(), future_ahead.float()], dim=-1)
         if not torch.is_autocast_enabled(z.device.type):
             z = z.to(next(self.head.parameters()).dtype)
-        raw = self.head(z).float()
-        raw = raw.reshape(*h.shape[:-1], self.horizon, self.n_targets, self.n_quantiles)
+        raw = self.head(self.head_dropout(z)).float()
+        raw = raw.reshape(*h.shape[:-1], self.horizon, self.n_net_targets, self.n_quantiles)
         return monotone_quantiles(raw, self.anchor)
 
     @torch.no_grad()
@@ -146,6 +191,9 @@ class GRUForecastNet(nn.Module):
         target/observed (M, C), past_cov (M, P), future_cov (M, F) are this step's scaled values.
         Returns the new last-layer states (M, H); feed them to :meth:`decode` with the next
         ``horizon`` steps' future covariates to forecast from this step."""
+        if not self.streamable:
+            raise ValueError("this model cannot be stepped one time step at a time (channel_independent, revin, "
+                             "segment_length > 1 or decoder='last'); use forecast_last on whole windows")
         x = self.input_proj(self.features(target, observed, past_cov, future_cov))
         return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
 
@@ -155,24 +203,107 @@ class GRUForecastNet(nn.Module):
 
     # ---- whole windows ----
 
+    def _prepare(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor, T: int):
+        """Context target/observed (B, T, C) -> the rows the network sees (RevIN-shifted, and
+        (B*C, T, 1) when channel-independent), past_cov (rows, T, P), future_cov (rows, L, F) and the
+        per (B, C) base to add back (None: no RevIN)."""
+        target, observed, past_cov = target[:, :T], observed[:, :T], past_cov[:, :T]
+        base = None
+        if self.revin != "none":
+            base = revin_base(target, observed, self.revin).detach()
+            target = (target - base.unsqueeze(1)) * observed
+        if self.channel_independent:
+            B, _, C = target.shape
+            target = target.permute(0, 2, 1).reshape(B * C, T, 1)
+            observed = observed.permute(0, 2, 1).reshape(B * C, T, 1)
+            # no covariates with channel_independent (checked in __init__): empty tensors of B*C rows
+            past_cov = past_cov.new_zeros(B * C, T, 0)
+            future_cov = future_cov.new_zeros(B * C, future_cov.shape[1], 0)
+        return target, observed, past_cov, future_cov, base
+
+    def _finish(self, y: Tensor, B: int, base: Tensor | None) -> Tensor:
+        """Network output (..., horizon, C_net, Q) with leading (B*C, ...) rows when channel-independent
+        -> (B, ..., horizon, C, Q), plus the RevIN base."""
+        if self.channel_independent:
+            C = self.n_targets
+            y = y.reshape(B, C, *y.shape[1:]).squeeze(-2)  # (B, C, ..., horizon, Q)
+            y = y.movedim(1, -2)  # (B, ..., horizon, C, Q)
+        if base is not None:
+            y = y + base.view(B, *([1] * (y.dim() - 3)), self.n_targets, 1).to(y.dtype)
+        return y
+
     def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
                 context_length: int) -> Tensor:
         """Forking sequences over a window of L = context_length + horizon steps.
 
         The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
-        origin t forecasts steps t+1 .. t+horizon. Returns (B, context_length, horizon, C, Q)."""
+        origin t forecasts steps t+1 .. t+horizon. Returns (B, context_length, horizon, C, Q).
+        Only for ``decoder="forking"`` (use :meth:`forecast_last` otherwise)."""
+        if self.decoder != "forking":
+            raise ValueError(f"forward() forecasts from every origin; decoder={self.decoder!r} only forecasts from the "
+                             "last one: use forecast_last")
         T = int(context_length)
         if target.shape[1] < T + self.horizon:
             raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")
-        x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        B = target.shape[0]
+        tg, ob, pc, fc, base = self._prepare(target, observed, past_cov, future_cov, T)
+        x = self.features(tg, ob, pc, fc[:, :T])
         out, _ = self.encode(x)
-        return self.decode(out, future_ahead(future_cov, T, self.horizon))
+        return self._finish(self.decode(out, future_ahead(fc, T, self.horizon)), B, base)
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
                       context_length: int) -> Tensor:
         """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward."""
         T = int(context_length)
-        x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        w = self.segment_length
+        if T % w:
+            raise ValueError(f"context_length={T} must be a multiple of segment_length={w}")
+        B = target.shape[0]
+        tg, ob, pc, fc, base = self._prepare(target, observed, past_cov, future_cov, T)
+        x = self.features(tg, ob, pc, fc[:, :T])
+        if w > 1:  # (R, T, n_in) -> (R, T/w, w*n_in), step-major inside a segment
+            x = x.reshape(x.shape[0], T // w, w * x.shape[-1])
         out, _ = self.encode(x)
-        fa = future_cov[:, T:T + self.horizon].reshape(target.shape[0], -1)
-        return self.decode(out[:, -1], fa)
+        fa = fc[:, T:T + self.horizon].reshape(fc.shape[0], -1)
+        return self._finish(self.decode(out[:, -1], fa), B, base)
+
+
+def revin_base(target: Tensor, observed: Tensor, mode: str) -> Tensor:
+    """(B, T, C) context and observed mask -> (B, C): the last observed value (``"last"``) or the mean of
+    the observed values (``"mean"``); 0 where a target was never observed."""
+    if mode == "last":
+        T = target.shape[1]
+        pos = torch.arange(T, device=target.device).view(1, T, 1).expand_as(target)
+        last = torch.where(observed > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C)
+        val = target.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)
+        return torch.where(last >= 0, val, torch.zeros_like(val))
+    if mode == "mean":
+        n = observed.sum(1)
+        return (target * observed).sum(1) / n.clamp_min(1.0)
+    raise ValueError(f"revin={mode!r}: choose one of {list(REVIN_MODES)}")
+
+
+def check_options(n_past: int, n_future: int, channel_independent: bool, revin: str, segment_length: int,
+                  decoder: str, head_dropout: float, context_length: int | None = None) -> None:
+    """Raise ValueError (one clear sentence) for an invalid combination of the long-look-back options."""
+    if revin not in REVIN_MODES:
+        raise ValueError(f"revin={revin!r}: choose one of {list(REVIN_MODES)}")
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder={decoder!r}: choose one of {list(DECODERS)}")
+    if not 0.0 <= float(head_dropout) < 1.0:
+        raise ValueError(f"head_dropout={head_dropout!r}: must be in [0, 1)")
+    if int(segment_length) < 1:
+        raise ValueError(f"segment_length={segment_length!r}: must be >= 1")
+    if channel_independent and (n_past or n_future):
+        raise ValueError(
+            f"channel_independent=True needs a model without covariates, but it has n_past_covariates={n_past} and "
+            f"n_future_covariates={n_future} (calendar features count as future covariates: set "
+            "calendar_features: none and no past/future covariate columns)")
+    if int(segment_length) > 1 and decoder != "last":
+        raise ValueError(f"segment_length={segment_length} > 1 needs decoder='last' (segments leave no per-step origins "
+                         f"to fork from), got decoder={decoder!r}")
+    if revin != "none" and decoder != "last":
+        raise ValueError(f"revin={revin!r} needs decoder='last' (a window's last value would leak the future into "
+                         f"earlier forking origins), got decoder={decoder!r}")
+    if context_length is not None and int(context_length) % int(segment_length):
+        raise ValueError(f"context_length={context_length} must be a multiple of segment_length={segment_length}")
