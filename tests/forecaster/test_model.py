@@ -279,3 +279,185 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
     fc = model.forecast(dm.predict_batch())  # (series, horizon, targets, quantiles), original units
     assert fc.shape == (2, 12, 3, 3)
     assert model.hparams.n_past_covariates == dm.n_past_covariates and model.data_spec == dm.spec()
+
+
+# ---- long-look-back options (channel_independent, revin, segment_length, decoder="last", head_dropout) ----
+
+SEG = dict(n_past_covariates=0, n_future_covariates=0, channel_independent=True, revin="last", segment_length=4,
+           decoder="last", head_dropout=0.5, head_hidden=0, loss="mae")
+
+
+def no_cov(batch):
+    b = dict(batch)
+    b["past_cov"] = batch["past_cov"][..., :0]
+    b["future_cov"] = batch["future_cov"][..., :0]
+    return b
+
+
+def last_fc(m, batch):
+    return m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX)
+
+
+@pytest.mark.parametrize("opts", [
+    dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0),
+    dict(revin="last", decoder="last"),
+    dict(revin="mean", decoder="last"),
+    dict(segment_length=3, decoder="last"),
+    dict(decoder="last", head_dropout=0.3),
+    SEG,
+    {**SEG, "loss": "quantile"},
+])
+def test_option_shapes(opts):
+    m = small_model(**opts).eval()
+    batch = synthetic_batch() if opts.get("n_past_covariates", P) else no_cov(synthetic_batch())
+    Q = 3 if opts.get("loss", "quantile") == "quantile" else 1
+    assert last_fc(m, batch).shape == (B, H, C, Q)
+    assert m.forecast(batch).shape == (B, H, C, Q)
+    if m.net.decoder == "forking":
+        out = m(batch)
+        assert out.shape == (B, CTX, H, C, Q)
+        torch.testing.assert_close(out[:, -1], last_fc(m, batch))
+    else:
+        with pytest.raises(ValueError, match="forecast_last"):
+            m(batch)
+    if Q > 1:
+        assert (last_fc(m, batch).diff(dim=-1) >= 0).all()
+    assert not m.net.streamable
+    with pytest.raises(ValueError, match="stepped"):
+        m.net.step_(m.net.init_state(B), torch.arange(B), batch["target"][:, 0], batch["observed"][:, 0],
+                    batch["past_cov"][:, 0], batch["future_cov"][:, 0])
+
+
+def test_defaults_keep_the_old_parameters():
+    m = small_model()
+    assert m.net.streamable
+    assert sorted(k for k in m.state_dict()) == sorted(
+        ["net.input_proj.0.weight", "net.input_proj.0.bias", "net.head.0.weight", "net.head.0.bias",
+         "net.head.2.weight", "net.head.2.bias", *[k for k in m.state_dict() if k.startswith("net.gru.")]])
+
+
+@pytest.mark.parametrize("revin", ["last", "mean"])
+def test_revin_makes_the_forecast_shift_equivariant(revin):
+    m = small_model(**{**SEG, "revin": revin, "loss": "quantile"}).eval()
+    batch = no_cov(synthetic_batch())
+    batch["observed"][:, CTX - 1] = 1.0
+    shifted = dict(batch)
+    shifted["target"] = (batch["target"] + 3.7) * batch["observed"]  # unobserved entries stay 0
+    a, b = last_fc(m, batch), last_fc(m, shifted)
+    torch.testing.assert_close(b, a + 3.7, atol=1e-4, rtol=1e-4)
+    # without revin the network does see the level
+    m0 = small_model(**{**SEG, "revin": "none"}).eval()
+    assert not torch.allclose(last_fc(m0, shifted), last_fc(m0, batch) + 3.7, atol=1e-3)
+
+
+def test_revin_last_uses_the_last_observed_value():
+    from forecaster.model import revin_base
+
+    t = torch.tensor([[[1.0, 5.0], [2.0, 6.0], [3.0, 0.0]]])  # (1, 3, 2)
+    o = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]])
+    torch.testing.assert_close(revin_base(t, o, "last"), torch.tensor([[3.0, 6.0]]))
+    torch.testing.assert_close(revin_base(t, o, "mean"), torch.tensor([[2.0, 5.5]]))
+    torch.testing.assert_close(revin_base(t, torch.zeros_like(o), "last"), torch.zeros(1, 2))
+
+
+def test_segments_match_a_hand_computation():
+    """segment_length w: each w-step segment's features (step-major) -> Linear + ReLU -> one GRU step;
+    the head reads the final state."""
+    w = 4
+    m = small_model(n_past_covariates=0, n_future_covariates=0, segment_length=w, decoder="last", head_hidden=0,
+                    loss="mae").eval()
+    net = m.net
+    batch = no_cov(synthetic_batch())
+    x = torch.cat([batch["target"][:, :CTX] * batch["observed"][:, :CTX], batch["observed"][:, :CTX]], -1)
+    segs = x.reshape(B, CTX // w, w * 2 * C)
+    lin = net.input_proj[0]
+    z = torch.relu(segs @ lin.weight.T + lin.bias)
+    gru = torch.nn.GRU(z.shape[-1], net.gru.hidden_size, batch_first=True)
+    gru.load_state_dict({k: v for k, v in net.gru.state_dict().items() if k in gru.state_dict()})
+    _, hn = gru(z)
+    expect = (hn[-1] @ net.head.weight.T + net.head.bias).reshape(B, H, C, 1)
+    torch.testing.assert_close(last_fc(m, batch), expect, atol=1e-5, rtol=1e-4)
+
+
+def test_channel_independent_is_each_channel_alone_with_the_same_weights():
+    m = small_model(**{**SEG, "head_dropout": 0.0}).eval()
+    batch = no_cov(synthetic_batch())
+    out = last_fc(m, batch)
+    for c in range(C):
+        one = {k: (v[..., c:c + 1] if k in ("target", "observed") else v) for k, v in batch.items()}
+        m1 = small_model(**{**SEG, "head_dropout": 0.0, "n_targets": 1}).eval()
+        m1.load_state_dict(m.state_dict())  # same shapes: the weights do not depend on C
+        torch.testing.assert_close(last_fc(m1, one), out[..., c:c + 1, :])
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(channel_independent=True), "covariates"),
+    (dict(channel_independent=True, n_past_covariates=0), "n_future_covariates=3"),
+    (dict(segment_length=5, decoder="last"), "multiple of segment_length"),
+    (dict(segment_length=4), "decoder='last'"),
+    (dict(revin="last"), "decoder='last'"),
+    (dict(revin="median", decoder="last"), "revin"),
+    (dict(decoder="pmf"), "decoder"),
+    (dict(decoder="last", head_dropout=1.0), "head_dropout"),
+    (dict(segment_length=0, decoder="last"), "segment_length"),
+    (dict(lr_decay=0.0), "lr_decay"),
+])
+def test_invalid_option_combinations_raise(kw, match):
+    with pytest.raises(ValueError, match=match):
+        small_model(**kw)
+
+
+def test_last_decoder_trains_on_the_last_origin_only():
+    m = small_model(**{**SEG, "head_dropout": 0.0}).eval()
+    batch = no_cov(synthetic_batch())
+    base = m.training_step(batch, 0).item()
+    pert = {k: v.clone() for k, v in batch.items()}
+    pert["target"][:, CTX + H - 1] += 5.0  # the window's last step is a label of the last origin
+    assert m.training_step(pert, 0).item() != base
+
+
+def test_lr_decay_is_an_exponential_schedule():
+    conf = small_model(lr_decay=0.9).configure_optimizers()
+    assert isinstance(conf["lr_scheduler"]["scheduler"], torch.optim.lr_scheduler.ExponentialLR)
+    assert conf["lr_scheduler"]["interval"] == "epoch"
+    assert isinstance(small_model().configure_optimizers(), torch.optim.Optimizer)
+
+
+def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path):
+    """Channel-independent SegGRU (revin last, segments, last decoder, L1, lr decay) fits and tests on a
+    synthetic wide series; the scaled MSE/MAE are logged and equal a hand computation."""
+    import lightning as L
+
+    from forecaster import TimeSeriesDataModule
+
+    n = 600
+    t = np.arange(n)
+    rng = np.random.default_rng(0)
+    df = pl.DataFrame({"t": t, **{f"y{i}": np.sin(2 * np.pi * t / 24 + i) * (i + 1) + 10 * i
+                                  + 0.1 * rng.standard_normal(n) for i in range(3)}})
+    dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y0", "y1", "y2"], calendar_features="none",
+                              context_length=48, horizon=12, train_size=400, val_size=100, test_size=100,
+                              eval_stride=1, batch_size=32, season_length=24)
+    model = GRUForecaster.from_datamodule(dm, channel_independent=True, revin="last", segment_length=12,
+                                          decoder="last", head_dropout=0.5, hidden_size=16, d_model=16,
+                                          head_hidden=0, loss="mae", lr=1e-3, lr_decay=0.9)
+    trainer = L.Trainer(max_epochs=2, limit_train_batches=3, default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False)
+    trainer.fit(model, dm)
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(1e-3 * 0.9 ** 2)
+    (res,) = trainer.test(model, dm, verbose=False)
+    for k in ("test/mse_scaled", "test/mae_scaled", "test/mse_scaled_seasonal_naive", "test/mae_scaled_last_value",
+              "test/mae"):
+        assert np.isfinite(res[k]), k
+    # hand computation of the scaled metrics over every test window, step and column
+    model.eval()
+    se = ae = cnt = 0.0
+    with torch.no_grad():
+        for b in dm.test_dataloader():
+            p = model.net.forecast_last(b["target"], b["observed"], b["past_cov"], b["future_cov"], 48)[..., 0]
+            y = b["target"][:, 48:]
+            se += ((p - y) ** 2).sum().item()
+            ae += (p - y).abs().sum().item()
+            cnt += y.numel()
+    assert res["test/mse_scaled"] == pytest.approx(se / cnt, rel=1e-4)
+    assert res["test/mae_scaled"] == pytest.approx(ae / cnt, rel=1e-4)
