@@ -100,6 +100,13 @@ class StreamingForecaster:
         if not self.spec:
             raise ValueError("the model has no data spec; train it with a TimeSeriesDataModule "
                              "(the CLI links it) so the checkpoint knows columns, frequency and scalers")
+        if not self.net.streamable:
+            n = self.net
+            raise ValueError(
+                "this model forecasts from whole windows, not one observation at a time (channel_independent="
+                f"{n.channel_independent}, revin={n.revin!r}, segment_length={n.segment_length}, decoder={n.decoder!r}); "
+                "streaming needs the per-step defaults (False, 'none', 1, 'forking'): train such a model for "
+                "streaming, or forecast this one with `python -m forecaster predict`")
         self.new_series = new_series
         s = self.spec
         self.id_col: str | None = s["id_col"]

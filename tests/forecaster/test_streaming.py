@@ -271,3 +271,14 @@ def test_wide_data_without_id_column_uses_the_data_modules_series_id():
     assert report.accepted == 3 and not report.rejected  # its own scaler, not an "unknown series"
     assert stream.series == dm.series_ids
     assert stream.forecast()["series"].unique().to_list() == dm.series_ids
+
+
+@pytest.mark.parametrize("option", [{"segment_length": 5}, {"decoder": "last"}, {"revin": "last"},
+                                    {"channel_independent": True}], ids=str)
+def test_window_only_models_are_refused_with_a_clear_error(option):
+    _, dm, model = make()
+    needs_last = "segment_length" in option or "revin" in option  # valid only with the last-origin decoder
+    kwargs = {"decoder": "last", **option} if needs_last else option
+    net = GRUForecastNet(dm.n_targets, 0, 0, HORIZON, hidden_size=8, **kwargs)
+    with pytest.raises(ValueError, match="not one observation at a time"):
+        StreamingForecaster(Holder(net, model.data_spec))
