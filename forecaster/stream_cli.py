@@ -260,7 +260,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.replay:
-        from forecaster.lightning_module import GRUForecaster  # noqa: F401  (checkpoint class)
         import torch
 
         ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)

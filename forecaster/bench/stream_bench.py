@@ -75,7 +75,6 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
     hist = frame.filter(pl.col("time") < T0 + dt.timedelta(hours=context))
     stream.observe(hist)
     step = {"k": context}
-    ids = [str(i) for i in range(n_series)]
     template = frame.filter(pl.col("time") == T0 + dt.timedelta(hours=context))
 
     def stream_update():

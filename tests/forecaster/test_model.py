@@ -18,7 +18,7 @@ import torch
 from forecaster.lightning_module import FORMAT_VERSION, CheckpointMismatchError, GRUForecaster
 from forecaster.metrics import (MeanAbsoluteScaledError, last_value_forecast, seasonal_naive_forecast,
                                 seasonal_scale)
-from forecaster.model import GRUForecastNet, future_ahead, monotone_quantiles
+from forecaster.model import future_ahead, monotone_quantiles
 
 B, CTX, H, C, P, F = 3, 12, 4, 2, 1, 3
 REPO = Path(__file__).resolve().parents[2]

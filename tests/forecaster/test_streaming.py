@@ -2,9 +2,6 @@
 snapshots."""
 
 import datetime as dt
-import os
-import subprocess
-import sys
 
 import numpy as np
 import polars as pl
