@@ -64,6 +64,10 @@ class ForecasterCLI(LightningCLI):
                             help="torch intra-op threads for CPU work (torch.set_num_threads); the small default "
                                  "GRU trains fastest on one, several times faster on a busy machine; null = "
                                  "torch's default")
+        parser.add_argument("--test_after_fit", type=bool, default=True,
+                            help="fit: evaluate the best checkpoint on the test part when training ends; false "
+                                 "evaluates it on the validation part instead, for choosing hyperparameters "
+                                 "without looking at the test part")
         parser.add_argument("--output", type=Optional[str], default="runs/forecasts.parquet",
                             help="predict: where to write the forecasts (.parquet or .csv)")
         parser.add_argument("--plot", type=Optional[str], default=None,
@@ -158,8 +162,12 @@ class ForecasterCLI(LightningCLI):
             return
         cb = self.trainer.checkpoint_callback
         ckpt = "best" if cb is not None and getattr(cb, "best_model_path", "") else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
-        self._print_metrics(ckpt=cb.best_model_path if ckpt else None)
+        if self.config[self.subcommand].get("test_after_fit", True):
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+            self._print_metrics(ckpt=cb.best_model_path if ckpt else None)
+        else:
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+            self._print_metrics(stage="val", ckpt=cb.best_model_path if ckpt else None)
 
     def after_test(self) -> None:
         self._print_metrics()

@@ -417,7 +417,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
         stride: step between train windows' starts.
         eval_stride: step between val/test windows (None = ``horizon``; 1 for the ETTh1 protocol).
         train_size, val_size, test_size: split per series along its regular grid. A float in
-            (0, 1) is a fraction of the series' length, an int a number of steps. With
+            [0, 1) is a fraction of the series' length, an int (or a whole-number float such as
+            ``8640.0``) a number of steps. With
             ``train_size`` None, test is the last ``test_size`` steps, val the ``val_size`` before,
             train the rest; with ``train_size`` set the parts are consecutive from the start and
             anything after them is unused (ETTh1: 8640 / 2880 / 2880).
@@ -899,10 +900,14 @@ class TimeSeriesDataModule(L.LightningDataModule):
             if isinstance(v, bool) or v is None:
                 raise ValueError(f"{name}={v!r}: give a fraction in [0, 1) or an int number of steps")
             if isinstance(v, (float, np.floating)):
-                if not 0.0 <= v < 1.0:
-                    raise ValueError(f"{name}={v!r}: a float is a fraction and must be in [0, 1); give an int "
-                                     "for a number of steps")
-                return np.round(n * float(v)).astype(np.int64)
+                # a whole number >= 1 is a step count: config parsers may hand an int over as 8640.0
+                if v >= 1.0 and float(v).is_integer():
+                    v = int(v)
+                elif not 0.0 <= v < 1.0:
+                    raise ValueError(f"{name}={v!r}: a float is a fraction and must be in [0, 1); give a whole "
+                                     "number for a number of steps")
+                else:
+                    return np.round(n * float(v)).astype(np.int64)
             if int(v) < 0:
                 raise ValueError(f"{name}={v!r}: must be >= 0")
             return np.full_like(n, int(v))

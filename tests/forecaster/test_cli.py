@@ -68,6 +68,17 @@ def test_fit_trains_tests_and_prints_metrics_beside_baselines(fitted):
     assert ck["hyper_parameters"]["n_targets"] == 3 and ck["hyper_parameters"]["context_length"] == 48
 
 
+def test_fit_without_test_reports_the_best_checkpoint_on_validation(tmp_path, capsys):
+    # --test_after_fit false: model selection without touching the test part
+    code = main(["fit", *TINY, "--test_after_fit", "false", "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "val metrics" in out and "test metrics" not in out and "best checkpoint:" in out
+    metrics = pl.read_csv(next(tmp_path.rglob("metrics.csv")))
+    assert "val/mae" in metrics.columns and not any(c.startswith("test/") for c in metrics.columns)
+
+
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
 def test_predict_writes_long_forecasts(fitted, tmp_path, capsys, suffix):
     _, ckpt, _ = fitted

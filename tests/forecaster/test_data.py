@@ -180,6 +180,20 @@ def test_row_count_split_like_etth1():
     np.testing.assert_allclose([loc[0], sc[0]], [y.mean(), y.std()], rtol=1e-6)
 
 
+def test_whole_number_float_sizes_are_step_counts():
+    # the CLI's config parser can hand `train_size: 30` over as 30.0 (typing.Union caches the order
+    # float | int); a whole number >= 1 is a step count, anything else >= 1 is an error
+    df = long_frame(n_series=1, n_steps=60).drop("sid")
+    kw = dict(data=df, time_col="ts", target_cols=["y"], context_length=5, horizon=3, eval_stride=1,
+              calendar_features="none")
+    a = TimeSeriesDataModule(train_size=30, val_size=10, test_size=10, **kw)
+    b = TimeSeriesDataModule(train_size=30.0, val_size=10.0, test_size=10.0, **kw)
+    assert [x.tolist() for s in ("train", "val", "test") for x in a.split_bounds(s)] == \
+        [x.tolist() for s in ("train", "val", "test") for x in b.split_bounds(s)] == [[0], [30], [30], [40], [40], [50]]
+    with pytest.raises(ValueError, match=r"train_size=30.5: a float is a fraction and must be in \[0, 1\)"):
+        TimeSeriesDataModule(train_size=30.5, val_size=10, test_size=10, **kw).n_targets
+
+
 def test_cutoff_timestamp_split():
     df = long_frame(n_series=2, n_steps=48)
     dm = dm_for(df, val_start="2021-03-02 00:00", test_start="2021-03-02 12:00", eval_stride=1)
