@@ -156,6 +156,20 @@ class ForecasterCLI(LightningCLI):
             cfg["data.context_length"] = spec["context_length"]
             cfg["data.horizon"] = spec["horizon"]
 
+    # -- an empty validation part fails here with what to change, not later inside a callback --
+    def before_fit(self) -> None:
+        dm, trainer = self.datamodule, self.trainer
+        if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
+            return
+        monitors = sorted({cb.monitor for cb in trainer.callbacks if isinstance(cb, (EarlyStopping, ModelCheckpoint))
+                           and cb.monitor and cb.monitor.startswith("val/")})
+        if monitors:
+            raise UserError(
+                f"the validation part has no window (a window needs horizon = {dm.horizon} steps in it; "
+                f"val_size = {dm.val_size!r}), but {', '.join(monitors)} is monitored: enlarge --data.val_size, "
+                "or train without validation: --trainer.limit_val_batches 0 --checkpoint.monitor train/loss_epoch "
+                "--early_stopping.monitor train/loss_epoch")
+
     # -- fit runs test with the best checkpoint; test prints the metrics beside the baselines --
     def after_fit(self) -> None:
         if self.trainer.interrupted:

@@ -170,3 +170,6 @@ def test_user_mistakes_are_one_line_errors(fitted, tmp_path, capsys):
     assert "dew_point" in line
     (line,) = err_of("predict", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "x.json"))
     assert ".parquet or .csv" in line
+    # a validation part too short for one window, while the callbacks monitor val/loss
+    (line,) = err_of("fit", *TINY, "--data.val_size", "5", "--trainer.default_root_dir", str(tmp_path))
+    assert "validation part has no window" in line and "val/loss" in line and "--data.val_size" in line
