@@ -9,8 +9,8 @@ the data module's scaled units (``{stage}/mse_scaled``, ``{stage}/mae_scaled`` a
 ``_seasonal_naive`` / ``_last_value`` twins; with ``scaling: standard`` these are the z-scored
 metrics of the ETTh1 protocol), averaged over every observed element of every window.
 
-With ``decoder="last"`` (see :mod:`forecaster.model` for the long-look-back options) training uses
-the last origin only, like evaluation.
+With ``decoder="last"`` or ``"pmf"`` (see :mod:`forecaster.model` for the long-look-back options)
+training uses the last origin only, like evaluation.
 
 The checkpoint holds the hyperparameters, the data spec (columns, frequency, calendar, scalers:
 ``TimeSeriesDataModule.spec()``) and :data:`FORMAT_VERSION`.
@@ -59,7 +59,8 @@ class GRUForecaster(L.LightningModule):
             ``channel_independent``: targets as univariate series sharing weights (no covariates);
             ``revin``: none | last | mean, per-window level removed and added back;
             ``segment_length``: steps per GRU input (needs context_length % segment_length == 0);
-            ``decoder``: forking (every origin) | last (final state only; needed by segments/revin);
+            ``decoder``: forking (every origin) | last (final state only; needed by segments/revin) |
+                pmf (SegRNN's parallel multi-step decoder: one GRU step per output segment);
             ``head_dropout``: dropout in front of the head.
         lr, weight_decay: AdamW (overridden by ``--optimizer`` on the CLI).
         lr_decay: multiply the learning rate by this after every epoch (ExponentialLR; 1.0 = constant).
@@ -102,7 +103,7 @@ class GRUForecaster(L.LightningModule):
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
         check_options(n_past_covariates, n_future_covariates, channel_independent, revin, segment_length, decoder,
-                      head_dropout, context_length)
+                      head_dropout, context_length, horizon)
         if not 0 <= min_origin < context_length:
             raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length})")
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
@@ -194,7 +195,7 @@ class GRUForecaster(L.LightningModule):
         return self._loss(pred.float(), batch["target"][:, T:T + h].float(), batch["observed"][:, T:T + h].float())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.net.decoder == "last":
+        if self.net.decoder != "forking":
             loss = self._last_origin_loss(batch)
         else:
             loss = self._shared_forking_loss(batch)

@@ -23,14 +23,20 @@ design of ``configs/etth1.yaml`` turns them all on):
   features are future covariates: use ``calendar_features: none``).
 * ``revin``: ``"last"`` / ``"mean"``: per window and target, subtract the context's last observed
   value / mean of observed values before the network and add it back to every forecast (and
-  quantile). ``"last"`` makes the forecast shift-equivariant. Needs ``decoder="last"``.
+  quantile). ``"last"`` makes the forecast shift-equivariant. Needs a final-state decoder
+  (``"last"`` or ``"pmf"``).
 * ``segment_length`` w > 1: the context is cut into ``context_length / w`` segments of w steps;
   each segment's features (step-major, ``w * n_in``) go through ``Linear(w * n_in, d_model)`` +
-  ReLU into ONE GRU step (SegRNN). Needs ``context_length % w == 0`` and ``decoder="last"``.
+  ReLU into ONE GRU step (SegRNN). Needs ``context_length % w == 0`` and a final-state decoder.
 * ``decoder``: ``"forking"`` (the head on every origin's state, trained on every origin from
-  ``min_origin``) or ``"last"`` (the same head on the final state only, trained on the last origin
-  only: the "RMF" decoder of SegRNN with ``head_hidden: 0``).
-* ``head_dropout``: dropout in front of the head (both decoders).
+  ``min_origin``), ``"last"`` (the same head on the final state only, trained on the last origin
+  only: the "RMF" decoder of SegRNN with ``head_hidden: 0``) or ``"pmf"`` (SegRNN's parallel
+  multi-step decoder: the horizon is cut into ``horizon / w`` segments of w steps; segment m's
+  input is a learned position embedding, concatenated with a learned embedding of the target's
+  channel when ``channel_independent``; ONE step of the same GRU from the final state, for all
+  segments at once, then dropout and the head ``Linear(hidden, w * C * Q)`` give that segment's
+  w steps. Needs ``horizon % w == 0`` and no future covariates; trained on the last origin).
+* ``head_dropout``: dropout in front of the head (every decoder).
 
 Models with any of these options on cannot be stepped one time step at a time (:attr:`streamable`
 is False; :meth:`step_` raises).
@@ -49,7 +55,7 @@ from kernels import FusedGRU
 __all__ = ["GRUForecastNet", "future_ahead", "monotone_quantiles", "REVIN_MODES", "DECODERS"]
 
 REVIN_MODES = ("none", "last", "mean")
-DECODERS = ("forking", "last")
+DECODERS = ("forking", "last", "pmf")
 
 
 def future_ahead(future_cov: Tensor, n_origins: int, horizon: int) -> Tensor:
@@ -125,7 +131,8 @@ class GRUForecastNet(nn.Module):
                 raise ValueError(f"{name} must be >= 1, got {v}")
         self.n_targets, self.n_past, self.n_future = int(n_targets), int(n_past_covariates), int(n_future_covariates)
         self.horizon = int(horizon)
-        check_options(self.n_past, self.n_future, channel_independent, revin, segment_length, decoder, head_dropout)
+        check_options(self.n_past, self.n_future, channel_independent, revin, segment_length, decoder, head_dropout,
+                      horizon=self.horizon)
         self.channel_independent, self.revin = bool(channel_independent), str(revin)
         self.segment_length, self.decoder = int(segment_length), str(decoder)
         # targets the network itself sees per row: 1 when channel-independent (rows are B*C)
@@ -146,6 +153,14 @@ class GRUForecastNet(nn.Module):
                             reset_after=reset_after, backend=backend)
         head_in = hidden_size + self.horizon * self.n_future
         head_out = self.horizon * self.n_net_targets * self.n_quantiles
+        if self.decoder == "pmf":  # one decoder step per output segment of w steps
+            n_seg = self.horizon // self.segment_length
+            d_chan = d_model // 2 if self.channel_independent else 0
+            # N(0, 1) like SegRNN's torch.randn; the GRU input of segment m (of channel c)
+            self.pos_emb = nn.Parameter(torch.randn(n_seg, d_model - d_chan))
+            self.channel_emb = nn.Parameter(torch.randn(self.n_targets, d_chan)) if d_chan else None
+            head_in = hidden_size
+            head_out = self.segment_length * self.n_net_targets * self.n_quantiles
         if head_hidden:
             self.head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_out))
         else:
@@ -167,7 +182,9 @@ class GRUForecastNet(nn.Module):
 
     def encode(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Features (B, T, n_in) -> GRU output states (B, T, H) and final states (num_layers, B, H)."""
-        z = self.input_proj(x)
+        return self._gru(self.input_proj(x), hx)
+
+    def _gru(self, z: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         w = self.gru.weight_ih_l0
         if z.dtype != w.dtype and not torch.is_autocast_enabled(z.device.type):
             z = z.to(w.dtype)
@@ -183,6 +200,26 @@ class GRUForecastNet(nn.Module):
         raw = raw.reshape(*h.shape[:-1], self.horizon, self.n_net_targets, self.n_quantiles)
         return monotone_quantiles(raw, self.anchor)
 
+    def decode_segments(self, hn: Tensor) -> Tensor:
+        """``decoder="pmf"``: final GRU states hn (num_layers, R, H) of R network rows (B*C when
+        channel-independent, row r being channel r % C) -> forecasts (R, horizon, C_net, Q).
+
+        All ``horizon / w`` output segments advance ONE GRU step from hn at once (R * horizon/w rows)."""
+        L_, R, H_ = hn.shape
+        M = self.pos_emb.shape[0]
+        inp = self.pos_emb.unsqueeze(0).expand(R, M, -1)
+        if self.channel_emb is not None:
+            chan = self.channel_emb.repeat(R // self.n_targets, 1)  # row r -> channel r % C
+            inp = torch.cat([inp, chan.unsqueeze(1).expand(R, M, -1)], dim=-1)
+        hx = hn.unsqueeze(2).expand(L_, R, M, H_).reshape(L_, R * M, H_)
+        out, _ = self._gru(inp.reshape(R * M, 1, -1), hx.to(hn.dtype))
+        z = out[:, 0].float()
+        if not torch.is_autocast_enabled(z.device.type):
+            z = z.to(next(self.head.parameters()).dtype)
+        raw = self.head(self.head_dropout(z)).float()
+        raw = raw.reshape(R, self.horizon, self.n_net_targets, self.n_quantiles)  # segment-major, then step
+        return monotone_quantiles(raw, self.anchor)
+
     @torch.no_grad()
     def step_(self, state: Tensor, idx: Tensor, target: Tensor, observed: Tensor, past_cov: Tensor,
               future_cov: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -193,7 +230,7 @@ class GRUForecastNet(nn.Module):
         ``horizon`` steps' future covariates to forecast from this step."""
         if not self.streamable:
             raise ValueError("this model cannot be stepped one time step at a time (channel_independent, revin, "
-                             "segment_length > 1 or decoder='last'); use forecast_last on whole windows")
+                             "segment_length > 1 or decoder != 'forking'); use forecast_last on whole windows")
         x = self.input_proj(self.features(target, observed, past_cov, future_cov))
         return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
 
@@ -263,7 +300,9 @@ class GRUForecastNet(nn.Module):
         x = self.features(tg, ob, pc, fc[:, :T])
         if w > 1:  # (R, T, n_in) -> (R, T/w, w*n_in), step-major inside a segment
             x = x.reshape(x.shape[0], T // w, w * x.shape[-1])
-        out, _ = self.encode(x)
+        out, hn = self.encode(x)
+        if self.decoder == "pmf":
+            return self._finish(self.decode_segments(hn), B, base)
         fa = fc[:, T:T + self.horizon].reshape(fc.shape[0], -1)
         return self._finish(self.decode(out[:, -1], fa), B, base)
 
@@ -284,7 +323,8 @@ def revin_base(target: Tensor, observed: Tensor, mode: str) -> Tensor:
 
 
 def check_options(n_past: int, n_future: int, channel_independent: bool, revin: str, segment_length: int,
-                  decoder: str, head_dropout: float, context_length: int | None = None) -> None:
+                  decoder: str, head_dropout: float, context_length: int | None = None,
+                  horizon: int | None = None) -> None:
     """Raise ValueError (one clear sentence) for an invalid combination of the long-look-back options."""
     if revin not in REVIN_MODES:
         raise ValueError(f"revin={revin!r}: choose one of {list(REVIN_MODES)}")
@@ -299,11 +339,17 @@ def check_options(n_past: int, n_future: int, channel_independent: bool, revin: 
             f"channel_independent=True needs a model without covariates, but it has n_past_covariates={n_past} and "
             f"n_future_covariates={n_future} (calendar features count as future covariates: set "
             "calendar_features: none and no past/future covariate columns)")
-    if int(segment_length) > 1 and decoder != "last":
-        raise ValueError(f"segment_length={segment_length} > 1 needs decoder='last' (segments leave no per-step origins "
-                         f"to fork from), got decoder={decoder!r}")
-    if revin != "none" and decoder != "last":
-        raise ValueError(f"revin={revin!r} needs decoder='last' (a window's last value would leak the future into "
-                         f"earlier forking origins), got decoder={decoder!r}")
+    if int(segment_length) > 1 and decoder == "forking":
+        raise ValueError(f"segment_length={segment_length} > 1 needs decoder='last' or decoder='pmf' (segments leave "
+                         f"no per-step origins to fork from), got decoder={decoder!r}")
+    if revin != "none" and decoder == "forking":
+        raise ValueError(f"revin={revin!r} needs decoder='last' or decoder='pmf' (a window's last value would leak "
+                         f"the future into earlier forking origins), got decoder={decoder!r}")
+    if decoder == "pmf" and n_future:
+        raise ValueError(f"decoder='pmf' reads no future covariates, but the model has n_future_covariates={n_future} "
+                         "(calendar features count: set calendar_features: none), or use decoder='last'")
+    if decoder == "pmf" and horizon is not None and int(horizon) % int(segment_length):
+        raise ValueError(f"decoder='pmf' cuts the horizon into segments of segment_length={segment_length} steps: "
+                         f"horizon={horizon} must be a multiple of it")
     if context_length is not None and int(context_length) % int(segment_length):
         raise ValueError(f"context_length={context_length} must be a multiple of segment_length={segment_length}")

@@ -306,6 +306,9 @@ def last_fc(m, batch):
     dict(decoder="last", head_dropout=0.3),
     SEG,
     {**SEG, "loss": "quantile"},
+    {**SEG, "decoder": "pmf"},
+    {**SEG, "decoder": "pmf", "loss": "quantile", "num_layers": 2},
+    dict(n_past_covariates=0, n_future_covariates=0, segment_length=2, decoder="pmf", revin="mean"),
 ])
 def test_option_shapes(opts):
     m = small_model(**opts).eval()
@@ -379,6 +382,36 @@ def test_segments_match_a_hand_computation():
     torch.testing.assert_close(last_fc(m, batch), expect, atol=1e-5, rtol=1e-4)
 
 
+def test_pmf_decoder_matches_a_hand_computation():
+    """decoder="pmf": output segment m of channel c is ONE step of the same GRU from the encoder's final
+    state, with input cat(pos_emb[m], channel_emb[c]), then the head -> that segment's w steps."""
+    w = 2
+    m = small_model(**{**SEG, "segment_length": w, "decoder": "pmf", "head_dropout": 0.0, "revin": "none"}).eval()
+    net = m.net
+    batch = no_cov(synthetic_batch())
+    assert net.pos_emb.shape == (H // w, net.gru.input_size - net.gru.input_size // 2)
+    assert net.channel_emb.shape == (C, net.gru.input_size // 2)
+    gru = torch.nn.GRU(net.gru.input_size, net.gru.hidden_size, batch_first=True)
+    gru.load_state_dict({k: v for k, v in net.gru.state_dict().items() if k in gru.state_dict()})
+    expect = torch.empty(B, H, C, 1)
+    for b in range(B):
+        for c in range(C):
+            x = torch.stack([batch["target"][b, :CTX, c] * batch["observed"][b, :CTX, c], batch["observed"][b, :CTX, c]], -1)
+            z = net.input_proj(x.reshape(1, CTX // w, 2 * w))
+            _, hn = gru(z)
+            for s in range(H // w):
+                inp = torch.cat([net.pos_emb[s], net.channel_emb[c]]).view(1, 1, -1)
+                out, _ = gru(inp, hn)
+                expect[b, s * w:(s + 1) * w, c, 0] = net.head(out[0, 0])
+    torch.testing.assert_close(last_fc(m, batch), expect, atol=1e-5, rtol=1e-4)
+
+
+def test_pmf_without_channel_independence_has_no_channel_embedding():
+    m = small_model(n_past_covariates=0, n_future_covariates=0, segment_length=2, decoder="pmf", loss="mae").eval()
+    assert m.net.channel_emb is None and m.net.pos_emb.shape == (H // 2, m.net.gru.input_size)
+    assert m.net.head[-1].out_features == 2 * C  # one segment of 2 steps of every target
+
+
 def test_channel_independent_is_each_channel_alone_with_the_same_weights():
     m = small_model(**{**SEG, "head_dropout": 0.0}).eval()
     batch = no_cov(synthetic_batch())
@@ -397,7 +430,9 @@ def test_channel_independent_is_each_channel_alone_with_the_same_weights():
     (dict(segment_length=4), "decoder='last'"),
     (dict(revin="last"), "decoder='last'"),
     (dict(revin="median", decoder="last"), "revin"),
-    (dict(decoder="pmf"), "decoder"),
+    (dict(decoder="seq2seq"), "decoder"),
+    (dict(decoder="pmf"), "n_future_covariates=3"),
+    (dict(n_future_covariates=0, decoder="pmf", segment_length=3), "horizon=4 must be a multiple"),
     (dict(decoder="last", head_dropout=1.0), "head_dropout"),
     (dict(segment_length=0, decoder="last"), "segment_length"),
     (dict(lr_decay=0.0), "lr_decay"),
@@ -423,7 +458,8 @@ def test_lr_decay_is_an_exponential_schedule():
     assert isinstance(small_model().configure_optimizers(), torch.optim.Optimizer)
 
 
-def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path):
+@pytest.mark.parametrize("decoder", ["last", "pmf"])
+def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path, decoder):
     """Channel-independent SegGRU (revin last, segments, last decoder, L1, lr decay) fits and tests on a
     synthetic wide series; the scaled MSE/MAE are logged and equal a hand computation."""
     import lightning as L
@@ -438,8 +474,8 @@ def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path):
     dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y0", "y1", "y2"], calendar_features="none",
                               context_length=48, horizon=12, train_size=400, val_size=100, test_size=100,
                               eval_stride=1, batch_size=32, season_length=24)
-    model = GRUForecaster.from_datamodule(dm, channel_independent=True, revin="last", segment_length=12,
-                                          decoder="last", head_dropout=0.5, hidden_size=16, d_model=16,
+    model = GRUForecaster.from_datamodule(dm, channel_independent=True, revin="last", segment_length=6,
+                                          decoder=decoder, head_dropout=0.5, hidden_size=16, d_model=16,
                                           head_hidden=0, loss="mae", lr=1e-3, lr_decay=0.9)
     trainer = L.Trainer(max_epochs=2, limit_train_batches=3, default_root_dir=tmp_path, logger=False,
                         enable_progress_bar=False, enable_checkpointing=False)
