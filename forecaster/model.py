@@ -193,11 +193,14 @@ class GRUForecastNet(nn.Module):
     def decode(self, h: Tensor, future_ahead: Tensor) -> Tensor:
         """GRU output state(s) h (..., H) and the future covariates of the next ``horizon`` steps
         (..., horizon * F) -> forecasts (..., horizon, C, Q), non-crossing along Q."""
-        z = torch.cat([h.float(), future_ahead.float()], dim=-1)
+        return self._head(torch.cat([h.float(), future_ahead.float()], dim=-1))
+
+    def _head(self, z: Tensor) -> Tensor:
+        """Head input (..., head_in) -> dropout, head, non-crossing quantiles: (..., steps, C_net, Q)."""
         if not torch.is_autocast_enabled(z.device.type):
             z = z.to(next(self.head.parameters()).dtype)
         raw = self.head(self.head_dropout(z)).float()
-        raw = raw.reshape(*h.shape[:-1], self.horizon, self.n_net_targets, self.n_quantiles)
+        raw = raw.reshape(*z.shape[:-1], -1, self.n_net_targets, self.n_quantiles)
         return monotone_quantiles(raw, self.anchor)
 
     def decode_segments(self, hn: Tensor) -> Tensor:
@@ -212,13 +215,9 @@ class GRUForecastNet(nn.Module):
             chan = self.channel_emb.repeat(R // self.n_targets, 1)  # row r -> channel r % C
             inp = torch.cat([inp, chan.unsqueeze(1).expand(R, M, -1)], dim=-1)
         hx = hn.unsqueeze(2).expand(L_, R, M, H_).reshape(L_, R * M, H_)
-        out, _ = self._gru(inp.reshape(R * M, 1, -1), hx.to(hn.dtype))
-        z = out[:, 0].float()
-        if not torch.is_autocast_enabled(z.device.type):
-            z = z.to(next(self.head.parameters()).dtype)
-        raw = self.head(self.head_dropout(z)).float()
-        raw = raw.reshape(R, self.horizon, self.n_net_targets, self.n_quantiles)  # segment-major, then step
-        return monotone_quantiles(raw, self.anchor)
+        out, _ = self._gru(inp.reshape(R * M, 1, -1), hx)
+        y = self._head(out[:, 0].float())  # (R*M, w, C_net, Q)
+        return y.reshape(R, self.horizon, self.n_net_targets, self.n_quantiles)  # segment-major, then step
 
     @torch.no_grad()
     def step_(self, state: Tensor, idx: Tensor, target: Tensor, observed: Tensor, past_cov: Tensor,
