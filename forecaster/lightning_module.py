@@ -24,6 +24,7 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
@@ -32,7 +33,7 @@ from forecaster.model import GRUForecastNet, check_options
 __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
-LOSSES = ("mae", "mse", "quantile")
+LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length")
 
@@ -50,7 +51,11 @@ class GRUForecaster(L.LightningModule):
         seasonal_period: period of the seasonal-naive baseline and of MASE's scale.
         hidden_size, num_layers, dropout, reset_after, backend: the GRU (``backend``: auto | torch | triton).
         d_model: width of the input projection; head_hidden: hidden width of the head MLP.
-        loss: ``mae``, ``mse`` (point forecasts) or ``quantile`` (pinball loss over ``quantiles``).
+        loss: ``mae``, ``mse``, ``huber`` (point forecasts) or ``quantile`` (pinball loss over ``quantiles``).
+            All are computed on the data module's scaled values (z-scores with ``scaling: standard``).
+        huber_delta: for ``loss="huber"``: errors up to this size (in scaled units) cost ``e**2 / 2``,
+            larger ones ``delta * (|e| - delta / 2)`` (``torch.nn.functional.huber_loss``): between
+            ``mse`` (large delta) and ``mae`` (small delta, scaled by delta).
         quantiles: levels for ``loss="quantile"`` (sorted, in (0, 1)); the one nearest 0.5 is the
             point forecast used for metrics.
         min_origin: first origin that contributes to the training loss (a short warm-up).
@@ -86,6 +91,7 @@ class GRUForecaster(L.LightningModule):
         backend: str = "auto",
         loss: str = "quantile",
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
+        huber_delta: float = 1.0,
         min_origin: int = 24,
         lr: float = 3e-3,
         weight_decay: float = 0.0,
@@ -100,6 +106,9 @@ class GRUForecaster(L.LightningModule):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss={loss!r}: choose one of {list(LOSSES)}")
+        if not huber_delta > 0.0:
+            raise ValueError(f"huber_delta={huber_delta!r}: must be > 0 (the error size, in scaled units, where the "
+                             "Huber loss turns from quadratic to linear)")
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
         check_options(n_past_covariates, n_future_covariates, channel_independent, revin, segment_length, decoder,
@@ -176,6 +185,8 @@ class GRUForecaster(L.LightningModule):
             el = torch.maximum(q * e, (q - 1) * e).mean(-1)
         elif kind == "mae":
             el = (pred[..., 0] - y).abs()
+        elif kind == "huber":
+            el = F.huber_loss(pred[..., 0], y, reduction="none", delta=self.hparams.huber_delta)
         else:
             el = (pred[..., 0] - y) ** 2
         return (el * w).sum() / w.sum().clamp_min(1.0)

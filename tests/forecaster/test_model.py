@@ -60,6 +60,21 @@ def test_shapes_and_last_origin_matches_forking():
     assert point(batch).shape == (B, CTX, H, C, 1)
 
 
+@pytest.mark.parametrize("loss,delta", [("mae", 1.0), ("mse", 1.0), ("huber", 1.0), ("huber", 0.3)])
+def test_point_losses_are_their_formulas_weighted_by_observed(loss, delta):
+    """_loss = sum(w * elementwise) / sum(w); Huber: e^2/2 below delta, delta * (|e| - delta/2) above."""
+    m = small_model(loss=loss, huber_delta=delta)
+    pred = torch.tensor([0.1, -2.0, 0.5, 3.0]).view(4, 1)
+    y = torch.tensor([0.0, 0.0, 0.6, 0.0])
+    w = torch.tensor([1.0, 1.0, 1.0, 0.0])  # the last element is unobserved: its error of 3 must not count
+    e = (pred[:, 0] - y).abs()
+    el = {"mae": e, "mse": e ** 2,
+          "huber": torch.where(e <= delta, 0.5 * e ** 2, delta * (e - 0.5 * delta))}[loss]
+    torch.testing.assert_close(m._loss(pred, y, w), el[:3].mean())
+    if loss == "huber":  # between the two: quadratic near zero, linear in the tails
+        assert el[0] == pytest.approx(0.5 * 0.1 ** 2) and el[1] == pytest.approx(delta * (2.0 - delta / 2))
+
+
 def test_future_ahead_is_the_next_horizon_steps():
     fc = torch.arange(2 * (CTX + H) * F, dtype=torch.float32).reshape(2, CTX + H, F)
     fa = future_ahead(fc, CTX, H)
@@ -98,7 +113,7 @@ def test_quantiles_never_cross():
         small_model(quantiles=[0.9, 0.1])
 
 
-@pytest.mark.parametrize("loss", ["quantile", "mae", "mse"])
+@pytest.mark.parametrize("loss", ["quantile", "mae", "mse", "huber"])
 def test_forking_loss_covers_every_origin_from_min_origin(loss):
     m = small_model(loss=loss, min_origin=3)
     batch = synthetic_batch()
@@ -436,6 +451,8 @@ def test_channel_independent_is_each_channel_alone_with_the_same_weights():
     (dict(decoder="last", head_dropout=1.0), "head_dropout"),
     (dict(segment_length=0, decoder="last"), "segment_length"),
     (dict(lr_decay=0.0), "lr_decay"),
+    (dict(loss="huber", huber_delta=0.0), "huber_delta=0.0: must be > 0"),
+    (dict(loss="l2"), "choose one of"),
 ])
 def test_invalid_option_combinations_raise(kw, match):
     with pytest.raises(ValueError, match=match):
