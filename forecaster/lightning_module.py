@@ -62,7 +62,7 @@ class GRUForecaster(L.LightningModule):
         channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
             of :class:`forecaster.model.GRUForecastNet` (defaults: off, today's forking model).
             ``channel_independent``: targets as univariate series sharing weights (no covariates);
-            ``revin``: none | last | mean, per-window level removed and added back;
+            ``revin``: none | last | mean | std, per-window level (and, for std, scale) removed and restored;
             ``segment_length``: steps per GRU input (needs context_length % segment_length == 0);
             ``decoder``: forking (every origin) | last (final state only; needed by segments/revin) |
                 pmf (SegRNN's parallel multi-step decoder: one GRU step per output segment);

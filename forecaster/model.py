@@ -23,7 +23,10 @@ design of ``configs/etth1.yaml`` turns them all on):
   features are future covariates: use ``calendar_features: none``).
 * ``revin``: ``"last"`` / ``"mean"``: per window and target, subtract the context's last observed
   value / mean of observed values before the network and add it back to every forecast (and
-  quantile). ``"last"`` makes the forecast shift-equivariant. Needs a final-state decoder
+  quantile). ``"std"``: RevIN's instance normalisation without the affine part: subtract the mean
+  and divide by ``sqrt(var + 1e-5)`` of the observed context values, then multiply every forecast
+  by that scale and add the mean back. ``"last"`` and ``"mean"`` make the forecast shift-equivariant,
+  ``"std"`` shift- and scale-equivariant (up to the 1e-5). Needs a final-state decoder
   (``"last"`` or ``"pmf"``).
 * ``segment_length`` w > 1: the context is cut into ``context_length / w`` segments of w steps;
   each segment's features (step-major, ``w * n_in``) go through ``Linear(w * n_in, d_model)`` +
@@ -54,7 +57,8 @@ from kernels import FusedGRU
 
 __all__ = ["GRUForecastNet", "future_ahead", "monotone_quantiles", "REVIN_MODES", "DECODERS"]
 
-REVIN_MODES = ("none", "last", "mean")
+REVIN_MODES = ("none", "last", "mean", "std")
+REVIN_EPS = 1e-5  # added to the window variance before the square root (as in RevIN, Kim et al. 2022)
 DECODERS = ("forking", "last", "pmf")
 
 
@@ -240,14 +244,15 @@ class GRUForecastNet(nn.Module):
     # ---- whole windows ----
 
     def _prepare(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor, T: int):
-        """Context target/observed (B, T, C) -> the rows the network sees (RevIN-shifted, and
+        """Context target/observed (B, T, C) -> the rows the network sees (RevIN-normalised, and
         (B*C, T, 1) when channel-independent), past_cov (rows, T, P), future_cov (rows, L, F) and the
-        per (B, C) base to add back (None: no RevIN)."""
+        per (B, C) (loc, scale) to undo on the forecasts (None: no RevIN)."""
         target, observed, past_cov = target[:, :T], observed[:, :T], past_cov[:, :T]
         base = None
         if self.revin != "none":
-            base = revin_base(target, observed, self.revin).detach()
-            target = (target - base.unsqueeze(1)) * observed
+            loc, scale = revin_stats(target, observed, self.revin)
+            base = (loc.detach(), scale.detach())
+            target = (target - base[0].unsqueeze(1)) / base[1].unsqueeze(1) * observed
         if self.channel_independent:
             B, _, C = target.shape
             target = target.permute(0, 2, 1).reshape(B * C, T, 1)
@@ -257,15 +262,16 @@ class GRUForecastNet(nn.Module):
             future_cov = future_cov.new_zeros(B * C, future_cov.shape[1], 0)
         return target, observed, past_cov, future_cov, base
 
-    def _finish(self, y: Tensor, B: int, base: Tensor | None) -> Tensor:
+    def _finish(self, y: Tensor, B: int, base: tuple[Tensor, Tensor] | None) -> Tensor:
         """Network output (..., horizon, C_net, Q) with leading (B*C, ...) rows when channel-independent
-        -> (B, ..., horizon, C, Q), plus the RevIN base."""
+        -> (B, ..., horizon, C, Q), RevIN undone (times scale, plus loc)."""
         if self.channel_independent:
             C = self.n_targets
             y = y.reshape(B, C, *y.shape[1:]).squeeze(-2)  # (B, C, ..., horizon, Q)
             y = y.movedim(1, -2)  # (B, ..., horizon, C, Q)
         if base is not None:
-            y = y + base.view(B, *([1] * (y.dim() - 3)), self.n_targets, 1).to(y.dtype)
+            shape = (B, *([1] * (y.dim() - 3)), self.n_targets, 1)
+            y = y * base[1].view(shape).to(y.dtype) + base[0].view(shape).to(y.dtype)
         return y
 
     def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
@@ -306,16 +312,30 @@ class GRUForecastNet(nn.Module):
         return self._finish(self.decode(out[:, -1], fa), B, base)
 
 
+def revin_stats(target: Tensor, observed: Tensor, mode: str) -> tuple[Tensor, Tensor]:
+    """(B, T, C) context and observed mask -> (loc, scale), each (B, C): the network sees
+    ``(target - loc) / scale`` and its forecasts are mapped back by ``* scale + loc``.
+
+    ``loc`` is :func:`revin_base`; ``scale`` is ``sqrt(var + 1e-5)`` of the observed values for
+    ``"std"`` (``sqrt(1e-5)`` for a constant or never observed context) and 1 for ``"last"`` / ``"mean"``."""
+    loc = revin_base(target, observed, "mean" if mode == "std" else mode)
+    if mode != "std":
+        return loc, torch.ones_like(loc)
+    n = observed.sum(1).clamp_min(1.0)
+    var = (((target - loc.unsqueeze(1)) * observed) ** 2).sum(1) / n
+    return loc, torch.sqrt(var + REVIN_EPS)
+
+
 def revin_base(target: Tensor, observed: Tensor, mode: str) -> Tensor:
     """(B, T, C) context and observed mask -> (B, C): the last observed value (``"last"``) or the mean of
-    the observed values (``"mean"``); 0 where a target was never observed."""
+    the observed values (``"mean"``, ``"std"``); 0 where a target was never observed."""
     if mode == "last":
         T = target.shape[1]
         pos = torch.arange(T, device=target.device).view(1, T, 1).expand_as(target)
         last = torch.where(observed > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C)
         val = target.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)
         return torch.where(last >= 0, val, torch.zeros_like(val))
-    if mode == "mean":
+    if mode in ("mean", "std"):
         n = observed.sum(1)
         return (target * observed).sum(1) / n.clamp_min(1.0)
     raise ValueError(f"revin={mode!r}: choose one of {list(REVIN_MODES)}")

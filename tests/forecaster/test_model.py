@@ -317,6 +317,7 @@ def last_fc(m, batch):
     dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0),
     dict(revin="last", decoder="last"),
     dict(revin="mean", decoder="last"),
+    dict(revin="std", decoder="last"),
     dict(segment_length=3, decoder="last"),
     dict(decoder="last", head_dropout=0.3),
     SEG,
@@ -354,7 +355,7 @@ def test_defaults_keep_the_old_parameters():
          "net.head.2.weight", "net.head.2.bias", *[k for k in m.state_dict() if k.startswith("net.gru.")]])
 
 
-@pytest.mark.parametrize("revin", ["last", "mean"])
+@pytest.mark.parametrize("revin", ["last", "mean", "std"])
 def test_revin_makes_the_forecast_shift_equivariant(revin):
     m = small_model(**{**SEG, "revin": revin, "loss": "quantile"}).eval()
     batch = no_cov(synthetic_batch())
@@ -366,6 +367,36 @@ def test_revin_makes_the_forecast_shift_equivariant(revin):
     # without revin the network does see the level
     m0 = small_model(**{**SEG, "revin": "none"}).eval()
     assert not torch.allclose(last_fc(m0, shifted), last_fc(m0, batch) + 3.7, atol=1e-3)
+
+
+def test_revin_std_makes_the_forecast_scale_equivariant():
+    """revin='std': scaling a window's context by a and shifting it by b scales and shifts every
+    forecast (and quantile) the same way; 'last' only undoes shifts."""
+    batch = no_cov(synthetic_batch())
+    scaled = dict(batch)
+    scaled["target"] = (batch["target"] * 2.5 - 1.3) * batch["observed"]
+    m = small_model(**{**SEG, "revin": "std", "loss": "quantile"}).eval()
+    torch.testing.assert_close(last_fc(m, scaled), last_fc(m, batch) * 2.5 - 1.3, atol=1e-4, rtol=1e-4)
+    m_last = small_model(**{**SEG, "revin": "last", "loss": "quantile"}).eval()
+    assert not torch.allclose(last_fc(m_last, scaled), last_fc(m_last, batch) * 2.5 - 1.3, atol=1e-3)
+
+
+def test_revin_std_statistics_by_hand():
+    from forecaster.model import REVIN_EPS, revin_stats
+
+    t = torch.tensor([[[1.0, 5.0], [2.0, 7.0], [6.0, 0.0]]])  # (1, 3, 2); the last 0.0 is unobserved
+    o = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]])
+    loc, scale = revin_stats(t, o, "std")
+    torch.testing.assert_close(loc, torch.tensor([[3.0, 6.0]]))
+    # population variance of the observed values: (4 + 1 + 9) / 3 and (1 + 1) / 2
+    torch.testing.assert_close(scale, torch.sqrt(torch.tensor([[14.0 / 3, 1.0]]) + REVIN_EPS))
+    loc, scale = revin_stats(t, o, "last")
+    torch.testing.assert_close(loc, torch.tensor([[6.0, 7.0]]))
+    torch.testing.assert_close(scale, torch.ones(1, 2))
+    # a never-observed target: loc 0, the smallest scale, no NaN
+    loc, scale = revin_stats(t, torch.zeros_like(o), "std")
+    torch.testing.assert_close(loc, torch.zeros(1, 2))
+    torch.testing.assert_close(scale, torch.full((1, 2), REVIN_EPS ** 0.5))
 
 
 def test_revin_last_uses_the_last_observed_value():
