@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -295,14 +295,21 @@ def test_glob_of_parquet_files_and_csv(tmp_path):
         dm_for(None, path=str(tmp_path / "nothing*.parquet")).n_targets
 
 
-def test_etth1_protocol_if_present():
-    path = "/work/shared/data/ETDataset/ETTh1.csv"
-    if not os.path.exists(path):
+# the benchmark copy lives in shared/ beside the project (never in the repository: CC BY-ND)
+ETTH1 = Path(__file__).resolve().parents[3] / "shared" / "data" / "ETDataset" / "ETTh1.csv"
+
+
+@pytest.mark.parametrize("context_length", [96, 336, 480, 720])
+def test_etth1_protocol_if_present(context_length):
+    """Every look-back sees the same val/test windows: their context comes from before the part starts."""
+    path = str(ETTH1)
+    if not ETTH1.exists():
         pytest.skip("ETTh1.csv not available")
     dm = TimeSeriesDataModule(path=path, time_col="date", target_cols=["HUFL", "HULL", "MUFL", "MULL", "LUFL",
-                              "LULL", "OT"], context_length=96, horizon=96, train_size=8640, val_size=2880,
-                              test_size=2880, eval_stride=1, calendar_features="none")
-    assert dm.freq == "1h" and len(dm.test_dataset()) == 2880 - 96 + 1
+                              "LULL", "OT"], context_length=context_length, horizon=96, train_size=8640,
+                              val_size=2880, test_size=2880, eval_stride=1, calendar_features="none")
+    assert dm.freq == "1h"
+    assert len(dm.val_dataset()) == len(dm.test_dataset()) == 2880 - 96 + 1
     ot = pl.read_csv(path)["OT"].to_numpy()[:8640]
     np.testing.assert_allclose(scaler_params(dm.spec(), "0", ["OT"]), [[ot.mean()], [ot.std()]], rtol=1e-5)
 
