@@ -316,7 +316,7 @@ def revin_stats(target: Tensor, observed: Tensor, mode: str) -> tuple[Tensor, Te
     """(B, T, C) context and observed mask -> (loc, scale), each (B, C): the network sees
     ``(target - loc) / scale`` and its forecasts are mapped back by ``* scale + loc``.
 
-    ``loc`` is :func:`revin_base`; ``scale`` is ``sqrt(var + 1e-5)`` of the observed values for
+    ``loc`` is :func:`revin_base` (of ``"mean"`` for ``"std"``); ``scale`` is ``sqrt(var + 1e-5)`` of the observed values for
     ``"std"`` (``sqrt(1e-5)`` for a constant or never observed context) and 1 for ``"last"`` / ``"mean"``."""
     loc = revin_base(target, observed, "mean" if mode == "std" else mode)
     if mode != "std":
@@ -328,14 +328,14 @@ def revin_stats(target: Tensor, observed: Tensor, mode: str) -> tuple[Tensor, Te
 
 def revin_base(target: Tensor, observed: Tensor, mode: str) -> Tensor:
     """(B, T, C) context and observed mask -> (B, C): the last observed value (``"last"``) or the mean of
-    the observed values (``"mean"``, ``"std"``); 0 where a target was never observed."""
+    the observed values (``"mean"``); 0 where a target was never observed."""
     if mode == "last":
         T = target.shape[1]
         pos = torch.arange(T, device=target.device).view(1, T, 1).expand_as(target)
         last = torch.where(observed > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C)
         val = target.gather(1, last.clamp_min(0).unsqueeze(1)).squeeze(1)
         return torch.where(last >= 0, val, torch.zeros_like(val))
-    if mode in ("mean", "std"):
+    if mode == "mean":
         n = observed.sum(1)
         return (target * observed).sum(1) / n.clamp_min(1.0)
     raise ValueError(f"revin={mode!r}: choose one of {list(REVIN_MODES)}")
