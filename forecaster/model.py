@@ -316,8 +316,9 @@ def revin_stats(target: Tensor, observed: Tensor, mode: str) -> tuple[Tensor, Te
     """(B, T, C) context and observed mask -> (loc, scale), each (B, C): the network sees
     ``(target - loc) / scale`` and its forecasts are mapped back by ``* scale + loc``.
 
-    ``loc`` is :func:`revin_base` (of ``"mean"`` for ``"std"``); ``scale`` is ``sqrt(var + 1e-5)`` of the observed values for
-    ``"std"`` (``sqrt(1e-5)`` for a constant or never observed context) and 1 for ``"last"`` / ``"mean"``."""
+    ``loc`` is :func:`revin_base` (of ``"mean"`` for ``"std"``); ``scale`` is ``sqrt(var + 1e-5)`` of
+    the observed values for ``"std"`` (``sqrt(1e-5)`` for a constant or never observed context) and 1
+    for ``"last"`` / ``"mean"``."""
     loc = revin_base(target, observed, "mean" if mode == "std" else mode)
     if mode != "std":
         return loc, torch.ones_like(loc)
