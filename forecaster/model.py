@@ -322,8 +322,7 @@ def revin_stats(target: Tensor, observed: Tensor, mode: str) -> tuple[Tensor, Te
     loc = revin_base(target, observed, "mean" if mode == "std" else mode)
     if mode != "std":
         return loc, torch.ones_like(loc)
-    n = observed.sum(1).clamp_min(1.0)
-    var = (((target - loc.unsqueeze(1)) * observed) ** 2).sum(1) / n
+    var = revin_base((target - loc.unsqueeze(1)) ** 2, observed, "mean")  # the masked mean of the squares
     return loc, torch.sqrt(var + REVIN_EPS)
 
 
