@@ -1,7 +1,7 @@
 """Streaming time-series forecasting with a GRU on fused Triton kernels.
 
 Public API (imported lazily, so ``import forecaster`` stays cheap and works without Triton):
-``TimeSeriesDataModule``, ``GRUForecaster``, ``StreamingForecaster``.
+``TimeSeriesDataModule``, ``GRUForecaster``, ``StreamingForecaster``, ``DataSpec``, ``replay``.
 """
 
 from importlib import import_module
@@ -10,6 +10,8 @@ _EXPORTS = {
     "TimeSeriesDataModule": "forecaster.data",
     "GRUForecaster": "forecaster.lightning_module",
     "StreamingForecaster": "forecaster.streaming",
+    "DataSpec": "forecaster.spec",
+    "replay": "forecaster.evaluation",
 }
 
 __all__ = list(_EXPORTS)

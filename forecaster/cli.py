@@ -2,7 +2,7 @@
 
 Subcommands: ``fit`` (then ``test`` with the best checkpoint, printing metrics beside the baselines),
 ``validate``, ``test``, ``predict`` (forecasts to ``--output`` .parquet/.csv), plus ``bench``
-(``forecaster.bench.main``) and ``stream`` (``forecaster.streaming.main``).
+(``forecaster.bench.main``) and ``stream`` (``forecaster.stream_cli.main``).
 
 Mistakes a user can make (unknown config key, missing file or column, a checkpoint that does not
 fit) end with one ``error: ...`` line on stderr and exit code 2; set ``FORECASTER_DEBUG=1`` to get
@@ -17,15 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from forecaster.forecasts import predictions_frame
 from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint
 from forecaster.metrics import METRICS
 
-__all__ = ["main", "ForecasterCLI", "ForecastWriter", "forecasts_frame", "format_metrics"]
+__all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
 
 # Settings the no-argument run uses (CLI defaults; configs/default.yaml spells out the same values).
 TRAINER_DEFAULTS = {
@@ -46,7 +46,7 @@ class UserError(Exception):
 
 
 def _spec_of(dm) -> dict:
-    return dm.spec()
+    return dm.spec.to_dict()
 
 
 class ForecasterCLI(LightningCLI):
@@ -126,12 +126,12 @@ class ForecasterCLI(LightningCLI):
         ckpt_path = cfg.get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
             return
-        if not Path(ckpt_path).is_file():
-            raise UserError(f"checkpoint {ckpt_path!r} not found")
         try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if Path(ckpt_path).is_file() else None
         except Exception as e:  # noqa: BLE001 - any unreadable file is the same user mistake
             raise UserError(f"cannot read checkpoint {ckpt_path!r}: {type(e).__name__}: {e}") from None
+        if ckpt is None:
+            raise UserError(f"checkpoint {ckpt_path!r} not found")
         if not isinstance(ckpt, dict):
             raise UserError(f"{ckpt_path!r} is not a Lightning checkpoint")
         check_checkpoint(ckpt)
@@ -139,22 +139,8 @@ class ForecasterCLI(LightningCLI):
         for k, v in hp.items():
             if k not in _LINKED and f"model.{k}" in cfg:
                 cfg[f"model.{k}"] = v
-        spec = hp.get("data_spec")
-        if spec:
-            fill = {"time_col": spec["time_col"], "id_col": spec["id_col"], "target_cols": spec["target_cols"],
-                    "past_covariate_cols": spec["past_covariate_cols"],
-                    "future_covariate_cols": spec["future_covariate_cols"]}
-            for k, v in fill.items():
-                if cfg.get(f"data.{k}") is None:
-                    cfg[f"data.{k}"] = v
-            if cfg.get("data.calendar_features") == "auto":
-                cfg["data.calendar_features"] = list(spec["calendar"]) or "none"
-            if cfg.get("data.freq") is None:
-                cfg["data.freq"] = spec["freq"]
-            if cfg.get("data.season_length") is None:
-                cfg["data.season_length"] = spec["season_length"]
-            cfg["data.context_length"] = spec["context_length"]
-            cfg["data.horizon"] = spec["horizon"]
+        if hp.get("data_spec"):  # the data are read with the checkpoint's roles, axis and scalers
+            cfg["data.spec"] = hp["data_spec"]
 
     # -- an empty validation part fails here with what to change, not later inside a callback --
     def before_fit(self) -> None:
@@ -222,7 +208,8 @@ class ForecasterCLI(LightningCLI):
         if isinstance(preds[0], list):  # several dataloaders
             preds = [p for dl in preds for p in dl]
         dm = self.datamodule
-        plot_forecasts(dm.frame(), forecasts_frame(preds, dm, self.model), time_col=dm.time_col, id_col=dm.id_col,
+        fc = predictions_frame(dm, preds, self.model.quantiles, self.model.net.anchor)
+        plot_forecasts(dm.frame(), fc, time_col=dm.time_col, id_col=dm.id_col,
                        title="Forecasts from the last observation", path=path)
         print(f"wrote forecast plot to {path}")
 
@@ -247,40 +234,6 @@ def format_metrics(m: dict[str, float], stage: str = "test") -> str:
     return "\n".join(lines)
 
 
-def forecasts_frame(predictions: Sequence[dict[str, torch.Tensor]], dm, model: GRUForecaster):
-    """Predictions of ``predict_step`` -> a long Polars frame: ``series``, ``origin`` (time of the
-    last context step), ``time`` (target time), ``target``, ``value`` (point forecast) and one
-    column per quantile (``q0.1``, ...)."""
-    import polars as pl
-
-    series = torch.cat([p["series"] for p in predictions]).cpu().numpy()
-    start = torch.cat([p["start"] for p in predictions]).cpu().numpy()
-    fc = torch.cat([p["forecast"] for p in predictions]).cpu().numpy()  # (N, h, C, Q)
-    N, h, C, Q = fc.shape
-    spec = dm.spec()
-    ids = np.array(spec["series_ids"], dtype=object)
-    t0 = np.array([spec["series"][s]["start"] for s in spec["series_ids"]], dtype=np.int64)[series]
-    step = int(spec["freq_step"])
-    ctx = model.context_length
-    origin = t0 + (start + ctx - 1) * step  # (N,)
-    times = t0[:, None] + (start[:, None] + ctx + np.arange(h)) * step  # (N, h)
-    cols = model.target_cols
-    rep = (N, h, C)
-    frame = {
-        "series": np.broadcast_to(ids[series][:, None, None], rep).reshape(-1).astype(str),
-        "origin": np.broadcast_to(origin[:, None, None], rep).reshape(-1),
-        "time": np.broadcast_to(times[:, :, None], rep).reshape(-1),
-        "target": np.broadcast_to(np.array(cols, dtype=object)[None, None, :], rep).reshape(-1).astype(str),
-        "value": fc[..., model.net.anchor].reshape(-1),
-    }
-    for j, q in enumerate(model.quantiles):
-        frame[f"q{q:g}"] = fc[..., j].reshape(-1)
-    df = pl.DataFrame(frame)
-    if spec.get("time_kind") == "datetime":
-        df = df.with_columns(pl.col("origin").cast(pl.Datetime("ns")), pl.col("time").cast(pl.Datetime("ns")))
-    return df
-
-
 class ForecastWriter(BasePredictionWriter):
     """Writes all forecasts of a predict run to one Parquet or CSV file through Polars (with several
     processes each writes ``<name>.rank<r><suffix>``)."""
@@ -294,7 +247,7 @@ class ForecastWriter(BasePredictionWriter):
             predictions = [p for dl in predictions for p in dl]
         if not predictions:
             return
-        df = forecasts_frame(predictions, trainer.datamodule, pl_module)
+        df = predictions_frame(trainer.datamodule, predictions, pl_module.quantiles, pl_module.net.anchor)
         path = Path(self.output)
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
@@ -326,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(bench_main(argv[1:]) or 0)
     if argv and argv[0] == "stream":
         try:
-            from forecaster.streaming import main as stream_main
+            from forecaster.stream_cli import main as stream_main
         except ImportError as e:
             print(f"error: the streaming predictor is not available ({e})", file=sys.stderr)
             return 2

@@ -1,4 +1,4 @@
-"""``GRUForecaster``: the LightningModule that trains :class:`forecaster.model.GRUForecastNet`.
+"""``GRUForecaster``: the LightningModule that trains the networks of :mod:`forecaster.nets`.
 
 Training uses forking sequences: the GRU runs once over the context and every origin
 ``t >= min_origin`` forecasts steps ``t+1 .. t+horizon`` inside the window, so the model learns to
@@ -9,30 +9,34 @@ the data module's scaled units (``{stage}/mse_scaled``, ``{stage}/mae_scaled`` a
 ``_seasonal_naive`` / ``_last_value`` twins; with ``scaling: standard`` these are the z-scored
 metrics of the ETTh1 protocol), averaged over every observed element of every window.
 
-With ``decoder="last"`` or ``"pmf"`` (see :mod:`forecaster.model` for the long-look-back options)
-training uses the last origin only, like evaluation.
+With ``decoder="last"`` or ``"pmf"`` (the window model, :mod:`forecaster.nets.window`, for long
+look-backs) training uses the last origin only, like evaluation.
 
 The checkpoint holds the hyperparameters, the data spec (columns, frequency, calendar, scalers:
-``TimeSeriesDataModule.spec()``) and :data:`FORMAT_VERSION`.
+``TimeSeriesDataModule.spec.to_dict()``) and :data:`FORMAT_VERSION`. The module only trains and
+evaluates: batches arrive in the spec's scaled units (prediction data is built with the
+checkpoint's spec, :meth:`forecaster.TimeSeriesDataModule.from_spec`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import lightning as L
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from forecaster.forecasts import predictions_frame
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
-from forecaster.model import GRUForecastNet, check_options
+from forecaster.nets import StepForecastNet, build_net
+from forecaster.spec import DataSpec
 
-__all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION"]
+__all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMAT_VERSIONS = (1, 2)  # version 1: the data spec of version 1 (read by DataSpec.from_dict)
 LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length")
@@ -60,7 +64,8 @@ class GRUForecaster(L.LightningModule):
             point forecast used for metrics.
         min_origin: first origin that contributes to the training loss (a short warm-up).
         channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
-            of :class:`forecaster.model.GRUForecastNet` (defaults: off, today's forking model).
+            of :class:`forecaster.nets.WindowForecastNet` (defaults: off, the per-step forking model
+            :class:`forecaster.nets.StepForecastNet`).
             ``channel_independent``: targets as univariate series sharing weights (no covariates);
             ``revin``: none | last | mean | std, per-window level (and, for std, scale) removed and restored;
             ``segment_length``: steps per GRU input (needs context_length % segment_length == 0);
@@ -70,8 +75,8 @@ class GRUForecaster(L.LightningModule):
         lr, weight_decay: AdamW (overridden by ``--optimizer`` on the CLI).
         lr_decay: multiply the learning rate by this after every epoch (ExponentialLR; 1.0 = constant).
             Ignored when the CLI's ``--optimizer`` / ``--lr_scheduler`` replace configure_optimizers.
-        data_spec: ``TimeSeriesDataModule.spec()``: saved in the checkpoint so it can forecast
-            without the training data (linked by the CLI).
+        data_spec: ``TimeSeriesDataModule.spec.to_dict()``: saved in the checkpoint so it can
+            forecast without the training data (linked by the CLI).
     """
 
     def __init__(
@@ -89,7 +94,7 @@ class GRUForecaster(L.LightningModule):
         dropout: float = 0.0,
         reset_after: bool = True,
         backend: str = "auto",
-        loss: str = "quantile",
+        loss: Literal["mae", "mse", "huber", "quantile"] = "quantile",
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
         huber_delta: float = 1.0,
         min_origin: int = 24,
@@ -97,9 +102,9 @@ class GRUForecaster(L.LightningModule):
         weight_decay: float = 0.0,
         data_spec: dict | None = None,
         channel_independent: bool = False,
-        revin: str = "none",
+        revin: Literal["none", "last", "mean", "std"] = "none",
         segment_length: int = 1,
-        decoder: str = "forking",
+        decoder: Literal["forking", "last", "pmf"] = "forking",
         head_dropout: float = 0.0,
         lr_decay: float = 1.0,
     ) -> None:
@@ -111,8 +116,6 @@ class GRUForecaster(L.LightningModule):
                              "Huber loss turns from quadratic to linear)")
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
-        check_options(n_past_covariates, n_future_covariates, channel_independent, revin, segment_length, decoder,
-                      head_dropout, context_length, horizon)
         if not 0 <= min_origin < context_length:
             raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length})")
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
@@ -122,19 +125,17 @@ class GRUForecaster(L.LightningModule):
         self.hparams["quantiles"] = quantiles
         self.context_length, self.horizon = int(context_length), int(horizon)
         self.season_length = int(seasonal_period)
-        self.net = GRUForecastNet(
-            n_targets, n_past_covariates, n_future_covariates, horizon, hidden_size=hidden_size,
-            num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
-            reset_after=reset_after, backend=backend, quantiles=quantiles,
-            channel_independent=channel_independent, revin=revin, segment_length=segment_length, decoder=decoder,
-            head_dropout=head_dropout,
+        self.net = build_net(
+            n_targets, n_past_covariates, n_future_covariates, horizon, context_length, decoder=decoder,
+            channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,
+            hidden_size=hidden_size, num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
+            reset_after=reset_after, backend=backend, head_dropout=head_dropout,
         )
         self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
         self.test_metrics = ForecastMetrics()
         self.val_scaled = ScaledMetrics()
         self.test_scaled = ScaledMetrics()
-        self._scaler_cache: dict = {}
 
     @classmethod
     def from_datamodule(cls, dm, **kwargs) -> "GRUForecaster":
@@ -143,13 +144,24 @@ class GRUForecaster(L.LightningModule):
         the other hyperparameters."""
         return cls(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                    n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
-                   horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(), **kwargs)
+                   horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(), **kwargs)
 
     # ---- convenience ----
 
     @property
     def data_spec(self) -> dict | None:
+        """The data spec as stored in the checkpoint (a plain dict), or None."""
         return self.hparams.get("data_spec")
+
+    @property
+    def spec(self) -> DataSpec | None:
+        """The data spec as a :class:`DataSpec`, or None for a model built without one."""
+        d = self.data_spec
+        if d is None:
+            return None
+        if getattr(self, "_spec_cache", (None, None))[0] is not d:
+            self._spec_cache = (d, DataSpec.from_dict(d))
+        return self._spec_cache[1]
 
     @property
     def quantiles(self) -> list[float]:
@@ -161,7 +173,11 @@ class GRUForecaster(L.LightningModule):
         return list(spec["target_cols"]) if spec else [f"target_{i}" for i in range(self.net.n_targets)]
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        """All origins of the context: (B, context_length, horizon, C, Q), scaled units."""
+        """All origins of the context: (B, context_length, horizon, C, Q), scaled units (the per-step
+        model only; the window model forecasts from the last origin: :meth:`forecast`)."""
+        if not isinstance(self.net, StepForecastNet):
+            raise ValueError(f"forward() forecasts from every origin; decoder={self.hparams.decoder!r} only forecasts "
+                             "from the last one: use forecast()")
         return self.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
                         self.context_length)
 
@@ -173,6 +189,21 @@ class GRUForecaster(L.LightningModule):
         s = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
                                    self.context_length)
         return s * batch["scale"][:, None, :, None] + batch["loc"][:, None, :, None]
+
+    @torch.no_grad()
+    def forecast_frame(self, dm):
+        """Forecast the ``horizon`` steps after each series' last observed target of ``dm`` (a
+        ``TimeSeriesDataModule``; build it with ``TimeSeriesDataModule.from_spec(model.spec, ...)``
+        for data other than the training data) as the forecast table of :mod:`forecaster.forecasts`."""
+        batch = {k: v.to(self.device) for k, v in dm.predict_batch().items()}
+        was = self.training
+        self.eval()
+        try:
+            fc = self.forecast(batch).float().cpu().numpy()
+        finally:
+            self.train(was)
+        return predictions_frame(dm, [{"series": batch["series"].cpu(), "start": batch["start"].cpu(),
+                                       "forecast": torch.from_numpy(fc)}], self.quantiles, self.net.anchor)
 
     # ---- training ----
 
@@ -206,17 +237,16 @@ class GRUForecaster(L.LightningModule):
         return self._loss(pred.float(), batch["target"][:, T:T + h].float(), batch["observed"][:, T:T + h].float())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.net.decoder != "forking":
-            loss = self._last_origin_loss(batch)
-        else:
+        if self.net.trains_on_every_origin:
             loss = self._shared_forking_loss(batch)
+        else:
+            loss = self._last_origin_loss(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["target"].shape[0])
         return loss
 
     # ---- evaluation (last origin) ----
 
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> Tensor:
-        batch = self._align_scalers(batch)
         T, h = self.context_length, self.horizon
         B = batch["target"].shape[0]
         pred_s = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T)
@@ -252,7 +282,6 @@ class GRUForecaster(L.LightningModule):
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """{"series", "start", "forecast" (B, horizon, C, Q) original scale}."""
-        batch = self._align_scalers(batch)
         return {"series": batch["series"], "start": batch["start"], "forecast": self.forecast(batch).float()}
 
     def configure_optimizers(self):
@@ -262,38 +291,6 @@ class GRUForecaster(L.LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=decay)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-    # ---- scalers: forecast with the checkpoint's scalers, not ones refitted on new data ----
-
-    def _align_scalers(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        """If the attached data module fitted different scalers (e.g. predicting on a newer file),
-        re-express the batch in this model's scalers for the series the model knows."""
-        spec = self.data_spec
-        dm = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if not spec or dm is None or not hasattr(dm, "spec"):
-            return batch
-        key = id(dm)
-        if key not in self._scaler_cache:
-            self._scaler_cache = {key: _scaler_conversion(spec, dm.spec())}
-        conv = self._scaler_cache[key]
-        if conv is None:
-            return batch
-        a, b = (t.to(batch["target"].device) for t in conv)  # (S, D): scaled_model = scaled_dm * a + b
-        s = batch["series"]
-        A, Bv = a[s][:, None, :], b[s][:, None, :]
-        C, P = batch["target"].shape[-1], batch["past_cov"].shape[-1]
-        Fu = A.shape[-1] - C - P
-        out = dict(batch)
-        out["target"] = (batch["target"] * A[..., :C] + Bv[..., :C]) * batch["observed"]
-        out["past_cov"] = batch["past_cov"] * A[..., C:C + P] + Bv[..., C:C + P]
-        if Fu:
-            fc = batch["future_cov"].clone()
-            fc[..., :Fu] = fc[..., :Fu] * A[..., C + P:] + Bv[..., C + P:]
-            out["future_cov"] = fc
-        # original = scaled_model * scale_model + loc_model
-        out["scale"] = batch["scale"] / a[s][:, :C]
-        out["loc"] = batch["loc"] - b[s][:, :C] * out["scale"]
-        return out
 
     # ---- checkpoint format ----
 
@@ -333,37 +330,13 @@ class ScaledMetrics(nn.Module):
         return self.metrics.items()
 
 
-def _scaler_conversion(model_spec: dict, dm_spec: dict):
-    """Per data-module series (S, D) factors a, b with scaled_model = scaled_dm * a + b over the value
-    columns (targets, past, user future covariates); None when nothing changes."""
-    cols = [*dm_spec["target_cols"], *dm_spec["past_covariate_cols"], *dm_spec["future_covariate_cols"]]
-    S, D = len(dm_spec["series_ids"]), len(cols)
-    a, b = np.ones((S, D), np.float64), np.zeros((S, D), np.float64)
-    changed = False
-    for i, sid in enumerate(dm_spec["series_ids"]):
-        mine = model_spec.get("scalers", {}).get(str(sid))
-        theirs = dm_spec["scalers"][str(sid)]
-        if mine is None:  # a series the model has not seen: keep the data's own scalers
-            continue
-        for j, c in enumerate(cols):
-            if c not in mine:
-                continue
-            l1, s1 = theirs[c]
-            l0, s0 = mine[c]
-            a[i, j], b[i, j] = s1 / s0, (l1 - l0) / s0
-            changed |= not (np.isclose(a[i, j], 1.0, rtol=1e-6) and np.isclose(b[i, j], 0.0, atol=1e-6))
-    if not changed:
-        return None
-    return torch.tensor(a, dtype=torch.float32), torch.tensor(b, dtype=torch.float32)
-
-
 def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = None) -> None:
     """Raise :class:`CheckpointMismatchError` (one clear sentence) for a checkpoint of another
     format version, or whose weights do not fit ``model``."""
     ver = checkpoint.get("forecaster_format_version")
     if ver is None:
         raise CheckpointMismatchError("the checkpoint was not written by GRUForecaster (no forecaster_format_version)")
-    if ver != FORMAT_VERSION:
+    if ver not in READABLE_FORMAT_VERSIONS:
         raise CheckpointMismatchError(
             f"the checkpoint has format version {ver} but this code reads version {FORMAT_VERSION}; "
             "retrain or use the matching gru-forecaster version")
@@ -382,3 +355,26 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
         raise CheckpointMismatchError(
             f"the checkpoint does not fit this model/data: checkpoint has {what}. Use the data columns and model settings "
             "the checkpoint was trained with")
+
+
+
+def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
+    """Read a checkpoint once: ``(model, checkpoint dict)``, the model in eval mode. One-line
+    ``ValueError`` / :class:`CheckpointMismatchError` for a missing, unreadable or foreign file."""
+    import inspect
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ValueError(f"checkpoint {str(path)!r} not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user mistake
+        raise ValueError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint")
+    check_checkpoint(ckpt)
+    params = inspect.signature(GRUForecaster.__init__).parameters
+    model = GRUForecaster(**{k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k in params})
+    check_checkpoint(ckpt, model)
+    model.load_state_dict(ckpt["state_dict"])
+    return model.to(map_location).eval(), ckpt

@@ -17,6 +17,9 @@ from typing import Sequence
 
 import polars as pl
 
+from forecaster.forecasts import FORECAST_COLUMNS
+from forecaster.timeaxis import to_axis
+
 __all__ = ["plot_forecasts", "plot_online_error", "MISSING_MATPLOTLIB"]
 
 MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install 'gru-forecaster[plot]'"
@@ -36,17 +39,6 @@ def _pyplot(headless: bool):
     except ImportError as e:
         raise ImportError(MISSING_MATPLOTLIB) from e
     return plt
-
-
-def _pick(columns: Sequence[str], given: str | None, candidates: Sequence[str], what: str) -> str | None:
-    if given is not None:
-        if given not in columns:
-            raise ValueError(f"{what} column {given!r} not in {list(columns)}")
-        return given
-    for c in candidates:
-        if c in columns:
-            return c
-    return None
 
 
 def _quantile_cols(columns: Sequence[str]) -> list[str]:
@@ -81,16 +73,15 @@ def plot_forecasts(
             time column, the id column for long data, one column per target). Rows before the first
             forecast time are drawn as history; when ``actuals`` is None, rows at the forecast times
             are drawn as the actuals.
-        forecasts: long forecasts as ``python -m forecaster predict`` or
-            ``StreamingForecaster.forecast()`` write them: an id column (``series`` or the data's id
-            column), the time column (``time`` or the data's), ``target``, ``value`` (point forecast)
-            and quantile columns ``q0.1``, ``q0.9``, ... The band is drawn between the lowest and the
+        forecasts: the forecast table (:mod:`forecaster.forecasts`: ``series``, ``origin``,
+            ``time``, ``step``, ``target``, ``value``, ``q0.1``, ...), as ``predict``, the stream and
+            ``GRUForecaster.forecast_frame`` write it. The band is drawn between the lowest and the
             highest quantile. If a (series, target, time) has forecasts from several origins, only the
             latest origin of each series is drawn (filter ``step == k`` first to draw k-step-ahead
             forecasts of a stream).
         actuals: optional observations over the forecast period, same layout as ``history``.
-        time_col, id_col: the data's column names (None: the forecasts' time/id columns when the
-            data have them, else ``time``; id None for one wide series).
+        time_col, id_col: the history's time and id columns (None: ``time``; no id column for one
+            wide series).
         targets: targets to draw (default: every target in ``forecasts``).
         series: ids to draw (default: the first ``max_series`` ids of ``forecasts``).
         max_series: at most this many series (rows of panels).
@@ -111,27 +102,20 @@ def plot_forecasts(
         raise ValueError("no forecasts to plot")
 
     fcols = forecasts.columns
-    reserved = {"origin", "step", "target", "value", *_quantile_cols(fcols)}
-    others = [c for c in fcols if c not in reserved]
-    temporal = [c for c in others if forecasts.schema[c].is_temporal()]
-    f_time = _pick(fcols, None, [c for c in (time_col, "time", *temporal) if c], "forecast time")
-    if f_time is None:
-        raise ValueError(f"forecasts have no time column (looked for {time_col!r} and 'time'): {fcols}")
-    # predict writes `series`; StreamingForecaster.forecast() names it as the data's id column
-    shared = [c for c in others if c != f_time and c in history.collect_schema().names()]
-    f_id = _pick(fcols, None, [c for c in (id_col, "series", *shared) if c], "forecast id")
-    for need in ("target", "value"):
-        if need not in fcols:
-            raise ValueError(f"forecasts lack the {need!r} column: {fcols}")
-    h_time = _pick(history.columns, time_col, [f_time, "time"], "history time")
-    if h_time is None:
-        raise ValueError(f"history has no time column (looked for {f_time!r} and 'time'); pass time_col=")
-    h_id = id_col if id_col is not None else (f_id if f_id in history.columns else None)
+    missing = [c for c in FORECAST_COLUMNS if c not in fcols]
+    if missing:
+        raise ValueError(f"forecasts lack column(s) {missing}: give the forecast table of predict, the stream or "
+                         f"GRUForecaster.forecast_frame (columns {list(FORECAST_COLUMNS)} and quantiles)")
+    f_time = "time"
+    h_time = time_col or "time"
+    if h_time not in history.columns:
+        raise ValueError(f"history has no time column {h_time!r}; pass time_col= (its columns: {history.columns})")
+    h_id = id_col
     if h_id is not None and h_id not in history.columns:
         raise ValueError(f"id column {h_id!r} not in history {history.columns}")
 
-    fc = forecasts.with_columns((pl.col(f_id).cast(pl.Utf8) if f_id else pl.lit("0")).alias("__sid"))
-    if "origin" in fc.columns and fc.select(pl.struct("__sid", "target", f_time).is_duplicated().any()).item():
+    fc = forecasts.with_columns(pl.col("series").cast(pl.String).alias("__sid"))
+    if fc.select(pl.struct("__sid", "target", f_time).is_duplicated().any()).item():
         fc = fc.filter(pl.col("origin") == pl.col("origin").max().over("__sid"))
     ids = fc["__sid"].unique(maintain_order=True).to_list()
     if series is not None:
@@ -145,15 +129,20 @@ def plot_forecasts(
     qcols = _quantile_cols(fcols)
     lo, hi = (qcols[0], qcols[-1]) if len(qcols) >= 2 else (None, None)
 
-    def keyed(df: pl.DataFrame) -> pl.DataFrame:
-        df = df.with_columns((pl.col(h_id).cast(pl.Utf8) if h_id else pl.lit(ids[0] if len(ids) == 1 else "0"))
-                             .alias("__sid"))
-        if df.schema[h_time] == pl.Utf8:
-            df = df.with_columns(pl.col(h_time).str.to_datetime())
-        if isinstance(fc.schema[f_time], pl.Datetime) and isinstance(df.schema[h_time], (pl.Datetime, pl.Date)):
-            df = df.with_columns(pl.col(h_time).cast(fc.schema[f_time]))
-        return df.sort(h_time)
+    kind = "int" if fc.schema[f_time].is_integer() else "datetime"
 
+    def on_axis(df: pl.DataFrame, col: str) -> pl.DataFrame:
+        """The time column on the one time axis (zoned times as UTC), as ``__x``."""
+        t, null, _ = to_axis(df[col], kind, what=f"time column {col!r}", strict=False)
+        x = pl.Series("__x", t, dtype=pl.Int64)
+        return df.with_columns(x.cast(pl.Datetime("ns")) if kind == "datetime" else x).filter(pl.Series(~null))
+
+    def keyed(df: pl.DataFrame) -> pl.DataFrame:
+        df = df.with_columns((pl.col(h_id).cast(pl.String) if h_id else pl.lit(ids[0] if len(ids) == 1 else "0"))
+                             .alias("__sid"))
+        return on_axis(df, h_time).sort("__x")
+
+    fc = on_axis(fc, f_time)
     hist = keyed(history)
     act = keyed(actuals) if actuals is not None else hist
 
@@ -162,22 +151,22 @@ def plot_forecasts(
                              sharex="row")
     for r, sid in enumerate(ids):
         f_s = fc.filter(pl.col("__sid") == sid)
-        t_first, t_last = f_s[f_time].min(), f_s[f_time].max()
-        n_times = f_s[f_time].n_unique()
+        t_first, t_last = f_s["__x"].min(), f_s["__x"].max()
+        n_times = f_s["__x"].n_unique()
         n_hist = history_steps if history_steps is not None else max(24, 2 * n_times)
-        h_s = hist.filter((pl.col("__sid") == sid) & (pl.col(h_time) < t_first)).tail(n_hist)
-        a_s = act.filter((pl.col("__sid") == sid) & (pl.col(h_time) >= t_first) & (pl.col(h_time) <= t_last))
+        h_s = hist.filter((pl.col("__sid") == sid) & (pl.col("__x") < t_first)).tail(n_hist)
+        a_s = act.filter((pl.col("__sid") == sid) & (pl.col("__x") >= t_first) & (pl.col("__x") <= t_last))
         for c, tgt in enumerate(tgts):
             ax = axes[r][c]
-            f_t = f_s.filter(pl.col("target") == tgt).sort(f_time)
-            x_f = f_t[f_time].to_list()
+            f_t = f_s.filter(pl.col("target") == tgt).sort("__x")
+            x_f = f_t["__x"].to_list()
             if tgt in h_s.columns and h_s.height:
-                ax.plot(h_s[h_time].to_list(), h_s[tgt].to_list(), color="0.35", lw=1.1, label="history")
+                ax.plot(h_s["__x"].to_list(), h_s[tgt].to_list(), color="0.35", lw=1.1, label="history")
             if lo is not None and f_t.height:
                 ax.fill_between(x_f, f_t[lo].to_list(), f_t[hi].to_list(), color="tab:blue", alpha=0.22, lw=0,
                                 label=f"{lo}-{hi} band")
             if tgt in a_s.columns and a_s.height:
-                ax.plot(a_s[h_time].to_list(), a_s[tgt].to_list(), color="black", lw=1.3, label="actual")
+                ax.plot(a_s["__x"].to_list(), a_s[tgt].to_list(), color="black", lw=1.3, label="actual")
             if f_t.height:
                 ax.plot(x_f, f_t["value"].to_list(), color="tab:blue", lw=1.6, label="forecast")
                 ax.axvline(x_f[0], color="0.6", lw=0.8, ls=":")
@@ -202,14 +191,17 @@ def plot_forecasts(
 
 def plot_online_error(over_time: pl.DataFrame, path: str | os.PathLike | None = None, *,
                       title: str = "Online (prequential) error over the replayed test period"):
-    """Online MAE over time beside the seasonal-naive baseline: ``over_time`` has columns ``period``,
-    ``mae`` and ``mae_seasonal_naive`` (the ``over_time`` table of ``stream --replay``, also written by
-    its ``--report``). Saves to ``path`` and closes the figure when given; returns the figure."""
+    """Online MAE over time beside the baselines: ``over_time`` has columns ``period``, ``mae``,
+    ``mae_seasonal_naive`` and optionally ``mae_last_value`` (the ``over_time`` table of
+    :func:`forecaster.evaluation.replay`, also written by ``stream --replay --report``). Saves to ``path`` and closes the figure when given; returns the figure."""
     plt = _pyplot(headless=path is not None)
     fig, ax = plt.subplots(figsize=(9, 3.5))
     ax.plot(over_time["period"].to_list(), over_time["mae"].to_list(), marker="o", ms=3, label="GRU (streaming)")
     ax.plot(over_time["period"].to_list(), over_time["mae_seasonal_naive"].to_list(), label="seasonal naive",
             ls="--", marker="o", ms=3)
+    if "mae_last_value" in over_time.columns:
+        ax.plot(over_time["period"].to_list(), over_time["mae_last_value"].to_list(), label="last value",
+                ls=":", marker="o", ms=3)
     ax.set_ylabel("MAE (original units)")
     ax.set_title(title)
     ax.grid(alpha=0.3)

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from forecaster.evaluation import replay
+from forecaster.lightning_module import load_checkpoint
 from forecaster.streaming import StreamingForecaster
 
 
@@ -132,99 +134,11 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
     return counts
 
 
-# ---- replay --------------------------------------------------------------------------------------
-
-def replay(stream: StreamingForecaster, dm_kwargs: dict, data: str, max_steps: int | None = None) -> dict:
-    """Stream the test part of ``data`` (split as the model's data module split it) and compute
-    prequential errors. Returns {"by_step": DataFrame, "over_time": DataFrame,
-    "overall": dict}."""
-    from forecaster.data import TimeSeriesDataModule
-
-    spec = stream.spec
-    # column roles, frequency and window shape come from the model's spec; the split from the
-    # data module's saved arguments
-    roles = {
-        "time_col": spec["time_col"], "id_col": spec["id_col"], "target_cols": spec["target_cols"],
-        "past_covariate_cols": spec["past_covariate_cols"], "future_covariate_cols": spec["future_covariate_cols"],
-        "calendar_features": spec["calendar"], "freq": spec["freq"], "context_length": spec["context_length"],
-        "horizon": spec["horizon"], "season_length": spec["season_length"],
-    }
-    split_keys = ("train_size", "val_size", "test_size", "val_start", "test_start")
-    dm = TimeSeriesDataModule(path=data, **roles, **{k: v for k, v in dm_kwargs.items() if k in split_keys})
-    dm.spec()  # build: regular grid, splits
-    id_col, time_col = spec["id_col"], spec["time_col"]
-    begin, _ = dm.split_bounds("test")
-    test_start = {sid: dm.timestamps_for(i, int(begin[i]), 1)[0] for i, sid in enumerate(dm.series_ids)}
-    frame = dm.frame().collect()
-    tcol = pl.col(time_col)
-    if stream.is_datetime:
-        if frame.schema[time_col] == pl.Utf8:
-            tcol = tcol.str.to_datetime()
-        frame = frame.with_columns(tcol.cast(pl.Datetime("ns")))
-    else:
-        frame = frame.with_columns(tcol.cast(pl.Int64))
-    key = pl.col(id_col).cast(pl.Utf8) if id_col else pl.lit(stream.single_id)
-    frame = frame.with_columns(key.alias("__sid")).sort([time_col, "__sid"])
-    starts = pl.DataFrame({"__sid": list(test_start), "__start": list(test_start.values())})
-    frame = frame.join(starts, on="__sid", how="inner")
-    history = frame.filter(pl.col(time_col) < pl.col("__start")).drop("__sid", "__start")
-    test = frame.filter(pl.col(time_col) >= pl.col("__start")).drop("__start")
-    stream.observe(history)
-
-    forecasts = []
-    t_obs = 0.0
-    times = test[time_col].unique(maintain_order=True)
-    if max_steps is not None:
-        times = times.head(max_steps)
-    for part in test.filter(pl.col(time_col).is_in(times.implode())).partition_by(time_col, maintain_order=True):
-        sids = part["__sid"].unique(maintain_order=True).to_list()
-        seen = [s for s in sids if s in stream._ids]
-        if seen:
-            forecasts.append(stream.forecast(seen))
-        t0 = time.perf_counter()
-        stream.observe(part.drop("__sid"))
-        t_obs += time.perf_counter() - t0
-    fc = pl.concat(forecasts)
-    key_name = id_col or "series"
-    targets = spec["target_cols"]
-    actual = (frame.select(pl.col("__sid").alias(key_name), time_col, *targets)
-              .unpivot(index=[key_name, time_col], on=targets, variable_name="target", value_name="actual"))
-    m = int(spec["season_length"])
-    step = int(spec["freq_step"])
-    fc = fc.with_columns(
-        (((pl.col("step") + m - 1) // m) * m).alias("__back"),
-    )
-    shift = pl.duration(nanoseconds=pl.col("__back") * step) if stream.is_datetime else pl.col("__back") * step
-    fc = fc.with_columns((pl.col(time_col) - shift).alias("__naive_time"))
-    joined = (fc.join(actual, on=[key_name, time_col, "target"], how="inner")
-              .join(actual.rename({time_col: "__naive_time", "actual": "naive"}),
-                    on=[key_name, "__naive_time", "target"], how="left")
-              .filter(pl.col("actual").is_not_null() & pl.col("actual").is_not_nan() & pl.col("naive").is_not_null()))
-    err = joined.with_columns(
-        (pl.col("value") - pl.col("actual")).abs().alias("abs_err"),
-        (pl.col("naive") - pl.col("actual")).abs().alias("abs_err_naive"),
-    )
-    by_step = (err.group_by("step").agg(pl.col("abs_err").mean().alias("mae"),
-                                        pl.col("abs_err_naive").mean().alias("mae_seasonal_naive"),
-                                        pl.len().alias("n"))
-               .sort("step"))
-    bucket = pl.col("origin").dt.truncate("1d") if stream.is_datetime else (pl.col("origin") // (m * step)) * (m * step)
-    over_time = (err.group_by(bucket.alias("period")).agg(
-        pl.col("abs_err").mean().alias("mae"), pl.col("abs_err_naive").mean().alias("mae_seasonal_naive"),
-        pl.len().alias("n")).sort("period"))
-    overall = {
-        "mae": float(err["abs_err"].mean()), "mae_seasonal_naive": float(err["abs_err_naive"].mean()),
-        "forecasts_scored": err.height, "timestamps": len(forecasts),
-        "observe_ms_per_timestamp": 1e3 * t_obs / max(1, len(forecasts)),
-    }
-    return {"by_step": by_step, "over_time": over_time, "overall": overall}
-
-
-def _plot_replay(result: dict, path: str) -> None:
+def _plot_replay(result, path: str) -> None:
     from forecaster.plot import plot_online_error
 
     try:
-        plot_online_error(result["over_time"], path)
+        plot_online_error(result.over_time, path)
     except ImportError as e:
         raise SystemExit(f"--plot: {e}") from None
 
@@ -251,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        stream = StreamingForecaster.from_checkpoint(args.ckpt_path, device=args.device, new_series=args.new_series)
+        model, ckpt = load_checkpoint(args.ckpt_path, map_location=args.device)
+        stream = StreamingForecaster(model.net, model.data_spec, device=args.device, new_series=args.new_series)
         if args.state and Path(args.state).exists():
             stream.load_state(args.state)
             print(f"restored {len(stream)} series from {args.state}", file=sys.stderr, flush=True)
@@ -260,24 +175,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.replay:
-        import torch
-
-        ckpt = torch.load(args.ckpt_path, map_location="cpu", weights_only=False)
-        dm_kwargs = {k: v for k, v in (ckpt.get("datamodule_hyper_parameters") or {}).items()
-                     if k not in ("path", "data", "_class_path", "_instantiator")}
+        split = ckpt.get("datamodule_hyper_parameters") or {}
         try:
-            result = replay(stream, dm_kwargs, args.replay, args.max_steps)
+            result = replay(stream, args.replay, split, args.max_steps)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        o = result["overall"]
-        print(f"online MAE {o['mae']:.4f}  seasonal naive {o['mae_seasonal_naive']:.4f}  "
-              f"({o['forecasts_scored']} forecasts over {o['timestamps']} timestamps, "
-              f"observe {o['observe_ms_per_timestamp']:.2f} ms per timestamp)")
+        o = result.overall
+        print(f"online MAE {o['mae']:.4f}  seasonal naive {o['mae_seasonal_naive']:.4f}  last value "
+              f"{o['mae_last_value']:.4f}  ({o['forecasts_scored']} forecast values over {o['timestamps']} "
+              f"timestamps, observe {o['observe_ms_per_timestamp']:.2f} ms per timestamp)")
         with pl.Config(tbl_rows=50):
-            print(result["by_step"])
+            print(result.by_step)
         if args.report:
-            result["over_time"].write_csv(args.report)
+            result.over_time.write_csv(args.report)
         if args.plot:
             _plot_replay(result, args.plot)
         return 0

@@ -3,43 +3,50 @@ costs one recurrent step whatever the length of the history.
 
 Stream semantics (each tested in ``tests/forecaster/test_streaming.py``):
 
+- Times are read by the one time rule of the data spec (:mod:`forecaster.timeaxis`): zone-aware
+  times (aware ``datetime``, zoned columns, ISO strings with an offset) are converted to UTC, naive
+  ones taken as given: the same instant lands on the same step as in training.
 - The state of a series advances once per period of the data's frequency. A record whose
-  timestamp skips k periods first advances the k - 1 missing periods as steps with every target
+  time skips k periods first advances the k - 1 missing periods as steps with every target
   unobserved (observed mask 0, covariates 0, calendar features of the missing time), exactly as
   the data module encodes gaps for training; then the record's own step.
-- A record at or before the series' last timestamp (out of order, or a duplicate), or off the
-  frequency grid, is rejected with a reason; the series' state is unchanged; the other records
-  are still processed. Records are applied in the order given.
+- A record at or before the series' last time (out of order, or a duplicate), off the frequency
+  grid, or with an unreadable time is rejected with a reason; the series' state is unchanged; the
+  other records are still processed. Records are applied in the order given.
 - A null or NaN target is a missing observation (observed mask 0), not an error. An infinite
   value rejects the record.
 - A series never seen before starts from the zero state (as every training window does). Its
   scaler is its own when the checkpoint was trained on it, otherwise (``new_series="pooled"``,
-  the default) the median over the training series of each column's location and scale;
+  the default) the spec's pooled scalers (the median over the training series);
   ``new_series="reject"`` rejects records of unknown series instead.
 - Missing or non-numeric columns raise ``ValueError`` naming them (nothing is applied).
 
-Lightning and Polars stay off the per-observation path: a list of dicts is parsed in plain Python,
-features are numpy, the recurrence is ``FusedGRU.step_`` on a state table under
+Lightning stays off the per-observation path: a list of dicts is parsed in plain Python, features
+are numpy, the recurrence is ``StepForecastNet.step_`` on a state table under
 ``torch.inference_mode``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import polars as pl
 import torch
 
-from forecaster.data import calendar_features
+from forecaster.forecasts import empty_forecast_frame, forecast_frame
+from forecaster.nets import StepForecastNet
+from forecaster.snapshot import SnapshotError, read_snapshot, write_snapshot
+from forecaster.spec import DataSpec
 
-STATE_FORMAT_VERSION = 1
+__all__ = ["StreamingForecaster", "ObserveReport", "Rejected", "STATE_FORMAT_VERSION"]
+
+STATE_FORMAT_VERSION = 2
 _NO_TIME = np.iinfo(np.int64).min
 # Below this many rows a CPU step runs on one intra-op thread: ATen parallelises some pointwise ops
 # (GELU) even for a (1, 32) tensor, and when the other cores are busy the OpenMP region waits for
@@ -79,68 +86,66 @@ class ObserveReport:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def _weights_digest(net: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in net.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:16]
+
+
 class StreamingForecaster:
-    """Online forecasting from a trained :class:`forecaster.GRUForecaster`.
+    """Online forecasting with a trained network and its data spec.
 
     Args:
-        model: the trained LightningModule (its ``data_spec`` and network are used).
+        net: the per-step network (:class:`forecaster.nets.StepForecastNet`, ``model.net`` of a
+            trained :class:`forecaster.GRUForecaster`).
+        spec: the data spec (:class:`forecaster.spec.DataSpec` or its dict, ``model.data_spec``):
+            columns, time axis, scalers.
         device: where the state table and the recurrence live ("cpu" or "cuda").
         new_series: "pooled" (default) or "reject"; see the module docstring.
         capacity: initial number of rows of the state table (it grows by doubling).
     """
 
-    def __init__(self, model, device: str | torch.device = "cpu", new_series: str = "pooled",
-                 capacity: int = 64) -> None:
+    def __init__(self, net: torch.nn.Module, spec: DataSpec | dict, device: str | torch.device = "cpu",
+                 new_series: str = "pooled", capacity: int = 64) -> None:
         if new_series not in ("pooled", "reject"):
             raise ValueError(f"new_series must be 'pooled' or 'reject', got {new_series!r}")
-        self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
-        self.net = model.net
-        self.spec: dict = model.data_spec
-        if not self.spec:
+        if spec is None:
             raise ValueError("the model has no data spec; train it with a TimeSeriesDataModule "
                              "(the CLI links it) so the checkpoint knows columns, frequency and scalers")
-        if not self.net.streamable:
-            n = self.net
+        if not isinstance(net, StepForecastNet):
             raise ValueError(
-                "this model forecasts from whole windows, not one observation at a time (channel_independent="
-                f"{n.channel_independent}, revin={n.revin!r}, segment_length={n.segment_length}, decoder={n.decoder!r}); "
-                "streaming needs the per-step defaults (False, 'none', 1, 'forking'): train such a model for "
-                "streaming, or forecast this one with `python -m forecaster predict`")
+                "this model forecasts from whole windows, not one observation at a time (the window model: decoder "
+                f"{getattr(net, 'decoder', '?')!r}); streaming needs the per-step model (decoder 'forking'): train "
+                "such a model for streaming, or forecast this one with `python -m forecaster predict`")
+        self.device = torch.device(device)
+        self.net = net.to(self.device).eval()
+        self.spec = DataSpec.from_dict(spec)
         self.new_series = new_series
         s = self.spec
-        self.id_col: str | None = s["id_col"]
+        self.id_col: str | None = s.id_col
         # wide data (no id column) is one series, named as the data module names it
-        self.single_id: str = str(s["series_ids"][0]) if s.get("series_ids") else "0"
-        self.time_col: str = s["time_col"]
-        self.target_cols: list[str] = list(s["target_cols"])
-        self.past_cols: list[str] = list(s["past_covariate_cols"])
-        self.future_cols: list[str] = list(s["future_covariate_cols"])
-        self.step_size: int = int(s["freq_step"])
-        self.is_datetime = s["time_kind"] == "datetime"
-        self.horizon: int = int(s["horizon"])
+        self.single_id: str = str(s.series_ids[0]) if s.series_ids else "0"
+        self.time_col: str = s.time_col
+        self.target_cols: list[str] = list(s.target_cols)
+        self.past_cols: list[str] = list(s.past_covariate_cols)
+        self.future_cols: list[str] = list(s.future_covariate_cols)
+        self.horizon: int = int(s.horizon)
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
+        self._digest = _weights_digest(self.net)
+        self._reset(max(1, int(capacity)))
 
-        value_cols = self.target_cols + self.past_cols + self.future_cols
-        known = s["scalers"]
-        self._known_params = {
-            sid: np.array([known[sid][c] for c in value_cols], dtype=np.float32).T  # (2, n_values)
-            for sid in known
-        }
-        if self._known_params:
-            self._pooled = np.median(np.stack(list(self._known_params.values())), axis=0).astype(np.float32)
-        else:
-            self._pooled = np.stack([np.zeros(len(value_cols)), np.ones(len(value_cols))]).astype(np.float32)
-
+    def _reset(self, cap: int) -> None:
+        D = len(self.spec.value_cols)
         self._ids: dict[str, int] = {}
         self._id_list: list[str] = []
-        cap = max(1, int(capacity))
         self._state = torch.zeros(self.num_layers, cap, self.hidden_size, device=self.device)
         self._last = np.full(cap, _NO_TIME, dtype=np.int64)
         self._n_obs = np.zeros(cap, dtype=np.int64)
         self._n_steps = np.zeros(cap, dtype=np.int64)
-        self._params = np.zeros((cap, 2, len(value_cols)), dtype=np.float32)
+        self._params = np.zeros((cap, 2, D), dtype=np.float32)
 
     # -------------------------------------------------------------------------------------------
     # construction
@@ -149,12 +154,10 @@ class StreamingForecaster:
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs):
         """Load a checkpoint written by ``python -m forecaster fit`` (or any Lightning checkpoint of
         a :class:`forecaster.GRUForecaster`); needs no training data."""
-        from forecaster.lightning_module import GRUForecaster
+        from forecaster.lightning_module import load_checkpoint
 
-        if not Path(path).is_file():
-            raise ValueError(f"checkpoint {str(path)!r} does not exist")
-        model = GRUForecaster.load_from_checkpoint(str(path), map_location=torch.device(device))
-        return cls(model, device=device, **kwargs)
+        model, _ = load_checkpoint(path, map_location=torch.device(device))
+        return cls(model.net, model.data_spec, device=device, **kwargs)
 
     # -------------------------------------------------------------------------------------------
     # series table
@@ -188,17 +191,23 @@ class StreamingForecaster:
         self._grow(row + 1)
         self._ids[sid] = row
         self._id_list.append(sid)
-        self._params[row] = self._known_params.get(sid, self._pooled)
+        loc, sc, _ = self.spec.scalers_for([sid])
+        self._params[row] = np.stack([loc[0], sc[0]]).astype(np.float32)
         return row
 
     # -------------------------------------------------------------------------------------------
     # input parsing
 
+    def _required(self) -> list[str]:
+        return ([self.id_col] if self.id_col else []) + [self.time_col] + self.target_cols + self.past_cols
+
     def _columns(self, data) -> dict[str, list]:
-        """Records (a Polars DataFrame, or a list of dicts) -> plain column lists, checked."""
+        """Records (a Polars DataFrame, or a list of dicts) -> column lists (the time column as given),
+        checked for missing columns."""
         need = self._required()
         if isinstance(data, pl.DataFrame):
-            return {c: data[c].to_list() for c in need + [c for c in self.future_cols if c in data.columns]}
+            return {c: data[c] if c == self.time_col else data[c].to_list()
+                    for c in need + [c for c in self.future_cols if c in data.columns]}
         if isinstance(data, dict):
             data = [data]
         records = list(data)
@@ -216,9 +225,6 @@ class StreamingForecaster:
                 cols[c].append(rec.get(c))
         return cols
 
-    def _required(self) -> list[str]:
-        return ([self.id_col] if self.id_col else []) + [self.time_col] + self.target_cols + self.past_cols
-
     def _check_frame(self, df: pl.DataFrame) -> None:
         need = self._required()
         missing = [c for c in need if c not in df.columns]
@@ -230,57 +236,23 @@ class StreamingForecaster:
         if bad:
             raise ValueError(f"column(s) {bad} must be numeric, got {[str(df.schema[c]) for c in bad]}")
 
-    def _observe_frame_fast(self, df: pl.DataFrame) -> ObserveReport | None:
-        """Vectorised path for the common case: every record of a known series, each series once,
-        exactly one period after its last time, finite values. None when any of that fails (the
-        general path then handles the batch record by record)."""
-        n = df.height
-        if n == 0:
-            return ObserveReport()
-        sids = df[self.id_col].cast(pl.Utf8).to_list() if self.id_col else [self.single_id] * n
-        if len(set(sids)) != n:
-            return None
-        rows = [self._ids.get(sid) for sid in sids]
-        if any(r is None for r in rows):
-            return None
-        rows = np.array(rows, dtype=np.int64)
-        tcol = df[self.time_col]
-        if self.is_datetime and isinstance(tcol.dtype, pl.Datetime) and tcol.dtype.time_zone is None:
-            times = tcol.cast(pl.Datetime("ns")).cast(pl.Int64)
-        elif not self.is_datetime and tcol.dtype.is_integer():
-            times = tcol.cast(pl.Int64)
-        else:
-            return None
-        if times.null_count():
-            return None
-        times = times.to_numpy()
-        last = self._last[rows]
-        if np.any(last == _NO_TIME) or np.any(times - last != self.step_size):
-            return None
-        value_cols = self.target_cols + self.past_cols + self.future_cols
-        vals = df.select([pl.col(c).cast(pl.Float64) if c in df.columns else pl.lit(None, pl.Float64).alias(c)
-                          for c in value_cols]).to_numpy()
-        if np.isinf(vals).any():
-            return None
-        self._round(rows, times, vals)
-        return ObserveReport(accepted=n, steps=n)
-
-    def _to_time(self, value) -> int:
-        """A timestamp (datetime, ISO string, numpy datetime64, or int) -> int64 on the spec's
-        axis (ns since epoch, naive, for datetimes)."""
-        if self.is_datetime:
-            if isinstance(value, str):
-                value = np.datetime64(value.replace("Z", ""), "ns")
-            elif hasattr(value, "tzinfo") and getattr(value, "tzinfo", None) is not None:
-                value = np.datetime64(value.replace(tzinfo=None), "ns")
-            elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-                return int(value)
-            return int(np.datetime64(value, "ns").astype(np.int64))
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise ValueError(f"time {value!r} is not an integer (the model was trained on integer time)")
-        return int(value)
+    def _times(self, raw) -> tuple[np.ndarray, list[str | None]]:
+        """Raw times -> (int64 axis (n,), per record None or the reason it cannot be read)."""
+        try:
+            t, null = self.spec.parse_times(raw, strict=False)
+        except ValueError:  # a format that cannot be inferred: read each record on its own
+            vals = raw.to_list() if isinstance(raw, pl.Series) else list(raw)
+            t, null = np.zeros(len(vals), dtype=np.int64), np.ones(len(vals), dtype=bool)
+            for i, v in enumerate(vals):
+                try:
+                    ti, ni = self.spec.parse_times([v], strict=False)
+                    t[i], null[i] = ti[0], ni[0]
+                except ValueError:
+                    pass
+        vals = raw.to_list() if isinstance(raw, pl.Series) else list(raw)
+        why = [None if not n else ("null time" if v is None else f"time {v!r} could not be read")
+               for v, n in zip(vals, null)]
+        return t, why
 
     @staticmethod
     def _number(value) -> float:
@@ -289,6 +261,37 @@ class StreamingForecaster:
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             raise ValueError(f"value {value!r} is not a number")
         return float(value)
+
+    def _observe_frame_fast(self, df: pl.DataFrame) -> ObserveReport | None:
+        """Vectorised path for the common case: every record of a known series, each series once,
+        exactly one period after its last time, finite values. None when any of that fails (the
+        general path then handles the batch record by record)."""
+        n = df.height
+        if n == 0:
+            return ObserveReport()
+        sids = df[self.id_col].cast(pl.String).to_list() if self.id_col else [self.single_id] * n
+        if len(set(sids)) != n:
+            return None
+        rows = [self._ids.get(sid) for sid in sids]
+        if any(r is None for r in rows):
+            return None
+        rows = np.array(rows, dtype=np.int64)
+        try:
+            times, null = self.spec.parse_times(df[self.time_col], strict=False)
+        except ValueError:
+            return None
+        if null.any():
+            return None
+        last = self._last[rows]
+        if np.any(last == _NO_TIME) or np.any(self.spec.grid_times(last, 1) != times):
+            return None
+        value_cols = self.spec.value_cols
+        vals = df.select([pl.col(c).cast(pl.Float64) if c in df.columns else pl.lit(None, pl.Float64).alias(c)
+                          for c in value_cols]).to_numpy()
+        if np.isinf(vals).any():
+            return None
+        self._round(rows, times, vals)
+        return ObserveReport(accepted=n, steps=n)
 
     # -------------------------------------------------------------------------------------------
     # the online step
@@ -316,18 +319,26 @@ class StreamingForecaster:
             if fast is not None:
                 return fast
         cols = self._columns(data)
-        n = len(cols[self.time_col])
+        raw_times = cols[self.time_col]
+        n = len(raw_times)
         report = ObserveReport()
-        value_cols = self.target_cols + self.past_cols + self.future_cols
-        C, P = len(self.target_cols), len(self.past_cols)
+        if n == 0:
+            return report
+        times, why = self._times(raw_times)
+        raw_list = raw_times.to_list() if isinstance(raw_times, pl.Series) else raw_times
+        value_cols = self.spec.value_cols
+        freq = self.spec.freq
         # per series: the steps to run, in order: (time, values or None for a gap step)
         plan: dict[int, list[tuple[int, np.ndarray | None]]] = {}
         last_planned: dict[int, int] = {}
         for i in range(n):
             sid = str(cols[self.id_col][i]) if self.id_col else self.single_id
-            raw_t = cols[self.time_col][i]
+            raw_t = raw_list[i]
+            if why[i] is not None:
+                report.rejected.append(Rejected(i, sid, raw_t, why[i]))
+                continue
+            t = int(times[i])
             try:
-                t = self._to_time(raw_t)
                 vals = np.array([self._number(cols[c][i]) for c in value_cols], dtype=np.float64)
                 if np.isinf(vals).any():
                     bad = [c for c, v in zip(value_cols, vals) if np.isinf(v)]
@@ -336,7 +347,7 @@ class StreamingForecaster:
                 report.rejected.append(Rejected(i, sid, raw_t, str(e)))
                 continue
             known = sid in self._ids
-            if not known and self.new_series == "reject" and sid not in self.spec["scalers"]:
+            if not known and self.new_series == "reject" and int(self.spec.series_index([sid])[0]) < 0:
                 report.rejected.append(Rejected(i, sid, raw_t, "unknown series (new_series='reject')"))
                 continue
             row = self._row(sid, create=True)
@@ -345,25 +356,27 @@ class StreamingForecaster:
                 if t <= last:
                     what = "duplicate" if t == last else "out-of-order"
                     report.rejected.append(Rejected(i, sid, raw_t, f"{what} timestamp: the series is already at "
-                                                                   f"{self._format_time(last)}"))
+                                                                   f"{self.spec.format_time(last)}"))
                     continue
-                if (t - last) % self.step_size:
-                    report.rejected.append(Rejected(i, sid, raw_t, f"timestamp is off the {self.spec['freq']} grid "
-                                                                   f"of the series (last {self._format_time(last)})"))
+                k, on = freq.index(last, t)
+                if not on:
+                    report.rejected.append(Rejected(i, sid, raw_t, f"timestamp is off the {freq} grid of the series "
+                                                                   f"(last {self.spec.format_time(last)})"))
                     continue
-                k = (t - last) // self.step_size
+                k = int(k)
+                gap = self.spec.grid_times(last, np.arange(1, k, dtype=np.int64))
             else:
-                k = 1
+                gap = np.empty(0, dtype=np.int64)
             steps = plan.setdefault(row, [])
-            steps.extend((t - (k - j) * self.step_size, None) for j in range(1, k))
+            steps.extend((int(g), None) for g in gap)
             steps.append((t, vals))
             last_planned[row] = t
             report.accepted += 1
         if plan:
-            report.steps = self._advance(plan, C, P)
+            report.steps = self._advance(plan)
         return report
 
-    def _advance(self, plan: dict[int, list[tuple[int, np.ndarray | None]]], C: int, P: int) -> int:
+    def _advance(self, plan: dict[int, list[tuple[int, np.ndarray | None]]]) -> int:
         """Run the planned steps in rounds: round j advances every series with a j-th step, in one
         batched ``step_`` call."""
         rows_all = np.fromiter(plan.keys(), dtype=np.int64)
@@ -389,7 +402,7 @@ class StreamingForecaster:
         scaled = (vals - self._params[rows, 0]) / self._params[rows, 1]
         observed = ~np.isnan(scaled)
         scaled = np.where(observed, scaled, 0.0).astype(np.float32)
-        future = np.concatenate([scaled[:, C + P:], calendar_features(times, self.spec)], axis=1)
+        future = np.concatenate([scaled[:, C + P:], self.spec.calendar_features(times)], axis=1)
         obs_t = observed[:, :C]
         with _one_thread_if_small(self.device, len(rows)):
             self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
@@ -407,9 +420,6 @@ class StreamingForecaster:
     # -------------------------------------------------------------------------------------------
     # forecasts and state
 
-    def _format_time(self, t: int):
-        return np.datetime64(int(t), "ns") if self.is_datetime else int(t)
-
     def _select(self, series: Sequence[str] | str | None) -> tuple[list[str], np.ndarray]:
         if series is None:
             ids = [s for s in self._id_list if self._n_steps[self._ids[s]] > 0]
@@ -421,6 +431,27 @@ class StreamingForecaster:
         return ids, np.array([self._ids[s] for s in ids], dtype=np.int64)
 
     @torch.inference_mode()
+    def forecast_values(self, series: Sequence[str] | str | None = None, future: pl.DataFrame | None = None
+                        ) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The forecasts as arrays: ``(ids, origins int64 (M,), values float32 (M, horizon, C, Q))``
+        in original units (what :meth:`forecast` puts in a table)."""
+        ids, rows = self._select(series)
+        H, C = self.horizon, len(self.target_cols)
+        if not ids:
+            return ids, np.empty(0, np.int64), np.empty((0, H, C, self.net.n_quantiles), np.float32)
+        steps = np.arange(1, H + 1, dtype=np.int64)
+        times = self.spec.grid_times(self._last[rows][:, None], steps[None, :])  # (M, H)
+        cal = self.spec.calendar_features(times.reshape(-1)).reshape(len(rows), H, -1)
+        ahead = np.concatenate([self._future_values(ids, rows, times, future), cal], axis=2) if self.future_cols \
+            else cal
+        h = self._state[-1, torch.from_numpy(rows).to(self.device)]
+        fut_t = torch.from_numpy(np.ascontiguousarray(ahead, dtype=np.float32)).to(self.device)
+        with _one_thread_if_small(self.device, len(rows)):
+            y = self.net.decode(h, fut_t.reshape(len(rows), -1)).float().cpu().numpy()  # (M, H, C, Q)
+        loc = self._params[rows, 0, :C][:, None, :, None]
+        scl = self._params[rows, 1, :C][:, None, :, None]
+        return ids, self._last[rows].copy(), (y * scl + loc).astype(np.float32)
+
     def forecast(self, series: Sequence[str] | str | None = None, future: pl.DataFrame | None = None) -> pl.DataFrame:
         """Forecast the next ``horizon`` periods from each series' current state, without changing it.
 
@@ -430,31 +461,14 @@ class StreamingForecaster:
                 periods: a DataFrame with the id column, the time column and those columns.
 
         Returns:
-            A Polars DataFrame, one row per (series, target time, target): the id column, ``origin``
-            (the last observed time), the time column (the target time), ``step`` (1..horizon),
-            ``target`` (column name), ``value`` (point forecast: the median for quantile models)
-            and, for quantile models, one column ``q<level>`` per quantile; original units.
+            The forecast table of :mod:`forecaster.forecasts` (``series``, ``origin`` (the last
+            observed time), ``time``, ``step``, ``target``, ``value``, ``q<level>``...), original
+            units.
         """
-        ids, rows = self._select(series)
+        ids, origins, y = self.forecast_values(series, future)
         if not ids:
-            return self._empty_forecast()
-        H, C = self.horizon, len(self.target_cols)
-        steps = np.arange(1, H + 1, dtype=np.int64)
-        times = self._last[rows][:, None] + steps[None, :] * self.step_size  # (M, H)
-        cal = calendar_features(times.reshape(-1), self.spec).reshape(len(rows), H, -1)
-        if self.future_cols:
-            fut = self._future_values(ids, rows, times, future)
-            ahead = np.concatenate([fut, cal], axis=2)
-        else:
-            ahead = cal
-        h = self._state[-1, torch.from_numpy(rows).to(self.device)]
-        fut_t = torch.from_numpy(np.ascontiguousarray(ahead, dtype=np.float32)).to(self.device)
-        with _one_thread_if_small(self.device, len(rows)):
-            y = self.net.decode(h, fut_t.reshape(len(rows), -1)).float().cpu().numpy()  # (M, H, C, Q)
-        loc = self._params[rows, 0, :C][:, None, :, None]
-        scl = self._params[rows, 1, :C][:, None, :, None]
-        y = y * scl + loc
-        return self._forecast_frame(ids, rows, times, y)
+            return empty_forecast_frame(self.spec, self.net.quantiles)
+        return forecast_frame(self.spec, ids, origins, y, self.net.quantiles, self.net.anchor)
 
     def _future_values(self, ids, rows, times, future: pl.DataFrame | None) -> np.ndarray:
         if future is None:
@@ -464,16 +478,13 @@ class StreamingForecaster:
         missing = [c for c in key + [self.time_col] + self.future_cols if c not in future.columns]
         if missing:
             raise ValueError(f"future lacks column(s) {missing}")
-        want = pl.DataFrame({
-            "__sid": np.repeat(np.array(ids, dtype=object), times.shape[1]).astype(str),
-            "__t": times.reshape(-1),
-        })
+        t, null = self.spec.parse_times(future[self.time_col], what="future's time column")
+        want = pl.DataFrame({"__sid": np.repeat(np.array(ids, dtype=object), times.shape[1]).astype(str),
+                             "__t": times.reshape(-1)})
         f = future.select(
-            (pl.col(self.id_col).cast(pl.Utf8) if self.id_col else pl.lit(self.single_id)).alias("__sid"),
-            (pl.col(self.time_col).cast(pl.Datetime("ns")).cast(pl.Int64) if self.is_datetime
-             else pl.col(self.time_col).cast(pl.Int64)).alias("__t"),
+            (pl.col(self.id_col).cast(pl.String) if self.id_col else pl.lit(self.single_id)).alias("__sid"),
             *[pl.col(c).cast(pl.Float64) for c in self.future_cols],
-        )
+        ).with_columns(pl.Series("__t", t))
         joined = want.join(f, on=["__sid", "__t"], how="left", maintain_order="left")
         vals = joined.select(self.future_cols).to_numpy().reshape(len(ids), times.shape[1], -1)
         if np.isnan(vals).any():
@@ -483,39 +494,6 @@ class StreamingForecaster:
         loc = self._params[rows, 0, k:][:, None, :]
         scl = self._params[rows, 1, k:][:, None, :]
         return ((vals - loc) / scl).astype(np.float32)
-
-    def _quantile_names(self) -> list[str]:
-        qs = list(self.net.quantiles)
-        return [f"q{q:g}" for q in qs]
-
-    def _forecast_frame(self, ids, rows, times, y) -> pl.DataFrame:
-        M, H, C, Q = y.shape
-        qnames = self._quantile_names()
-        sid = np.repeat(np.array(ids, dtype=object), H * C).astype(str)
-        origin = np.repeat(self._last[rows], H * C)
-        t = np.repeat(times.reshape(-1), C)
-        step = np.tile(np.repeat(np.arange(1, H + 1), C), M)
-        target = np.tile(np.array(self.target_cols, dtype=object), M * H).astype(str)
-        data = {self.id_col or "series": sid, "origin": origin, self.time_col: t, "step": step, "target": target}
-        flat = y.reshape(M * H * C, Q)
-        if qnames:
-            mid = self.net.anchor
-            data["value"] = flat[:, mid]
-            for j, name in enumerate(qnames):
-                data[name] = flat[:, j]
-        else:
-            data["value"] = flat[:, 0]
-        if self.is_datetime:
-            data["origin"] = origin.astype("datetime64[ns]")
-            data[self.time_col] = t.astype("datetime64[ns]")
-        return pl.DataFrame(data)
-
-    def _empty_forecast(self) -> pl.DataFrame:
-        tdt = pl.Datetime("ns") if self.is_datetime else pl.Int64
-        schema = {self.id_col or "series": pl.Utf8, "origin": tdt, self.time_col: tdt, "step": pl.Int64,
-                  "target": pl.Utf8, "value": pl.Float32}
-        schema.update({q: pl.Float32 for q in self._quantile_names()})
-        return pl.DataFrame(schema=schema)
 
     def hidden_state(self, series: Sequence[str] | str | None = None) -> tuple[list[str], torch.Tensor]:
         """Each series' GRU state, e.g. for embeddings or monitoring.
@@ -529,83 +507,67 @@ class StreamingForecaster:
     def info(self) -> pl.DataFrame:
         """One row per series: id, last time, observations seen, recurrent steps run."""
         n = len(self._id_list)
-        df = pl.DataFrame({"series": self._id_list, "last_time": self._last[:n],
-                           "observations": self._n_obs[:n], "steps": self._n_steps[:n]})
-        if self.is_datetime:
-            df = df.with_columns(pl.col("last_time").cast(pl.Datetime("ns")))
-        return df
+        return pl.DataFrame([pl.Series("series", self._id_list, dtype=pl.String),
+                             self.spec.times_series(self._last[:n], "last_time"),
+                             pl.Series("observations", self._n_obs[:n]), pl.Series("steps", self._n_steps[:n])])
 
     # -------------------------------------------------------------------------------------------
     # snapshots
 
     def _fingerprint(self) -> dict:
-        return {"num_layers": self.num_layers, "hidden_size": self.hidden_size,
-                "target_cols": self.target_cols, "freq_step": self.step_size, "time_kind": self.spec["time_kind"]}
+        return {"num_layers": self.num_layers, "hidden_size": self.hidden_size, "target_cols": self.target_cols,
+                "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
 
     def save_state(self, path: str | os.PathLike) -> None:
-        """Write every series' state, last time and counts to ``path`` atomically: the snapshot is
-        written to a temporary file in the same folder, flushed to disk, then renamed over ``path``,
-        so a crash mid-write leaves the previous snapshot whole."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write every series' state, last time, counts and scalers to ``path`` atomically
+        (:mod:`forecaster.snapshot`): a crash mid-write leaves the previous snapshot whole."""
         n = len(self._id_list)
-        payload = {
+        write_snapshot(path, {
             "format_version": STATE_FORMAT_VERSION,
             "fingerprint": self._fingerprint(),
             "ids": list(self._id_list),
             "state": self._state[:, :n].cpu().clone(),
-            "last": self._last[:n].copy(),
-            "n_obs": self._n_obs[:n].copy(),
-            "n_steps": self._n_steps[:n].copy(),
-            "params": self._params[:n].copy(),
-        }
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(payload, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            "last": torch.from_numpy(self._last[:n].copy()),
+            "n_obs": torch.from_numpy(self._n_obs[:n].copy()),
+            "n_steps": torch.from_numpy(self._n_steps[:n].copy()),
+            "params": torch.from_numpy(self._params[:n].copy()),
+        })
 
     def load_state(self, path: str | os.PathLike) -> None:
-        """Restore a snapshot written by :meth:`save_state` (replacing the current state)."""
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"state file {str(path)!r} does not exist")
+        """Restore a snapshot written by :meth:`save_state`, replacing the current state. All or
+        nothing: a file that does not fit leaves the current state as it was and raises
+        ``ValueError`` (one line)."""
+        payload = read_snapshot(path)
+        where = f"state file {str(path)!r}"
+        if payload.get("format_version") != STATE_FORMAT_VERSION:
+            raise SnapshotError(f"{where} has format version {payload.get('format_version')}, expected "
+                                f"{STATE_FORMAT_VERSION}")
+        if payload.get("fingerprint") != self._fingerprint():
+            raise SnapshotError(f"{where} was written for another model ({payload.get('fingerprint')}), this one is "
+                                f"{self._fingerprint()}; delete it to start the series from zero")
         try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # a truncated or foreign file
-            raise ValueError(f"state file {str(path)!r} is not a readable snapshot: {e}") from None
-        if not isinstance(payload, dict) or payload.get("format_version") != STATE_FORMAT_VERSION:
-            raise ValueError(f"state file {str(path)!r} has format version "
-                             f"{payload.get('format_version') if isinstance(payload, dict) else None}, "
-                             f"expected {STATE_FORMAT_VERSION}")
-        if payload["fingerprint"] != self._fingerprint():
-            raise ValueError(f"state file {str(path)!r} was written for another model "
-                             f"({payload['fingerprint']}), this one is {self._fingerprint()}")
-        n = len(payload["ids"])
-        self._ids, self._id_list = {}, []
-        self._state = torch.zeros(self.num_layers, max(n, 1), self.hidden_size, device=self.device)
-        self._last = np.full(max(n, 1), _NO_TIME, dtype=np.int64)
-        self._n_obs = np.zeros(max(n, 1), dtype=np.int64)
-        self._n_steps = np.zeros(max(n, 1), dtype=np.int64)
-        self._params = np.zeros((max(n, 1), *self._params.shape[1:]), dtype=np.float32)
-        for i, sid in enumerate(payload["ids"]):
-            self._ids[sid] = i
-            self._id_list.append(sid)
-        self._state[:, :n] = payload["state"].to(self.device)
-        self._last[:n] = payload["last"]
-        self._n_obs[:n] = payload["n_obs"]
-        self._n_steps[:n] = payload["n_steps"]
-        self._params[:n] = payload["params"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m forecaster stream``: see :mod:`forecaster.stream_cli`."""
-    from forecaster.stream_cli import main as stream_main
-
-    return stream_main(argv)
+            ids = [str(s) for s in payload["ids"]]
+            n = len(ids)
+            state, last = payload["state"], payload["last"].numpy().astype(np.int64)
+            n_obs, n_steps = payload["n_obs"].numpy().astype(np.int64), payload["n_steps"].numpy().astype(np.int64)
+            params = payload["params"].numpy().astype(np.float32)
+            shapes_ok = (tuple(state.shape) == (self.num_layers, n, self.hidden_size) and last.shape == (n,)
+                         and n_obs.shape == (n,) and n_steps.shape == (n,) and params.shape == (n, *self._params.shape[1:])
+                         and len(set(ids)) == n)
+        except (KeyError, AttributeError, TypeError) as e:
+            raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: {e})") from None
+        if not shapes_ok:
+            raise SnapshotError(f"{where} is inconsistent (array shapes do not match {n} series)")
+        if not (torch.isfinite(state).all() and np.isfinite(params).all()):
+            raise SnapshotError(f"{where} holds non-finite values")
+        cap = max(n, 1)
+        old = (self._ids, self._id_list, self._state, self._last, self._n_obs, self._n_steps, self._params)
+        try:
+            self._reset(cap)
+            self._state[:, :n] = state.to(self.device)
+            self._last[:n], self._n_obs[:n], self._n_steps[:n], self._params[:n] = last, n_obs, n_steps, params
+            self._ids = {sid: i for i, sid in enumerate(ids)}
+            self._id_list = ids
+        except BaseException:
+            (self._ids, self._id_list, self._state, self._last, self._n_obs, self._n_steps, self._params) = old
+            raise

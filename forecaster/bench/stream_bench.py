@@ -8,22 +8,13 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import torch
-from torch import nn
 
 from forecaster.bench.timing import measure, measure_pair
 from forecaster.data import TimeSeriesDataModule
-from forecaster.model import GRUForecastNet
+from forecaster.nets import StepForecastNet
 from forecaster.streaming import StreamingForecaster
 
 T0 = dt.datetime(2024, 1, 1)
-
-
-class _Trained(nn.Module):
-    """What StreamingForecaster reads from a trained model: ``net`` and ``data_spec``."""
-
-    def __init__(self, net: GRUForecastNet, spec: dict):
-        super().__init__()
-        self.net, self.data_spec = net, spec
 
 
 def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str):
@@ -40,19 +31,19 @@ def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str):
                                          past_covariate_cols=["x"], context_length=context, horizon=horizon,
                                          train_size=context + horizon, val_size=2, test_size=2)
     torch.manual_seed(0)
-    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, hidden_size=hidden,
-                         num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto").to(device).eval()
-    return frame, dm, _Trained(net, dm.spec())
+    net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, hidden_size=hidden,
+                          num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto").to(device).eval()
+    return frame, dm, net
 
 
 def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, hidden: int = 64,
         context: int = 168, horizon: int = 24) -> list[dict]:
     n_series = n_series or (1000 if quick else 10_000)
-    frame, dm, model = _setup(n_series, hidden, context, horizon, device)
+    frame, dm, net = _setup(n_series, hidden, context, horizon, device)
     rows = []
 
     # latency: one series, one record (a list with one dict) then its forecast
-    stream = StreamingForecaster(model, device=device)
+    stream = StreamingForecaster(net, dm.spec, device=device)
     one = frame.filter(pl.col("id") == "0").sort("time")
     stream.observe(one.head(context))
     recs = one.slice(context).to_dicts()
@@ -71,7 +62,7 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
                  "p25_us": round(lat["p25_ms"] * 1e3, 1), "p75_us": round(lat["p75_ms"] * 1e3, 1)})
 
     # throughput: every series gets one new observation, then a forecast for all of them
-    stream = StreamingForecaster(model, device=device)
+    stream = StreamingForecaster(net, dm.spec, device=device)
     hist = frame.filter(pl.col("time") < T0 + dt.timedelta(hours=context))
     stream.observe(hist)
     step = {"k": context}
@@ -82,8 +73,8 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
         stream.observe(template.with_columns(pl.lit(T0 + dt.timedelta(hours=k)).cast(pl.Datetime("us")).alias("time")))
         rows_t = torch.arange(n_series, device=device)
         h = stream._state[-1, rows_t]
-        fut = torch.zeros(n_series, horizon * model.net.n_future, device=device)
-        model.net.decode(h, fut)  # the forecast tensor, as the window baseline produces
+        fut = torch.zeros(n_series, horizon * net.n_future, device=device)
+        net.decode(h, fut)  # the forecast tensor, as the window baseline produces
         step["k"] = k + 1
 
     ds = dm.train_dataset()
@@ -91,7 +82,7 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
 
     @torch.inference_mode()
     def window_recompute():
-        model.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], context)
+        net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], context)
 
     with torch.inference_mode():
         t_stream, t_window = measure_pair(stream_update, window_recompute, device, repeats=5, warmup=1)

@@ -31,4 +31,6 @@ def test_cli_fit_with_ddp_on_two_cpu_processes(tmp_path):
     assert r.stdout.count("test metrics") == 1  # printed by rank 0 only
     (ckpt,) = tmp_path.rglob("*.ckpt")
     ck = torch.load(ckpt, weights_only=False)
-    assert ck["forecaster_format_version"] == 1 and ck["global_step"] == 2
+    from forecaster.lightning_module import FORMAT_VERSION
+
+    assert ck["forecaster_format_version"] == FORMAT_VERSION and ck["global_step"] == 2

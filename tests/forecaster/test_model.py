@@ -1,4 +1,4 @@
-"""GRUForecastNet / GRUForecaster: shapes, non-crossing quantiles, forking loss over every origin,
+"""StepForecastNet / WindowForecastNet / GRUForecaster: shapes, non-crossing quantiles, forking loss over every origin,
 baselines and metrics on hand-made windows, checkpoint round trip in a fresh process, plain
 ``lightning.Trainer`` use (the README snippet)."""
 
@@ -18,7 +18,7 @@ import torch
 from forecaster.lightning_module import FORMAT_VERSION, CheckpointMismatchError, GRUForecaster
 from forecaster.metrics import (MeanAbsoluteScaledError, last_value_forecast, seasonal_naive_forecast,
                                 seasonal_scale)
-from forecaster.model import future_ahead, monotone_quantiles
+from forecaster.nets import StepForecastNet, WindowForecastNet, future_ahead, monotone_quantiles
 
 B, CTX, H, C, P, F = 3, 12, 4, 2, 1, 3
 REPO = Path(__file__).resolve().parents[2]
@@ -210,7 +210,7 @@ def tiny_dm(frame=None, **kw):
 def model_for(dm, **kw):
     return GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                          n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
-                         horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec(),
+                         horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(),
                          hidden_size=8, d_model=8, head_hidden=16, **kw)
 
 
@@ -259,9 +259,12 @@ def test_checkpoint_round_trip_in_a_fresh_process(tmp_path):
 
 
 def test_predict_uses_the_checkpoint_scalers_on_new_data():
-    """Forecasting a longer table (whose train part, hence refitted scalers, differ) gives the same
-    forecast for the same window as forecasting it with the training data module."""
+    """Forecasting a longer table with the checkpoint's spec (TimeSeriesDataModule.from_spec) gives the
+    same forecast for the same window as the training data module, although that table's own split
+    would fit other scalers; a series the model never saw gets the spec's pooled scalers."""
     import lightning as L
+
+    from forecaster.data import TimeSeriesDataModule
 
     dm = tiny_dm()
     m = model_for(dm).eval()
@@ -270,10 +273,20 @@ def test_predict_uses_the_checkpoint_scalers_on_new_data():
     frame = tiny_frame()
     grown = pl.concat([frame, frame.filter(pl.col("time") == pl.col("time").max())
                       .with_columns(pl.col("time") + pl.duration(hours=1), pl.lit(None, pl.Float32).alias("y"))])
-    dm2 = tiny_dm(grown, val_size=0.3)  # other splits -> other scalers; last observed step unchanged
-    assert dm2.spec()["scalers"] != dm.spec()["scalers"]
+    assert tiny_dm(grown, val_size=0.3).spec.to_dict()["scalers"] != dm.spec.to_dict()["scalers"]
+    dm2 = TimeSeriesDataModule.from_spec(m.spec, data=grown, val_size=0.3)  # last observed step unchanged
+    assert dm2.spec.to_dict()["scalers"] == dm.spec.to_dict()["scalers"]
     (b,) = trainer.predict(m, datamodule=dm2)
     torch.testing.assert_close(b["forecast"], a["forecast"], rtol=1e-4, atol=1e-4)
+    new = pl.concat([grown, frame.filter(pl.col("id") == "a").with_columns(pl.lit("c").alias("id"))])
+    dm3 = TimeSeriesDataModule.from_spec(m.spec, data=new)
+    loc, scale = dm3.spec.scaler("c", ["y", "x"])
+    np.testing.assert_allclose(loc, np.median([m.spec.scaler(s, ["y", "x"])[0] for s in ("a", "b")], axis=0))
+    fc = m.forecast_frame(dm3)
+    assert fc.columns == ["series", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"]
+    assert fc["series"].unique().sort().to_list() == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="target_cols=\\['x'\\] differs from the checkpoint's"):
+        TimeSeriesDataModule.from_spec(m.spec, data=new, target_cols=["x"])
 
 
 def test_plain_lightning_trainer_fit_and_test(tmp_path):
@@ -293,7 +306,7 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
         assert np.isfinite(res[k]), k
     fc = model.forecast(dm.predict_batch())  # (series, horizon, targets, quantiles), original units
     assert fc.shape == (2, 12, 3, 3)
-    assert model.hparams.n_past_covariates == dm.n_past_covariates and model.data_spec == dm.spec()
+    assert model.hparams.n_past_covariates == dm.n_past_covariates and model.data_spec == dm.spec.to_dict()
 
 
 # ---- long-look-back options (channel_independent, revin, segment_length, decoder="last", head_dropout) ----
@@ -314,7 +327,7 @@ def last_fc(m, batch):
 
 
 @pytest.mark.parametrize("opts", [
-    dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0),
+    dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0, decoder="last"),
     dict(revin="last", decoder="last"),
     dict(revin="mean", decoder="last"),
     dict(revin="std", decoder="last"),
@@ -332,24 +345,16 @@ def test_option_shapes(opts):
     Q = 3 if opts.get("loss", "quantile") == "quantile" else 1
     assert last_fc(m, batch).shape == (B, H, C, Q)
     assert m.forecast(batch).shape == (B, H, C, Q)
-    if m.net.decoder == "forking":
-        out = m(batch)
-        assert out.shape == (B, CTX, H, C, Q)
-        torch.testing.assert_close(out[:, -1], last_fc(m, batch))
-    else:
-        with pytest.raises(ValueError, match="forecast_last"):
-            m(batch)
+    assert isinstance(m.net, WindowForecastNet)
+    with pytest.raises(ValueError, match="use forecast"):
+        m(batch)
     if Q > 1:
         assert (last_fc(m, batch).diff(dim=-1) >= 0).all()
-    assert not m.net.streamable
-    with pytest.raises(ValueError, match="stepped"):
-        m.net.step_(m.net.init_state(B), torch.arange(B), batch["target"][:, 0], batch["observed"][:, 0],
-                    batch["past_cov"][:, 0], batch["future_cov"][:, 0])
 
 
 def test_defaults_keep_the_old_parameters():
     m = small_model()
-    assert m.net.streamable
+    assert isinstance(m.net, StepForecastNet)
     assert sorted(k for k in m.state_dict()) == sorted(
         ["net.input_proj.0.weight", "net.input_proj.0.bias", "net.head.0.weight", "net.head.0.bias",
          "net.head.2.weight", "net.head.2.bias", *[k for k in m.state_dict() if k.startswith("net.gru.")]])
@@ -382,7 +387,7 @@ def test_revin_std_makes_the_forecast_scale_equivariant():
 
 
 def test_revin_std_statistics_by_hand():
-    from forecaster.model import REVIN_EPS, revin_stats
+    from forecaster.nets.revin import REVIN_EPS, revin_stats
 
     t = torch.tensor([[[1.0, 5.0], [2.0, 7.0], [6.0, 0.0]]])  # (1, 3, 2); the last 0.0 is unobserved
     o = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]])
@@ -400,7 +405,7 @@ def test_revin_std_statistics_by_hand():
 
 
 def test_revin_last_uses_the_last_observed_value():
-    from forecaster.model import revin_base
+    from forecaster.nets.revin import revin_base
 
     t = torch.tensor([[[1.0, 5.0], [2.0, 6.0], [3.0, 0.0]]])  # (1, 3, 2)
     o = torch.tensor([[[1.0, 1.0], [1.0, 1.0], [1.0, 0.0]]])
@@ -470,8 +475,9 @@ def test_channel_independent_is_each_channel_alone_with_the_same_weights():
 
 
 @pytest.mark.parametrize("kw,match", [
-    (dict(channel_independent=True), "covariates"),
-    (dict(channel_independent=True, n_past_covariates=0), "n_future_covariates=3"),
+    (dict(channel_independent=True, decoder="last"), "covariates"),
+    (dict(channel_independent=True, n_past_covariates=0, decoder="last"), "n_future_covariates=3"),
+    (dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0), "needs decoder='last'"),
     (dict(segment_length=5, decoder="last"), "multiple of segment_length"),
     (dict(segment_length=4), "decoder='last'"),
     (dict(revin="last"), "decoder='last'"),

@@ -50,14 +50,16 @@ def test_plot_forecasts_writes_a_png(tmp_path):
 
 def test_plot_forecasts_series_targets_and_stream_layout(tmp_path):
     df = _data()
-    # StreamingForecaster.forecast(): the id column has the data's name; several origins -> the latest
-    fc = _forecasts(df, id_name="station", origins=(0, 1, 2))
-    fig = plot.plot_forecasts(df.lazy(), fc, series=["b"], targets=["z"], path=tmp_path / "one.png")
+    # a stream's forecasts from several origins: the latest is drawn
+    fc = _forecasts(df, origins=(0, 1, 2))
+    fig = plot.plot_forecasts(df.lazy(), fc, id_col="station", series=["b"], targets=["z"], path=tmp_path / "one.png")
     assert len(fig.axes) == 1 and fig.axes[0].get_title() == "b: z"
     line = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "forecast"][0]
     assert len(line.get_xdata()) == 24  # one origin drawn
     with pytest.raises(ValueError, match="not in the forecasts"):
-        plot.plot_forecasts(df, fc, series=["nope"], path=tmp_path / "x.png")
+        plot.plot_forecasts(df, fc, id_col="station", series=["nope"], path=tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"forecasts lack column\(s\) \['series'\]"):
+        plot.plot_forecasts(df, fc.rename({"series": "station"}), path=tmp_path / "x.png")
 
 
 def test_plot_online_error(tmp_path):

@@ -25,7 +25,7 @@ def ckpt(tmp_path_factory):
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
                           seasonal_period=dm.season_length, hidden_size=16, d_model=8, head_hidden=16,
-                          min_origin=4, data_spec=dm.spec())
+                          min_origin=4, data_spec=dm.spec.to_dict())
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(root))
     trainer.fit(model, datamodule=dm)
@@ -59,7 +59,7 @@ def test_stream_ndjson_writes_forecasts_and_reports_bad_lines(ckpt, records):
     out = [json.loads(line) for line in result.stdout.splitlines()]
     spec_targets = 3
     assert len(out) == 6 * 6 * spec_targets  # 6 records x horizon 6 x 3 targets
-    assert set(out[0]) >= {"station", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"}
+    assert list(out[0]) == ["series", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"]
     assert "line 3: malformed" in result.stderr
     assert "out-of-order timestamp" in result.stderr
 
@@ -127,6 +127,6 @@ def test_stream_replay_reports_online_errors_beside_seasonal_naive(ckpt, tmp_pat
     assert result.returncode == 0, result.stderr
     assert "online MAE" in result.stdout and "seasonal naive" in result.stdout
     table = pl.read_csv(report)
-    assert table.columns == ["period", "mae", "mae_seasonal_naive", "n"]
+    assert table.columns == ["period", "mae", "mae_seasonal_naive", "mae_last_value", "n"]
     assert table["n"].sum() > 0
     assert plot.stat().st_size > 1000

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from forecaster.data import TimeSeriesDataModule
-from forecaster.model import GRUForecastNet
+from forecaster.nets import StepForecastNet, build_net
 from forecaster.streaming import StreamingForecaster
 
 CONTEXT, HORIZON, LENGTH = 40, 5, 60
@@ -18,11 +18,15 @@ T0 = dt.datetime(2024, 3, 1)
 
 
 class Holder(nn.Module):
-    """What StreamingForecaster needs of a trained model: ``net`` and ``data_spec``."""
+    """A trained model's ``net`` and ``data_spec``: what StreamingForecaster is built from."""
 
     def __init__(self, net, spec):
         super().__init__()
         self.net, self.data_spec = net, spec
+
+
+def stream_of(model, **kw) -> StreamingForecaster:
+    return StreamingForecaster(model.net, model.data_spec, **kw)
 
 
 def raw_frame(drop_rows=(17, 18), null_at=((9, "a"),)) -> pl.DataFrame:
@@ -53,10 +57,10 @@ def make(quantiles=(0.1, 0.5, 0.9), reset_after=True):
         batch_size=4, shuffle=False,
     )
     torch.manual_seed(0)
-    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON,
-                         hidden_size=16, num_layers=2, d_model=8, head_hidden=16, quantiles=list(quantiles),
-                         reset_after=reset_after, backend="torch")
-    return df, dm, Holder(net, dm.spec())
+    net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON,
+                          hidden_size=16, num_layers=2, d_model=8, head_hidden=16, quantiles=list(quantiles),
+                          reset_after=reset_after, backend="torch")
+    return df, dm, Holder(net, dm.spec.to_dict())
 
 
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
@@ -64,7 +68,7 @@ def test_one_observation_at_a_time_equals_batch_model(reset_after):
     df, dm, model = make(reset_after=reset_after)
     ds = dm.train_dataset()
     sids = [dm.series_ids[int(s)] for s in ds.__getitems__(list(range(len(ds))))["series"]]
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     compared = 0
     for sid in ("s1", "s2"):
         i = sids.index(sid)
@@ -90,12 +94,12 @@ def test_one_observation_at_a_time_equals_batch_model(reset_after):
 
 def test_forecast_frame_columns_and_times():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     stream.observe(df.filter(pl.col("time") <= T0 + dt.timedelta(hours=3)))
     result = stream.forecast()
-    assert result.columns == ["id", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"]
+    assert result.columns == ["series", "origin", "time", "step", "target", "value", "q0.1", "q0.5", "q0.9"]
     assert result.height == 2 * HORIZON * 2
-    first = result.filter((pl.col("id") == "s2") & (pl.col("step") == 1))
+    first = result.filter((pl.col("series") == "s2") & (pl.col("step") == 1))
     assert first["origin"].to_list() == [T0 + dt.timedelta(hours=3)] * 2
     assert first["time"].to_list() == [T0 + dt.timedelta(hours=4)] * 2
     assert (result["q0.1"] <= result["q0.5"]).all() and (result["q0.5"] <= result["q0.9"]).all()
@@ -104,7 +108,7 @@ def test_forecast_frame_columns_and_times():
 
 def test_forecast_does_not_change_state():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     stream.observe(df.head(10))
     before = stream.hidden_state()[1]
     a = stream.forecast()
@@ -116,7 +120,7 @@ def test_forecast_does_not_change_state():
 def test_gap_is_advanced_as_unobserved_steps():
     df, dm, model = make()
     s1 = df.filter(pl.col("id") == "s1").sort("time")
-    gap_fed, dense_fed = StreamingForecaster(model), StreamingForecaster(model)
+    gap_fed, dense_fed = stream_of(model), stream_of(model)
     rec_before, rec_after = s1.row(2, named=True), s1.row(3, named=True)
     gap_fed.observe([rec_before])
     report = gap_fed.observe([{**rec_after, "time": rec_before["time"] + dt.timedelta(hours=4)}])
@@ -133,7 +137,7 @@ def test_gap_is_advanced_as_unobserved_steps():
 
 def test_out_of_order_duplicate_and_off_grid_records_are_rejected_others_processed():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     recs = df.filter(pl.col("id") == "s1").sort("time").head(4).to_dicts()
     stream.observe(recs[:3])
     before = stream.hidden_state("s1")[1].clone()
@@ -155,7 +159,7 @@ def test_out_of_order_duplicate_and_off_grid_records_are_rejected_others_process
 
 def test_null_nan_is_missing_inf_rejected_bad_columns_raise():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     rec = df.row(0, named=True)
     report = stream.observe([{**rec, "a": None, "b": float("nan")}])
     assert report.accepted == 1 and stream.info()["observations"].to_list() == [0]
@@ -171,24 +175,24 @@ def test_null_nan_is_missing_inf_rejected_bad_columns_raise():
 
 def test_new_series_uses_pooled_scaler_or_is_rejected():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     rec = {**df.row(0, named=True), "id": "brand-new"}
     assert stream.observe([rec]).accepted == 1
     spec = model.data_spec
     expected_loc = np.median([[spec["scalers"][s][c][0] for c in ("a", "b")] for s in ("s1", "s2")], axis=0)
     np.testing.assert_allclose(stream._params[stream._ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
-    strict = StreamingForecaster(model, new_series="reject")
+    strict = stream_of(model, new_series="reject")
     report = strict.observe([rec])
     assert report.accepted == 0 and "unknown series" in report.rejected[0].reason
 
 
 def test_snapshot_round_trip_gives_identical_forecasts(tmp_path):
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     stream.observe(df.filter(pl.col("time") < T0 + dt.timedelta(hours=20)))
     path = tmp_path / "state.pt"
     stream.save_state(path)
-    restored = StreamingForecaster(model)
+    restored = stream_of(model)
     restored.load_state(path)
     assert restored.forecast().equals(stream.forecast())
     nxt = df.filter(pl.col("time") == T0 + dt.timedelta(hours=20))
@@ -199,7 +203,7 @@ def test_snapshot_round_trip_gives_identical_forecasts(tmp_path):
 
 def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch):
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     stream.observe(df.head(5))
     path = tmp_path / "state.pt"
     stream.save_state(path)
@@ -219,14 +223,14 @@ def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch):
 
 def test_load_state_errors(tmp_path):
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     with pytest.raises(ValueError, match="does not exist"):
         stream.load_state(tmp_path / "nope.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a snapshot")
     with pytest.raises(ValueError, match="not a readable snapshot"):
         stream.load_state(tmp_path / "junk.pt")
-    other = StreamingForecaster(Holder(GRUForecastNet(2, 1, dm.n_future_covariates, HORIZON, hidden_size=8),
-                                       model.data_spec))
+    other = StreamingForecaster(StepForecastNet(2, 1, dm.n_future_covariates, HORIZON, hidden_size=8),
+                                model.data_spec)
     other.observe(df.head(2))
     other.save_state(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="written for another model"):
@@ -235,7 +239,7 @@ def test_load_state_errors(tmp_path):
 
 def test_hidden_state_exposed_per_series():
     df, dm, model = make()
-    stream = StreamingForecaster(model)
+    stream = stream_of(model)
     stream.observe(df.head(3))
     ids, states = stream.hidden_state()
     assert ids == ["s1"] and states.shape == (1, 2, 16)
@@ -245,7 +249,7 @@ def test_hidden_state_exposed_per_series():
 
 def test_vectorised_frame_path_equals_record_path():
     df, dm, model = make()
-    frame_fed, record_fed = StreamingForecaster(model), StreamingForecaster(model)
+    frame_fed, record_fed = stream_of(model), stream_of(model)
     first = df.filter(pl.col("time") == T0)
     frame_fed.observe(first)
     record_fed.observe(first.to_dicts())
@@ -262,8 +266,8 @@ def test_wide_data_without_id_column_uses_the_data_modules_series_id():
     df = raw_frame().filter(pl.col("id") == "s2").drop("id")
     dm = TimeSeriesDataModule.from_frame(df, time_col="time", target_cols=["a", "b"], past_covariate_cols=["p"],
                                          context_length=CONTEXT, horizon=HORIZON, val_size=5, test_size=10)
-    net = GRUForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, hidden_size=8)
-    stream = StreamingForecaster(Holder(net, dm.spec()), new_series="reject")
+    net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, hidden_size=8)
+    stream = StreamingForecaster(net, dm.spec, new_series="reject")
     report = stream.observe(df.head(3))
     assert report.accepted == 3 and not report.rejected  # its own scaler, not an "unknown series"
     assert stream.series == dm.series_ids
@@ -274,8 +278,7 @@ def test_wide_data_without_id_column_uses_the_data_modules_series_id():
                                     {"channel_independent": True}], ids=str)
 def test_window_only_models_are_refused_with_a_clear_error(option):
     _, dm, model = make()
-    needs_last = "segment_length" in option or "revin" in option  # valid only with the last-origin decoder
-    kwargs = {"decoder": "last", **option} if needs_last else option
-    net = GRUForecastNet(dm.n_targets, 0, 0, HORIZON, hidden_size=8, **kwargs)
+    kwargs = {"decoder": "last", **option}  # window-model options need the last-origin decoder
+    net = build_net(dm.n_targets, 0, 0, HORIZON, CONTEXT, hidden_size=8, **kwargs)
     with pytest.raises(ValueError, match="not one observation at a time"):
-        StreamingForecaster(Holder(net, model.data_spec))
+        StreamingForecaster(net, model.data_spec)

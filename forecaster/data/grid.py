@@ -1,0 +1,162 @@
+"""Stage 2: the time grid and the calendar features.
+
+:func:`resolve_frequency` reads or infers the frequency and checks that every row lies on its
+series' grid; :func:`regularise` puts each series on its grid ``time(origin, k)``, ``k = 0 .. n-1``
+(the origin is the series' first time) in one contiguous ``(N, D)`` float32 array, missing periods
+NaN (nothing is interpolated); :func:`calendar_array` computes the calendar features of every grid
+step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, replace
+
+import numpy as np
+import polars as pl
+
+from forecaster.data.table import Table
+from forecaster.timeaxis import Frequency, _is_month_end, calendar_features, format_time
+
+__all__ = ["Grid", "resolve_frequency", "regularise", "calendar_array", "grid_times_all"]
+
+
+@dataclass
+class Grid:
+    """Every series on its regular grid, concatenated.
+
+    Attributes:
+        series_ids: (S,) ids, in the table's series order.
+        offsets: int64 (S + 1,): series s occupies rows ``offsets[s]:offsets[s + 1]``.
+        starts: int64 (S,): axis time of each series' grid step 0.
+        lengths: int64 (S,): grid steps per series.
+        values: float32 (N, D + extra): the value columns, NaN where a period is missing or null,
+            then room for the calendar features.
+        rows_in_table: table rows per series (S,) (the rest of ``lengths`` are filled gaps).
+    """
+
+    series_ids: list[str]
+    offsets: np.ndarray
+    starts: np.ndarray
+    lengths: np.ndarray
+    values: np.ndarray
+    rows_in_table: np.ndarray
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.offsets[-1])
+
+
+def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col: str) -> Frequency:
+    """The frequency given (a string, an int step or a :class:`Frequency`; for calendar months the
+    month-end anchoring is read from the data) or inferred (None); ``ValueError`` when a row is off
+    its series' grid, naming it."""
+    df = table.frame
+    t = df["__t"].to_numpy()
+    if freq is None:
+        if table.time_kind == "int":
+            d = df["__d"].drop_nulls()
+            if d.len() == 0:
+                raise ValueError(f"cannot infer the frequency of {table.where}: no series has two distinct times; "
+                                 "set freq (an int step)")
+            vals, counts = np.unique(d.to_numpy(), return_counts=True)
+            f = Frequency("int", int(vals[counts == counts.max()].min()))
+        else:
+            try:
+                f = Frequency.infer(df["__d"].drop_nulls().to_numpy(), t)
+            except ValueError as e:
+                raise ValueError(f"cannot infer the frequency of {table.where}: {e}") from None
+        what = f"the inferred frequency {f}"
+    else:
+        f = freq if isinstance(freq, Frequency) else Frequency.parse(freq, table.time_kind)
+        if f.kind == "month" and not isinstance(freq, Frequency):
+            f = replace(f, month_end=bool(_is_month_end(t).all()))
+        what = f"freq={freq.value if isinstance(freq, Frequency) else freq!r}"
+    first = df.select((pl.col("__s") != pl.col("__s").shift(1)).fill_null(True)).to_series().to_numpy()
+    origin = np.maximum.accumulate(np.where(first, np.arange(len(t)), 0))  # row of each row's series start
+    f.check_anchor(t[first])
+    _, on = f.index(t[origin], t)
+    if not on.all():
+        bad = np.flatnonzero(~on)
+        r = df.row(int(bad[0]), named=True)
+        raise ValueError(
+            f"cannot regularise {table.where} to {what}: series {r['__id']!r} has "
+            f"{time_col}={format_time(r['__t'], table.time_kind)} off the grid ({bad.size} row(s) in all)"
+            + ("; the frequency cannot be inferred consistently" if freq is None else "")
+            + ". Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
+            "differences")
+    return f
+
+
+def regularise(table: Table, freq: Frequency, min_length: int, extra_cols: int = 0) -> Grid:
+    """Scatter the table's rows onto their grids. Series shorter than ``min_length`` grid steps are
+    dropped with a warning (every series too short: ``ValueError``). ``values`` gets ``extra_cols``
+    more (uninitialised) columns after the D value columns, for the calendar features."""
+    df = table.frame
+    ends = df.group_by("__s", maintain_order=True).agg(
+        pl.col("__id").first(), pl.col("__t").first().alias("t0"), pl.col("__t").last().alias("t1"), pl.len())
+    t0s = ends["t0"].to_numpy().astype(np.int64)
+    k_last, _ = freq.index(t0s, ends["t1"].to_numpy().astype(np.int64))
+    lengths = k_last.astype(np.int64) + 1
+    ids = ends["__id"].to_list()
+    n_rows = ends["len"].to_numpy().astype(np.int64)
+    short = [(i, int(n)) for i, n in zip(ids, lengths) if n < min_length]
+    if short:
+        if len(short) == len(ids):
+            raise ValueError(f"every series in {table.where} is shorter than context_length + horizon = {min_length} "
+                             f"steps (e.g. {short[:5]} (series, steps)); use a shorter context/horizon")
+        warnings.warn(f"dropping {len(short)} series shorter than context_length + horizon = {min_length} steps: "
+                      f"{short[:10]}{' ...' if len(short) > 10 else ''}", UserWarning, stacklevel=3)
+        keep = lengths >= min_length
+        df = df.filter(pl.col("__s").is_in(np.flatnonzero(~keep).astype(np.int32)).not_())
+        df = df.with_columns(pl.col("__s").rle_id().cast(pl.Int32))
+        ids = [i for i, k in zip(ids, keep) if k]
+        lengths, t0s, n_rows = lengths[keep], t0s[keep], n_rows[keep]
+    S = len(ids)
+    offsets = np.zeros(S + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    N, D = int(offsets[-1]), len(table.value_cols)
+    if N == df.height:  # no gaps: the grid is the table itself
+        values = np.empty((N, D + extra_cols), dtype=np.float32)
+        rows = slice(None)
+    else:
+        values = np.empty((N, D + extra_cols), dtype=np.float32)
+        values[:, :D] = np.nan
+        s_np = df["__s"].to_numpy()
+        k, _ = freq.index(t0s[s_np], df["__t"].to_numpy())
+        rows = k + offsets[:-1][s_np]
+        del s_np, k
+    for j, c in enumerate(table.value_cols):
+        values[rows, j] = df[c].to_numpy()
+    return Grid(series_ids=ids, offsets=offsets, starts=t0s, lengths=lengths, values=values, rows_in_table=n_rows)
+
+
+def grid_times_all(grid: Grid, freq: Frequency) -> np.ndarray:
+    """int64 (N,): the axis time of every grid row."""
+    local = np.arange(grid.n_steps, dtype=np.int64) - np.repeat(grid.offsets[:-1], grid.lengths)
+    return freq.time(np.repeat(grid.starts, grid.lengths), local)
+
+
+def calendar_array(grid: Grid, freq: Frequency, encodings: list[str], out: np.ndarray | None = None) -> np.ndarray:
+    """float32 (N, 2 * len(encodings)): the calendar features of every grid row (written into
+    ``out`` when given)."""
+    K = 2 * len(encodings)
+    N = grid.n_steps
+    if out is None:
+        out = np.empty((N, K), dtype=np.float32)
+    if not K:
+        return out
+    if freq.kind == "fixed":
+        # aligned fixed grids: one calendar over the union of all grids, sliced per series
+        step, t0s = freq.step, grid.starts
+        tmin = int(t0s.min())
+        total = int(((t0s - tmin) // step + grid.lengths).max())
+        if bool(np.all((t0s - tmin) % step == 0)) and total <= 2 * N:
+            cal = calendar_features(tmin + np.arange(total, dtype=np.int64) * step, encodings)
+            for s in range(len(grid.series_ids)):
+                a, b = int(grid.offsets[s]), int(grid.offsets[s + 1])
+                i0 = (int(t0s[s]) - tmin) // step
+                out[a:b] = cal[i0:i0 + (b - a)]
+            return out
+    out[:] = calendar_features(grid_times_all(grid, freq), encodings)
+    return out

@@ -1,0 +1,175 @@
+"""Online (prequential) evaluation: replay the test part of a dataset through a
+:class:`~forecaster.streaming.StreamingForecaster`, forecasting before each new observation, and
+score every forecast against what happened.
+
+:func:`replay` splits the data as the model's data module did (the same sizes or cut-offs), feeds
+each series' history before its test part, then walks the test part one timestamp at a time: first
+the forecasts of every series observed at that timestamp, then the observations. Each forecast is
+scored on the grid of the data (built with the model's spec, so its times, gaps and scalers are the
+training ones) beside the seasonal-naive and last-value forecasts of :mod:`forecaster.metrics` from
+the same origin.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+from forecaster.data import TimeSeriesDataModule
+from forecaster.metrics import last_value_forecast, seasonal_naive_forecast
+
+__all__ = ["replay", "ReplayResult", "score_forecasts", "SPLIT_KEYS"]
+
+SPLIT_KEYS = ("train_size", "val_size", "test_size", "val_start", "test_start")
+
+
+@dataclass
+class ReplayResult:
+    """What :func:`replay` measured.
+
+    Attributes:
+        errors: one row per scored element: ``series``, ``origin``, ``time``, ``step``, ``target``,
+            ``actual``, ``forecast``, ``seasonal_naive``, ``last_value`` (original units).
+        by_step: MAE per horizon step: ``step``, ``mae``, ``mae_seasonal_naive``, ``mae_last_value``, ``n``.
+        over_time: MAE per period of one season of origins: ``period``, ``mae``,
+            ``mae_seasonal_naive``, ``mae_last_value``, ``n``.
+        overall: ``mae``, ``mae_seasonal_naive``, ``mae_last_value``, ``forecasts_scored``,
+            ``timestamps``, ``observe_ms_per_timestamp``.
+    """
+
+    errors: pl.DataFrame
+    by_step: pl.DataFrame
+    over_time: pl.DataFrame
+    overall: dict
+
+
+def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: np.ndarray,
+                    forecast: np.ndarray) -> pl.DataFrame:
+    """Score point forecasts on ``dm``'s grid (built with the model's spec).
+
+    Args:
+        series: int64 (N,) indices into ``dm.series_ids``.
+        origin_index: int64 (N,) grid index of each forecast's origin in its series.
+        forecast: (N, horizon, C) point forecasts in original units.
+
+    Returns:
+        The ``errors`` table of :class:`ReplayResult`: one row per (forecast, step, target) whose
+        actual is observed.
+    """
+    spec = dm.spec
+    N, h, C = forecast.shape
+    m = int(spec.season_length)
+    T = max(int(spec.context_length), m)
+    batch, _ = dm.gather(series, origin_index - T + 1, T + h)
+    sc, loc = batch["scale"][:, None, :], batch["loc"][:, None, :]
+    values = batch["target"] * sc + loc  # original units, (N, T + h, C)
+    obs = batch["observed"]
+    ctx, ctx_obs = values[:, :T], obs[:, :T]
+    naive = seasonal_naive_forecast(ctx, h, m).numpy()
+    last = last_value_forecast(ctx, ctx_obs, h).numpy()
+    actual, seen = values[:, T:].numpy(), obs[:, T:].numpy() > 0
+    steps = np.arange(1, h + 1)
+    origin_t = dm.grid_time(series, origin_index)
+    times = dm.grid_time(series[:, None], origin_index[:, None] + steps[None, :])
+    n_i, s_i, c_i = np.nonzero(seen)
+    return pl.DataFrame({
+        "series": pl.Series([dm.series_ids[i] for i in series[n_i]], dtype=pl.String),
+        "origin": spec.times_series(origin_t[n_i], "origin"),
+        "time": spec.times_series(times[n_i, s_i], "time"),
+        "step": pl.Series(steps[s_i], dtype=pl.Int64),
+        "target": pl.Series(np.asarray(spec.target_cols, dtype=object)[c_i], dtype=pl.String),
+        "actual": actual[n_i, s_i, c_i].astype(np.float64),
+        "forecast": np.asarray(forecast, dtype=np.float64)[n_i, s_i, c_i],
+        "seasonal_naive": naive[n_i, s_i, c_i].astype(np.float64),
+        "last_value": last[n_i, s_i, c_i].astype(np.float64),
+    })
+
+
+def _period(spec) -> pl.Expr:
+    """Origins bucketed by one season of steps (a day of hourly data, a year of monthly data)."""
+    m, f = max(1, int(spec.season_length)), spec.freq
+    if f.kind == "int":
+        return (pl.col("origin") // (m * f.step)) * (m * f.step)
+    if f.kind == "month":
+        every = f"{m * f.step}mo"
+    elif f.kind == "bday":
+        every = "1w"
+    else:
+        every = f"{m * f.step}ns"
+    return pl.col("origin").dt.truncate(every)
+
+
+def _mae(errors: pl.DataFrame, by: list) -> pl.DataFrame:
+    a = pl.col("actual")
+    return (errors.group_by(by).agg((pl.col("forecast") - a).abs().mean().alias("mae"),
+                                    (pl.col("seasonal_naive") - a).abs().mean().alias("mae_seasonal_naive"),
+                                    (pl.col("last_value") - a).abs().mean().alias("mae_last_value"),
+                                    pl.len().alias("n"))
+            .sort(by[0]))
+
+
+@torch.inference_mode()
+def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_steps: int | None = None) -> ReplayResult:
+    """Stream the test part of ``data`` and score the online forecasts.
+
+    Args:
+        stream: a :class:`~forecaster.streaming.StreamingForecaster` (its state is advanced through
+            the data; use a fresh one).
+        data: the dataset (a path, or a Polars frame), with the model's columns.
+        split: the data module's split arguments (``train_size``, ``val_size``, ``test_size``,
+            ``val_start``, ``test_start``) as the model was trained with; None = the defaults.
+        max_steps: only the first N test timestamps.
+    """
+    spec = stream.spec
+    kw = {k: v for k, v in (split or {}).items() if k in SPLIT_KEYS and v is not None}
+    src = {"data": data} if isinstance(data, (pl.DataFrame, pl.LazyFrame)) else {"path": str(data)}
+    dm = TimeSeriesDataModule.from_spec(spec, **src, **kw)
+    ids = dm.series_ids
+    begin, _ = dm.split_bounds("test")
+    test_start = dm.grid_time(np.arange(len(ids)), begin)
+    frame = dm.frame().collect()
+    sid = (pl.col(spec.id_col).cast(pl.String) if spec.id_col else pl.lit(stream.single_id)).alias("__sid")
+    t, null = spec.parse_times(frame[spec.time_col])
+    frame = frame.with_columns(sid, pl.Series("__t", t)).filter(pl.Series(~null))
+    starts = pl.DataFrame({"__sid": ids, "__start": test_start})
+    frame = frame.join(starts, on="__sid", how="inner").sort("__t", "__sid")
+    stream.observe(frame.filter(pl.col("__t") < pl.col("__start")).drop("__sid", "__start", "__t"))
+    test = frame.filter(pl.col("__t") >= pl.col("__start")).drop("__start")
+    stamps = test["__t"].unique(maintain_order=True)
+    if max_steps is not None:
+        stamps = stamps.head(max_steps)
+    index = {s: i for i, s in enumerate(ids)}
+    series, origins, values = [], [], []
+    t_obs, n_stamps = 0.0, 0
+    for part in test.filter(pl.col("__t").is_in(stamps.implode())).partition_by("__t", maintain_order=True):
+        seen = [s for s in part["__sid"].unique(maintain_order=True).to_list() if s in stream._ids]
+        if seen:
+            f_ids, f_origin, f_values = stream.forecast_values(seen)
+            series += [index[s] for s in f_ids]
+            origins.append(f_origin)
+            values.append(f_values[..., stream.net.anchor])
+        t0 = time.perf_counter()
+        stream.observe(part.drop("__sid", "__t"))
+        t_obs += time.perf_counter() - t0
+        n_stamps += 1
+    if not series:
+        raise ValueError("the replay made no forecast: the test part is empty or no series had history before it")
+    series = np.asarray(series, dtype=np.int64)
+    origin_t = np.concatenate(origins)
+    k, _ = spec.freq.index(dm.grid_time(series, 0), origin_t)
+    errors = score_forecasts(dm, series, k.astype(np.int64), np.concatenate(values))
+    by_step = _mae(errors, ["step"])
+    over_time = _mae(errors.with_columns(_period(spec).alias("period")), ["period"])
+    a = errors["actual"]
+    overall = {
+        "mae": float((errors["forecast"] - a).abs().mean()),
+        "mae_seasonal_naive": float((errors["seasonal_naive"] - a).abs().mean()),
+        "mae_last_value": float((errors["last_value"] - a).abs().mean()),
+        "forecasts_scored": errors.height, "timestamps": n_stamps,
+        "observe_ms_per_timestamp": 1e3 * t_obs / max(1, n_stamps),
+    }
+    return ReplayResult(errors=errors, by_step=by_step, over_time=over_time, overall=overall)

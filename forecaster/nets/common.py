@@ -1,0 +1,109 @@
+"""Pieces both forecasting networks share: the per-step features, the future covariates ahead of
+each origin, the quantile head (non-crossing quantiles) and the GRU call.
+
+Shapes: B batch, T steps, C targets, P past covariates, F future covariates (user + calendar), Q
+quantiles (1 for a point forecast). Everything is in the data module's scaled units.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from kernels import FusedGRU
+
+__all__ = ["features", "future_ahead", "monotone_quantiles", "GRUNetBase"]
+
+
+def features(target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor) -> Tensor:
+    """The raw input of each step: (..., C), (..., C), (..., P), (..., F) of the SAME step(s) ->
+    ``cat(target * observed, observed, past_cov, future_cov)``, (..., 2C + P + F)."""
+    return torch.cat([target * observed, observed, past_cov, future_cov], dim=-1)
+
+
+def future_ahead(future_cov: Tensor, n_origins: int, horizon: int) -> Tensor:
+    """Future covariates of steps ``t+1 .. t+horizon`` for every origin ``t = 0 .. n_origins-1``.
+
+    Args:
+        future_cov: (B, L, F) with ``L >= n_origins + horizon``.
+    Returns:
+        (B, n_origins, horizon * F), step-major (the F covariates of step t+1, then of t+2, ...).
+    """
+    B, L, Fc = future_cov.shape
+    if L < n_origins + horizon:
+        raise ValueError(f"future_cov has {L} steps; {n_origins} origins x horizon {horizon} need {n_origins + horizon}")
+    if Fc == 0:
+        return future_cov.new_zeros(B, n_origins, 0)
+    win = future_cov[:, 1:n_origins + horizon].unfold(1, horizon, 1)  # (B, n_origins, F, horizon)
+    return win.transpose(-1, -2).reshape(B, n_origins, horizon * Fc)
+
+
+def monotone_quantiles(raw: Tensor, anchor: int) -> Tensor:
+    """Raw head outputs (..., Q) -> non-decreasing quantiles: ``raw[anchor]`` is kept, quantiles above
+    it add cumulative softplus increments, quantiles below subtract them."""
+    Q = raw.shape[-1]
+    if Q == 1:
+        return raw
+    mid = raw[..., anchor:anchor + 1]
+    parts = []
+    if anchor > 0:
+        inc = F.softplus(raw[..., :anchor]).flip(-1).cumsum(-1).flip(-1)  # inc[i] = sum_{j>=i} sp(raw_j)
+        parts.append(mid - inc)
+    parts.append(mid)
+    if anchor < Q - 1:
+        parts.append(mid + F.softplus(raw[..., anchor + 1:]).cumsum(-1))
+    return torch.cat(parts, dim=-1)
+
+
+class GRUNetBase(nn.Module):
+    """What both networks have: target counts, quantile levels, and the helpers that run the GRU and
+    the head. Subclasses create ``input_proj``, ``gru``, ``head`` and ``head_dropout``.
+
+    Args:
+        n_targets: C. horizon: steps forecast from an origin.
+        quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
+        n_net_targets: targets per network row (1 when channel-independent, else C).
+    """
+
+    def __init__(self, n_targets: int, horizon: int, quantiles: Sequence[float] | None, n_net_targets: int) -> None:
+        super().__init__()
+        for name, v in (("n_targets", n_targets), ("horizon", horizon)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        self.n_targets, self.horizon, self.n_net_targets = int(n_targets), int(horizon), int(n_net_targets)
+        qs = [float(q) for q in (quantiles or [])]
+        if any(not 0.0 < q < 1.0 for q in qs) or qs != sorted(qs) or len(set(qs)) != len(qs):
+            raise ValueError(f"quantiles must be distinct, sorted and in (0, 1), got {list(quantiles or [])}")
+        self.quantiles = qs
+        self.n_quantiles = max(1, len(qs))
+        # the quantile predicted directly (the point forecast): the one closest to the median
+        self.anchor = min(range(len(qs)), key=lambda i: abs(qs[i] - 0.5)) if qs else 0
+
+    @staticmethod
+    def make_gru(d_model: int, hidden_size: int, num_layers: int, dropout: float, reset_after: bool,
+                 backend: str) -> FusedGRU:
+        return FusedGRU(d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout,
+                        reset_after=reset_after, backend=backend)
+
+    @staticmethod
+    def make_head(head_in: int, head_hidden: int, head_out: int) -> nn.Module:
+        if head_hidden:
+            return nn.Sequential(nn.Linear(head_in, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_out))
+        return nn.Linear(head_in, head_out)
+
+    def _gru(self, z: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        w = self.gru.weight_ih_l0
+        if z.dtype != w.dtype and not torch.is_autocast_enabled(z.device.type):
+            z = z.to(w.dtype)
+        return self.gru(z, hx)
+
+    def _head(self, z: Tensor) -> Tensor:
+        """Head input (..., head_in) -> dropout, head, non-crossing quantiles: (..., steps, C_net, Q)."""
+        if not torch.is_autocast_enabled(z.device.type):
+            z = z.to(next(self.head.parameters()).dtype)
+        raw = self.head(self.head_dropout(z)).float()
+        raw = raw.reshape(*z.shape[:-1], -1, self.n_net_targets, self.n_quantiles)
+        return monotone_quantiles(raw, self.anchor)

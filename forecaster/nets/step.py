@@ -1,0 +1,112 @@
+"""``StepForecastNet``: the per-step model, which streams one observation at a time.
+
+Each step's features (:func:`~forecaster.nets.common.features` of that step only) go through an
+input projection (``Linear`` + GELU) into a :class:`kernels.FusedGRU`; from the GRU's output state
+``h_t`` at any origin ``t``, a head MLP forecasts steps ``t+1 .. t+horizon`` from ``h_t``
+concatenated with those steps' future covariates. Training forks: one GRU pass over the context
+and every origin forecasts (:meth:`StepForecastNet.forward`). Streaming keeps ``h_t`` per series
+and advances it with :meth:`StepForecastNet.step_`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from forecaster.nets.common import GRUNetBase, features, future_ahead
+
+__all__ = ["StepForecastNet"]
+
+
+class StepForecastNet(GRUNetBase):
+    """Input projection -> FusedGRU -> horizon head, per step.
+
+    Args:
+        n_targets: C. n_past_covariates: P. n_future_covariates: F (user + calendar).
+        horizon: steps forecast from each origin.
+        hidden_size, num_layers, dropout, reset_after, backend: of ``kernels.FusedGRU``.
+        d_model: width of the input projection (the GRU's input size).
+        head_hidden: hidden width of the head MLP (0: a single linear layer).
+        quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
+        head_dropout: dropout in front of the head.
+    """
+
+    trains_on_every_origin = True
+
+    def __init__(
+        self,
+        n_targets: int,
+        n_past_covariates: int,
+        n_future_covariates: int,
+        horizon: int,
+        hidden_size: int = 64,
+        num_layers: int = 1,
+        d_model: int = 32,
+        head_hidden: int = 128,
+        dropout: float = 0.0,
+        reset_after: bool = True,
+        backend: str = "auto",
+        quantiles: Sequence[float] | None = None,
+        head_dropout: float = 0.0,
+    ) -> None:
+        super().__init__(n_targets, horizon, quantiles, n_targets)
+        if not 0.0 <= float(head_dropout) < 1.0:
+            raise ValueError(f"head_dropout={head_dropout!r}: must be in [0, 1)")
+        self.n_past, self.n_future = int(n_past_covariates), int(n_future_covariates)
+        self.n_in = 2 * self.n_targets + self.n_past + self.n_future
+        self.input_proj = nn.Sequential(nn.Linear(self.n_in, d_model), nn.GELU())
+        self.gru = self.make_gru(d_model, hidden_size, num_layers, dropout, reset_after, backend)
+        self.head = self.make_head(hidden_size + self.horizon * self.n_future, head_hidden,
+                                   self.horizon * self.n_targets * self.n_quantiles)
+        # a separate module so the default model's state_dict keys stay as they were
+        self.head_dropout = nn.Dropout(float(head_dropout)) if head_dropout else nn.Identity()
+
+    def encode(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Features (B, T, n_in) -> GRU output states (B, T, H) and final states (num_layers, B, H)."""
+        return self._gru(self.input_proj(x), hx)
+
+    def decode(self, h: Tensor, future_ahead: Tensor) -> Tensor:
+        """GRU output state(s) h (..., H) and the future covariates of the next ``horizon`` steps
+        (..., horizon * F) -> forecasts (..., horizon, C, Q), non-crossing along Q."""
+        return self._head(torch.cat([h.float(), future_ahead.float()], dim=-1))
+
+    def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
+                context_length: int) -> Tensor:
+        """Forking sequences over a window of L = context_length + horizon steps.
+
+        The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
+        origin t forecasts steps t+1 .. t+horizon. Returns (B, context_length, horizon, C, Q)."""
+        T = int(context_length)
+        if target.shape[1] < T + self.horizon:
+            raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")
+        x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        out, _ = self.encode(x)
+        return self.decode(out, future_ahead(future_cov, T, self.horizon))
+
+    def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
+                      context_length: int) -> Tensor:
+        """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward."""
+        T = int(context_length)
+        x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        out, _ = self.encode(x)
+        fa = future_cov[:, T:T + self.horizon].reshape(future_cov.shape[0], -1)
+        return self.decode(out[:, -1], fa)
+
+    # ---- streaming ----
+
+    @torch.no_grad()
+    def step_(self, state: Tensor, idx: Tensor, target: Tensor, observed: Tensor, past_cov: Tensor,
+              future_cov: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Advance rows ``idx`` (M,) of a (num_layers, N, H) float32 state table by one step.
+
+        target/observed (M, C), past_cov (M, P), future_cov (M, F) are this step's scaled values.
+        Returns the new last-layer states (M, H); feed them to :meth:`decode` with the next
+        ``horizon`` steps' future covariates to forecast from this step."""
+        x = self.input_proj(features(target, observed, past_cov, future_cov))
+        return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
+
+    def init_state(self, n: int, device=None) -> Tensor:
+        """A zero state table (num_layers, n, H), float32, for :meth:`step_`."""
+        return torch.zeros(self.gru.num_layers, n, self.gru.hidden_size, device=device)

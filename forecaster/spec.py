@@ -1,0 +1,247 @@
+"""``DataSpec``: every fact about the data that training, prediction, streaming and the replay
+share, in one object: the column roles, the time axis (the time rule, the frequency and its grid
+arithmetic, calendar features), the window shape, and the per-series scalers.
+
+The data module builds it (:attr:`forecaster.TimeSeriesDataModule.spec`), checkpoints store it
+(:meth:`DataSpec.to_dict`, plain JSON), and ``predict``, the stream and the replay read it back
+(:meth:`DataSpec.from_dict`), so a forecast never needs the training data.
+
+Shapes: S series, D value columns (``C`` targets, then ``P`` past covariates, then the user's future
+covariates), ``F = len(future_covariate_cols) + 2 * len(calendar)`` future features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_features, format_time, to_axis
+
+__all__ = ["DataSpec", "SPEC_VERSION"]
+
+SPEC_VERSION = 2
+
+
+@dataclass(eq=False)
+class DataSpec:
+    """The data's roles, time axis, window shape and scalers (see the module docstring).
+
+    Attributes:
+        time_col, id_col, target_cols, past_covariate_cols, future_covariate_cols: column roles
+            (``id_col`` None: one series, id ``"0"``).
+        time_kind: ``"datetime"`` or ``"int"``. time_zone: ``"UTC"`` when the source times were
+            zone-aware (they were converted to UTC), else None. time_format: strptime format of
+            string times (None: ISO).
+        freq: the :class:`~forecaster.timeaxis.Frequency`.
+        calendar: calendar encodings fed to the model as future features.
+        season_length: steps per season (seasonal naive, MASE).
+        context_length, horizon: the window the model reads and forecasts.
+        scaling: ``"standard"``, ``"robust"`` or ``"none"``.
+        series_ids: ids (S,) of the series with scalers.
+        loc, scale: float64 (S, D): ``scaled = (value - loc) / scale`` per series and value column.
+        series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
+            (first grid time, grid steps, grid index of the last observed target); informational
+            for prediction on other tables.
+    """
+
+    time_col: str
+    id_col: str | None
+    target_cols: list[str]
+    past_covariate_cols: list[str]
+    future_covariate_cols: list[str]
+    time_kind: str
+    freq: Frequency
+    calendar: list[str]
+    season_length: int
+    context_length: int
+    horizon: int
+    scaling: str
+    series_ids: list[str]
+    loc: np.ndarray
+    scale: np.ndarray
+    series_start: np.ndarray
+    series_length: np.ndarray
+    last_observed: np.ndarray
+    time_zone: str | None = None
+    time_format: str | None = None
+    _index: dict = field(default=None, init=False, repr=False)
+
+    # ---- sizes ----
+
+    @property
+    def value_cols(self) -> list[str]:
+        """Targets, past covariates, user future covariates: the D columns of ``loc``/``scale``."""
+        return [*self.target_cols, *self.past_covariate_cols, *self.future_covariate_cols]
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.target_cols)
+
+    @property
+    def n_past_covariates(self) -> int:
+        return len(self.past_covariate_cols)
+
+    @property
+    def n_future_covariates(self) -> int:
+        """User future covariates + calendar feature columns."""
+        return len(self.future_covariate_cols) + 2 * len(self.calendar)
+
+    @property
+    def calendar_feature_names(self) -> list[str]:
+        return calendar_feature_names(self.calendar)
+
+    # ---- series and scalers ----
+
+    def series_index(self, ids: Sequence[str]) -> np.ndarray:
+        """Rows of ``series_ids`` for ``ids`` (int64 (n,)), -1 for a series the spec does not know."""
+        if self._index is None:
+            self._index = {s: i for i, s in enumerate(self.series_ids)}
+        return np.array([self._index.get(str(s), -1) for s in ids], dtype=np.int64)
+
+    def pooled_scalers(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(loc, scale)`` float64 (D,) for a series the spec does not know: the median over the
+        known series of each column's location and scale (0 and 1 without any)."""
+        if not len(self.series_ids):
+            D = len(self.value_cols)
+            return np.zeros(D), np.ones(D)
+        return np.median(self.loc, axis=0), np.median(self.scale, axis=0)
+
+    def scalers_for(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(loc, scale, known)``: float64 (n, D), float64 (n, D), bool (n,); unknown series get
+        :meth:`pooled_scalers`."""
+        rows = self.series_index(ids)
+        known = rows >= 0
+        ploc, pscale = self.pooled_scalers()
+        loc = np.tile(ploc, (len(rows), 1))
+        sc = np.tile(pscale, (len(rows), 1))
+        loc[known], sc[known] = self.loc[rows[known]], self.scale[rows[known]]
+        return loc, sc, known
+
+    def scaler(self, series_id: str, cols: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(loc, scale)``, float64 (len(cols),), of a known series; ``cols`` defaults to the
+        targets. ``ValueError`` for an unknown series or column."""
+        cols = list(self.target_cols if cols is None else cols)
+        row = int(self.series_index([series_id])[0])
+        if row < 0:
+            raise ValueError(f"series {series_id!r} is not in the spec (known: {self.series_ids[:10]}...); use "
+                             "scalers_for() for the pooled scalers of a new series")
+        vc = self.value_cols
+        missing = [c for c in cols if c not in vc]
+        if missing:
+            raise ValueError(f"no scaler for column(s) {missing}; the value columns are {vc}")
+        j = [vc.index(c) for c in cols]
+        return self.loc[row, j], self.scale[row, j]
+
+    def scale_values(self, values, series_id: str, cols: Sequence[str] | None = None) -> np.ndarray:
+        """Original units -> model units, ``(values - loc) / scale``. ``values``: (..., len(cols)),
+        ``cols`` defaulting to the targets; float32, same shape."""
+        loc, sc = self.scaler(series_id, cols)
+        return ((np.asarray(values, dtype=np.float64) - loc) / sc).astype(np.float32)
+
+    def unscale_values(self, values, series_id: str, cols: Sequence[str] | None = None) -> np.ndarray:
+        """Model units -> original units, ``values * scale + loc`` (the inverse of
+        :meth:`scale_values`); float32, same shape."""
+        loc, sc = self.scaler(series_id, cols)
+        return (np.asarray(values, dtype=np.float64) * sc + loc).astype(np.float32)
+
+    # ---- time ----
+
+    def parse_times(self, values, *, what: str | None = None, strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Times in any accepted form -> ``(int64 axis values (n,), null (n,))`` by the time rule of
+        :func:`forecaster.timeaxis.to_axis`, with this spec's time kind and format."""
+        t, null, _ = to_axis(values, self.time_kind, self.time_format, what=what or f"time_col {self.time_col!r}",
+                             strict=strict)
+        return t, null
+
+    def grid_times(self, origin, k) -> np.ndarray:
+        """Times (int64 axis values) of grid steps ``k`` from ``origin`` (broadcast)."""
+        return self.freq.time(origin, k)
+
+    def times_series(self, t: np.ndarray, name: str = "time") -> pl.Series:
+        """Axis values -> a Polars Series: ``Datetime("ns")`` (with time zone ``UTC`` for zoned source
+        data) or ``Int64`` for integer time."""
+        s = pl.Series(name, np.asarray(t, dtype=np.int64).reshape(-1), dtype=pl.Int64)
+        if self.time_kind != "datetime":
+            return s
+        s = s.cast(pl.Datetime("ns"))
+        return s.dt.replace_time_zone(self.time_zone) if self.time_zone else s
+
+    def format_time(self, t: int):
+        return format_time(t, self.time_kind)
+
+    def calendar_features(self, times: np.ndarray) -> np.ndarray:
+        """float32 (n, 2 * len(calendar)) calendar features of axis times (n,)."""
+        return calendar_features(times, self.calendar)
+
+    # ---- other tables ----
+
+    def for_series(self, ids: Sequence[str], starts: np.ndarray, lengths: np.ndarray,
+                   last_observed: np.ndarray) -> "DataSpec":
+        """This spec's roles, axis and scalers on another table's series (prediction data): known
+        series keep their scalers, new ones get the pooled scalers."""
+        loc, sc, _ = self.scalers_for(ids)
+        return replace(self, series_ids=[str(s) for s in ids], loc=loc, scale=sc,
+                       series_start=np.asarray(starts, np.int64), series_length=np.asarray(lengths, np.int64),
+                       last_observed=np.asarray(last_observed, np.int64))
+
+    # ---- serialisation ----
+
+    def to_dict(self) -> dict:
+        """Plain JSON (saved in checkpoints as the model's ``data_spec``)."""
+        vc = self.value_cols
+        return {
+            "version": SPEC_VERSION,
+            "time_col": self.time_col,
+            "id_col": self.id_col,
+            "target_cols": list(self.target_cols),
+            "past_covariate_cols": list(self.past_covariate_cols),
+            "future_covariate_cols": list(self.future_covariate_cols),
+            "time_kind": self.time_kind,
+            "time_zone": self.time_zone,
+            "time_format": self.time_format,
+            "freq": self.freq.value,
+            "month_end": bool(self.freq.month_end),
+            "calendar": list(self.calendar),
+            "calendar_feature_names": self.calendar_feature_names,
+            "season_length": int(self.season_length),
+            "context_length": int(self.context_length),
+            "horizon": int(self.horizon),
+            "scaling": self.scaling,
+            "series_ids": list(self.series_ids),
+            "series": {sid: {"start": int(self.series_start[i]), "length": int(self.series_length[i]),
+                             "last_observed": int(self.last_observed[i])} for i, sid in enumerate(self.series_ids)},
+            "scalers": {sid: {c: [float(self.loc[i, j]), float(self.scale[i, j])] for j, c in enumerate(vc)}
+                        for i, sid in enumerate(self.series_ids)},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict | "DataSpec") -> "DataSpec":
+        """The inverse of :meth:`to_dict`; also reads the version-1 specs of earlier checkpoints."""
+        if isinstance(d, DataSpec):
+            return d
+        if not isinstance(d, dict) or "time_col" not in d:
+            raise ValueError("not a data spec (a dict written by DataSpec.to_dict)")
+        version = int(d.get("version", 1))
+        if version > SPEC_VERSION:
+            raise ValueError(f"the data spec has version {version}; this code reads up to {SPEC_VERSION}: "
+                             "upgrade gru-forecaster")
+        ids = [str(s) for s in d.get("series_ids", list(d.get("scalers", {})))]
+        vc = [*d["target_cols"], *d["past_covariate_cols"], *d["future_covariate_cols"]]
+        sc = d.get("scalers", {})
+        loc = np.array([[sc[s][c][0] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
+        scl = np.array([[sc[s][c][1] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
+        info = d.get("series", {})
+        get = lambda k: np.array([int(info.get(s, {}).get(k, 0)) for s in ids], dtype=np.int64)  # noqa: E731
+        kind = d["time_kind"]
+        return cls(
+            time_col=d["time_col"], id_col=d["id_col"], target_cols=list(d["target_cols"]),
+            past_covariate_cols=list(d["past_covariate_cols"]), future_covariate_cols=list(d["future_covariate_cols"]),
+            time_kind=kind, freq=Frequency.parse(d["freq"], kind, month_end=bool(d.get("month_end", False))),
+            calendar=list(d.get("calendar", [])), season_length=int(d["season_length"]),
+            context_length=int(d["context_length"]), horizon=int(d["horizon"]), scaling=d.get("scaling", "standard"),
+            series_ids=ids, loc=loc, scale=scl, series_start=get("start"), series_length=get("length"),
+            last_observed=get("last_observed"), time_zone=d.get("time_zone"), time_format=d.get("time_format"),
+        )

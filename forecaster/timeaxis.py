@@ -1,0 +1,433 @@
+"""The time axis: one rule for reading times, the frequency grid and its arithmetic, and the
+calendar features of a time. Training, prediction, streaming and the replay all go through here.
+
+**The time rule.** Every time becomes an int64 on one axis:
+
+* datetimes: nanoseconds since 1970-01-01. Time-zone-aware values (a zoned Polars column, an aware
+  ``datetime``, an ISO string with an offset such as ``2024-03-31T12:00+02:00``) are converted to
+  UTC; naive values are taken as given (their wall clock). Calendar features of aware data are
+  therefore UTC-based. Dates are midnight.
+* integer time: the integer itself.
+
+**Frequencies** (:class:`Frequency`): fixed durations (``"30m"``, ``"1h"``, ``"1d"``, ``"1w"``,
+``"1h30m"``), calendar durations (``"1mo"``, ``"1q"`` = 3 months, ``"1y"`` = 12 months, anchored on
+the same day of the month or on month ends), business days (``"1bd"``: Monday to Friday) and an
+integer step for integer time. Grid arithmetic is relative to a series' origin (any time on its
+grid): :meth:`Frequency.index` and :meth:`Frequency.time`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import polars as pl
+
+__all__ = [
+    "Frequency", "to_axis", "calendar_features", "calendar_feature_names", "default_calendar",
+    "CALENDAR_ENCODINGS", "CALENDAR_PERIODS", "format_time", "DAY_NS",
+]
+
+_FIXED_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000, "m": 60_000_000_000,
+             "h": 3_600_000_000_000, "d": 86_400_000_000_000, "w": 7 * 86_400_000_000_000}
+_MONTHS = {"mo": 1, "q": 3, "y": 12}
+DAY_NS = _FIXED_NS["d"]
+_HOUR_NS = _FIXED_NS["h"]
+_WEEK_NS = _FIXED_NS["w"]
+_TOKEN = re.compile(r"(\d+)(ns|us|ms|mo|bd|s|m|h|d|w|q|y)")
+
+# calendar encodings: each gives a sin and a cos column of a phase in [0, 1)
+CALENDAR_ENCODINGS = ("minute_of_hour", "hour_of_day", "day_of_week", "day_of_month", "day_of_year",
+                      "month_of_year")
+# the period of each encoding in nanoseconds (months and years at their mean length): a feature is
+# only learnable where the training part covers its period several times
+CALENDAR_PERIODS = {"minute_of_hour": _HOUR_NS, "hour_of_day": DAY_NS, "day_of_week": _WEEK_NS,
+                    "day_of_month": int(30.44 * DAY_NS), "day_of_year": int(365.25 * DAY_NS),
+                    "month_of_year": int(365.25 * DAY_NS)}
+
+_FREQ_HELP = ("use a Polars duration: '30m' (minutes), '1h', '1d', '1w', '1mo' (month), '1q' (quarter), "
+              "'1y' (year), '1bd' (business day), or an int step for integer time")
+
+
+def _bad_freq(freq, why: str) -> ValueError:
+    return ValueError(f"freq={freq!r}: {why}; {_FREQ_HELP}")
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """A regular time step.
+
+    Attributes:
+        kind: ``"fixed"`` (a duration), ``"month"`` (calendar months), ``"bday"`` (business days)
+            or ``"int"`` (integer time).
+        step: nanoseconds (fixed), months (month: 1, 3 or 12 for ``1mo``/``1q``/``1y``), business
+            days (bday) or the integer step (int).
+        month_end: months only: the grid is on the last day of each month (otherwise on the
+            origin's day of the month, which must be 1..28).
+    """
+
+    kind: str
+    step: int
+    month_end: bool = False
+
+    # ---- construction ----
+
+    @classmethod
+    def parse(cls, freq: str | int, time_kind: str = "datetime", month_end: bool = False) -> "Frequency":
+        """A frequency string or int step -> :class:`Frequency`; ``ValueError`` naming the fix for
+        anything else (``"1M"`` is ambiguous: month is ``1mo``, minute ``1m``)."""
+        if isinstance(freq, bool):
+            raise _bad_freq(freq, "not a frequency")
+        if isinstance(freq, (int, np.integer)) or (isinstance(freq, float) and float(freq).is_integer()):
+            n = int(freq)
+            if n <= 0:
+                raise ValueError(f"freq={freq!r}: an integer time step must be positive")
+            if time_kind != "int":
+                raise ValueError(f"freq={freq!r} is an integer step but the time column holds datetimes; "
+                                 f"{_FREQ_HELP}")
+            return cls("int", n)
+        s = str(freq).strip()
+        if s.lstrip("-").isdigit():
+            return cls.parse(int(s), time_kind, month_end)
+        if time_kind == "int":
+            raise ValueError(f"freq={freq!r} is a duration but the time column is integer; give an int step")
+        if s != s.lower():
+            hint = ""
+            if s.upper().endswith("M"):
+                hint = "; for months write '1mo', for minutes '1m'"
+            raise _bad_freq(freq, f"units are lower case (Polars durations){hint}")
+        pos, fixed, months, bdays = 0, 0, 0, 0
+        for m in _TOKEN.finditer(s):
+            if m.start() != pos:
+                break
+            n, unit = int(m.group(1)), m.group(2)
+            if unit in _MONTHS:
+                months += n * _MONTHS[unit]
+            elif unit == "bd":
+                bdays += n
+            else:
+                fixed += n * _FIXED_NS[unit]
+            pos = m.end()
+        if pos != len(s) or not s:
+            raise _bad_freq(freq, "could not parse it")
+        if sum(x > 0 for x in (fixed, months, bdays)) != 1:
+            raise _bad_freq(freq, "mix a calendar duration (mo, q, y), business days (bd) and a fixed "
+                                  "duration in one frequency is not supported")
+        if months:
+            return cls("month", months, bool(month_end))
+        if bdays:
+            return cls("bday", bdays)
+        return cls("fixed", fixed)
+
+    @classmethod
+    def infer(cls, diffs: np.ndarray, times: np.ndarray | None) -> "Frequency":
+        """The frequency of datetime data from its positive time differences between consecutive rows
+        of each series (int64 ns) and the times themselves (for month ends and weekdays): the most
+        common difference; 28-31 days is monthly, 89-92 days quarterly, 365-366 days yearly, and one
+        day on data with no weekend dates and some 3-day steps business-daily."""
+        d = np.asarray(diffs, dtype=np.int64)
+        if d.size == 0:
+            raise ValueError("no series has two distinct times; set freq (e.g. '1h' or an int step)")
+        vals, counts = np.unique(d, return_counts=True)
+        step = int(vals[counts == counts.max()].min())
+        days = step / DAY_NS
+        t = None if times is None else np.asarray(times, dtype=np.int64)
+        for lo, hi, months in ((28, 31, 1), (89, 92, 3), (365, 366, 12)):
+            if lo <= days <= hi and step % DAY_NS == 0:
+                return cls("month", months, bool(t is not None and t.size and _is_month_end(t).all()))
+        if step == DAY_NS and t is not None and t.size:
+            wd = _weekday(t)
+            if (wd < 5).all() and np.any(d == 3 * DAY_NS):
+                return cls("bday", 1)
+        return cls("fixed", step)
+
+    # ---- names ----
+
+    def __str__(self) -> str:
+        if self.kind == "int":
+            return str(self.step)
+        if self.kind == "bday":
+            return f"{self.step}bd"
+        if self.kind == "month":
+            if self.step % 12 == 0:
+                return f"{self.step // 12}y"
+            if self.step % 3 == 0:
+                return f"{self.step // 3}q"
+            return f"{self.step}mo"
+        for unit in ("w", "d", "h", "m", "s", "ms", "us", "ns"):
+            if self.step % _FIXED_NS[unit] == 0:
+                return f"{self.step // _FIXED_NS[unit]}{unit}"
+        raise AssertionError(self.step)
+
+    @property
+    def value(self) -> str | int:
+        """As written in configs and specs: the int step for integer time, else the string."""
+        return self.step if self.kind == "int" else str(self)
+
+    @property
+    def nominal_ns(self) -> int:
+        """The mean length of a step in nanoseconds (a month is 30.44 days), for coverage estimates;
+        the step itself for integer time."""
+        if self.kind == "fixed":
+            return self.step
+        if self.kind == "month":
+            return int(self.step * 30.436875 * DAY_NS)
+        if self.kind == "bday":
+            return int(self.step * 1.4 * DAY_NS)
+        return self.step
+
+    def default_season_length(self) -> int:
+        """Steps per season: per day for sub-daily data (24 hourly, 48 half-hourly), 7 daily, 5
+        business-daily, 52 weekly, 12 monthly, 4 quarterly, 1 (none) yearly and for integer time."""
+        if self.kind == "int":
+            return 1
+        if self.kind == "bday":
+            return 5 if self.step == 1 else 1
+        if self.kind == "month":
+            return 12 // self.step if 12 % self.step == 0 and self.step < 12 else 1
+        if self.step < DAY_NS and DAY_NS % self.step == 0:
+            return DAY_NS // self.step
+        if self.step == DAY_NS:
+            return 7
+        if self.step == _WEEK_NS:
+            return 52
+        return 1
+
+    # ---- grid arithmetic (vectorised; times are int64 on the axis) ----
+
+    def time(self, origin, k) -> np.ndarray:
+        """Time of grid step ``k`` (int64, any shape, may be negative) of a series whose grid passes
+        through ``origin`` (broadcast against ``k``)."""
+        o = np.asarray(origin, dtype=np.int64)
+        k = np.asarray(k, dtype=np.int64)
+        if self.kind in ("fixed", "int"):
+            return o + k * self.step
+        day = np.floor_divide(o, DAY_NS)
+        tod = o - day * DAY_NS
+        if self.kind == "bday":
+            d = np.busday_offset(day.astype("datetime64[D]"), k * self.step, roll="forward")
+            return d.astype(np.int64) * DAY_NS + tod
+        month = day.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64) + k * self.step
+        first = month.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+        if self.month_end:
+            d = (month + 1).astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) - 1
+        else:
+            dom = day - day.astype("datetime64[D]").astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
+            d = first + dom
+        return d * DAY_NS + tod
+
+    def index(self, origin, t) -> tuple[np.ndarray, np.ndarray]:
+        """``(k, on_grid)``: the grid step of times ``t`` relative to ``origin`` (int64, rounded down
+        for times between grid points) and whether ``t`` is exactly on the grid."""
+        o = np.asarray(origin, dtype=np.int64)
+        t = np.asarray(t, dtype=np.int64)
+        if self.kind in ("fixed", "int"):
+            d = t - o
+            return np.floor_divide(d, self.step), np.remainder(d, self.step) == 0
+        if self.kind == "bday":
+            do, dt_ = np.floor_divide(o, DAY_NS), np.floor_divide(t, DAY_NS)
+            n = np.busday_count(do.astype("datetime64[D]"), dt_.astype("datetime64[D]"))
+            k = np.floor_divide(n, self.step).astype(np.int64)
+        else:
+            mo = np.floor_divide(o, DAY_NS).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+            mt = np.floor_divide(t, DAY_NS).astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+            k = np.floor_divide(mt - mo, self.step)
+        at = self.time(o, k)
+        k = np.where(at > t, k - 1, k)  # t before its period's grid time: the step before
+        return k, at == t
+
+    def check_anchor(self, origins: np.ndarray) -> None:
+        """Months only: every grid must be on month ends or on a day 1..28 (a day 29-31 that is not
+        the month's last has no place in shorter months)."""
+        if self.kind != "month" or self.month_end:
+            return
+        o = np.asarray(origins, dtype=np.int64)
+        day = np.floor_divide(o, DAY_NS)
+        dom = day - day.astype("datetime64[D]").astype("datetime64[M]").astype("datetime64[D]").astype(np.int64) + 1
+        bad = np.flatnonzero(dom > 28)
+        if bad.size:
+            raise ValueError(f"freq={self}: the dates fall on day {int(dom[bad[0]])} of the month "
+                             f"({format_time(int(o[bad[0]]), 'datetime')}), which shorter months do not have; "
+                             "use month-start or month-end dates")
+
+
+def _is_month_end(t: np.ndarray) -> np.ndarray:
+    day = np.floor_divide(t, DAY_NS).astype("datetime64[D]")
+    return (day + 1).astype("datetime64[M]") != day.astype("datetime64[M]")
+
+
+def _weekday(t: np.ndarray) -> np.ndarray:
+    """Monday = 0 (1970-01-01 was a Thursday)."""
+    return np.remainder(np.floor_divide(t, DAY_NS) + 3, 7)
+
+
+# ----------------------------------------------------------------------------------------------
+# the time rule
+# ----------------------------------------------------------------------------------------------
+
+def _as_series(values) -> pl.Series:
+    if isinstance(values, pl.Series):
+        return values
+    if isinstance(values, np.ndarray):
+        return pl.Series(values)
+    vals = list(values)
+    kinds = {type(v) for v in vals if v is not None}
+    if len(kinds) > 1 and str in kinds:  # mixed strings and datetimes: one parser for all
+        vals = [v.isoformat() if isinstance(v, (_dt.datetime, _dt.date)) else v for v in vals]
+    try:
+        return pl.Series(vals, strict=False)
+    except (TypeError, ValueError, pl.exceptions.PolarsError) as e:
+        raise ValueError(f"times {vals[:3]!r}...: not datetimes, ISO strings or integers ({e})") from None
+
+
+def _first_bad(raw: pl.Series, parsed: pl.Series) -> object | None:
+    bad = raw.filter(parsed.is_null() & raw.is_not_null())
+    return bad[0] if bad.len() else None
+
+
+def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str = "time",
+            strict: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Times -> int64 on the axis (the module docstring's rule).
+
+    Args:
+        values: a Polars Series, a numpy array or a sequence of datetimes / dates / strings / ints.
+        time_kind: ``"datetime"`` or ``"int"``.
+        time_format: strptime format of string times (None: ISO, inferred by Polars).
+        what: how error messages name the values (e.g. ``"time_col 'ts'"``).
+        strict: raise ``ValueError`` for a value that cannot be read; with False it comes back
+            as null.
+
+    Returns:
+        ``(t, null, zoned)``: int64 array (n,) (0 where null), a bool array (n,), True where the value
+        was null or (``strict=False``) unreadable, and whether the values were zone-aware (converted
+        to UTC).
+    """
+    s = _as_series(values)
+    dt = s.dtype
+    zoned = False
+    if time_kind == "int":
+        if dt.is_integer():
+            out = s.cast(pl.Int64)
+        elif dt.is_float():
+            s = s.fill_nan(None)
+            frac = (s != s.floor()).fill_null(False)
+            if strict and frac.any():
+                raise ValueError(f"{what}: {s.filter(frac)[0]!r} is not an integer (the time axis is integer)")
+            out = s.to_frame("x").select(pl.when(pl.Series(frac)).then(None).otherwise(pl.col("x"))
+                                         .cast(pl.Int64)).to_series()
+        elif dt == pl.String or dt == pl.Null:
+            out = s.cast(pl.Int64, strict=False)
+            bad = _first_bad(s, out)
+            if bad is not None and strict:
+                raise ValueError(f"{what}: {bad!r} is not an integer (the time axis is integer)")
+        else:
+            raise ValueError(f"{what} is {dt}, but the time axis is integer; give integer times")
+    else:
+        if dt == pl.Date:
+            s = s.cast(pl.Datetime("ns"))
+        elif dt == pl.String or dt == pl.Null:
+            raw = s
+            try:
+                s = s.str.to_datetime(format=time_format, time_unit="ns", strict=False)
+            except pl.exceptions.PolarsError:
+                first = raw.drop_nulls()
+                ex = first[0] if first.len() else None
+                raise ValueError(f"{what}: {ex!r} is not an ISO datetime; set time_format to its strptime "
+                                 "format (e.g. '%b %d %Y' for 'Jan 1 2000')") from None
+            bad = _first_bad(raw, s)
+            if bad is not None and strict:
+                how = f"with time_format {time_format!r}" if time_format else "as an ISO datetime"
+                raise ValueError(f"{what}: value {bad!r} could not be parsed {how}; "
+                                 + ("check the format" if time_format else
+                                    "set time_format to its strptime format or give ISO timestamps"))
+        elif not isinstance(dt, pl.Datetime):
+            kind = "integers" if dt.is_integer() else str(dt)
+            raise ValueError(f"{what} holds {kind}, but the time axis is datetime; give datetimes or ISO strings")
+        if isinstance(s.dtype, pl.Datetime) and s.dtype.time_zone is not None:
+            zoned = True
+            s = s.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+        out = s.cast(pl.Datetime("ns")).dt.epoch("ns")
+    null = out.is_null().to_numpy()
+    return out.fill_null(0).to_numpy().astype(np.int64, copy=False), null, zoned
+
+
+def format_time(t: int, time_kind: str):
+    """An axis value for messages: numpy datetime64 (prints ISO) or the int."""
+    return np.datetime64(int(t), "ns") if time_kind == "datetime" else int(t)
+
+
+# ----------------------------------------------------------------------------------------------
+# calendar features
+# ----------------------------------------------------------------------------------------------
+
+def default_calendar(freq: Frequency) -> list[str]:
+    """The calendar encodings that can vary at a frequency (integer time and yearly data: none).
+    The data module keeps only those the training part covers often enough."""
+    if freq.kind == "int":
+        return []
+    if freq.kind == "month":
+        return ["month_of_year"] if freq.step < 12 else []
+    if freq.kind == "bday":
+        return ["day_of_week", "day_of_month", "day_of_year"]
+    step = freq.step
+    if step < _HOUR_NS:
+        return ["minute_of_hour", "hour_of_day", "day_of_week", "day_of_year"]
+    if step < DAY_NS:
+        return ["hour_of_day", "day_of_week", "day_of_year"]
+    if step < _WEEK_NS:
+        return ["day_of_week", "day_of_month", "day_of_year"]
+    if step < 365 * DAY_NS:
+        return ["day_of_year"]
+    return []
+
+
+def calendar_feature_names(encodings: Sequence[str]) -> list[str]:
+    """``["hour_of_day"] -> ["hour_of_day_sin", "hour_of_day_cos"]``."""
+    return [f"{e}_{f}" for e in encodings for f in ("sin", "cos")]
+
+
+def calendar_features(times: np.ndarray, encodings: Sequence[str]) -> np.ndarray:
+    """Calendar features of times on the axis, as the model sees them (after the user's future
+    covariates).
+
+    Args:
+        times: int64 array (n,) of nanoseconds since 1970-01-01 (the axis of :func:`to_axis`).
+        encodings: names from :data:`CALENDAR_ENCODINGS`.
+
+    Returns:
+        float32 array (n, 2 * len(encodings)): ``sin(2 pi phase), cos(2 pi phase)`` per encoding, in
+        the order of :func:`calendar_feature_names`. Phases: minute of hour / 60, (hour + minute/60)
+        / 24, weekday (Monday = 0) / 7, (day of month - 1) / 31, (day of year - 1 + fraction of day)
+        / 366, (month - 1) / 12.
+    """
+    enc = list(encodings)
+    t = np.asarray(times, dtype=np.int64).reshape(-1)
+    out = np.empty((t.shape[0], 2 * len(enc)), dtype=np.float32)
+    if not enc:
+        return out
+    day = np.floor_divide(t, DAY_NS)
+    tod = (t - day * DAY_NS).astype(np.float64) / DAY_NS  # fraction of the day in [0, 1)
+    dt64 = t.astype("datetime64[ns]")
+    for j, e in enumerate(enc):
+        if e == "minute_of_hour":
+            phase = np.mod(tod * 24.0, 1.0)
+        elif e == "hour_of_day":
+            phase = tod
+        elif e == "day_of_week":
+            phase = np.mod(day + 3, 7) / 7.0  # 1970-01-01 was a Thursday (Monday = 0)
+        elif e == "day_of_month":
+            phase = (dt64.astype("datetime64[D]") - dt64.astype("datetime64[M]")).astype(np.int64) / 31.0
+        elif e == "day_of_year":
+            doy = (dt64.astype("datetime64[D]") - dt64.astype("datetime64[Y]")).astype(np.int64)
+            phase = (doy + tod) / 366.0
+        elif e == "month_of_year":
+            phase = np.mod(dt64.astype("datetime64[M]").astype(np.int64), 12) / 12.0
+        else:
+            raise ValueError(f"unknown calendar feature {e!r}; choose from {list(CALENDAR_ENCODINGS)}")
+        ang = 2.0 * np.pi * phase
+        out[:, 2 * j] = np.sin(ang)
+        out[:, 2 * j + 1] = np.cos(ang)
+    return out

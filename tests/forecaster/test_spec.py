@@ -1,0 +1,176 @@
+"""The one time axis and the data spec: the time rule (zone-aware -> UTC, naive as given), frequency
+grid arithmetic, the spec's JSON round trip, and a zone-aware table (with a DST change) that trains,
+predicts and streams on one axis."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zoneinfo
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from forecaster.data import TimeSeriesDataModule
+from forecaster.lightning_module import GRUForecaster
+from forecaster.spec import DataSpec
+from forecaster.streaming import StreamingForecaster
+from forecaster.timeaxis import Frequency, to_axis
+
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+
+
+def ns(iso: str) -> int:
+    return int(np.datetime64(iso, "ns").astype(np.int64))
+
+
+# ---- the time rule ----
+
+def test_aware_values_of_every_kind_land_on_the_same_utc_instant():
+    instant = ns("2024-03-31T10:00")  # 12:00 in Berlin (CEST, +02:00)
+    aware = dt.datetime(2024, 3, 31, 12, tzinfo=BERLIN)
+    forms = [
+        ["2024-03-31T12:00+02:00"], ["2024-03-31T10:00Z"], [aware], [aware.astimezone(dt.timezone.utc)],
+        pl.Series([aware]), pl.Series([aware]).dt.convert_time_zone("America/New_York"),
+    ]
+    for values in forms:
+        t, null, zoned = to_axis(values, "datetime")
+        assert t.tolist() == [instant] and not null.any() and zoned, values
+
+
+def test_naive_values_are_taken_as_given():
+    t, null, zoned = to_axis(["2024-03-31 12:00", None], "datetime")
+    assert t[0] == ns("2024-03-31T12:00") and null.tolist() == [False, True] and not zoned
+    t, _, _ = to_axis([dt.datetime(2024, 3, 31, 12), dt.date(2024, 3, 31)], "datetime")
+    assert t.tolist() == [ns("2024-03-31T12:00"), ns("2024-03-31T00:00")]
+
+
+def test_unreadable_times_name_the_value_and_the_fix():
+    with pytest.raises(ValueError, match=r"'Jan 1 2000' is not an ISO datetime; set time_format"):
+        to_axis(["Jan 1 2000"], "datetime")
+    t, _, _ = to_axis(["Jan 1 2000", "Feb 29 2000"], "datetime", "%b %d %Y")
+    assert t.tolist() == [ns("2000-01-01"), ns("2000-02-29")]
+    with pytest.raises(ValueError, match=r"value 'nope' could not be parsed"):
+        to_axis(["2000-01-01", "nope"], "datetime")
+    _, null, _ = to_axis(["2000-01-01", "nope"], "datetime", strict=False)
+    assert null.tolist() == [False, True]
+    with pytest.raises(ValueError, match="holds integers, but the time axis is datetime"):
+        to_axis([1, 2], "datetime")
+    with pytest.raises(ValueError, match="2.5 is not an integer"):
+        to_axis([1.0, 2.5], "int")
+
+
+# ---- frequencies ----
+
+@pytest.mark.parametrize("freq,kind,step,text", [
+    ("1h", "fixed", 3_600_000_000_000, "1h"), ("30m", "fixed", 1_800_000_000_000, "30m"),
+    ("1mo", "month", 1, "1mo"), ("3mo", "month", 3, "1q"), ("1q", "month", 3, "1q"), ("1y", "month", 12, "1y"),
+    ("1bd", "bday", 1, "1bd"), ("1w", "fixed", 7 * 86_400_000_000_000, "1w"),
+])
+def test_frequency_strings(freq, kind, step, text):
+    f = Frequency.parse(freq)
+    assert (f.kind, f.step, str(f)) == (kind, step, text)
+
+
+def test_ambiguous_or_bad_frequencies_are_errors_naming_the_fix():
+    with pytest.raises(ValueError, match=r"freq='1M'.*for months write '1mo', for minutes '1m'"):
+        Frequency.parse("1M")
+    with pytest.raises(ValueError, match="could not parse"):
+        Frequency.parse("hourly")
+    with pytest.raises(ValueError, match="integer step but the time column holds datetimes"):
+        Frequency.parse(3)
+    with pytest.raises(ValueError, match="is a duration but the time column is integer"):
+        Frequency.parse("1h", "int")
+
+
+def test_month_end_and_business_day_grids():
+    f = Frequency.parse("1mo", month_end=True)
+    origin = ns("2023-12-31")
+    times = f.time(origin, np.arange(4))
+    assert times.tolist() == [ns("2023-12-31"), ns("2024-01-31"), ns("2024-02-29"), ns("2024-03-31")]
+    k, on = f.index(origin, np.array([ns("2024-02-29"), ns("2024-02-28")]))
+    assert k.tolist() == [2, 1] and on.tolist() == [True, False]
+    b = Frequency.parse("1bd")
+    fri = ns("2024-01-05T09:30")
+    assert b.time(fri, np.arange(3)).tolist() == [fri, ns("2024-01-08T09:30"), ns("2024-01-09T09:30")]
+    k, on = b.index(fri, np.array([ns("2024-01-08T09:30"), ns("2024-01-06T09:30")]))
+    assert k[0] == 1 and on.tolist() == [True, False]
+
+
+# ---- the spec ----
+
+def test_spec_round_trips_through_json_and_reads_version_1():
+    df = pl.DataFrame({"t": pl.datetime_range(dt.datetime(2024, 1, 1), dt.datetime(2024, 1, 3), "1h", eager=True)})
+    df = df.with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("y"))
+    dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y"], context_length=8, horizon=4)
+    d = json.loads(json.dumps(dm.spec.to_dict()))
+    again = DataSpec.from_dict(d)
+    assert again.to_dict() == d and str(again.freq) == "1h"
+    v1 = {k: v for k, v in d.items() if k not in ("time_zone", "time_format", "month_end")}
+    v1.update(version=1, freq_step=3_600_000_000_000)
+    assert DataSpec.from_dict(v1).to_dict()["scalers"] == d["scalers"]
+    with pytest.raises(ValueError, match="version 99"):
+        DataSpec.from_dict({**d, "version": 99})
+
+
+# ---- a zone-aware table with a DST change: one axis for training, prediction and streaming ----
+
+def berlin_frame(n=96) -> pl.DataFrame:
+    """Hourly readings of two meters around the Berlin spring-forward night (2024-03-31), with
+    zone-aware local times: the wall clock jumps from 01:00 to 03:00, the UTC grid is regular."""
+    start = dt.datetime(2024, 3, 29, 0, tzinfo=dt.timezone.utc)
+    utc = pl.datetime_range(start, start + dt.timedelta(hours=n - 1), "1h", eager=True, time_zone="UTC")
+    rng = np.random.default_rng(0)
+    frames = []
+    for k, sid in enumerate(("m1", "m2")):
+        frames.append(pl.DataFrame({
+            "meter": [sid] * n, "time": utc.dt.convert_time_zone("Europe/Berlin"),
+            "load": np.sin(np.arange(n) / 5 + k) * 3 + 10 + rng.normal(size=n) * 0.1,
+        }))
+    return pl.concat(frames)
+
+
+def test_zone_aware_table_trains_predicts_and_streams_on_one_axis():
+    df = berlin_frame()
+    dm = TimeSeriesDataModule(data=df, time_col="time", id_col="meter", target_cols=["load"],
+                              context_length=24, horizon=6, batch_size=8)
+    spec = dm.spec
+    assert spec.time_zone == "UTC" and str(spec.freq) == "1h"  # no DST gap on the UTC grid
+    assert spec.series_length.tolist() == [96, 96]
+    assert dm.timestamps_for(0, 0, 1).dtype == pl.Datetime("ns", "UTC")
+    torch.manual_seed(0)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, min_origin=2).eval()
+
+    # predict from the checkpoint's spec on the table's first 60 hours
+    cut = df.sort("time").group_by("meter", maintain_order=True).head(60)
+    fc = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=cut))
+    assert fc.schema["origin"] == pl.Datetime("ns", "UTC")
+    last = cut["time"].max().astimezone(dt.timezone.utc)
+    assert fc["origin"].unique().to_list() == [last]
+    assert fc.filter(pl.col("step") == 1)["time"].unique().to_list() == [last + dt.timedelta(hours=1)]
+
+    # the same history streamed as ISO strings with offsets (spanning the DST change), as aware
+    # datetimes and as the zoned frame: no gap steps, the same state, the forecast of predict
+    recs = cut.sort("time", "meter").to_dicts()
+    as_text = [{**r, "time": r["time"].isoformat()} for r in recs]
+    as_local = [{**r, "time": r["time"].astimezone(BERLIN)} for r in recs]
+    streams = [StreamingForecaster(model.net, model.data_spec) for _ in range(3)]
+    for stream, data in zip(streams, (as_text, as_local, cut.sort("time", "meter"))):
+        report = stream.observe(data)
+        assert report.accepted == len(recs) and report.steps == len(recs) and not report.rejected
+    for other in streams[1:]:
+        torch.testing.assert_close(other.hidden_state()[1], streams[0].hidden_state()[1], rtol=0, atol=0)
+    result = streams[0].forecast()
+    joined = result.join(fc, on=["series", "time", "target"], suffix="_predict")
+    assert joined.height == fc.height
+    np.testing.assert_allclose(joined["value"], joined["value_predict"], rtol=1e-4, atol=1e-4)
+    assert (joined["origin"] == joined["origin_predict"]).all()
+
+    # 12:00+02:00 after 09:00Z is the next hour (10:00 UTC), not two hours ahead
+    s = StreamingForecaster(model.net, model.data_spec)
+    s.observe([{"meter": "m1", "time": "2024-04-02T09:00Z", "load": 10.0}])
+    report = s.observe([{"meter": "m1", "time": "2024-04-02T12:00+02:00", "load": 10.0}])
+    assert report.steps == 1 and not report.rejected
+    assert s.info()["last_time"].to_list() == [dt.datetime(2024, 4, 2, 10, tzinfo=dt.timezone.utc)]
