@@ -28,9 +28,9 @@ from forecaster.metrics import METRICS
 __all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
 
 # Settings the no-argument run uses (CLI defaults; configs/default.yaml spells out the same values).
+# An epoch is every training window once (no batch cap); progress bars only on a terminal.
 TRAINER_DEFAULTS = {
     "max_epochs": 6,
-    "limit_train_batches": 100,
     "gradient_clip_val": 1.0,
     "default_root_dir": "runs",
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
@@ -80,6 +80,7 @@ class ForecasterCLI(LightningCLI):
         parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
         parser.set_defaults({"seed_everything": 0})
         parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
+        parser.set_defaults({"trainer.enable_progress_bar": sys.stderr.isatty()})
         parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
@@ -142,9 +143,12 @@ class ForecasterCLI(LightningCLI):
         if hp.get("data_spec"):  # the data are read with the checkpoint's roles, axis and scalers
             cfg["data.spec"] = hp["data_spec"]
 
-    # -- an empty validation part fails here with what to change, not later inside a callback --
+    # -- the data summary first; an empty validation part fails here with what to change, not later
+    #    inside a callback --
     def before_fit(self) -> None:
         dm, trainer = self.datamodule, self.trainer
+        if trainer.is_global_zero and hasattr(dm, "summary"):
+            print(dm.summary(), flush=True)
         if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
             return
         monitors = sorted({cb.monitor for cb in trainer.callbacks if isinstance(cb, (EarlyStopping, ModelCheckpoint))

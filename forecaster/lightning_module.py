@@ -35,8 +35,9 @@ from forecaster.spec import DataSpec
 
 __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint"]
 
-FORMAT_VERSION = 2
-READABLE_FORMAT_VERSIONS = (1, 2)  # version 1: the data spec of version 1 (read by DataSpec.from_dict)
+FORMAT_VERSION = 3
+# 1: a version-1 data spec (read by DataSpec.from_dict); 1 and 2: models without a baseline
+READABLE_FORMAT_VERSIONS = (1, 2, 3)
 LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length")
@@ -62,7 +63,13 @@ class GRUForecaster(L.LightningModule):
             ``mse`` (large delta) and ``mae`` (small delta, scaled by delta).
         quantiles: levels for ``loss="quantile"`` (sorted, in (0, 1)); the one nearest 0.5 is the
             point forecast used for metrics.
-        min_origin: first origin that contributes to the training loss (a short warm-up).
+        min_origin: first origin that contributes to the training loss (a short warm-up); None =
+            ``min(24, context_length // 3)``.
+        baseline: the naive forecast the network learns the difference to (:mod:`forecaster.baseline`):
+            ``blend`` (seasonal naive, last value and the series' level, weighted per series and
+            target as fitted on the training part; the data spec holds the weights), ``seasonal``,
+            ``last``, ``mean``, or ``none`` (the network alone). The untrained model forecasts the
+            baseline exactly (its quantiles spread around it).
         channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
             of :class:`forecaster.nets.WindowForecastNet` (defaults: off, the per-step forking model
             :class:`forecaster.nets.StepForecastNet`).
@@ -97,7 +104,7 @@ class GRUForecaster(L.LightningModule):
         loss: Literal["mae", "mse", "huber", "quantile"] = "quantile",
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
         huber_delta: float = 1.0,
-        min_origin: int = 24,
+        min_origin: int | None = None,
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         data_spec: dict | None = None,
@@ -107,6 +114,7 @@ class GRUForecaster(L.LightningModule):
         decoder: Literal["forking", "last", "pmf"] = "forking",
         head_dropout: float = 0.0,
         lr_decay: float = 1.0,
+        baseline: Literal["blend", "seasonal", "last", "mean", "none"] = "blend",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -116,20 +124,25 @@ class GRUForecaster(L.LightningModule):
                              "Huber loss turns from quadratic to linear)")
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
+        if min_origin is None:
+            min_origin = min(24, int(context_length) // 3)
         if not 0 <= min_origin < context_length:
-            raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length})")
+            raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length}) (or null for "
+                             f"min(24, context_length // 3))")
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
         if loss == "quantile" and not quantiles:
             raise ValueError("loss='quantile' needs at least one quantile")
         self.save_hyperparameters()
         self.hparams["quantiles"] = quantiles
         self.context_length, self.horizon = int(context_length), int(horizon)
+        self.min_origin = int(min_origin)
         self.season_length = int(seasonal_period)
         self.net = build_net(
             n_targets, n_past_covariates, n_future_covariates, horizon, context_length, decoder=decoder,
             channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,
             hidden_size=hidden_size, num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
-            reset_after=reset_after, backend=backend, head_dropout=head_dropout,
+            reset_after=reset_after, backend=backend, head_dropout=head_dropout, baseline=baseline,
+            season_length=seasonal_period,
         )
         self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
@@ -179,16 +192,20 @@ class GRUForecaster(L.LightningModule):
             raise ValueError(f"forward() forecasts from every origin; decoder={self.hparams.decoder!r} only forecasts "
                              "from the last one: use forecast()")
         return self.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
-                        self.context_length)
+                        self.context_length, batch.get("baseline"))
 
     @torch.no_grad()
     def forecast(self, batch: dict[str, Tensor]) -> Tensor:
         """Forecast of each window's last ``horizon`` steps from its context, on the original scale:
         (B, horizon, C, Q). ``batch`` as yielded by ``TimeSeriesDataModule`` (predict windows or any
         window: only the context and the future covariates are read)."""
-        s = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
-                                   self.context_length)
+        s = self._forecast_scaled(batch)
         return s * batch["scale"][:, None, :, None] + batch["loc"][:, None, :, None]
+
+    def _forecast_scaled(self, batch: dict[str, Tensor]) -> Tensor:
+        """The last origin's forecast (B, horizon, C, Q) in scaled units."""
+        return self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
+                                      self.context_length, batch.get("baseline"))
 
     @torch.no_grad()
     def forecast_frame(self, dm):
@@ -228,12 +245,12 @@ class GRUForecaster(L.LightningModule):
         # targets of origin t: steps t+1 .. t+h -> (B, T, h, C)
         y = batch["target"][:, 1:T + h].unfold(1, h, 1).transpose(-1, -2)
         w = batch["observed"][:, 1:T + h].unfold(1, h, 1).transpose(-1, -2)
-        m = int(self.hparams.min_origin)
+        m = self.min_origin
         return self._loss(pred[:, m:].float(), y[:, m:].float(), w[:, m:].float())
 
     def _last_origin_loss(self, batch: dict[str, Tensor]) -> Tensor:
         T, h = self.context_length, self.horizon
-        pred = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T)
+        pred = self._forecast_scaled(batch)
         return self._loss(pred.float(), batch["target"][:, T:T + h].float(), batch["observed"][:, T:T + h].float())
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
@@ -249,7 +266,7 @@ class GRUForecaster(L.LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         T, h = self.context_length, self.horizon
         B = batch["target"].shape[0]
-        pred_s = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T)
+        pred_s = self._forecast_scaled(batch)
         y_s, w = batch["target"][:, T:T + h], batch["observed"][:, T:T + h]
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
         self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True, batch_size=B)
@@ -300,6 +317,8 @@ class GRUForecaster(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint(checkpoint, self)
+        if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # format 1-2: trained without one
+            self.hparams["baseline"] = self.net.baseline = "none"
 
 
 class ScaledMetrics(nn.Module):
@@ -375,6 +394,6 @@ def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
     check_checkpoint(ckpt)
     params = inspect.signature(GRUForecaster.__init__).parameters
     model = GRUForecaster(**{k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k in params})
-    check_checkpoint(ckpt, model)
+    model.on_load_checkpoint(ckpt)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt

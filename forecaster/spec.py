@@ -45,6 +45,8 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
+        baseline: float64 (S, C, 3): the fitted naive blend ``[w_season, w_last, level]`` per series
+            and target (:mod:`forecaster.nets.baseline`), in scaled units.
     """
 
     time_col: str
@@ -65,9 +67,16 @@ class DataSpec:
     series_start: np.ndarray
     series_length: np.ndarray
     last_observed: np.ndarray
+    baseline: np.ndarray | None = None
     time_zone: str | None = None
     time_format: str | None = None
     _index: dict = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.baseline is None:  # specs from before the baseline: the last value
+            b = np.zeros((len(self.series_ids), len(self.target_cols), 3))
+            b[..., 1] = 1.0
+            self.baseline = b
 
     # ---- sizes ----
 
@@ -108,6 +117,20 @@ class DataSpec:
             D = len(self.value_cols)
             return np.zeros(D), np.ones(D)
         return np.median(self.loc, axis=0), np.median(self.scale, axis=0)
+
+    def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
+        """float64 (n, C, 3): the baseline blend of each series; a series the spec does not know gets
+        the median over the known ones."""
+        rows = self.series_index(ids)
+        if len(self.series_ids):
+            pooled = np.median(self.baseline, axis=0)
+        else:
+            pooled = np.zeros((len(self.target_cols), 3))
+            pooled[:, 1] = 1.0
+        out = np.tile(pooled, (len(rows), 1, 1))
+        known = rows >= 0
+        out[known] = self.baseline[rows[known]]
+        return out
 
     def scalers_for(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(loc, scale, known)``: float64 (n, D), float64 (n, D), bool (n,); unknown series get
@@ -183,7 +206,7 @@ class DataSpec:
         """This spec's roles, axis and scalers on another table's series (prediction data): known
         series keep their scalers, new ones get the pooled scalers."""
         loc, sc, _ = self.scalers_for(ids)
-        return replace(self, series_ids=[str(s) for s in ids], loc=loc, scale=sc,
+        return replace(self, series_ids=[str(s) for s in ids], loc=loc, scale=sc, baseline=self.baseline_for(ids),
                        series_start=np.asarray(starts, np.int64), series_length=np.asarray(lengths, np.int64),
                        last_observed=np.asarray(last_observed, np.int64))
 
@@ -215,6 +238,8 @@ class DataSpec:
                              "last_observed": int(self.last_observed[i])} for i, sid in enumerate(self.series_ids)},
             "scalers": {sid: {c: [float(self.loc[i, j]), float(self.scale[i, j])] for j, c in enumerate(vc)}
                         for i, sid in enumerate(self.series_ids)},
+            "baseline": {sid: {c: [float(x) for x in self.baseline[i, j]] for j, c in enumerate(self.target_cols)}
+                         for i, sid in enumerate(self.series_ids)},
         }
 
     @classmethod
@@ -233,6 +258,9 @@ class DataSpec:
         sc = d.get("scalers", {})
         loc = np.array([[sc[s][c][0] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
         scl = np.array([[sc[s][c][1] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
+        bl = d.get("baseline")
+        base = None if bl is None else np.array([[bl[s][c] for c in d["target_cols"]] for s in ids],
+                                                 dtype=np.float64).reshape(len(ids), len(d["target_cols"]), 3)
         info = d.get("series", {})
         get = lambda k: np.array([int(info.get(s, {}).get(k, 0)) for s in ids], dtype=np.int64)  # noqa: E731
         kind = d["time_kind"]
@@ -243,5 +271,6 @@ class DataSpec:
             calendar=list(d.get("calendar", [])), season_length=int(d["season_length"]),
             context_length=int(d["context_length"]), horizon=int(d["horizon"]), scaling=d.get("scaling", "standard"),
             series_ids=ids, loc=loc, scale=scl, series_start=get("start"), series_length=get("length"),
-            last_observed=get("last_observed"), time_zone=d.get("time_zone"), time_format=d.get("time_format"),
+            last_observed=get("last_observed"), baseline=base, time_zone=d.get("time_zone"),
+            time_format=d.get("time_format"),
         )

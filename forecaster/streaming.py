@@ -46,7 +46,7 @@ from forecaster.spec import DataSpec
 
 __all__ = ["StreamingForecaster", "ObserveReport", "Rejected", "STATE_FORMAT_VERSION"]
 
-STATE_FORMAT_VERSION = 2
+STATE_FORMAT_VERSION = 3
 _NO_TIME = np.iinfo(np.int64).min
 # Below this many rows a CPU step runs on one intra-op thread: ATen parallelises some pointwise ops
 # (GELU) even for a (1, 32) tensor, and when the other cores are busy the OpenMP region waits for
@@ -134,18 +134,37 @@ class StreamingForecaster:
         self.horizon: int = int(s.horizon)
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
+        self.context_length = int(s.context_length)
+        # the baseline needs the last season of targets (within the look-back) and the last observed value
+        self.ring = min(s.season_length, self.context_length) if self.net.baseline != "none" else 0
         self._digest = _weights_digest(self.net)
         self._reset(max(1, int(capacity)))
 
+    def _layout(self) -> dict[str, tuple[tuple, type, object]]:
+        """The per-series tables: name -> (shape after the row axis, dtype, initial value)."""
+        C, D = len(self.target_cols), len(self.spec.value_cols)
+        t = {"last": ((), np.int64, _NO_TIME), "n_obs": ((), np.int64, 0), "n_steps": ((), np.int64, 0),
+             "params": ((2, D), np.float32, 0.0), "base": ((C, 3), np.float32, 0.0)}
+        if self.ring:
+            # ring_y/ring_o: scaled target and observed mask of the last `ring` steps (step n at n % ring);
+            # last_y/last_n: the last observed scaled value of each target and the step count after it
+            t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0),
+                     last_y=((C,), np.float32, 0.0), last_n=((C,), np.int64, 0))
+        return t
+
     def _reset(self, cap: int) -> None:
-        D = len(self.spec.value_cols)
         self._ids: dict[str, int] = {}
         self._id_list: list[str] = []
         self._state = torch.zeros(self.num_layers, cap, self.hidden_size, device=self.device)
-        self._last = np.full(cap, _NO_TIME, dtype=np.int64)
-        self._n_obs = np.zeros(cap, dtype=np.int64)
-        self._n_steps = np.zeros(cap, dtype=np.int64)
-        self._params = np.zeros((cap, 2, D), dtype=np.float32)
+        self._t = {k: np.full((cap, *shape), fill, dtype=dt) for k, (shape, dt, fill) in self._layout().items()}
+
+    @property
+    def _last(self) -> np.ndarray:
+        return self._t["last"]
+
+    @property
+    def _n_steps(self) -> np.ndarray:
+        return self._t["n_steps"]
 
     # -------------------------------------------------------------------------------------------
     # construction
@@ -178,10 +197,8 @@ class StreamingForecaster:
         state = torch.zeros(self.num_layers, new, self.hidden_size, device=self.device)
         state[:, :cap] = self._state
         self._state = state
-        self._last = np.concatenate([self._last, np.full(new - cap, _NO_TIME, dtype=np.int64)])
-        self._n_obs = np.concatenate([self._n_obs, np.zeros(new - cap, dtype=np.int64)])
-        self._n_steps = np.concatenate([self._n_steps, np.zeros(new - cap, dtype=np.int64)])
-        self._params = np.concatenate([self._params, np.zeros((new - cap, *self._params.shape[1:]), np.float32)])
+        for k, (shape, dt, fill) in self._layout().items():
+            self._t[k] = np.concatenate([self._t[k], np.full((new - cap, *shape), fill, dtype=dt)])
 
     def _row(self, sid: str, create: bool) -> int | None:
         row = self._ids.get(sid)
@@ -192,7 +209,8 @@ class StreamingForecaster:
         self._ids[sid] = row
         self._id_list.append(sid)
         loc, sc, _ = self.spec.scalers_for([sid])
-        self._params[row] = np.stack([loc[0], sc[0]]).astype(np.float32)
+        self._t["params"][row] = np.stack([loc[0], sc[0]])
+        self._t["base"][row] = self.spec.baseline_for([sid])[0]
         return row
 
     # -------------------------------------------------------------------------------------------
@@ -381,7 +399,7 @@ class StreamingForecaster:
         batched ``step_`` call."""
         rows_all = np.fromiter(plan.keys(), dtype=np.int64)
         lengths = np.array([len(plan[r]) for r in rows_all])
-        n_values = self._params.shape[2]
+        n_values = self._t["params"].shape[2]
         total = 0
         for j in range(int(lengths.max())):
             sel = rows_all[lengths > j]
@@ -399,16 +417,23 @@ class StreamingForecaster:
         """One recurrent step for distinct table rows ``rows`` at ``times`` (M,) from raw values
         (M, targets + past + future covariates), NaN = missing: scale, encode, step, bookkeep."""
         C, P = len(self.target_cols), len(self.past_cols)
-        scaled = (vals - self._params[rows, 0]) / self._params[rows, 1]
+        t = self._t
+        scaled = (vals - t["params"][rows, 0]) / t["params"][rows, 1]
         observed = ~np.isnan(scaled)
         scaled = np.where(observed, scaled, 0.0).astype(np.float32)
         future = np.concatenate([scaled[:, C + P:], self.spec.calendar_features(times)], axis=1)
         obs_t = observed[:, :C]
         with _one_thread_if_small(self.device, len(rows)):
             self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
-        self._last[rows] = times
-        self._n_steps[rows] += 1
-        self._n_obs[rows] += obs_t.any(axis=1)
+        t["last"][rows] = times
+        t["n_steps"][rows] += 1
+        t["n_obs"][rows] += obs_t.any(axis=1)
+        if self.ring:
+            slot = (t["n_steps"][rows] - 1) % self.ring
+            t["ring_y"][rows, slot] = scaled[:, :C]
+            t["ring_o"][rows, slot] = obs_t
+            t["last_y"][rows] = np.where(obs_t, scaled[:, :C], t["last_y"][rows])
+            t["last_n"][rows] = np.where(obs_t, t["n_steps"][rows][:, None], t["last_n"][rows])
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
         """One recurrent step for table rows ``rows`` (all distinct) from one step's features."""
@@ -447,10 +472,36 @@ class StreamingForecaster:
         h = self._state[-1, torch.from_numpy(rows).to(self.device)]
         fut_t = torch.from_numpy(np.ascontiguousarray(ahead, dtype=np.float32)).to(self.device)
         with _one_thread_if_small(self.device, len(rows)):
-            y = self.net.decode(h, fut_t.reshape(len(rows), -1)).float().cpu().numpy()  # (M, H, C, Q)
-        loc = self._params[rows, 0, :C][:, None, :, None]
-        scl = self._params[rows, 1, :C][:, None, :, None]
+            y = self.net.decode(h, fut_t.reshape(len(rows), -1))
+            if self.net.baseline != "none":
+                win_y, win_o = self._baseline_window(rows)
+                y = self.net.add_baseline(y, win_y, win_o, torch.from_numpy(self._t["base"][rows]).to(self.device))
+            y = y.float().cpu().numpy()  # (M, H, C, Q)
+        loc = self._t["params"][rows, 0, :C][:, None, :, None]
+        scl = self._t["params"][rows, 1, :C][:, None, :, None]
         return ids, self._last[rows].copy(), (y * scl + loc).astype(np.float32)
+
+    def _baseline_window(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (M, T, C) scaled targets and observed mask the baseline reads, as ``predict`` would
+        build them for the same origin: the last season from the ring buffer, the last observed value
+        at its place when it is older, everything else unobserved."""
+        t, R, T, C = self._t, self.ring, self.context_length, len(self.target_cols)
+        M = len(rows)
+        y = np.zeros((M, T, C), dtype=np.float32)
+        o = np.zeros((M, T, C), dtype=np.float32)
+        n = t["n_steps"][rows]  # steps seen; the newest is at window position T - 1
+        back = t["n_steps"][rows][:, None] - t["last_n"][rows]  # (M, C): steps since the last observation
+        old = (t["last_n"][rows] > 0) & (back >= R) & (back < T)
+        m_i, c_i = np.nonzero(old)
+        y[m_i, T - 1 - back[m_i, c_i], c_i] = t["last_y"][rows][m_i, c_i]
+        o[m_i, T - 1 - back[m_i, c_i], c_i] = 1.0
+        for j in range(min(R, T)):  # window position T-1-j holds step n-1-j, at slot (n-1-j) % R
+            ok = n - 1 - j >= 0
+            slot = (n - 1 - j) % R
+            y[ok, T - 1 - j] = t["ring_y"][rows[ok], slot[ok]]
+            o[ok, T - 1 - j] = t["ring_o"][rows[ok], slot[ok]]
+        dev = self.device
+        return torch.from_numpy(y).to(dev), torch.from_numpy(o).to(dev)
 
     def forecast(self, series: Sequence[str] | str | None = None, future: pl.DataFrame | None = None) -> pl.DataFrame:
         """Forecast the next ``horizon`` periods from each series' current state, without changing it.
@@ -491,8 +542,8 @@ class StreamingForecaster:
             raise ValueError(f"future covariates {self.future_cols} are missing for some of the next "
                              f"{self.horizon} periods of series {ids[:5]}")
         k = len(self.target_cols) + len(self.past_cols)
-        loc = self._params[rows, 0, k:][:, None, :]
-        scl = self._params[rows, 1, k:][:, None, :]
+        loc = self._t["params"][rows, 0, k:][:, None, :]
+        scl = self._t["params"][rows, 1, k:][:, None, :]
         return ((vals - loc) / scl).astype(np.float32)
 
     def hidden_state(self, series: Sequence[str] | str | None = None) -> tuple[list[str], torch.Tensor]:
@@ -509,7 +560,7 @@ class StreamingForecaster:
         n = len(self._id_list)
         return pl.DataFrame([pl.Series("series", self._id_list, dtype=pl.String),
                              self.spec.times_series(self._last[:n], "last_time"),
-                             pl.Series("observations", self._n_obs[:n]), pl.Series("steps", self._n_steps[:n])])
+                             pl.Series("observations", self._t["n_obs"][:n]), pl.Series("steps", self._n_steps[:n])])
 
     # -------------------------------------------------------------------------------------------
     # snapshots
@@ -519,18 +570,15 @@ class StreamingForecaster:
                 "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
 
     def save_state(self, path: str | os.PathLike) -> None:
-        """Write every series' state, last time, counts and scalers to ``path`` atomically
-        (:mod:`forecaster.snapshot`): a crash mid-write leaves the previous snapshot whole."""
+        """Write every series' state, last time, counts, scalers and baseline buffers to ``path``
+        atomically (:mod:`forecaster.snapshot`): a crash mid-write leaves the previous snapshot whole."""
         n = len(self._id_list)
         write_snapshot(path, {
             "format_version": STATE_FORMAT_VERSION,
             "fingerprint": self._fingerprint(),
             "ids": list(self._id_list),
             "state": self._state[:, :n].cpu().clone(),
-            "last": torch.from_numpy(self._last[:n].copy()),
-            "n_obs": torch.from_numpy(self._n_obs[:n].copy()),
-            "n_steps": torch.from_numpy(self._n_steps[:n].copy()),
-            "params": torch.from_numpy(self._params[:n].copy()),
+            **{k: torch.from_numpy(v[:n].copy()) for k, v in self._t.items()},
         })
 
     def load_state(self, path: str | os.PathLike) -> None:
@@ -545,29 +593,29 @@ class StreamingForecaster:
         if payload.get("fingerprint") != self._fingerprint():
             raise SnapshotError(f"{where} was written for another model ({payload.get('fingerprint')}), this one is "
                                 f"{self._fingerprint()}; delete it to start the series from zero")
+        layout = self._layout()
         try:
             ids = [str(s) for s in payload["ids"]]
             n = len(ids)
-            state, last = payload["state"], payload["last"].numpy().astype(np.int64)
-            n_obs, n_steps = payload["n_obs"].numpy().astype(np.int64), payload["n_steps"].numpy().astype(np.int64)
-            params = payload["params"].numpy().astype(np.float32)
-            shapes_ok = (tuple(state.shape) == (self.num_layers, n, self.hidden_size) and last.shape == (n,)
-                         and n_obs.shape == (n,) and n_steps.shape == (n,) and params.shape == (n, *self._params.shape[1:])
-                         and len(set(ids)) == n)
+            state = payload["state"]
+            tables = {k: payload[k].numpy().astype(dt) for k, (shape, dt, _) in layout.items()}
+            shapes_ok = (tuple(state.shape) == (self.num_layers, n, self.hidden_size) and len(set(ids)) == n
+                         and all(tables[k].shape == (n, *shape) for k, (shape, _, _) in layout.items()))
         except (KeyError, AttributeError, TypeError) as e:
             raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: {e})") from None
         if not shapes_ok:
             raise SnapshotError(f"{where} is inconsistent (array shapes do not match {n} series)")
-        if not (torch.isfinite(state).all() and np.isfinite(params).all()):
+        if not (torch.isfinite(state).all() and all(np.isfinite(v).all() for v in tables.values()
+                                                   if v.dtype.kind == "f")):
             raise SnapshotError(f"{where} holds non-finite values")
-        cap = max(n, 1)
-        old = (self._ids, self._id_list, self._state, self._last, self._n_obs, self._n_steps, self._params)
+        old = (self._ids, self._id_list, self._state, self._t)
         try:
-            self._reset(cap)
+            self._reset(max(n, 1))
             self._state[:, :n] = state.to(self.device)
-            self._last[:n], self._n_obs[:n], self._n_steps[:n], self._params[:n] = last, n_obs, n_steps, params
+            for k, v in tables.items():
+                self._t[k][:n] = v
             self._ids = {sid: i for i, sid in enumerate(ids)}
             self._id_list = ids
         except BaseException:
-            (self._ids, self._id_list, self._state, self._last, self._n_obs, self._n_steps, self._params) = old
+            (self._ids, self._id_list, self._state, self._t) = old
             raise

@@ -355,8 +355,11 @@ def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str
 
 
 def format_time(t: int, time_kind: str):
-    """An axis value for messages: numpy datetime64 (prints ISO) or the int."""
-    return np.datetime64(int(t), "ns") if time_kind == "datetime" else int(t)
+    """An axis value for messages: numpy datetime64 (prints ISO, to the second unless finer) or the int."""
+    if time_kind != "datetime":
+        return int(t)
+    v = np.datetime64(int(t), "ns")
+    return v.astype("datetime64[s]") if int(t) % 1_000_000_000 == 0 else v
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Stage 2: the time grid and the calendar features.
 
 :func:`resolve_frequency` reads or infers the frequency and checks that every row lies on its
-series' grid; :func:`regularise` puts each series on its grid ``time(origin, k)``, ``k = 0 .. n-1``
+series' grid; :func:`extent` finds each series' grid; :func:`regularise` puts each series on its grid ``time(origin, k)``, ``k = 0 .. n-1``
 (the origin is the series' first time) in one contiguous ``(N, D)`` float32 array, missing periods
 NaN (nothing is interpolated); :func:`calendar_array` computes the calendar features of every grid
 step.
@@ -16,9 +16,10 @@ import numpy as np
 import polars as pl
 
 from forecaster.data.table import Table
-from forecaster.timeaxis import Frequency, _is_month_end, calendar_features, format_time
+from forecaster.timeaxis import CALENDAR_PERIODS, Frequency, _is_month_end, calendar_features, format_time
 
-__all__ = ["Grid", "resolve_frequency", "regularise", "calendar_array", "grid_times_all"]
+__all__ = ["Grid", "Extent", "resolve_frequency", "extent", "regularise", "calendar_array", "grid_times_all",
+           "covered_calendar"]
 
 
 @dataclass
@@ -88,12 +89,21 @@ def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col
     return f
 
 
-def regularise(table: Table, freq: Frequency, min_length: int, extra_cols: int = 0) -> Grid:
-    """Scatter the table's rows onto their grids. Series shorter than ``min_length`` grid steps are
-    dropped with a warning (every series too short: ``ValueError``). ``values`` gets ``extra_cols``
-    more (uninitialised) columns after the D value columns, for the calendar features."""
-    df = table.frame
-    ends = df.group_by("__s", maintain_order=True).agg(
+@dataclass
+class Extent:
+    """Each kept series' grid: ids (S,), starts, lengths and table rows, int64 (S,)."""
+
+    series_ids: list[str]
+    starts: np.ndarray
+    lengths: np.ndarray
+    rows_in_table: np.ndarray
+    dropped: list[tuple[str, int]]   # (series, grid steps) shorter than the window
+
+
+def extent(table: Table, freq: Frequency, min_length: int) -> Extent:
+    """Each series' grid origin and length. Series shorter than ``min_length`` grid steps are
+    dropped with a warning (every series too short: ``ValueError``)."""
+    ends = table.frame.group_by("__s", maintain_order=True).agg(
         pl.col("__id").first(), pl.col("__t").first().alias("t0"), pl.col("__t").last().alias("t1"), pl.len())
     t0s = ends["t0"].to_numpy().astype(np.int64)
     k_last, _ = freq.index(t0s, ends["t1"].to_numpy().astype(np.int64))
@@ -108,19 +118,28 @@ def regularise(table: Table, freq: Frequency, min_length: int, extra_cols: int =
         warnings.warn(f"dropping {len(short)} series shorter than context_length + horizon = {min_length} steps: "
                       f"{short[:10]}{' ...' if len(short) > 10 else ''}", UserWarning, stacklevel=3)
         keep = lengths >= min_length
-        df = df.filter(pl.col("__s").is_in(np.flatnonzero(~keep).astype(np.int32)).not_())
-        df = df.with_columns(pl.col("__s").rle_id().cast(pl.Int32))
         ids = [i for i, k in zip(ids, keep) if k]
         lengths, t0s, n_rows = lengths[keep], t0s[keep], n_rows[keep]
+    return Extent(ids, t0s, lengths, n_rows, short)
+
+
+def regularise(table: Table, freq: Frequency, ext: Extent, extra_cols: int = 0) -> Grid:
+    """Scatter the table's rows of the series in ``ext`` onto their grids. ``values`` gets
+    ``extra_cols`` more (uninitialised) columns after the D value columns, for the calendar
+    features."""
+    df = table.frame
+    if ext.dropped:
+        gone = {i for i, _ in ext.dropped}
+        df = df.filter(~pl.col("__id").is_in(list(gone))).with_columns(pl.col("__s").rle_id().cast(pl.Int32))
+    ids, t0s, lengths = ext.series_ids, ext.starts, ext.lengths
     S = len(ids)
     offsets = np.zeros(S + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     N, D = int(offsets[-1]), len(table.value_cols)
+    values = np.empty((N, D + extra_cols), dtype=np.float32)
     if N == df.height:  # no gaps: the grid is the table itself
-        values = np.empty((N, D + extra_cols), dtype=np.float32)
         rows = slice(None)
     else:
-        values = np.empty((N, D + extra_cols), dtype=np.float32)
         values[:, :D] = np.nan
         s_np = df["__s"].to_numpy()
         k, _ = freq.index(t0s[s_np], df["__t"].to_numpy())
@@ -128,7 +147,8 @@ def regularise(table: Table, freq: Frequency, min_length: int, extra_cols: int =
         del s_np, k
     for j, c in enumerate(table.value_cols):
         values[rows, j] = df[c].to_numpy()
-    return Grid(series_ids=ids, offsets=offsets, starts=t0s, lengths=lengths, values=values, rows_in_table=n_rows)
+    return Grid(series_ids=ids, offsets=offsets, starts=t0s, lengths=lengths, values=values,
+                rows_in_table=ext.rows_in_table)
 
 
 def grid_times_all(grid: Grid, freq: Frequency) -> np.ndarray:
@@ -160,3 +180,23 @@ def calendar_array(grid: Grid, freq: Frequency, encodings: list[str], out: np.nd
             return out
     out[:] = calendar_features(grid_times_all(grid, freq), encodings)
     return out
+
+
+MIN_CYCLES = 3  # a calendar feature is learnable when the training part covers its period this often
+
+
+def covered_calendar(candidates: list[str], freq: Frequency, train_lengths: np.ndarray) -> tuple[list[str], dict]:
+    """The candidates the training part can support: a feature is kept when the longest training
+    part spans at least :data:`MIN_CYCLES` of its period (day of year needs three years).
+
+    Returns ``(kept, why)``: ``why[name]`` says how many periods the training part covers."""
+    span = float(np.max(train_lengths, initial=0)) * freq.nominal_ns
+    kept, why = [], {}
+    for e in candidates:
+        cycles = span / CALENDAR_PERIODS[e]
+        ok = cycles >= MIN_CYCLES
+        why[e] = f"{'kept' if ok else 'dropped'}: the training part covers {cycles:.1f} of its periods " \
+                 f"({'>=' if ok else '<'} {MIN_CYCLES})"
+        if ok:
+            kept.append(e)
+    return kept, why

@@ -7,6 +7,7 @@ scalers to another table instead of fitting new ones.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ import polars as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from forecaster.data.grid import calendar_array, regularise, resolve_frequency
+from forecaster.baseline import fit_blend
+from forecaster.data.grid import calendar_array, covered_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import SCALINGS, apply_scalers, fit_scalers
 from forecaster.data.table import Roles, read_table, scan
 from forecaster.data.windows import (
@@ -274,20 +276,21 @@ class TimeSeriesDataModule(L.LightningDataModule):
             return "the given frame"
         return repr(self.path) if self.path is not None else f"the embedded dataset {DEFAULT_DATASET.name}"
 
-    def _calendar(self, freq: Frequency, time_kind: str) -> list[str]:
+    def _calendar(self, freq: Frequency, time_kind: str, train_lengths: np.ndarray) -> tuple[list[str], dict]:
+        """The calendar encodings and why each default one was kept or dropped."""
         if self._spec_in is not None:
-            return list(self._spec_in.calendar)
+            return list(self._spec_in.calendar), {e: "from the checkpoint's spec" for e in self._spec_in.calendar}
         cal = self._calendar_arg
-        if isinstance(cal, str):
-            cal = default_calendar(freq) if cal == "auto" else ([] if cal in ("none", "") else [cal])
-        cal = list(cal)
+        if isinstance(cal, str) and cal == "auto":
+            return covered_calendar(default_calendar(freq), freq, train_lengths)
+        cal = [] if isinstance(cal, str) and cal in ("none", "") else ([cal] if isinstance(cal, str) else list(cal))
         if cal and time_kind == "int":
             raise ValueError(f"calendar features {cal} need a datetime time column; {self.time_col!r} is integer "
                              "(use calendar_features='none')")
         for e in cal:
             if e not in CALENDAR_ENCODINGS:
                 raise ValueError(f"unknown calendar feature {e!r}; choose from {list(CALENDAR_ENCODINGS)}")
-        return cal
+        return cal, {e: "given" for e in cal}
 
     def _cut(self, v, name: str, time_kind: str) -> int | None:
         if v is None:
@@ -316,17 +319,20 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self._target_cols = table.target_cols
         time_kind, time_zone = table.time_kind, table.time_zone
         freq = resolve_frequency(table, given.freq if given is not None else self._freq_arg, self.time_col)
-        cal = self._calendar(freq, time_kind)
-        C, D = len(table.target_cols), len(table.value_cols)
-        grid = regularise(table, freq, self.window_length, extra_cols=2 * len(cal))
-        del table
-        calendar_array(grid, freq, cal, out=grid.values[:, D:])
+        ext = extent(table, freq, self.window_length)
         vc, tc = self._cut(self.val_start, "val_start", time_kind), self._cut(self.test_start, "test_start", time_kind)
         if vc is not None and tc is not None and vc > tc:
             raise ValueError(f"val_start={self.val_start!r} is after test_start={self.test_start!r}")
-        self._splits = compute_splits(grid.lengths, grid.starts, freq, train_size=self.train_size,
+        self._splits = compute_splits(ext.lengths, ext.starts, freq, train_size=self.train_size,
                                       val_size=self.val_size, test_size=self.test_size, val_cut=vc, test_cut=tc,
-                                      series_ids=grid.series_ids)
+                                      series_ids=ext.series_ids)
+        b, e = self._splits["train"]
+        cal, cal_why = self._calendar(freq, time_kind, e - b)
+        C, D = len(table.target_cols), len(table.value_cols)
+        n_rows = table.frame.height
+        grid = regularise(table, freq, ext, extra_cols=2 * len(cal))
+        del table
+        calendar_array(grid, freq, cal, out=grid.values[:, D:])
         if given is not None:
             loc, scl, _ = given.scalers_for(grid.series_ids)
         else:
@@ -334,20 +340,27 @@ class TimeSeriesDataModule(L.LightningDataModule):
                                    grid.series_ids, [*self._target_cols, *self.past_covariate_cols,
                                                      *self.future_covariate_cols], C)
         observed = apply_scalers(grid.values[:, :D], grid.offsets, loc, scl)[:, :C]
+        season = (given.season_length if given is not None else
+                  int(self._season_arg) if self._season_arg else freq.default_season_length())
+        if given is not None:
+            blend = given.baseline_for(grid.series_ids)
+        else:
+            blend = np.stack([fit_blend(grid.values[o + b[i]:o + e[i], :C], observed[o + b[i]:o + e[i]], self.horizon,
+                                        season, self.context_length)
+                              for i, o in enumerate(grid.offsets[:-1])])
         any_obs = observed.any(axis=1)
         starts_row = grid.offsets[:-1]
         last_obs = np.maximum.reduceat(np.where(any_obs, np.arange(grid.n_steps), -1), starts_row) - starts_row
         if given is not None:
             self._spec = given.for_series(grid.series_ids, grid.starts, grid.lengths, last_obs)
         else:
-            season = int(self._season_arg) if self._season_arg else freq.default_season_length()
             self._spec = DataSpec(
                 time_col=self.time_col, id_col=self.id_col, target_cols=list(self._target_cols),
                 past_covariate_cols=list(self.past_covariate_cols),
                 future_covariate_cols=list(self.future_covariate_cols), time_kind=time_kind,
                 freq=freq, calendar=cal, season_length=season, context_length=self.context_length,
                 horizon=self.horizon, scaling=self.scaling, series_ids=list(grid.series_ids), loc=loc, scale=scl,
-                series_start=grid.starts, series_length=grid.lengths, last_observed=last_obs,
+                series_start=grid.starts, series_length=grid.lengths, last_observed=last_obs, baseline=blend,
                 time_zone=time_zone, time_format=self.time_format)
         self._grid = grid
         self._arrays = {
@@ -355,8 +368,72 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "observed": torch.from_numpy(observed.astype(np.float32)),
             "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
             "scale": torch.from_numpy(scl[:, :C].astype(np.float32)),
+            "baseline": torch.from_numpy(blend.astype(np.float32)),
+        }
+        self._info = {
+            "rows": n_rows, "dropped": ext.dropped, "calendar_why": cal_why,
+            "freq_source": "the checkpoint" if given is not None else ("given" if self._freq_arg is not None
+                                                                        else "inferred"),
+            "season_source": ("the checkpoint" if given is not None else "given" if self._season_arg
+                              else "from the frequency"),
+            "targets_source": "given" if self._given["target_cols"] is not None or self.path is None and
+                              self.data is None else "every numeric column (target_cols not set)",
+            "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0,
         }
         self._built = True
+        self._warn_sparse_grid()
+
+    SPARSE_GRID = 0.2  # warn when more than this share of the grid's steps had no row
+
+    def _warn_sparse_grid(self) -> None:
+        g = self._grid
+        filled = g.lengths - g.rows_in_table
+        share = filled / np.maximum(g.lengths, 1)
+        total = float(filled.sum()) / max(1, int(g.lengths.sum()))
+        if total <= self.SPARSE_GRID and share.max(initial=0.0) <= 0.5:
+            return
+        worst = np.argsort(-share)[:3]
+        named = ", ".join(f"{g.series_ids[i]!r} {share[i]:.0%}" for i in worst if share[i] > 0)
+        how = ("inferred as the most common time step" if self._info["freq_source"] == "inferred"
+               else self._info["freq_source"])
+        warnings.warn(f"the {self._spec.freq} grid ({how}) has no row for {total:.0%} of its steps (most in {named}): "
+                      "they are trained as missing observations. If the series have different frequencies, "
+                      "resample them to one, or set freq to the frequency you mean", UserWarning, stacklevel=3)
+
+    def summary(self) -> str:
+        """What was read and how it will be used (printed at the start of ``fit``): series, rows,
+        time range, frequency, season length, missing steps filled, the columns' roles, calendar
+        features kept or dropped and why, windows per split, and the baseline blend."""
+        self._build()
+        s, g, i = self._spec, self._grid, self._info
+        last = s.grid_times(g.starts, g.lengths - 1)
+        filled = int((g.lengths - g.rows_in_table).sum())
+        n_grid = int(g.lengths.sum())
+        lines = [
+            f"data: {self._where()}: {len(s.series_ids):,} series, {i['rows']:,} rows, "
+            f"{s.format_time(int(g.starts.min()))} .. {s.format_time(int(last.max()))}"
+            + (f" (time zone: converted to UTC)" if s.time_zone else ""),
+            f"frequency {s.freq} ({i['freq_source']}); season length {s.season_length} ({i['season_source']})",
+            f"missing steps filled: {filled:,} of {n_grid:,} grid steps ({filled / max(1, n_grid):.1%}); "
+            f"target values missing (gaps and nulls): {i['target_missing']:.1%}",
+            f"targets {s.target_cols} ({i['targets_source']}); past covariates {s.past_covariate_cols}; "
+            f"future covariates {s.future_covariate_cols}",
+        ]
+        if i["dropped"]:
+            lines.append(f"dropped {len(i['dropped'])} series shorter than the window: {i['dropped'][:5]}")
+        if i["calendar_why"]:
+            lines.append("calendar features: " + "; ".join(f"{e} {w}" for e, w in i["calendar_why"].items()))
+        else:
+            lines.append("calendar features: none")
+        n = {k: len(self._windows(k)) for k in ("train", "val", "test")}
+        lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
+                     f"(context {self.context_length}, horizon {self.horizon})")
+        if len(s.series_ids):
+            med = np.median(s.baseline, axis=0)  # (C, 3)
+            parts = [f"{c}: seasonal {w[0]:.2f}, last {w[1]:.2f}, level {1 - w[0] - w[1]:.2f}"
+                     for c, w in zip(s.target_cols, med)]
+            lines.append("baseline blend (median over series): " + "; ".join(parts))
+        return "\n".join(lines)
 
     # ---- splits and windows ----
 
@@ -416,6 +493,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "future_cov": data[..., C + P:].contiguous(),
             "loc": self._arrays["loc"][series],
             "scale": self._arrays["scale"][series],
+            "baseline": self._arrays["baseline"][series],
             "series": torch.from_numpy(series),
             "start": torch.from_numpy(start),
         }, inside

@@ -31,7 +31,7 @@ def build_net(n_targets: int, n_past_covariates: int, n_future_covariates: int, 
     """``decoder="forking"`` -> :class:`StepForecastNet` (which has no window options: they raise a
     ``ValueError`` naming the decoder to use); ``"last"`` / ``"pmf"`` -> :class:`WindowForecastNet`.
     ``common``: hidden_size, num_layers, d_model, head_hidden, dropout, reset_after, backend,
-    head_dropout."""
+    head_dropout, baseline, season_length."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r}: choose one of {list(DECODERS)}")
     if decoder == "forking":
@@ -49,7 +49,7 @@ def build_net(n_targets: int, n_past_covariates: int, n_future_covariates: int, 
             raise ValueError("channel_independent=True needs decoder='last' or decoder='pmf' (the window model), "
                              "got decoder='forking'")
         return StepForecastNet(n_targets, n_past_covariates, n_future_covariates, horizon, quantiles=quantiles,
-                               **common)
+                               context_length=context_length, **common)
     return WindowForecastNet(n_targets, n_past_covariates, n_future_covariates, horizon, context_length,
                              quantiles=quantiles, channel_independent=channel_independent, revin=revin,
                              segment_length=segment_length, decoder=decoder, **common)

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from forecaster.baseline import BASELINES, baseline_forecast, baseline_params
 from kernels import FusedGRU
 
 __all__ = ["features", "future_ahead", "monotone_quantiles", "GRUNetBase"]
@@ -59,20 +60,34 @@ def monotone_quantiles(raw: Tensor, anchor: int) -> Tensor:
 
 
 class GRUNetBase(nn.Module):
-    """What both networks have: target counts, quantile levels, and the helpers that run the GRU and
-    the head. Subclasses create ``input_proj``, ``gru``, ``head`` and ``head_dropout``.
+    """What both networks have: target counts, quantile levels, the baseline they start from, and
+    the helpers that run the GRU and the head. Subclasses create ``input_proj``, ``gru``, ``head``
+    and ``head_dropout``.
 
     Args:
         n_targets: C. horizon: steps forecast from an origin.
         quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
         n_net_targets: targets per network row (1 when channel-independent, else C).
+        baseline: the naive forecast the network's output is added to (:mod:`forecaster.baseline`):
+            ``blend`` (the weights of the batch's ``baseline`` entry), ``seasonal``, ``last``,
+            ``mean``, or ``none`` (the network alone). With a baseline the head's last layer starts
+            at zero, so the untrained model forecasts the baseline exactly.
+        season_length, context_length: m and T of the baseline.
     """
 
-    def __init__(self, n_targets: int, horizon: int, quantiles: Sequence[float] | None, n_net_targets: int) -> None:
+    def __init__(self, n_targets: int, horizon: int, quantiles: Sequence[float] | None, n_net_targets: int,
+                 baseline: str = "none", season_length: int = 1, context_length: int | None = None) -> None:
         super().__init__()
         for name, v in (("n_targets", n_targets), ("horizon", horizon)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
+        if baseline not in BASELINES:
+            raise ValueError(f"baseline={baseline!r}: choose one of {list(BASELINES)}")
+        if baseline != "none" and context_length is None:
+            raise ValueError("a baseline needs the context_length (the look-back it may use)")
+        self.baseline = baseline
+        self.season_length = max(1, int(season_length))
+        self.context_length = None if context_length is None else int(context_length)
         self.n_targets, self.horizon, self.n_net_targets = int(n_targets), int(horizon), int(n_net_targets)
         qs = [float(q) for q in (quantiles or [])]
         if any(not 0.0 < q < 1.0 for q in qs) or qs != sorted(qs) or len(set(qs)) != len(qs):
@@ -88,11 +103,30 @@ class GRUNetBase(nn.Module):
         return FusedGRU(d_model, hidden_size, num_layers=num_layers, batch_first=True, dropout=dropout,
                         reset_after=reset_after, backend=backend)
 
-    @staticmethod
-    def make_head(head_in: int, head_hidden: int, head_out: int) -> nn.Module:
+    def make_head(self, head_in: int, head_hidden: int, head_out: int) -> nn.Module:
         if head_hidden:
-            return nn.Sequential(nn.Linear(head_in, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_out))
-        return nn.Linear(head_in, head_out)
+            head = nn.Sequential(nn.Linear(head_in, head_hidden), nn.GELU(), nn.Linear(head_hidden, head_out))
+        else:
+            head = nn.Linear(head_in, head_out)
+        if self.baseline != "none":  # the untrained residual is zero: the forecast starts at the baseline
+            last = head[-1] if isinstance(head, nn.Sequential) else head
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        return head
+
+    def add_baseline(self, y: Tensor, target: Tensor, observed: Tensor, params: Tensor | None,
+               origins: int | None = None) -> Tensor:
+        """Add the baseline of the context (target/observed (B, T, C), scaled) to forecasts y
+        ((B, h, C, Q) from the last origin, or (B, n, h, C, Q) from the first n origins)."""
+        if self.baseline == "none":
+            return y
+        if params is None:
+            raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 3) (the "
+                             "spec's per-series weights; TimeSeriesDataModule batches carry it), or build the "
+                             "model with baseline='none'")
+        base = baseline_forecast(target, observed, baseline_params(self.baseline, params.to(target.dtype)),
+                                 self.horizon, self.season_length, self.context_length, origins)
+        return y + base.unsqueeze(-1).to(y.dtype)
 
     def _gru(self, z: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         w = self.gru.weight_ih_l0

@@ -31,6 +31,8 @@ class StepForecastNet(GRUNetBase):
         head_hidden: hidden width of the head MLP (0: a single linear layer).
         quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
         head_dropout: dropout in front of the head.
+        baseline, season_length, context_length: the naive forecast the output is added to
+            (:class:`~forecaster.nets.common.GRUNetBase`).
     """
 
     trains_on_every_origin = True
@@ -50,8 +52,11 @@ class StepForecastNet(GRUNetBase):
         backend: str = "auto",
         quantiles: Sequence[float] | None = None,
         head_dropout: float = 0.0,
+        baseline: str = "none",
+        season_length: int = 1,
+        context_length: int | None = None,
     ) -> None:
-        super().__init__(n_targets, horizon, quantiles, n_targets)
+        super().__init__(n_targets, horizon, quantiles, n_targets, baseline, season_length, context_length)
         if not 0.0 <= float(head_dropout) < 1.0:
             raise ValueError(f"head_dropout={head_dropout!r}: must be in [0, 1)")
         self.n_past, self.n_future = int(n_past_covariates), int(n_future_covariates)
@@ -69,30 +74,33 @@ class StepForecastNet(GRUNetBase):
 
     def decode(self, h: Tensor, future_ahead: Tensor) -> Tensor:
         """GRU output state(s) h (..., H) and the future covariates of the next ``horizon`` steps
-        (..., horizon * F) -> forecasts (..., horizon, C, Q), non-crossing along Q."""
+        (..., horizon * F) -> the network's forecasts (..., horizon, C, Q), non-crossing along Q,
+        before the baseline is added (:meth:`add_baseline`)."""
         return self._head(torch.cat([h.float(), future_ahead.float()], dim=-1))
 
     def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                context_length: int) -> Tensor:
+                context_length: int, baseline: Tensor | None = None) -> Tensor:
         """Forking sequences over a window of L = context_length + horizon steps.
 
         The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
-        origin t forecasts steps t+1 .. t+horizon. Returns (B, context_length, horizon, C, Q)."""
+        origin t forecasts steps t+1 .. t+horizon (plus the baseline from steps 0..t; ``baseline``:
+        the batch's (B, C, 3) weights). Returns (B, context_length, horizon, C, Q)."""
         T = int(context_length)
         if target.shape[1] < T + self.horizon:
             raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")
         x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
-        return self.decode(out, future_ahead(future_cov, T, self.horizon))
+        y = self.decode(out, future_ahead(future_cov, T, self.horizon))
+        return self.add_baseline(y, target[:, :T], observed[:, :T], baseline, origins=T)
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                      context_length: int) -> Tensor:
+                      context_length: int, baseline: Tensor | None = None) -> Tensor:
         """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward."""
         T = int(context_length)
         x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
         fa = future_cov[:, T:T + self.horizon].reshape(future_cov.shape[0], -1)
-        return self.decode(out[:, -1], fa)
+        return self.add_baseline(self.decode(out[:, -1], fa), target[:, :T], observed[:, :T], baseline)
 
     # ---- streaming ----
 

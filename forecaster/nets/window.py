@@ -49,6 +49,9 @@ class WindowForecastNet(GRUNetBase):
         d_model: width of the input projection; head_hidden: hidden width of the head (0: linear).
         quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
         channel_independent, revin, segment_length, decoder, head_dropout: see the module docstring.
+        baseline, season_length: the naive forecast the output is added to
+            (:class:`~forecaster.nets.common.GRUNetBase`); with RevIN it takes the place of RevIN's
+            location (the output is ``baseline + scale * network``).
     """
 
     trains_on_every_origin = False
@@ -73,11 +76,14 @@ class WindowForecastNet(GRUNetBase):
         segment_length: int = 1,
         decoder: WindowDecoder = "last",
         head_dropout: float = 0.0,
+        baseline: str = "none",
+        season_length: int = 1,
     ) -> None:
         n_past, n_future = int(n_past_covariates), int(n_future_covariates)
         check_window_options(n_past, n_future, channel_independent, revin, segment_length, decoder, head_dropout,
                              context_length, horizon)
-        super().__init__(n_targets, horizon, quantiles, 1 if channel_independent else n_targets)
+        super().__init__(n_targets, horizon, quantiles, 1 if channel_independent else n_targets, baseline,
+                         season_length, context_length)
         self.n_past, self.n_future = n_past, n_future
         self.channel_independent, self.segment_length, self.decoder = bool(channel_independent), int(segment_length), decoder
         self.revin = RevIN(revin)
@@ -132,9 +138,10 @@ class WindowForecastNet(GRUNetBase):
         return y.reshape(R, self.horizon, self.n_net_targets, self.n_quantiles)  # segment-major, then step
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                      context_length: int) -> Tensor:
+                      context_length: int, baseline: Tensor | None = None) -> Tensor:
         """The forecast of a window's last ``horizon`` steps from its first ``context_length``:
-        target/observed (B, L, C), past_cov (B, L, P), future_cov (B, L, F) -> (B, horizon, C, Q)."""
+        target/observed (B, L, C), past_cov (B, L, P), future_cov (B, L, F), baseline weights
+        (B, C, 3) -> (B, horizon, C, Q)."""
         T, w = int(context_length), self.segment_length
         if T % w:
             raise ValueError(f"context_length={T} must be a multiple of segment_length={w}")
@@ -151,7 +158,11 @@ class WindowForecastNet(GRUNetBase):
             y = self._head(torch.cat([out[:, -1].float(), fa.float()], dim=-1))
         if self.channel_independent:  # (B*C, horizon, 1, Q) -> (B, horizon, C, Q)
             y = y.reshape(B, self.n_targets, *y.shape[1:]).squeeze(-2).movedim(1, -2)
-        return self.revin.denormalize(y, base)
+        if self.baseline == "none":
+            return self.revin.denormalize(y, base)
+        if base is not None:  # RevIN's scale stays; the baseline takes the place of its location
+            y = y * base[1].view(B, 1, -1, 1).to(y.dtype)
+        return self.add_baseline(y, target[:, :T], observed[:, :T], baseline)
 
     forward = forecast_last
 

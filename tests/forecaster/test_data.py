@@ -93,9 +93,26 @@ def test_wide_format_without_id_multivariate():
                               future_covariate_cols=["fc"], context_length=6, horizon=3)
     b = next(iter(dm.train_dataloader()))
     assert dm.series_ids == ["0"] and dm.n_targets == 2 and dm.n_past_covariates == 1
-    # hourly -> hour_of_day, day_of_week, day_of_year as sin/cos: 6 calendar + 1 user
-    assert dm.n_future_covariates == 7 and dm.season_length == 24 and dm.freq == "1h"
-    assert b["target"].shape[1:] == (9, 2) and b["future_cov"].shape[1:] == (9, 7)
+    # hourly: the calendar candidates are hour_of_day, day_of_week, day_of_year, but 24 training
+    # hours cover none of their periods three times: 1 user future covariate
+    assert dm.n_future_covariates == 1 and dm.season_length == 24 and dm.freq == "1h"
+    assert b["target"].shape[1:] == (9, 2) and b["future_cov"].shape[1:] == (9, 1)
+
+
+@pytest.mark.parametrize("days,kept", [(2, []), (3, ["hour_of_day"]), (21, ["hour_of_day", "day_of_week"]),
+                                       (3 * 366, ["hour_of_day", "day_of_week", "day_of_year"])])
+def test_calendar_features_only_where_the_training_part_covers_their_period(days, kept):
+    n = days * 24 + 10  # + the 10 steps of val and test
+    df = pl.DataFrame({"ts": pl.datetime_range(T0, T0 + dt.timedelta(hours=n - 1), "1h", eager=True),
+                       "y": np.zeros(n)})
+    dm = TimeSeriesDataModule(data=df, time_col="ts", target_cols=["y"], context_length=4, horizon=2, val_size=5,
+                              test_size=5)
+    assert dm.spec.calendar == kept
+    summary = dm.summary()
+    assert ("day_of_year dropped: the training part covers" in summary) == ("day_of_year" not in kept)
+    explicit = TimeSeriesDataModule(data=df, time_col="ts", target_cols=["y"], context_length=4, horizon=2,
+                                    val_size=5, test_size=5, calendar_features=["day_of_year"])
+    assert explicit.spec.calendar == ["day_of_year"]  # a list is taken as given
 
 
 def test_target_cols_default_to_numeric_columns():
@@ -276,7 +293,8 @@ def test_default_dataset_no_arguments():
     dm = TimeSeriesDataModule()
     assert dm.series_ids == ["greensboro_nc", "sand_point_ak"] and dm.freq == "1h" and dm.season_length == 24
     assert dm.context_length == 168 and dm.horizon == 24 and dm.n_targets == 3
-    assert dm.n_past_covariates == 4 and dm.n_future_covariates == 6  # hour/weekday/day-of-year sin+cos
+    # hour of day and weekday as sin+cos; one year of data cannot teach the day of the year
+    assert dm.n_past_covariates == 4 and dm.n_future_covariates == 4 and dm.spec.calendar == ["hour_of_day", "day_of_week"]
     b = next(iter(dm.train_dataloader()))
     assert b["target"].shape == (64, 192, 3) and b["future_cov"].shape == (64, 192, dm.n_future_covariates)
     assert torch.isfinite(b["target"]).all()

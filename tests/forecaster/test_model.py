@@ -35,6 +35,8 @@ def synthetic_batch(b=B, ctx=CTX, h=H, c=C, p=P, f=F):
         "future_cov": torch.randn(b, L, f, generator=g),
         "loc": torch.randn(b, c, generator=g),
         "scale": torch.rand(b, c, generator=g) + 0.5,
+        "baseline": torch.stack([torch.rand(b, c, generator=g) * 0.5, torch.rand(b, c, generator=g) * 0.5,
+                                 torch.randn(b, c, generator=g)], dim=-1),
         "series": torch.zeros(b, dtype=torch.int64),
         "start": torch.arange(b, dtype=torch.int64),
     }
@@ -52,7 +54,8 @@ def test_shapes_and_last_origin_matches_forking():
     batch = synthetic_batch()
     out = m(batch)
     assert out.shape == (B, CTX, H, C, 3)
-    last = m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX)
+    last = m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX,
+                               batch["baseline"])
     torch.testing.assert_close(last, out[:, -1])
     fc = m.forecast(batch)
     torch.testing.assert_close(fc, out[:, -1] * batch["scale"][:, None, :, None] + batch["loc"][:, None, :, None])
@@ -94,7 +97,9 @@ def test_step_and_decode_reproduce_the_sequence_forecast():
         h = net.step_(state, idx, batch["target"][:, t], batch["observed"][:, t], batch["past_cov"][:, t],
                       batch["future_cov"][:, t])
     fa = batch["future_cov"][:, CTX:CTX + H].reshape(B, -1)
-    torch.testing.assert_close(net.decode(h, fa), m(batch)[:, -1], atol=1e-5, rtol=1e-4)
+    result = net.add_baseline(net.decode(h, fa), batch["target"][:, :CTX], batch["observed"][:, :CTX],
+                              batch["baseline"])
+    torch.testing.assert_close(result, m(batch)[:, -1], atol=1e-5, rtol=1e-4)
 
 
 def test_quantiles_never_cross():
@@ -312,7 +317,7 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
 # ---- long-look-back options (channel_independent, revin, segment_length, decoder="last", head_dropout) ----
 
 SEG = dict(n_past_covariates=0, n_future_covariates=0, channel_independent=True, revin="last", segment_length=4,
-           decoder="last", head_dropout=0.5, head_hidden=0, loss="mae")
+           decoder="last", head_dropout=0.5, head_hidden=0, loss="mae", baseline="none")
 
 
 def no_cov(batch):
@@ -323,7 +328,8 @@ def no_cov(batch):
 
 
 def last_fc(m, batch):
-    return m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX)
+    return m.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CTX,
+                               batch.get("baseline"))
 
 
 @pytest.mark.parametrize("opts", [
@@ -370,7 +376,7 @@ def test_revin_makes_the_forecast_shift_equivariant(revin):
     a, b = last_fc(m, batch), last_fc(m, shifted)
     torch.testing.assert_close(b, a + 3.7, atol=1e-4, rtol=1e-4)
     # without revin the network does see the level
-    m0 = small_model(**{**SEG, "revin": "none"}).eval()
+    m0 = small_model(**{**SEG, "revin": "none"}).eval()  # baseline none: the network alone
     assert not torch.allclose(last_fc(m0, shifted), last_fc(m0, batch) + 3.7, atol=1e-3)
 
 
@@ -419,7 +425,7 @@ def test_segments_match_a_hand_computation():
     the head reads the final state."""
     w = 4
     m = small_model(n_past_covariates=0, n_future_covariates=0, segment_length=w, decoder="last", head_hidden=0,
-                    loss="mae").eval()
+                    loss="mae", baseline="none").eval()
     net = m.net
     batch = no_cov(synthetic_batch())
     x = torch.cat([batch["target"][:, :CTX] * batch["observed"][:, :CTX], batch["observed"][:, :CTX]], -1)
@@ -544,7 +550,8 @@ def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path, decoder):
     se = ae = cnt = 0.0
     with torch.no_grad():
         for b in dm.test_dataloader():
-            p = model.net.forecast_last(b["target"], b["observed"], b["past_cov"], b["future_cov"], 48)[..., 0]
+            p = model.net.forecast_last(b["target"], b["observed"], b["past_cov"], b["future_cov"], 48,
+                                        b["baseline"])[..., 0]
             y = b["target"][:, 48:]
             se += ((p - y) ** 2).sum().item()
             ae += (p - y).abs().sum().item()

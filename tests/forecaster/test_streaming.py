@@ -49,7 +49,7 @@ def raw_frame(drop_rows=(17, 18), null_at=((9, "a"),)) -> pl.DataFrame:
     return df
 
 
-def make(quantiles=(0.1, 0.5, 0.9), reset_after=True):
+def make(quantiles=(0.1, 0.5, 0.9), reset_after=True, baseline="none"):
     df = raw_frame()
     dm = TimeSeriesDataModule.from_frame(
         df, time_col="time", id_col="id", target_cols=["a", "b"], past_covariate_cols=["p"],
@@ -59,13 +59,20 @@ def make(quantiles=(0.1, 0.5, 0.9), reset_after=True):
     torch.manual_seed(0)
     net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON,
                           hidden_size=16, num_layers=2, d_model=8, head_hidden=16, quantiles=list(quantiles),
-                          reset_after=reset_after, backend="torch")
+                          reset_after=reset_after, backend="torch", baseline=baseline,
+                          season_length=dm.season_length, context_length=CONTEXT)
+    if baseline != "none":
+        with torch.no_grad():  # the head starts at zero with a baseline: give it something to add
+            net.head[-1].weight.normal_(0, 0.1)
+            net.head[-1].bias.normal_(0, 0.1)
     return df, dm, Holder(net, dm.spec.to_dict())
 
 
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-def test_one_observation_at_a_time_equals_batch_model(reset_after):
-    df, dm, model = make(reset_after=reset_after)
+@pytest.mark.parametrize("reset_after,baseline", [(True, "none"), (False, "none"), (True, "blend"),
+                                                   (True, "seasonal")],
+                         ids=["reset_after", "reset_before", "blend", "seasonal"])
+def test_one_observation_at_a_time_equals_batch_model(reset_after, baseline):
+    df, dm, model = make(reset_after=reset_after, baseline=baseline)
     ds = dm.train_dataset()
     sids = [dm.series_ids[int(s)] for s in ds.__getitems__(list(range(len(ds))))["series"]]
     stream = stream_of(model)
@@ -75,7 +82,8 @@ def test_one_observation_at_a_time_equals_batch_model(reset_after):
         batch = ds.__getitems__([i])
         assert int(batch["start"][0]) == 0
         with torch.no_grad():
-            expected = model.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CONTEXT)
+            expected = model.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], CONTEXT,
+                                 batch["baseline"])
         expected = expected[0] * batch["scale"][0][None, :, None] + batch["loc"][0][None, :, None]  # (T, H, C, Q)
         rows = df.filter(pl.col("id") == sid).sort("time").to_dicts()
         for rec in rows:
@@ -180,7 +188,7 @@ def test_new_series_uses_pooled_scaler_or_is_rejected():
     assert stream.observe([rec]).accepted == 1
     spec = model.data_spec
     expected_loc = np.median([[spec["scalers"][s][c][0] for c in ("a", "b")] for s in ("s1", "s2")], axis=0)
-    np.testing.assert_allclose(stream._params[stream._ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
+    np.testing.assert_allclose(stream._t["params"][stream._ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
     strict = stream_of(model, new_series="reject")
     report = strict.observe([rec])
     assert report.accepted == 0 and "unknown series" in report.rejected[0].reason

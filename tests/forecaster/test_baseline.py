@@ -1,0 +1,115 @@
+"""The naive baseline every model starts from: hand computations, the fitted blend, and untrained
+models (every decoder, point and quantile) that forecast it exactly."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from forecaster.baseline import baseline_forecast, fit_blend
+from forecaster.data import TimeSeriesDataModule
+from forecaster.lightning_module import GRUForecaster
+
+
+def test_baseline_by_hand():
+    # one series, one target, context y = 1..6 (t = 0..5), season 3, horizon 4
+    y = torch.arange(1.0, 7.0).view(1, 6, 1)
+    o = torch.ones_like(y)
+    params = torch.tensor([[[0.5, 0.3, 2.0]]])  # w_season, w_last, level
+    result = baseline_forecast(y, o, params, horizon=4, season_length=3, context_length=6)
+    seasonal = torch.tensor([4.0, 5.0, 6.0, 4.0])  # y[t + k - 3 ceil(k / 3)] from t = 5
+    expected = 0.5 * seasonal + 0.3 * 6.0 + 0.2 * 2.0
+    torch.testing.assert_close(result[0, :, 0], expected)
+    # an unobserved seasonal value falls back to the last value; no observation at all to the level
+    o2 = o.clone()
+    o2[0, 4, 0] = 0.0  # t = 4 (value 5) missing: the seasonal value of k = 2
+    result = baseline_forecast(y * o2, o2, params, 4, 3, 6)
+    torch.testing.assert_close(result[0, 1, 0], torch.tensor(0.5 * 6.0 + 0.3 * 6.0 + 0.2 * 2.0))
+    none = baseline_forecast(torch.zeros_like(y), torch.zeros_like(o), params, 4, 3, 6)
+    torch.testing.assert_close(none[0, :, 0], torch.full((4,), 2.0))
+    # a look-back shorter than the season: the lag is outside the window -> the last value
+    short = baseline_forecast(y[:, -2:], o[:, -2:], torch.tensor([[[1.0, 0.0, 0.0]]]), 1, 3, 2)
+    torch.testing.assert_close(short[0, :, 0], torch.tensor([6.0]))
+    # every origin of a window (forking): origin t sees steps 0..t only
+    every = baseline_forecast(y, o, torch.tensor([[[0.0, 1.0, 0.0]]]), 2, 3, 6, origins=6)
+    torch.testing.assert_close(every[0, :, 0, 0], torch.arange(1.0, 7.0))
+
+
+@pytest.mark.parametrize("kind,expected", [("seasonal", (1.0, 0.0)), ("walk", (0.0, 1.0)), ("noise", (0.0, 0.0))])
+def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
+    rng = np.random.default_rng(0)
+    n, m = 2000, 12
+    if kind == "seasonal":
+        y = np.tile(rng.normal(size=m), n // m + 1)[:n]
+    elif kind == "walk":
+        y = np.cumsum(rng.normal(size=n))
+    else:
+        y = rng.normal(size=n)
+    y = (y - y.mean()) / y.std()
+    w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
+    np.testing.assert_allclose(w[0, :2], expected, atol=0.1)
+    assert w[0, 2] == pytest.approx(0.0, abs=1e-9)  # the level of z-scored training values
+
+
+def tiny_dm(**kw):
+    rng = np.random.default_rng(1)
+    t0 = dt.datetime(2024, 1, 1)
+    rows = []
+    for k, sid in enumerate(("a", "b")):
+        for i in range(200):
+            rows.append({"sid": sid, "t": t0 + dt.timedelta(hours=i),
+                         "y": float(np.sin(2 * np.pi * i / 24) * (3 + k) + 0.1 * i + rng.normal() * 0.3),
+                         "z": float(rng.normal())})
+    args = dict(time_col="t", id_col="sid", target_cols=["y", "z"], context_length=48, horizon=12,
+                calendar_features="none")
+    args.update(kw)
+    return TimeSeriesDataModule(data=pl.DataFrame(rows), **args)
+
+
+@pytest.mark.parametrize("decoder,extra", [("forking", {}), ("last", {}), ("last", {"revin": "std"}),
+                                           ("pmf", {"segment_length": 6})])
+@pytest.mark.parametrize("loss", ["quantile", "mae"])
+def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
+    dm = tiny_dm()
+    torch.manual_seed(0)
+    model = GRUForecaster.from_datamodule(dm, decoder=decoder, loss=loss, hidden_size=8, d_model=8, head_hidden=16,
+                                          **extra).eval()
+    batch = dm.predict_batch()
+    result = model.forecast(batch)  # (S, h, C, Q), original units
+    T = dm.context_length
+    base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], batch["baseline"], dm.horizon,
+                             dm.season_length, T)
+    expected = base * batch["scale"][:, None] + batch["loc"][:, None]
+    torch.testing.assert_close(result[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
+    if loss == "quantile":
+        assert (result.diff(dim=-1) > 0).all()  # the quantiles spread around it
+    # by hand for one series and target: the blend of the fitted weights on the raw context
+    ws, wl, mu = dm.spec.baseline[0, 0]
+    loc, sc = dm.spec.scaler("a", ["y"])
+    raw = batch["target"][0, :T, 0].numpy() * sc[0] + loc[0]
+    k = np.arange(1, dm.horizon + 1)
+    seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
+    by_hand = ws * seasonal + wl * raw[-1] + (1 - ws - wl) * (mu * sc[0] + loc[0])
+    np.testing.assert_allclose(result[0, :, 0, model.net.anchor].numpy(), by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_baseline_modes_and_none():
+    dm = tiny_dm()
+    batch = dm.predict_batch()
+    T = dm.context_length
+    for mode, (ws, wl) in {"seasonal": (1.0, 0.0), "last": (0.0, 1.0), "mean": (0.0, 0.0)}.items():
+        model = GRUForecaster.from_datamodule(dm, baseline=mode, hidden_size=8, d_model=8, head_hidden=16).eval()
+        params = batch["baseline"].clone()
+        params[..., 0], params[..., 1] = ws, wl
+        base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
+        expected = base * batch["scale"][:, None] + batch["loc"][:, None]
+        torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
+    torch.manual_seed(0)
+    plain = GRUForecaster.from_datamodule(dm, baseline="none", hidden_size=8, d_model=8, head_hidden=16)
+    assert plain.net.head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
+    with pytest.raises(ValueError, match="baseline='median'"):
+        GRUForecaster.from_datamodule(dm, baseline="median")
