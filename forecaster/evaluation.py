@@ -47,14 +47,32 @@ class ReplayResult:
     overall: dict
 
 
+def window_forecasts(net, dm: TimeSeriesDataModule, series: np.ndarray, origin_index: np.ndarray,
+                     anchor: int, batch_size: int = 1024) -> np.ndarray:
+    """The point forecasts of re-running the look-back window from a zero state at each origin
+    (what ``predict`` computes there): (N, horizon, C), original units."""
+    T, h = dm.context_length, dm.horizon
+    out = []
+    for a in range(0, len(series), batch_size):
+        b, _ = dm.gather(series[a:a + batch_size], origin_index[a:a + batch_size] - T + 1, T + h)
+        b["target"][:, T:] = 0.0
+        b["observed"][:, T:] = 0.0
+        b["past_cov"][:, T:] = 0.0
+        y = net.forecast_last(b["target"], b["observed"], b["past_cov"], b["future_cov"], T, b["baseline"])
+        out.append((y[..., anchor] * b["scale"][:, None] + b["loc"][:, None]).float().numpy())
+    return np.concatenate(out) if out else np.empty((0, h, len(dm.target_cols)), np.float32)
+
+
 def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: np.ndarray,
-                    forecast: np.ndarray) -> pl.DataFrame:
+                    forecast: np.ndarray, window: np.ndarray | None = None) -> pl.DataFrame:
     """Score point forecasts on ``dm``'s grid (built with the model's spec).
 
     Args:
         series: int64 (N,) indices into ``dm.series_ids``.
         origin_index: int64 (N,) grid index of each forecast's origin in its series.
         forecast: (N, horizon, C) point forecasts in original units.
+        window: optionally (N, horizon, C) forecasts of another policy (re-running the window), scored
+            as the ``window`` column.
 
     Returns:
         The ``errors`` table of :class:`ReplayResult`: one row per (forecast, step, target) whose
@@ -76,7 +94,7 @@ def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: 
     origin_t = dm.grid_time(series, origin_index)
     times = dm.grid_time(series[:, None], origin_index[:, None] + steps[None, :])
     n_i, s_i, c_i = np.nonzero(seen)
-    return pl.DataFrame({
+    cols = {
         "series": pl.Series([dm.series_ids[i] for i in series[n_i]], dtype=pl.String),
         "origin": spec.times_series(origin_t[n_i], "origin"),
         "time": spec.times_series(times[n_i, s_i], "time"),
@@ -86,7 +104,10 @@ def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: 
         "forecast": np.asarray(forecast, dtype=np.float64)[n_i, s_i, c_i],
         "seasonal_naive": naive[n_i, s_i, c_i].astype(np.float64),
         "last_value": last[n_i, s_i, c_i].astype(np.float64),
-    })
+    }
+    if window is not None:
+        cols["window"] = np.asarray(window, dtype=np.float64)[n_i, s_i, c_i]
+    return pl.DataFrame(cols)
 
 
 def _period(spec) -> pl.Expr:
@@ -105,15 +126,17 @@ def _period(spec) -> pl.Expr:
 
 def _mae(errors: pl.DataFrame, by: list) -> pl.DataFrame:
     a = pl.col("actual")
+    extra = [(pl.col("window") - a).abs().mean().alias("mae_window")] if "window" in errors.columns else []
     return (errors.group_by(by).agg((pl.col("forecast") - a).abs().mean().alias("mae"),
                                     (pl.col("seasonal_naive") - a).abs().mean().alias("mae_seasonal_naive"),
                                     (pl.col("last_value") - a).abs().mean().alias("mae_last_value"),
-                                    pl.len().alias("n"))
+                                    *extra, pl.len().alias("n"))
             .sort(by[0]))
 
 
 @torch.inference_mode()
-def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_steps: int | None = None) -> ReplayResult:
+def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_steps: int | None = None,
+           compare_window: bool = False) -> ReplayResult:
     """Stream the test part of ``data`` and score the online forecasts.
 
     Args:
@@ -123,6 +146,9 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
         split: the data module's split arguments (``train_size``, ``val_size``, ``test_size``,
             ``val_start``, ``test_start``) as the model was trained with; None = the defaults.
         max_steps: only the first N test timestamps.
+        compare_window: also score, at every origin, the forecast of re-running the look-back window
+            from a zero state (how the model was trained) beside the stream's forecast (for the
+            per-step model: a state carried over the whole history): ``mae_window`` columns.
     """
     spec = stream.spec
     kw = {k: v for k, v in (split or {}).items() if k in SPLIT_KEYS and v is not None}
@@ -161,7 +187,9 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     series = np.asarray(series, dtype=np.int64)
     origin_t = np.concatenate(origins)
     k, _ = spec.freq.index(dm.grid_time(series, 0), origin_t)
-    errors = score_forecasts(dm, series, k.astype(np.int64), np.concatenate(values))
+    k = k.astype(np.int64)
+    window = window_forecasts(stream.net, dm, series, k, stream.net.anchor) if compare_window else None
+    errors = score_forecasts(dm, series, k, np.concatenate(values), window)
     by_step = _mae(errors, ["step"])
     over_time = _mae(errors.with_columns(_period(spec).alias("period")), ["period"])
     a = errors["actual"]
@@ -169,6 +197,7 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
         "mae": float((errors["forecast"] - a).abs().mean()),
         "mae_seasonal_naive": float((errors["seasonal_naive"] - a).abs().mean()),
         "mae_last_value": float((errors["last_value"] - a).abs().mean()),
+        **({"mae_window": float((errors["window"] - a).abs().mean())} if compare_window else {}),
         "forecasts_scored": errors.height, "timestamps": n_stamps,
         "observe_ms_per_timestamp": 1e3 * t_obs / max(1, n_stamps),
     }

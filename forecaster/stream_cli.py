@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--new_series", default="pooled", choices=["pooled", "reject"])
     p.add_argument("--replay", metavar="DATA", help="replay the test part of this dataset and report online errors")
     p.add_argument("--max_steps", type=int, help="with --replay: only the first N test timestamps")
+    p.add_argument("--compare_window", action="store_true",
+                   help="with --replay: also score re-running the look-back window at every origin (mae_window)")
     p.add_argument("--report", help="with --replay: write the error-over-time table to this CSV")
     p.add_argument("--plot", help="with --replay: draw online error over time against the baseline (PNG)")
     return p
@@ -177,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.replay:
         split = ckpt.get("datamodule_hyper_parameters") or {}
         try:
-            result = replay(stream, args.replay, split, args.max_steps)
+            result = replay(stream, args.replay, split, args.max_steps, compare_window=args.compare_window)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
         o = result.overall
-        print(f"online MAE {o['mae']:.4f}  seasonal naive {o['mae_seasonal_naive']:.4f}  last value "
+        window = f"  re-running the window {o['mae_window']:.4f}" if "mae_window" in o else ""
+        print(f"online MAE {o['mae']:.4f}{window}  seasonal naive {o['mae_seasonal_naive']:.4f}  last value "
               f"{o['mae_last_value']:.4f}  ({o['forecasts_scored']} forecast values over {o['timestamps']} "
               f"timestamps, observe {o['observe_ms_per_timestamp']:.2f} ms per timestamp)")
         with pl.Config(tbl_rows=50):

@@ -40,7 +40,7 @@ import polars as pl
 import torch
 
 from forecaster.forecasts import empty_forecast_frame, forecast_frame
-from forecaster.nets import StepForecastNet
+from forecaster.nets import StepForecastNet, WindowForecastNet
 from forecaster.snapshot import SnapshotError, read_snapshot, write_snapshot
 from forecaster.spec import DataSpec
 
@@ -97,9 +97,18 @@ def _weights_digest(net: torch.nn.Module) -> str:
 class StreamingForecaster:
     """Online forecasting with a trained network and its data spec.
 
+    Two kinds of model stream, with the same API:
+
+    * the per-step model (:class:`forecaster.nets.StepForecastNet`) keeps each series' GRU state and
+      advances it one recurrent step per observation (plus a ring of the last season of targets and
+      the last observed value, for its baseline);
+    * the window model (:class:`forecaster.nets.WindowForecastNet`: segments, RevIN, channel
+      independence, the PMF decoder) keeps a ring buffer of each series' last ``context_length``
+      steps (O(1) per observation) and runs the window when a forecast is asked for: the forecast
+      equals ``predict``'s at the same origin.
+
     Args:
-        net: the per-step network (:class:`forecaster.nets.StepForecastNet`, ``model.net`` of a
-            trained :class:`forecaster.GRUForecaster`).
+        net: the trained network (``model.net`` of a :class:`forecaster.GRUForecaster`).
         spec: the data spec (:class:`forecaster.spec.DataSpec` or its dict, ``model.data_spec``):
             columns, time axis, scalers.
         device: where the state table and the recurrence live ("cpu" or "cuda").
@@ -114,11 +123,8 @@ class StreamingForecaster:
         if spec is None:
             raise ValueError("the model has no data spec; train it with a TimeSeriesDataModule "
                              "(the CLI links it) so the checkpoint knows columns, frequency and scalers")
-        if not isinstance(net, StepForecastNet):
-            raise ValueError(
-                "this model forecasts from whole windows, not one observation at a time (the window model: decoder "
-                f"{getattr(net, 'decoder', '?')!r}); streaming needs the per-step model (decoder 'forking'): train "
-                "such a model for streaming, or forecast this one with `python -m forecaster predict`")
+        if not isinstance(net, (StepForecastNet, WindowForecastNet)):
+            raise ValueError(f"net must be a StepForecastNet or WindowForecastNet (model.net), got {type(net).__name__}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.spec = DataSpec.from_dict(spec)
@@ -135,8 +141,11 @@ class StreamingForecaster:
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
         self.context_length = int(s.context_length)
-        # the baseline needs the last season of targets (within the look-back) and the last observed value
-        self.ring = min(s.season_length, self.context_length) if self.net.baseline != "none" else 0
+        self.windowed = isinstance(self.net, WindowForecastNet)
+        if self.windowed:  # the whole look-back, every input column
+            self.ring = self.context_length
+        else:  # the baseline needs the last season of targets (within the look-back) and the last observed value
+            self.ring = min(s.season_length, self.context_length) if self.net.baseline != "none" else 0
         self._digest = _weights_digest(self.net)
         self._reset(max(1, int(capacity)))
 
@@ -150,12 +159,20 @@ class StreamingForecaster:
             # last_y/last_n: the last observed scaled value of each target and the step count after it
             t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0),
                      last_y=((C,), np.float32, 0.0), last_n=((C,), np.int64, 0))
+        if self.windowed:  # the window model also reads past and user future covariates of every step
+            t["ring_x"] = ((self.ring, D - C), np.float32, 0.0)
         return t
+
+    def memory_per_series(self) -> int:
+        """Bytes each series takes: its recurrent state and its tables."""
+        state = 0 if self.windowed else self.num_layers * self.hidden_size * 4
+        return state + sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dt).itemsize
+                           for shape, dt, _ in self._layout().values())
 
     def _reset(self, cap: int) -> None:
         self._ids: dict[str, int] = {}
         self._id_list: list[str] = []
-        self._state = torch.zeros(self.num_layers, cap, self.hidden_size, device=self.device)
+        self._state = torch.zeros(self.num_layers, 0 if self.windowed else cap, self.hidden_size, device=self.device)
         self._t = {k: np.full((cap, *shape), fill, dtype=dt) for k, (shape, dt, fill) in self._layout().items()}
 
     @property
@@ -194,9 +211,10 @@ class StreamingForecaster:
         if need <= cap:
             return
         new = max(need, 2 * cap)
-        state = torch.zeros(self.num_layers, new, self.hidden_size, device=self.device)
-        state[:, :cap] = self._state
-        self._state = state
+        if not self.windowed:
+            state = torch.zeros(self.num_layers, new, self.hidden_size, device=self.device)
+            state[:, :cap] = self._state
+            self._state = state
         for k, (shape, dt, fill) in self._layout().items():
             self._t[k] = np.concatenate([self._t[k], np.full((new - cap, *shape), fill, dtype=dt)])
 
@@ -423,8 +441,9 @@ class StreamingForecaster:
         scaled = np.where(observed, scaled, 0.0).astype(np.float32)
         future = np.concatenate([scaled[:, C + P:], self.spec.calendar_features(times)], axis=1)
         obs_t = observed[:, :C]
-        with _one_thread_if_small(self.device, len(rows)):
-            self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
+        if not self.windowed:
+            with _one_thread_if_small(self.device, len(rows)):
+                self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
         t["last"][rows] = times
         t["n_steps"][rows] += 1
         t["n_obs"][rows] += obs_t.any(axis=1)
@@ -434,6 +453,8 @@ class StreamingForecaster:
             t["ring_o"][rows, slot] = obs_t
             t["last_y"][rows] = np.where(obs_t, scaled[:, :C], t["last_y"][rows])
             t["last_n"][rows] = np.where(obs_t, t["n_steps"][rows][:, None], t["last_n"][rows])
+            if self.windowed:
+                t["ring_x"][rows, slot] = scaled[:, C:]
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
         """One recurrent step for table rows ``rows`` (all distinct) from one step's features."""
@@ -469,6 +490,16 @@ class StreamingForecaster:
         cal = self.spec.calendar_features(times.reshape(-1)).reshape(len(rows), H, -1)
         ahead = np.concatenate([self._future_values(ids, rows, times, future), cal], axis=2) if self.future_cols \
             else cal
+        if self.windowed:
+            y = self._window_forecast(rows, ahead)
+        else:
+            y = self._state_forecast(rows, ahead)
+        loc = self._t["params"][rows, 0, :C][:, None, :, None]
+        scl = self._t["params"][rows, 1, :C][:, None, :, None]
+        return ids, self._last[rows].copy(), (y * scl + loc).astype(np.float32)
+
+    def _state_forecast(self, rows: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+        """Per-step model: decode each series' state (and add its baseline): (M, H, C, Q) scaled."""
         h = self._state[-1, torch.from_numpy(rows).to(self.device)]
         fut_t = torch.from_numpy(np.ascontiguousarray(ahead, dtype=np.float32)).to(self.device)
         with _one_thread_if_small(self.device, len(rows)):
@@ -476,10 +507,42 @@ class StreamingForecaster:
             if self.net.baseline != "none":
                 win_y, win_o = self._baseline_window(rows)
                 y = self.net.add_baseline(y, win_y, win_o, torch.from_numpy(self._t["base"][rows]).to(self.device))
-            y = y.float().cpu().numpy()  # (M, H, C, Q)
-        loc = self._t["params"][rows, 0, :C][:, None, :, None]
-        scl = self._t["params"][rows, 1, :C][:, None, :, None]
-        return ids, self._last[rows].copy(), (y * scl + loc).astype(np.float32)
+            return y.float().cpu().numpy()  # (M, H, C, Q)
+
+    def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets
+        (M, T, C), observed (M, T, C) and the other inputs (M, T, P + F_user); steps before a series'
+        first observation are unobserved zeros, as ``predict`` pads them."""
+        t, T = self._t, self.context_length
+        n = t["n_steps"][rows]
+        j = np.arange(T)
+        step = n[:, None] - T + j[None, :]  # the step number at window position j
+        ok = step >= 0
+        slot = np.where(ok, step, 0) % T
+        r = rows[:, None]
+        y = np.where(ok[..., None], t["ring_y"][r, slot], 0.0)
+        o = np.where(ok[..., None], t["ring_o"][r, slot], 0.0)
+        x = np.where(ok[..., None], t["ring_x"][r, slot], 0.0) if "ring_x" in t else None
+        return y.astype(np.float32), o.astype(np.float32), x
+
+    def _window_forecast(self, rows: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+        """Window model: run the window of each series (the forecast ``predict`` makes from the same
+        origin): (M, H, C, Q) scaled."""
+        T, H, C, P = self.context_length, self.horizon, len(self.target_cols), len(self.past_cols)
+        M = len(rows)
+        y, o, x = self._window(rows)
+        times = self.spec.grid_times(self._last[rows][:, None], np.arange(-T + 1, 1)[None, :])  # (M, T)
+        cal = self.spec.calendar_features(times.reshape(-1)).reshape(M, T, -1)
+        future_ctx = np.concatenate([x[..., P:], cal], axis=2)  # user future covariates, then calendar
+        z = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)  # noqa: E731
+        target = as_t(np.concatenate([y, z(M, H, C)], axis=1))
+        observed = as_t(np.concatenate([o, z(M, H, C)], axis=1))
+        past = as_t(np.concatenate([x[..., :P], z(M, H, P)], axis=1))
+        fut = as_t(np.concatenate([future_ctx, ahead], axis=1))
+        base = torch.from_numpy(self._t["base"][rows]).to(self.device)
+        with _one_thread_if_small(self.device, M):
+            return self.net.forecast_last(target, observed, past, fut, T, base).float().cpu().numpy()
 
     def _baseline_window(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """The (M, T, C) scaled targets and observed mask the baseline reads, as ``predict`` would
@@ -547,20 +610,25 @@ class StreamingForecaster:
         return ((vals - loc) / scl).astype(np.float32)
 
     def hidden_state(self, series: Sequence[str] | str | None = None) -> tuple[list[str], torch.Tensor]:
-        """Each series' GRU state, e.g. for embeddings or monitoring.
+        """Each series' GRU state (per-step model), e.g. for embeddings or monitoring.
 
         Returns:
             (ids, states): states is a float32 tensor (len(ids), num_layers, H), a copy.
         """
+        if self.windowed:
+            raise ValueError("the window model keeps no state between observations (it runs each window); "
+                             "hidden_state() is for the per-step model")
         ids, rows = self._select(series)
         return ids, self._state[:, torch.from_numpy(rows).to(self.device)].transpose(0, 1).cpu().clone()
 
     def info(self) -> pl.DataFrame:
-        """One row per series: id, last time, observations seen, recurrent steps run."""
+        """One row per series: id, last time, observations seen, steps run (gap steps included), and
+        the bytes its state and buffers take."""
         n = len(self._id_list)
         return pl.DataFrame([pl.Series("series", self._id_list, dtype=pl.String),
                              self.spec.times_series(self._last[:n], "last_time"),
-                             pl.Series("observations", self._t["n_obs"][:n]), pl.Series("steps", self._n_steps[:n])])
+                             pl.Series("observations", self._t["n_obs"][:n]), pl.Series("steps", self._n_steps[:n]),
+                             pl.Series("memory_bytes", np.full(n, self.memory_per_series(), dtype=np.int64))])
 
     # -------------------------------------------------------------------------------------------
     # snapshots
@@ -599,7 +667,8 @@ class StreamingForecaster:
             n = len(ids)
             state = payload["state"]
             tables = {k: payload[k].numpy().astype(dt) for k, (shape, dt, _) in layout.items()}
-            shapes_ok = (tuple(state.shape) == (self.num_layers, n, self.hidden_size) and len(set(ids)) == n
+            rows = 0 if self.windowed else n
+            shapes_ok = (tuple(state.shape) == (self.num_layers, rows, self.hidden_size) and len(set(ids)) == n
                          and all(tables[k].shape == (n, *shape) for k, (shape, _, _) in layout.items()))
         except (KeyError, AttributeError, TypeError) as e:
             raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: {e})") from None
@@ -611,7 +680,7 @@ class StreamingForecaster:
         old = (self._ids, self._id_list, self._state, self._t)
         try:
             self._reset(max(n, 1))
-            self._state[:, :n] = state.to(self.device)
+            self._state[:, :rows] = state.to(self.device)
             for k, v in tables.items():
                 self._t[k][:n] = v
             self._ids = {sid: i for i, sid in enumerate(ids)}

@@ -1,5 +1,7 @@
 """The streaming predictor against re-running the context window (what window-based libraries do
-for every forecast), in one run: latency of one observe + forecast, and throughput for many series."""
+for every forecast), in one run: latency of one observe + forecast, and throughput for many series,
+for the per-step model (one recurrent step per observation) and the window model (a ring buffer per
+series; the window runs when a forecast is asked for)."""
 
 from __future__ import annotations
 
@@ -11,13 +13,13 @@ import torch
 
 from forecaster.bench.timing import measure, measure_pair
 from forecaster.data import TimeSeriesDataModule
-from forecaster.nets import StepForecastNet
+from forecaster.nets import StepForecastNet, WindowForecastNet
 from forecaster.streaming import StreamingForecaster
 
 T0 = dt.datetime(2024, 1, 1)
 
 
-def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str):
+def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, model: str = "step"):
     steps = context + horizon + 4
     rng = np.random.default_rng(0)
     t = np.arange(steps)
@@ -27,19 +29,34 @@ def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str):
         "y": (np.sin(np.tile(t, n_series) * 2 * np.pi / 24) + rng.normal(size=n_series * steps) * 0.1),
         "x": rng.normal(size=n_series * steps),
     })
+    window = model == "window"
     dm = TimeSeriesDataModule.from_frame(frame, time_col="time", id_col="id", target_cols=["y"],
-                                         past_covariate_cols=["x"], context_length=context, horizon=horizon,
-                                         train_size=context + horizon, val_size=2, test_size=2)
+                                         past_covariate_cols=[] if window else ["x"], context_length=context,
+                                         horizon=horizon, train_size=context + horizon, val_size=2, test_size=2,
+                                         calendar_features="none" if window else "auto")
     torch.manual_seed(0)
-    net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, hidden_size=hidden,
-                          num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto").to(device).eval()
-    return frame, dm, net
+    common = dict(hidden_size=hidden, num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto", baseline="blend",
+                  season_length=dm.season_length, context_length=context)
+    if window:  # SegGRU as in configs/etth1.yaml: RevIN, 24-step segments, channel-independent
+        net = WindowForecastNet(dm.n_targets, 0, 0, horizon, channel_independent=True, revin="last",
+                                segment_length=24, decoder="last", head_hidden=0, **common)
+    else:
+        net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, **common)
+    return frame, dm, net.to(device).eval()
 
 
 def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, hidden: int = 64,
         context: int = 168, horizon: int = 24) -> list[dict]:
+    rows = []
+    for model in ("step", "window"):
+        rows += _run(model, device, quick, n_series, hidden, context, horizon)
+    return rows
+
+
+def _run(model: str, device: str, quick: bool, n_series: int | None, hidden: int, context: int,
+         horizon: int) -> list[dict]:
     n_series = n_series or (1000 if quick else 10_000)
-    frame, dm, net = _setup(n_series, hidden, context, horizon, device)
+    frame, dm, net = _setup(n_series, hidden, context, horizon, device, model)
     rows = []
 
     # latency: one series, one record (a list with one dict) then its forecast
@@ -57,7 +74,7 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
         state["i"] = i + 1
 
     lat = measure(observe_forecast, device, repeats=200, warmup=5)
-    rows.append({"bench": "latency", "series": 1, "H": hidden, "device": device,
+    rows.append({"bench": "latency", "model": model, "series": 1, "H": hidden, "device": device,
                  "observe+forecast_us": round(lat["median_ms"] * 1e3, 1),
                  "p25_us": round(lat["p25_ms"] * 1e3, 1), "p75_us": round(lat["p75_ms"] * 1e3, 1)})
 
@@ -71,10 +88,7 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
     def stream_update():
         k = step["k"]
         stream.observe(template.with_columns(pl.lit(T0 + dt.timedelta(hours=k)).cast(pl.Datetime("us")).alias("time")))
-        rows_t = torch.arange(n_series, device=device)
-        h = stream._state[-1, rows_t]
-        fut = torch.zeros(n_series, horizon * net.n_future, device=device)
-        net.decode(h, fut)  # the forecast tensor, as the window baseline produces
+        stream.forecast_values()  # every series' forecast tensor, as the window baseline produces
         step["k"] = k + 1
 
     ds = dm.train_dataset()
@@ -82,12 +96,13 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, h
 
     @torch.inference_mode()
     def window_recompute():
-        net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], context)
+        net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], context,
+                          batch["baseline"])
 
     with torch.inference_mode():
         t_stream, t_window = measure_pair(stream_update, window_recompute, device, repeats=5, warmup=1)
     rows.append({
-        "bench": "throughput", "series": n_series, "H": hidden, "context": context, "device": device,
+        "bench": "throughput", "model": model, "series": n_series, "H": hidden, "context": context, "device": device,
         "stream_obs_per_s": round(n_series / (t_stream["median_ms"] / 1e3)),
         "window_recompute_obs_per_s": round(n_series / (t_window["median_ms"] / 1e3)),
         "speedup": round(t_window["median_ms"] / t_stream["median_ms"], 1),

@@ -85,3 +85,21 @@ def test_replay_of_an_empty_test_part_is_a_clear_error(setup):
     df, dm, net, _ = setup
     with pytest.raises(ValueError, match="made no forecast: the test part is empty"):
         replay(StreamingForecaster(net, dm.spec), df, {"val_size": 24, "test_size": 0})
+
+
+def test_compare_window_scores_the_zero_state_window_beside_the_stream(setup):
+    """For the window model the stream is the window re-run, so both columns agree to rounding; for
+    the per-step model (a state carried over all the history) they are scored side by side."""
+    from forecaster.lightning_module import GRUForecaster
+
+    df, dm, net, _ = setup
+    split = {"val_size": 24, "test_size": 24}
+    torch.manual_seed(0)
+    window = GRUForecaster.from_datamodule(dm, decoder="last", hidden_size=8, d_model=8, head_hidden=16).eval()
+    with torch.no_grad():
+        window.net.head[-1].weight.normal_(0, 0.3)
+    r = replay(StreamingForecaster(window.net, dm.spec), df, split, max_steps=STEPS, compare_window=True)
+    np.testing.assert_allclose(r.errors["forecast"], r.errors["window"], rtol=1e-4, atol=1e-4)
+    step = replay(StreamingForecaster(net, dm.spec), df, split, max_steps=STEPS, compare_window=True)
+    assert {"mae", "mae_window"} <= set(step.overall) and "mae_window" in step.by_step.columns
+    assert not np.allclose(step.errors["forecast"], step.errors["window"])  # 96 steps of history > context 24

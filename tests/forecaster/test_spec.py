@@ -62,6 +62,20 @@ def test_unreadable_times_name_the_value_and_the_fix():
         to_axis([1.0, 2.5], "int")
 
 
+def test_short_lists_follow_the_same_rule_as_polars():
+    """A few Python values are read in plain Python (a Polars call costs about a millisecond);
+    the result must be the Polars path's, value by value."""
+    values = ["2024-03-31T12:00+02:00", "2024-03-31T10:00Z", "2024-03-31 10:00", "2024-03-31",
+              "2024-03-31T10:00:00.123456", dt.datetime(2024, 3, 31, 12, tzinfo=BERLIN),
+              dt.datetime(1960, 1, 1, 0, 0, 0, 5), dt.date(1950, 5, 5), None]
+    for v in values:
+        fast = to_axis([v], "datetime")
+        slow = to_axis(pl.Series([v]), "datetime")
+        assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist(), v
+        assert fast[2] == slow[2], v
+    assert to_axis([3, None], "int")[0].tolist() == to_axis(pl.Series([3, None]), "int")[0].tolist()
+
+
 # ---- frequencies ----
 
 @pytest.mark.parametrize("freq,kind,step,text", [
