@@ -2,17 +2,23 @@
 
 From an origin ``t`` with the context window ``[t - T + 1, t]`` (scaled units, per target):
 
-* **last** ``L``: the last observed value in the window (the level ``mu`` if none);
+* **last** ``L``: the last observed value in the window;
 * **seasonal** ``S(k)``: the value one season before the target step,
   ``y[t + k - m * ceil(k / m)]``, when it lies in the window and was observed (else ``L``);
-* **mean** ``mu``: the series' level on its training part.
+* **mean** ``M``: the mean of the observed values in the window (the level of the look-back,
+  which follows a trend or a shift, unlike a level fitted on the training part).
 
-The baseline is the blend ``w_s * S(k) + w_l * L + (1 - w_s - w_l) * mu`` with weights per series
-and target (``w_s, w_l >= 0``, ``w_s + w_l <= 1``), fitted by least squares on the training part
-(:func:`fit_blend`) and kept in the data spec, so prediction and streaming use the same numbers.
-The modes ``seasonal``, ``last`` and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0);
-``none`` switches the baseline off. Everything here is a function of the window alone: a stream
-that keeps the last ``T`` steps gets exactly what ``predict`` computes.
+With no observation in the window, ``L`` and ``M`` are the series' mean on its training part,
+``mu``. The baseline is the blend ``w_s(k) * S(k) + w_l(k) * L + (1 - w_s(k) - w_l(k)) * M`` with weights
+per series, target and horizon step (``w_s, w_l >= 0``, ``w_s + w_l <= 1``): the last value tends
+to win one step ahead, the season or the level further out. The weights are fitted by least squares
+on the training part (:func:`fit_blend`) at a few knots, steps ``1, 2, 4, ..., horizon``
+(:func:`blend_knots`), and interpolated linearly in ``log(step)`` between them; the data spec keeps
+them, so prediction and streaming use the same numbers. Parameters of a series and target:
+``[w_s at the K knots, w_l at the K knots, mu]`` (``2K + 1`` numbers). The modes ``seasonal``,
+``last`` and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0); ``none`` switches the baseline
+off. Everything here is a function of the window alone: a stream that keeps the last ``T`` steps
+gets exactly what ``predict`` computes.
 """
 
 from __future__ import annotations
@@ -23,20 +29,57 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "fit_blend", "MIN_FIT_PAIRS"]
+__all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "fit_blend", "blend_knots",
+           "blend_weights", "MIN_FIT_PAIRS"]
 
 BaselineMode = Literal["blend", "seasonal", "last", "mean", "none"]
 BASELINES = ("blend", "seasonal", "last", "mean", "none")
 MIN_FIT_PAIRS = 20  # fewer (origin, step) pairs on a series' training part: fall back to the last value
 
 
+def blend_knots(horizon: int) -> np.ndarray:
+    """The steps the blend weights are fitted at: 1, 2, 4, ... below the horizon, and the horizon."""
+    k = [1]
+    while k[-1] * 2 < horizon:
+        k.append(k[-1] * 2)
+    if k[-1] != horizon:
+        k.append(horizon)
+    return np.array(k, dtype=np.int64)
+
+
+def _interp(horizon: int, K: int) -> np.ndarray:
+    """(horizon, K): step k's weight as a linear interpolation in log(k) of the K knot values (K = 1:
+    one weight for every step)."""
+    if K == 1:
+        return np.ones((horizon, 1))
+    knots = np.log(blend_knots(horizon).astype(np.float64))
+    if len(knots) != K:
+        raise ValueError(f"blend weights at {K} knots do not fit horizon {horizon} ({len(knots)} knots)")
+    steps = np.log(np.arange(1, horizon + 1, dtype=np.float64))
+    out = np.zeros((horizon, K))
+    j = np.clip(np.searchsorted(knots, steps, side="right") - 1, 0, K - 2)
+    f = (steps - knots[j]) / (knots[j + 1] - knots[j])
+    out[np.arange(horizon), j] = 1.0 - f
+    out[np.arange(horizon), j + 1] = f
+    return out
+
+
+def blend_weights(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``[w_s knots, w_l knots, mu]`` (..., 2K + 1) -> per-step ``w_s`` and ``w_l`` (..., horizon) and
+    ``mu`` (...)."""
+    K = (params.shape[-1] - 1) // 2
+    M = torch.as_tensor(_interp(horizon, K), dtype=params.dtype, device=params.device)  # (h, K)
+    return params[..., :K] @ M.T, params[..., K:2 * K] @ M.T, params[..., -1]
+
+
 def baseline_params(mode: str, fitted: Tensor) -> Tensor:
-    """The (B, C, 3) weights ``[w_s, w_l, mu]`` a mode uses, from the fitted ones of the batch."""
+    """The (B, C, 2K + 1) parameters a mode uses, from the fitted ones of the batch."""
     if mode == "blend":
         return fitted
+    K = (fitted.shape[-1] - 1) // 2
     w = {"seasonal": (1.0, 0.0), "last": (0.0, 1.0), "mean": (0.0, 0.0)}[mode]
     out = fitted.clone()
-    out[..., 0], out[..., 1] = w
+    out[..., :K], out[..., K:2 * K] = w
     return out
 
 
@@ -56,7 +99,7 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
 
     Args:
         target, observed: (B, L, C) scaled window (missing values 0, observed 0).
-        params: (B, C, 3) ``[w_s, w_l, mu]`` per series and target.
+        params: (B, C, 2K + 1) ``[w_s knots, w_l knots, mu]`` per series and target.
         horizon: h. season_length: m. context_length: T, the look-back a forecast may use.
         origins: None = the last origin only, ``t = L - 1``; n = the first n origins ``t = 0..n-1``
             (each with the window's steps up to t).
@@ -69,8 +112,10 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     ts = torch.arange(L, device=target.device) if origins is not None else torch.tensor([L - 1], device=target.device)
     if origins is not None:
         ts = ts[:origins]
-    ws, wl, mu = params[..., 0].unsqueeze(1), params[..., 1].unsqueeze(1), params[..., 2].unsqueeze(1)  # (B, 1, C)
+    ws, wl, mu = blend_weights(params, horizon)  # (B, C, h), (B, C, h), (B, C)
+    ws, wl, mu = ws.transpose(1, 2).unsqueeze(1), wl.transpose(1, 2).unsqueeze(1), mu.unsqueeze(1)  # (B, 1, h, C)
     lv = torch.where(has_last[:, ts], last[:, ts], mu)  # (B, n, C)
+    mu = _window_mean(target, observed, context_length, mu)[:, ts]  # (B, n, C): the level of the look-back
     k = torch.arange(1, horizon + 1, device=target.device)
     m = max(1, int(season_length))
     lag = ts.view(-1, 1) + k.view(1, -1) - m * torch.div(k + m - 1, m, rounding_mode="floor").view(1, -1)  # (n, h)
@@ -79,8 +124,20 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     sv = target[:, g].view(B, len(ts), horizon, C)
     so = observed[:, g].view(B, len(ts), horizon, C) > 0
     sv = torch.where(so & inside.view(1, len(ts), horizon, 1), sv, lv.unsqueeze(2))
-    base = ws.unsqueeze(2) * sv + wl.unsqueeze(2) * lv.unsqueeze(2) + (1 - ws - wl).unsqueeze(2) * mu.unsqueeze(2)
+    base = ws * sv + wl * lv.unsqueeze(2) + (1 - ws - wl) * mu.unsqueeze(2)
     return base[:, 0] if origins is None else base
+
+
+def _window_mean(target: Tensor, observed: Tensor, T: int, fallback: Tensor) -> Tensor:
+    """For every origin t of a (B, L, C) window: the mean of the observed values in
+    ``[t - T + 1, t]`` (``fallback`` (B, 1, C) where there is none): (B, L, C)."""
+    o = observed.to(target.dtype)
+    cs = torch.cumsum(target * o, dim=1)
+    cn = torch.cumsum(o, dim=1)
+    if T < target.shape[1]:
+        cs = cs - torch.nn.functional.pad(cs, (0, 0, T, 0))[:, :-T]
+        cn = cn - torch.nn.functional.pad(cn, (0, 0, T, 0))[:, :-T]
+    return torch.where(cn > 0, cs / cn.clamp_min(1), fallback)
 
 
 def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_length: int, context_length: int,
@@ -92,19 +149,25 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         max_origins: origins used at most (evenly spaced), to bound the cost on long series.
 
     Returns:
-        float64 (C, 3): ``[w_s, w_l, mu]`` per target; ``mu`` is the mean of the observed values.
-        Fewer than :data:`MIN_FIT_PAIRS` usable (origin, step) pairs: the last value, ``(0, 1, mu)``.
+        float64 (C, 2K + 1): ``[w_s at the knots, w_l at the knots, mu]`` per target (K knots of
+        :func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
+        of an empty look-back). Each step's weights are
+        the constrained least-squares blend of that step; a knot holds the mean over the steps
+        nearest to it in log(step). A step with fewer than :data:`MIN_FIT_PAIRS` usable (origin,
+        target) pairs is the last value, (0, 1).
     """
     n, C = values.shape
+    knots = blend_knots(horizon)
+    K = len(knots)
     obs = observed.astype(bool)
     y = np.where(obs, values, 0.0).astype(np.float64)
     mu = np.array([y[obs[:, c], c].mean() if obs[:, c].any() else 0.0 for c in range(C)])
-    out = np.zeros((C, 3))
-    out[:, 1], out[:, 2] = 1.0, mu
-    first, stop = 0, n - horizon  # origins t with t + horizon inside the part
-    if stop <= first:
+    out = np.zeros((C, 2 * K + 1))
+    out[:, K:2 * K], out[:, -1] = 1.0, mu
+    stop = n - horizon  # origins t with t + horizon inside the part
+    if stop <= 0:
         return out
-    ts = np.unique(np.linspace(first, stop - 1, min(max_origins, stop - first)).round().astype(np.int64))
+    ts = np.unique(np.linspace(0, stop - 1, min(max_origins, stop)).round().astype(np.int64))
     k = np.arange(1, horizon + 1)
     m = max(1, int(season_length))
     pos = np.arange(n)[:, None]
@@ -112,44 +175,59 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     li = lastidx[ts]  # (n_o, C)
     has_last = (li >= 0) & (li > ts[:, None] - context_length)
     lv = np.where(has_last, y[np.maximum(li, 0), np.arange(C)], mu)  # (n_o, C)
+    cs = np.concatenate([np.zeros((1, C)), np.cumsum(y * obs, axis=0)])
+    cn = np.concatenate([np.zeros((1, C)), np.cumsum(obs, axis=0)])
+    lo = np.maximum(ts + 1 - context_length, 0)
+    ws_, wn_ = cs[ts + 1] - cs[lo], cn[ts + 1] - cn[lo]
+    lm = np.where(wn_ > 0, ws_ / np.maximum(wn_, 1), mu)  # (n_o, C): the level of each look-back
     lag = ts[:, None] + k[None, :] - m * ((k + m - 1) // m)[None, :]  # (n_o, h)
     inside = (lag >= 0) & (lag > ts[:, None] - context_length)
     lg = np.maximum(lag, 0)
     sv = np.where(obs[lg] & inside[..., None], y[lg], lv[:, None, :])  # (n_o, h, C)
     tgt_i = ts[:, None] + k[None, :]
-    yt, yo = y[tgt_i], obs[tgt_i]  # (n_o, h, C)
-    for c in range(C):
-        ok = yo[..., c]
-        if ok.sum() < MIN_FIT_PAIRS:
-            continue
-        s = sv[..., c][ok] - mu[c]
-        la = np.broadcast_to(lv[:, None, c], ok.shape)[ok] - mu[c]
-        t = yt[..., c][ok] - mu[c]
-        out[c, :2] = _constrained_ls(s, la, t)
+    yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
+    s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
+    gram = {name: (a * b * w).sum(axis=0) for name, (a, b) in  # each (h, C)
+            {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}.items()}
+    a, b = _constrained_ls(**gram)
+    few = w.sum(axis=0) < MIN_FIT_PAIRS
+    a, b = np.where(few, 0.0, a), np.where(few, 1.0, b)
+    # a knot holds the mean of the steps nearest to it in log(step)
+    lk, ls = np.log(knots.astype(np.float64)), np.log(k.astype(np.float64))
+    nearest = np.argmin(np.abs(ls[:, None] - lk[None, :]), axis=1)  # (h,)
+    for j in range(K):
+        sel = nearest == j
+        out[:, j] = a[sel].mean(axis=0)
+        out[:, K + j] = b[sel].mean(axis=0)
     return out
 
 
-def _constrained_ls(s: np.ndarray, la: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """argmin over a, b >= 0, a + b <= 1 of ||t - a s - b la||^2 (a 2-variable QP: the unconstrained
-    optimum if feasible, else the best point on an edge of the triangle)."""
-    ss, sl, ll, ts_, tl = s @ s, s @ la, la @ la, t @ s, t @ la
-    cands = []
+def _constrained_ls(ss, sl, ll, ts, tl) -> tuple[np.ndarray, np.ndarray]:
+    """Elementwise over arrays of Gram sums: argmin over a, b >= 0, a + b <= 1 of
+    ``||t - a s - b l||^2`` (a 2-variable QP: the unconstrained optimum where feasible, else the best
+    point on an edge of the triangle)."""
+    tiny = 1e-12
+
+    def sse(a, b):  # up to the constant ||t||^2
+        return -2 * a * ts - 2 * b * tl + a * a * ss + 2 * a * b * sl + b * b * ll
+
     det = ss * ll - sl * sl
-    if det > 1e-12 * max(ss * ll, 1e-300):
-        a = (ts_ * ll - tl * sl) / det
-        b = (tl * ss - ts_ * sl) / det
-        if a >= 0 and b >= 0 and a + b <= 1:
-            cands.append((a, b))
-    if ll > 0:
-        cands.append((0.0, float(np.clip(tl / ll, 0, 1))))
-    if ss > 0:
-        cands.append((float(np.clip(ts_ / ss, 0, 1)), 0.0))
-    d = s - la
-    dd = d @ d
-    if dd > 0:  # a + b = 1: t - la = a (s - la)
-        a = float(np.clip((t - la) @ d / dd, 0, 1))
-        cands.append((a, 1.0 - a))
-    cands.append((0.0, 1.0))
-    sse = [((t - a * s - b * la) ** 2).sum() for a, b in cands]
-    a, b = cands[int(np.argmin(sse))]
-    return float(a), float(b)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ua = np.where(det > tiny * np.maximum(ss * ll, tiny), (ts * ll - tl * sl) / det, -1.0)
+        ub = np.where(det > tiny * np.maximum(ss * ll, tiny), (tl * ss - ts * sl) / det, -1.0)
+        dd = ss - 2 * sl + ll  # ||s - l||^2
+        e_a = np.clip(np.where(dd > tiny, (ts - tl - sl + ll) / dd, 0.0), 0, 1)  # a + b = 1
+        cands = [
+            (np.zeros_like(ss), np.clip(np.where(ll > tiny, tl / ll, 1.0), 0, 1)),   # a = 0
+            (np.clip(np.where(ss > tiny, ts / ss, 0.0), 0, 1), np.zeros_like(ss)),   # b = 0
+            (e_a, 1.0 - e_a),
+            (np.zeros_like(ss), np.ones_like(ss)),
+        ]
+    feasible = (ua >= 0) & (ub >= 0) & (ua + ub <= 1)
+    cands.insert(0, (np.where(feasible, ua, 0.0), np.where(feasible, ub, 1.0)))
+    costs = np.stack([sse(a, b) for a, b in cands])  # (n_cand, ...)
+    costs[0] = np.where(feasible, costs[0], np.inf)
+    best = np.argmin(costs, axis=0)
+    a = np.choose(best, [c[0] for c in cands])
+    b = np.choose(best, [c[1] for c in cands])
+    return a, b

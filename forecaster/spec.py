@@ -45,8 +45,9 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
-        baseline: float64 (S, C, 3): the fitted naive blend ``[w_season, w_last, level]`` per series
-            and target (:mod:`forecaster.nets.baseline`), in scaled units.
+        baseline: float64 (S, C, 2K + 1): the fitted naive blend per series and target,
+            ``[w_season at K knots, w_last at K knots, level]`` (:mod:`forecaster.baseline`), in
+            scaled units.
     """
 
     time_col: str
@@ -119,12 +120,12 @@ class DataSpec:
         return np.median(self.loc, axis=0), np.median(self.scale, axis=0)
 
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
-        """float64 (n, C, 3): the baseline blend of each series; a series the spec does not know gets
-        the median over the known ones."""
+        """float64 (n, C, 2K + 1): the baseline blend of each series; a series the spec does not know
+        gets the median over the known ones."""
         rows = self.series_index(ids)
         if len(self.series_ids):
             pooled = np.median(self.baseline, axis=0)
-        else:
+        else:  # the last value
             pooled = np.zeros((len(self.target_cols), 3))
             pooled[:, 1] = 1.0
         out = np.tile(pooled, (len(rows), 1, 1))
@@ -259,8 +260,8 @@ class DataSpec:
         loc = np.array([[sc[s][c][0] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
         scl = np.array([[sc[s][c][1] for c in vc] for s in ids], dtype=np.float64).reshape(len(ids), len(vc))
         bl = d.get("baseline")
-        base = None if bl is None else np.array([[bl[s][c] for c in d["target_cols"]] for s in ids],
-                                                 dtype=np.float64).reshape(len(ids), len(d["target_cols"]), 3)
+        base = None if bl is None or not ids else np.array([[bl[s][c] for c in d["target_cols"]] for s in ids],
+                                                            dtype=np.float64)
         info = d.get("series", {})
         get = lambda k: np.array([int(info.get(s, {}).get(k, 0)) for s in ids], dtype=np.int64)  # noqa: E731
         kind = d["time_kind"]

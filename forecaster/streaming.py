@@ -142,10 +142,9 @@ class StreamingForecaster:
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
         self.context_length = int(s.context_length)
         self.windowed = isinstance(self.net, WindowForecastNet)
-        if self.windowed:  # the whole look-back, every input column
-            self.ring = self.context_length
-        else:  # the baseline needs the last season of targets (within the look-back) and the last observed value
-            self.ring = min(s.season_length, self.context_length) if self.net.baseline != "none" else 0
+        # a ring buffer of the look-back: every input column for the window model; the targets for the
+        # per-step model's baseline (the season, the last value and the mean of the look-back)
+        self.ring = self.context_length if self.windowed or self.net.baseline != "none" else 0
         self._digest = _weights_digest(self.net)
         self._reset(max(1, int(capacity)))
 
@@ -153,12 +152,9 @@ class StreamingForecaster:
         """The per-series tables: name -> (shape after the row axis, dtype, initial value)."""
         C, D = len(self.target_cols), len(self.spec.value_cols)
         t = {"last": ((), np.int64, _NO_TIME), "n_obs": ((), np.int64, 0), "n_steps": ((), np.int64, 0),
-             "params": ((2, D), np.float32, 0.0), "base": ((C, 3), np.float32, 0.0)}
-        if self.ring:
-            # ring_y/ring_o: scaled target and observed mask of the last `ring` steps (step n at n % ring);
-            # last_y/last_n: the last observed scaled value of each target and the step count after it
-            t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0),
-                     last_y=((C,), np.float32, 0.0), last_n=((C,), np.int64, 0))
+             "params": ((2, D), np.float32, 0.0), "base": ((C, self.spec.baseline_for([]).shape[-1]), np.float32, 0.0)}
+        if self.ring:  # scaled targets and observed mask of the last `ring` steps (step n at n % ring)
+            t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0))
         if self.windowed:  # the window model also reads past and user future covariates of every step
             t["ring_x"] = ((self.ring, D - C), np.float32, 0.0)
         return t
@@ -451,8 +447,6 @@ class StreamingForecaster:
             slot = (t["n_steps"][rows] - 1) % self.ring
             t["ring_y"][rows, slot] = scaled[:, :C]
             t["ring_o"][rows, slot] = obs_t
-            t["last_y"][rows] = np.where(obs_t, scaled[:, :C], t["last_y"][rows])
-            t["last_n"][rows] = np.where(obs_t, t["n_steps"][rows][:, None], t["last_n"][rows])
             if self.windowed:
                 t["ring_x"][rows, slot] = scaled[:, C:]
 
@@ -505,9 +499,46 @@ class StreamingForecaster:
         with _one_thread_if_small(self.device, len(rows)):
             y = self.net.decode(h, fut_t.reshape(len(rows), -1))
             if self.net.baseline != "none":
-                win_y, win_o = self._baseline_window(rows)
-                y = self.net.add_baseline(y, win_y, win_o, torch.from_numpy(self._t["base"][rows]).to(self.device))
+                win_y, win_o, _ = self._window(rows)
+                y = self.net.add_baseline(y, torch.from_numpy(win_y).to(self.device),
+                                          torch.from_numpy(win_o).to(self.device),
+                                          torch.from_numpy(self._t["base"][rows]).to(self.device))
             return y.float().cpu().numpy()  # (M, H, C, Q)
+
+    def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets
+        (M, T, C), observed (M, T, C) and the other inputs (M, T, P + F_user); steps before a series'
+        first observation are unobserved zeros, as ``predict`` pads them."""
+        t, T = self._t, self.context_length
+        n = t["n_steps"][rows]
+        j = np.arange(T)
+        step = n[:, None] - T + j[None, :]  # the step number at window position j
+        ok = step >= 0
+        slot = np.where(ok, step, 0) % T
+        r = rows[:, None]
+        y = np.where(ok[..., None], t["ring_y"][r, slot], 0.0)
+        o = np.where(ok[..., None], t["ring_o"][r, slot], 0.0)
+        x = np.where(ok[..., None], t["ring_x"][r, slot], 0.0) if "ring_x" in t else None
+        return y.astype(np.float32), o.astype(np.float32), x
+
+    def _window_forecast(self, rows: np.ndarray, ahead: np.ndarray) -> np.ndarray:
+        """Window model: run the window of each series (the forecast ``predict`` makes from the same
+        origin): (M, H, C, Q) scaled."""
+        T, H, C, P = self.context_length, self.horizon, len(self.target_cols), len(self.past_cols)
+        M = len(rows)
+        y, o, x = self._window(rows)
+        times = self.spec.grid_times(self._last[rows][:, None], np.arange(-T + 1, 1)[None, :])  # (M, T)
+        cal = self.spec.calendar_features(times.reshape(-1)).reshape(M, T, -1)
+        future_ctx = np.concatenate([x[..., P:], cal], axis=2)  # user future covariates, then calendar
+        z = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
+        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)  # noqa: E731
+        target = as_t(np.concatenate([y, z(M, H, C)], axis=1))
+        observed = as_t(np.concatenate([o, z(M, H, C)], axis=1))
+        past = as_t(np.concatenate([x[..., :P], z(M, H, P)], axis=1))
+        fut = as_t(np.concatenate([future_ctx, ahead], axis=1))
+        base = torch.from_numpy(self._t["base"][rows]).to(self.device)
+        with _one_thread_if_small(self.device, M):
+            return self.net.forecast_last(target, observed, past, fut, T, base).float().cpu().numpy()
 
     def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets

@@ -2,7 +2,9 @@
 
 Sections: ``kernels`` (FusedGRU vs torch.nn.GRU, the step kernel vs nn.GRUCell), ``data``
 (building windows from a large table), ``stream`` (the streaming predictor vs re-running the
-context window). Each prints the device, shapes, dtype, medians and the ratio.
+context window), ``accuracy`` (the default settings on the zoo of public datasets, beside the naive
+baselines; not run unless asked for: it trains a model per dataset and seed). Each prints the
+device, shapes, dtype, medians and the ratio.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ SECTIONS = {
     "kernels": "forecaster.bench.kernels_bench",
     "data": "forecaster.bench.data_bench",
     "stream": "forecaster.bench.stream_bench",
+    "accuracy": "forecaster.bench.accuracy",
 }
+DEFAULT_SECTIONS = ("kernels", "data", "stream")
 
 
 def _commit() -> str:
@@ -50,8 +54,13 @@ def print_table(rows: list[dict], out=sys.stdout) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m forecaster bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default=",".join(SECTIONS),
-                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--only", default=",".join(DEFAULT_SECTIONS),
+                        help=f"comma-separated sections to run, of {', '.join(SECTIONS)} (default: "
+                             f"{', '.join(DEFAULT_SECTIONS)})")
+    parser.add_argument("--datasets", help="accuracy: comma-separated zoo datasets (default: all)")
+    parser.add_argument("--seeds", default="0", help="accuracy: comma-separated seeds (default: 0)")
+    parser.add_argument("--fit_args", default="", help="accuracy: extra fit arguments for every run, e.g. "
+                                                         "'--trainer.max_epochs 3' (default: none, the defaults)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="small shapes, for a fast look on a CPU")
@@ -82,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"device": args.device, "quick": args.quick}
         if section == "kernels":
             kwargs.update(dtype=args.dtype, repeats=args.repeats)
+        if section == "accuracy":
+            kwargs.update(datasets=args.datasets, seeds=args.seeds, extra=args.fit_args.split())
         rows = mod.run(**kwargs)
         print_table(rows)
         all_rows += [{"section": section, **row} for row in rows]

@@ -429,10 +429,12 @@ class TimeSeriesDataModule(L.LightningDataModule):
         lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
                      f"(context {self.context_length}, horizon {self.horizon})")
         if len(s.series_ids):
-            med = np.median(s.baseline, axis=0)  # (C, 3)
-            parts = [f"{c}: seasonal {w[0]:.2f}, last {w[1]:.2f}, level {1 - w[0] - w[1]:.2f}"
+            med = np.median(s.baseline, axis=0)  # (C, 2K + 1)
+            K = (med.shape[-1] - 1) // 2
+            parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
                      for c, w in zip(s.target_cols, med)]
-            lines.append("baseline blend (median over series): " + "; ".join(parts))
+            lines.append(f"baseline blend (median over series; step 1 -> {self.horizon}; the rest is the level): "
+                         + "; ".join(parts))
         return "\n".join(lines)
 
     # ---- splits and windows ----

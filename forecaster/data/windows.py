@@ -15,7 +15,7 @@ observed       float32 (B, L, C)  1.0 where the target was observed, else 0.0
 past_cov       float32 (B, L, P)  scaled past covariates, missing -> 0.0
 future_cov     float32 (B, L, F)  scaled user future covariates, then calendar features
 loc, scale     float32 (B, C)     the series' target scaler: original = scaled * scale + loc
-baseline       float32 (B, C, 3)  the series' naive blend [w_season, w_last, level] (nets.baseline)
+baseline       float32 (B, C, 2K+1)  the series' naive blend (forecaster.baseline)
 series         int64 (B,)         index into the data module's ``series_ids``
 start          int64 (B,)         grid index of the window's first step in its series
 =============  =================  ===================================================

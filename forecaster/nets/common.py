@@ -121,7 +121,7 @@ class GRUNetBase(nn.Module):
         if self.baseline == "none":
             return y
         if params is None:
-            raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 3) (the "
+            raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 2K+1) (the "
                              "spec's per-series weights; TimeSeriesDataModule batches carry it), or build the "
                              "model with baseline='none'")
         base = baseline_forecast(target, observed, baseline_params(self.baseline, params.to(target.dtype)),

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import baseline_forecast, fit_blend
+from forecaster.baseline import baseline_forecast, blend_knots, blend_weights, fit_blend
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 
@@ -19,24 +19,30 @@ def test_baseline_by_hand():
     # one series, one target, context y = 1..6 (t = 0..5), season 3, horizon 4
     y = torch.arange(1.0, 7.0).view(1, 6, 1)
     o = torch.ones_like(y)
-    params = torch.tensor([[[0.5, 0.3, 2.0]]])  # w_season, w_last, level
+    params = torch.tensor([[[0.5, 0.3, 2.0]]])  # w_season, w_last, training mean (the empty-window fallback)
     result = baseline_forecast(y, o, params, horizon=4, season_length=3, context_length=6)
     seasonal = torch.tensor([4.0, 5.0, 6.0, 4.0])  # y[t + k - 3 ceil(k / 3)] from t = 5
-    expected = 0.5 * seasonal + 0.3 * 6.0 + 0.2 * 2.0
+    expected = 0.5 * seasonal + 0.3 * 6.0 + 0.2 * 3.5  # the look-back's mean: (1 + ... + 6) / 6
     torch.testing.assert_close(result[0, :, 0], expected)
-    # an unobserved seasonal value falls back to the last value; no observation at all to the level
+    # an unobserved seasonal value falls back to the last value, and leaves the mean
     o2 = o.clone()
     o2[0, 4, 0] = 0.0  # t = 4 (value 5) missing: the seasonal value of k = 2
     result = baseline_forecast(y * o2, o2, params, 4, 3, 6)
-    torch.testing.assert_close(result[0, 1, 0], torch.tensor(0.5 * 6.0 + 0.3 * 6.0 + 0.2 * 2.0))
+    torch.testing.assert_close(result[0, 1, 0], torch.tensor(0.5 * 6.0 + 0.3 * 6.0 + 0.2 * 16.0 / 5))
+    # no observation at all: the training mean
     none = baseline_forecast(torch.zeros_like(y), torch.zeros_like(o), params, 4, 3, 6)
     torch.testing.assert_close(none[0, :, 0], torch.full((4,), 2.0))
+    # the mean covers the look-back only: context 4 of the 6 steps
+    short_mean = baseline_forecast(y, o, torch.tensor([[[0.0, 0.0, 2.0]]]), 1, 3, 4)
+    torch.testing.assert_close(short_mean[0, 0, 0], torch.tensor(4.5))
     # a look-back shorter than the season: the lag is outside the window -> the last value
     short = baseline_forecast(y[:, -2:], o[:, -2:], torch.tensor([[[1.0, 0.0, 0.0]]]), 1, 3, 2)
     torch.testing.assert_close(short[0, :, 0], torch.tensor([6.0]))
     # every origin of a window (forking): origin t sees steps 0..t only
     every = baseline_forecast(y, o, torch.tensor([[[0.0, 1.0, 0.0]]]), 2, 3, 6, origins=6)
     torch.testing.assert_close(every[0, :, 0, 0], torch.arange(1.0, 7.0))
+    means = baseline_forecast(y, o, torch.tensor([[[0.0, 0.0, 0.0]]]), 1, 3, 3, origins=6)
+    torch.testing.assert_close(means[0, :, 0, 0], torch.tensor([1.0, 1.5, 2.0, 3.0, 4.0, 5.0]))
 
 
 @pytest.mark.parametrize("kind,expected", [("seasonal", (1.0, 0.0)), ("walk", (0.0, 1.0)), ("noise", (0.0, 0.0))])
@@ -51,8 +57,28 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
         y = rng.normal(size=n)
     y = (y - y.mean()) / y.std()
     w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
-    np.testing.assert_allclose(w[0, :2], expected, atol=0.1)
-    assert w[0, 2] == pytest.approx(0.0, abs=1e-9)  # the level of z-scored training values
+    K = len(blend_knots(6))
+    assert K == 4 and w.shape == (1, 2 * K + 1)  # knots at steps 1, 2, 4, 6
+    np.testing.assert_allclose(w[0, :K], expected[0], atol=0.1)
+    np.testing.assert_allclose(w[0, K:2 * K], expected[1], atol=0.1)
+    assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
+
+
+def test_blend_weights_follow_the_step():
+    """A daily cycle on a persistent AR(1): the last value wins one step ahead, the season and the
+    level a day ahead; weights in between are interpolated in log(step)."""
+    n, m = 4000, 24
+    rng = np.random.default_rng(0)
+    ar = np.zeros(n)
+    for i in range(1, n):
+        ar[i] = 0.9 * ar[i - 1] + rng.normal() * 0.45
+    y = np.sin(2 * np.pi * np.arange(n) / m) + ar
+    w = fit_blend(((y - y.mean()) / y.std())[:, None], np.ones((n, 1), bool), 24, m, 168)
+    ws, wl, _ = blend_weights(torch.tensor(w[None]), 24)
+    assert wl[0, 0, 0] > 0.5 and wl[0, 0, -1] < 0.2  # step 1: mostly last; step 24: hardly
+    assert ws[0, 0, -1] > ws[0, 0, 0]  # more season the further out
+    knots = blend_knots(24)
+    np.testing.assert_allclose(ws[0, 0, knots - 1].numpy(), w[0, :len(knots)])  # exact at the knots
 
 
 def tiny_dm(**kw):
@@ -88,12 +114,12 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     if loss == "quantile":
         assert (result.diff(dim=-1) > 0).all()  # the quantiles spread around it
     # by hand for one series and target: the blend of the fitted weights on the raw context
-    ws, wl, mu = dm.spec.baseline[0, 0]
+    ws, wl, mu = (v.numpy() for v in blend_weights(torch.tensor(dm.spec.baseline[0, 0]), dm.horizon))
     loc, sc = dm.spec.scaler("a", ["y"])
     raw = batch["target"][0, :T, 0].numpy() * sc[0] + loc[0]
     k = np.arange(1, dm.horizon + 1)
     seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
-    by_hand = ws * seasonal + wl * raw[-1] + (1 - ws - wl) * (mu * sc[0] + loc[0])
+    by_hand = ws * seasonal + wl * raw[-1] + (1 - ws - wl) * raw.mean()
     np.testing.assert_allclose(result[0, :, 0, model.net.anchor].numpy(), by_hand, rtol=1e-4, atol=1e-4)
 
 
@@ -104,7 +130,8 @@ def test_baseline_modes_and_none():
     for mode, (ws, wl) in {"seasonal": (1.0, 0.0), "last": (0.0, 1.0), "mean": (0.0, 0.0)}.items():
         model = GRUForecaster.from_datamodule(dm, baseline=mode, hidden_size=8, d_model=8, head_hidden=16).eval()
         params = batch["baseline"].clone()
-        params[..., 0], params[..., 1] = ws, wl
+        K = (params.shape[-1] - 1) // 2
+        params[..., :K], params[..., K:2 * K] = ws, wl
         base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
