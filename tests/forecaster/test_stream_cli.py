@@ -288,3 +288,19 @@ def test_max_gap_flag(ckpt, records, tmp_path, capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--ckpt_path", "x", "--max_gap", "0"])
     assert "number of periods >= 1" in capsys.readouterr().err
+
+
+def test_a_pipe_like_stdin_with_non_utf8_bytes_goes_on(stream, records):
+    """The stdin path: the reader thread reads a pipe's descriptor; a non-UTF-8 id never reaches the
+    state (before, it was accepted, saved, and crashed the forecast with UnicodeEncodeError)."""
+    good = [line.encode() for line in ndjson_lines(records.head(4))]
+    data = b"\n".join([good[0], good[1].replace(b"sand_point_ak", b"sand_\xc3\x28"), *good[1:]]) + b"\n"
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, data)
+    os.close(write_fd)
+    s = fresh(stream)
+    with os.fdopen(read_fd, "rb") as f:
+        counts, out, err = loop(s, LineReader(f))
+    assert counts == {"lines": 5, "records": 4, "rejected": 0, "malformed": 1}
+    assert err == ["line 2: malformed, skipped: not UTF-8 text (byte 0xc3 at position 18)"]
+    assert sorted(s.series) == ["greensboro_nc", "sand_point_ak"] and len(out) == 4 * 6 * 3
