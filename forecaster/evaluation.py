@@ -13,6 +13,7 @@ the same origin.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +39,8 @@ class ReplayResult:
         over_time: MAE per period of one season of origins: ``period``, ``mae``,
             ``mae_seasonal_naive``, ``mae_last_value``, ``n``.
         overall: ``mae``, ``mae_seasonal_naive``, ``mae_last_value``, ``forecasts_scored``,
-            ``timestamps``, ``observe_ms_per_timestamp``.
+            ``timestamps``, ``observe_ms_per_timestamp``, ``rejected`` (records the stream refused:
+            warned about; build the stream with ``max_gap=None`` to replay data with long gaps).
     """
 
     errors: pl.DataFrame
@@ -163,7 +165,8 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     frame = frame.with_columns(sid, pl.Series("__t", t)).filter(pl.Series(~null))
     starts = pl.DataFrame({"__sid": ids, "__start": test_start})
     frame = frame.join(starts, on="__sid", how="inner").sort("__t", "__sid")
-    stream.observe(frame.filter(pl.col("__t") < pl.col("__start")).drop("__sid", "__start", "__t"))
+    rejected: list = []
+    rejected += stream.observe(frame.filter(pl.col("__t") < pl.col("__start")).drop("__sid", "__start", "__t")).rejected
     test = frame.filter(pl.col("__t") >= pl.col("__start")).drop("__start")
     stamps = test["__t"].unique(maintain_order=True)
     if max_steps is not None:
@@ -179,7 +182,7 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
             origins.append(f_origin)
             values.append(f_values[..., stream.net.anchor])
         t0 = time.perf_counter()
-        stream.observe(part.drop("__sid", "__t"))
+        rejected += stream.observe(part.drop("__sid", "__t")).rejected
         t_obs += time.perf_counter() - t0
         n_stamps += 1
     if not series:
@@ -200,5 +203,10 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
         **({"mae_window": float((errors["window"] - a).abs().mean())} if compare_window else {}),
         "forecasts_scored": errors.height, "timestamps": n_stamps,
         "observe_ms_per_timestamp": 1e3 * t_obs / max(1, n_stamps),
+        "rejected": len(rejected),
     }
+    if rejected:
+        r = rejected[0]
+        warnings.warn(f"the stream rejected {len(rejected)} record(s) of the replay (e.g. series {r.series!r} at "
+                      f"{r.time}: {r.reason}); their forecasts are missing from the scores", UserWarning, stacklevel=2)
     return ReplayResult(errors=errors, by_step=by_step, over_time=over_time, overall=overall)

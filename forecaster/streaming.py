@@ -1,7 +1,8 @@
 """StreamingForecaster: every series' GRU state kept between observations, so a new observation
 costs one recurrent step whatever the length of the history.
 
-Stream semantics (each tested in ``tests/forecaster/test_streaming.py``):
+Stream semantics (each tested in ``tests/forecaster/test_streaming.py`` and
+``tests/forecaster/test_stream_faults.py``):
 
 - Times are read by the one time rule of the data spec (:mod:`forecaster.timeaxis`): zone-aware
   times (aware ``datetime``, zoned columns, ISO strings with an offset) are converted to UTC, naive
@@ -10,16 +11,28 @@ Stream semantics (each tested in ``tests/forecaster/test_streaming.py``):
   time skips k periods first advances the k - 1 missing periods as steps with every target
   unobserved (observed mask 0, covariates 0, calendar features of the missing time), exactly as
   the data module encodes gaps for training; then the record's own step.
+- Long gaps: a record more than ``context_length`` periods after its series' last time restarts
+  the series from the zero state and steps only the last ``context_length - 1`` missing periods
+  before it (see :meth:`StreamingForecaster.observe`), so no record costs more than
+  ``context_length`` steps. A record more than ``max_gap`` periods after its series' last time
+  (default ``2 * context_length``; ``None``: no limit) is rejected: a mistyped year would
+  otherwise move the series a year ahead and every correct record after it would be out of order.
 - A record at or before the series' last time (out of order, or a duplicate), off the frequency
-  grid, or with an unreadable time is rejected with a reason; the series' state is unchanged; the
+  grid, with an unreadable, null or NaT time, or a null, empty, non-text or over-long id
+  (``MAX_ID_LENGTH`` characters) is rejected with a reason; the series' state is unchanged; the
   other records are still processed. Records are applied in the order given.
-- A null or NaN target is a missing observation (observed mask 0), not an error. An infinite
-  value rejects the record.
+- A null or NaN target or covariate is a missing observation (observed mask 0), not an error. A
+  value that is infinite, or that is not finite in float32 after scaling (``1e300``), rejects the
+  record. Should a record's values still drive the state to a non-finite value, that series is
+  left as it was before the call and its records of the call are rejected: a state is never NaN.
+- ``observe`` is atomic under exceptions: an interrupt (``KeyboardInterrupt``) or error while
+  stepping puts every series it touched back as it was before the call.
 - A series never seen before starts from the zero state (as every training window does). Its
   scaler is its own when the checkpoint was trained on it, otherwise (``new_series="pooled"``,
   the default) the spec's pooled scalers (the median over the training series);
   ``new_series="reject"`` rejects records of unknown series instead.
 - Missing or non-numeric columns raise ``ValueError`` naming them (nothing is applied).
+- Messages echo at most ``60`` characters of a bad value or id.
 
 Lightning stays off the per-observation path: a list of dicts is parsed in plain Python, features
 are numpy, the recurrence is ``StepForecastNet.step_`` on a state table under
@@ -44,10 +57,29 @@ from forecaster.nets import StepForecastNet, WindowForecastNet
 from forecaster.snapshot import SnapshotError, read_snapshot, write_snapshot
 from forecaster.spec import DataSpec
 
-__all__ = ["StreamingForecaster", "ObserveReport", "Rejected", "STATE_FORMAT_VERSION"]
+__all__ = ["StreamingForecaster", "ObserveReport", "Rejected", "STATE_FORMAT_VERSION", "MAX_ID_LENGTH"]
 
 STATE_FORMAT_VERSION = 3
 _NO_TIME = np.iinfo(np.int64).min
+# Longest series id accepted, in characters. Ids are keys of the state table, repeated in every
+# forecast row and in snapshots: a 10 MB id (a whole file pasted into the id field) would cost
+# ~700 MB of output per record. Training ids are typically names or codes well under 100.
+MAX_ID_LENGTH = 256
+# At most this many characters of a bad value or id are echoed in a rejection reason.
+_SHOW = 60
+# max_gap="auto" allows a record up to this many context lengths after its series' last time; see
+# StreamingForecaster for why.
+_AUTO_MAX_GAP_CONTEXTS = 2
+_NONFINITE = ("its values drive the model's state to a non-finite value (too large for the model?); the series is "
+              "kept as it was before the call")
+
+
+def _show(value) -> str:
+    """``repr`` of a value for a message, cut to ``_SHOW`` characters (a 10 MB value is not echoed)."""
+    if isinstance(value, (str, bytes)) and len(value) > _SHOW:
+        return f"{value[:_SHOW]!r}... ({len(value)} characters)"
+    r = repr(value)
+    return r if len(r) <= _SHOW else f"{r[:_SHOW]}... ({len(r)} characters)"
 # Below this many rows a CPU step runs on one intra-op thread: ATen parallelises some pointwise ops
 # (GELU) even for a (1, 32) tensor, and when the other cores are busy the OpenMP region waits for
 # them. Measured on a 2-core CPU under load: GELU 1,968 us with 2 threads, 7 us with 1.
@@ -114,12 +146,27 @@ class StreamingForecaster:
         device: where the state table and the recurrence live ("cpu" or "cuda").
         new_series: "pooled" (default) or "reject"; see the module docstring.
         capacity: initial number of rows of the state table (it grows by doubling).
+        max_gap: the most periods a record may lie after its series' last time (1 = the next
+            period, no gap); a record further ahead is rejected with a reason. ``"auto"`` (default):
+            ``2 * context_length``; ``None``: no limit.
+
+    Why ``2 * context_length``: a gap longer than the context already restarts the series from
+    the zero state (see :meth:`observe`), so accepting a record further ahead buys nothing for the
+    model, while a mistyped time that is accepted moves the series ahead and every correct record
+    after it is rejected as out of order (a year typo blocks an hourly series for a year). Twice
+    the context lets through any outage up to two context windows (two weeks of hourly data at
+    context 168) and rejects the usual far-ahead typos of sub-daily and daily data (a year is 8,760
+    hourly or 365 daily periods). On weekly or monthly data a year is within twice the context: set
+    ``max_gap`` lower there if such typos are a risk, or higher for longer real outages.
     """
 
     def __init__(self, net: torch.nn.Module, spec: DataSpec | dict, device: str | torch.device = "cpu",
-                 new_series: str = "pooled", capacity: int = 64) -> None:
+                 new_series: str = "pooled", capacity: int = 64, max_gap: int | str | None = "auto") -> None:
         if new_series not in ("pooled", "reject"):
             raise ValueError(f"new_series must be 'pooled' or 'reject', got {new_series!r}")
+        if not (max_gap is None or max_gap == "auto"
+                or (isinstance(max_gap, (int, np.integer)) and not isinstance(max_gap, bool) and max_gap >= 1)):
+            raise ValueError(f"max_gap must be an int >= 1 (periods), 'auto' or None (no limit), got {max_gap!r}")
         if spec is None:
             raise ValueError("the model has no data spec; train it with a TimeSeriesDataModule "
                              "(the CLI links it) so the checkpoint knows columns, frequency and scalers")
@@ -138,6 +185,9 @@ class StreamingForecaster:
         self.past_cols: list[str] = list(s.past_covariate_cols)
         self.future_cols: list[str] = list(s.future_covariate_cols)
         self.horizon: int = int(s.horizon)
+        self.context_length: int = max(1, int(s.context_length))
+        self.max_gap: int | None = (_AUTO_MAX_GAP_CONTEXTS * self.context_length if max_gap == "auto"
+                                    else None if max_gap is None else int(max_gap))
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
         self.context_length = int(s.context_length)
@@ -230,6 +280,12 @@ class StreamingForecaster:
     # -------------------------------------------------------------------------------------------
     # input parsing
 
+    @property
+    def required_columns(self) -> list[str]:
+        """The columns every record needs: the id column (when the model has one), the time column,
+        the targets and the past covariates (future covariates are optional)."""
+        return self._required()
+
     def _required(self) -> list[str]:
         return ([self.id_col] if self.id_col else []) + [self.time_col] + self.target_cols + self.past_cols
 
@@ -238,8 +294,10 @@ class StreamingForecaster:
         checked for missing columns."""
         need = self._required()
         if isinstance(data, pl.DataFrame):
-            return {c: data[c] if c == self.time_col else data[c].to_list()
-                    for c in need + [c for c in self.future_cols if c in data.columns]}
+            cols = {c: data[c] if c == self.time_col else data[c].to_list() for c in need}
+            for c in self.future_cols:  # optional: absent = missing values
+                cols[c] = data[c].to_list() if c in data.columns else [None] * data.height
+            return cols
         if isinstance(data, dict):
             data = [data]
         records = list(data)
@@ -281,30 +339,85 @@ class StreamingForecaster:
                     t[i], null[i] = ti[0], ni[0]
                 except ValueError:
                     pass
+        null = null | (t == _NO_TIME)  # NaT as an int64 is the state table's "no time yet"
         vals = raw.to_list() if isinstance(raw, pl.Series) else list(raw)
-        why = [None if not n else ("null time" if v is None else f"time {v!r} could not be read")
+        why = [None if not n else ("null time" if v is None else f"time {_show(v)} could not be read")
                for v, n in zip(vals, null)]
         return t, why
 
+    def _series_id(self, value) -> tuple[str, str | None]:
+        """A record's id -> ``(id, None)``, or ``(what to show, why it is refused)``."""
+        if type(value) is str and value in self._ids:  # the common case: a series of the table
+            return value, None
+        where = f"(column {self.id_col!r})"
+        if value is None:
+            return "", f"null id {where}"
+        if isinstance(value, str):
+            if not value:
+                return "", f"empty id {where}"
+            if len(value) > MAX_ID_LENGTH:
+                return value[:_SHOW] + "...", (f"id of {len(value)} characters {where}: ids are at most "
+                                               f"MAX_ID_LENGTH = {MAX_ID_LENGTH}")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates (e.g. a "\udc80" JSON escape): not text
+                return _show(value), f"id {_show(value)} {where} is not valid text (not encodable as UTF-8)"
+            return value, None
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            return _show(value), f"id {_show(value)} {where} is a {type(value).__name__}; ids are text or integers"
+        if not math.isfinite(value):
+            return str(value), f"id {value!r} {where} is not a number that names a series"
+        return str(value), None
+
     @staticmethod
-    def _number(value) -> float:
+    def _number(value, col: str) -> float:
         if value is None:
             return math.nan
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise ValueError(f"value {value!r} is not a number")
-        return float(value)
+            raise ValueError(f"value {_show(value)} in column {col!r} is not a number")
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64
+            raise ValueError(f"value {_show(value)} in column {col!r} is too large for a float") from None
+
+    @staticmethod
+    def _scale(vals: np.ndarray, loc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+        """``(vals - loc) / scale`` in float32, the model's precision (NaN stays NaN, overflow -> inf)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            return ((vals - loc) / scale).astype(np.float32)
+
+    def _scaled_record(self, vals: np.ndarray, params: np.ndarray) -> tuple[np.ndarray | None, str | None]:
+        """A record's values (float64 (D,), NaN = missing) -> (scaled float32 (D,), None) or
+        (None, why they cannot be stepped). The finite check is on the scaled float32 values: 1e300
+        is finite in float64 but overflows to inf in float32 and would make the state NaN."""
+        scaled = self._scale(vals, params[0], params[1])
+        if not np.isinf(scaled).any():
+            return scaled, None
+        cols = self.spec.value_cols
+        if np.isinf(vals).any():
+            return None, f"infinite value in {[c for c, v in zip(cols, vals) if np.isinf(v)]}"
+        j = int(np.flatnonzero(np.isinf(scaled))[0])
+        return None, (f"value {vals[j]:.6g} in column {cols[j]!r} is out of range: scaled by the series' scaler "
+                      f"((value - {params[0, j]:.6g}) / {params[1, j]:.6g}) it overflows float32, the model's "
+                      "precision")
 
     def _observe_frame_fast(self, df: pl.DataFrame) -> ObserveReport | None:
         """Vectorised path for the common case: every record of a known series, each series once,
-        exactly one period after its last time, finite values. None when any of that fails (the
-        general path then handles the batch record by record)."""
+        exactly one period after its last time, values finite in float32 after scaling. None when
+        any of that fails (the general path then handles the batch record by record)."""
         n = df.height
         if n == 0:
             return ObserveReport()
-        sids = df[self.id_col].cast(pl.String).to_list() if self.id_col else [self.single_id] * n
+        if self.id_col:
+            id_s = df[self.id_col].cast(pl.String)
+            if id_s.null_count():
+                return None
+            sids = id_s.to_list()
+        else:
+            sids = [self.single_id] * n
         if len(set(sids)) != n:
             return None
-        rows = [self._ids.get(sid) for sid in sids]
+        rows = [self._ids.get(sid) for sid in sids]  # known ids only: each passed _series_id
         if any(r is None for r in rows):
             return None
         rows = np.array(rows, dtype=np.int64)
@@ -312,7 +425,7 @@ class StreamingForecaster:
             times, null = self.spec.parse_times(df[self.time_col], strict=False)
         except ValueError:
             return None
-        if null.any():
+        if null.any() or np.any(times == _NO_TIME):
             return None
         last = self._last[rows]
         if np.any(last == _NO_TIME) or np.any(self.spec.grid_times(last, 1) != times):
@@ -320,10 +433,23 @@ class StreamingForecaster:
         value_cols = self.spec.value_cols
         vals = df.select([pl.col(c).cast(pl.Float64) if c in df.columns else pl.lit(None, pl.Float64).alias(c)
                           for c in value_cols]).to_numpy()
-        if np.isinf(vals).any():
+        scaled = self._scale(vals, self._t["params"][rows, 0], self._t["params"][rows, 1])
+        if np.isinf(scaled).any():  # an infinite value, or one that overflows float32 once scaled
             return None
-        self._round(rows, times, vals)
-        return ObserveReport(accepted=n, steps=n)
+        report = ObserveReport()
+        with _one_thread_if_small(self.device, n):
+            saved = self._save_rows(rows)
+            try:
+                failed = self._round(rows, times, scaled)
+            except BaseException:
+                self._restore_rows(saved)
+                raise
+            if failed.any():
+                self._restore_rows(saved, np.flatnonzero(failed))
+        for i in np.flatnonzero(failed):
+            report.rejected.append(Rejected(int(i), sids[i], df[self.time_col][int(i)], _NONFINITE))
+        report.accepted = report.steps = n - len(report.rejected)
+        return report
 
     # -------------------------------------------------------------------------------------------
     # the online step
@@ -343,6 +469,18 @@ class StreamingForecaster:
 
         Raises:
             ValueError: missing or non-numeric columns (nothing applied).
+
+        A record k periods after its series' last time is stepped after the k - 1 missing periods
+        (unobserved steps, as training encodes gaps). When k > ``context_length`` the series
+        restarts: its state is set to zero and only the last ``context_length - 1`` missing
+        periods are stepped before the record. That is exact for the model as trained: every
+        training window (and ``predict``'s) starts from the zero state and reads ``context_length``
+        steps, so the state after the restart is the one the model computes from a context window
+        that ends at the record and holds nothing older; stepping the whole gap from the old state
+        would instead feed the model a longer run of missing steps than it ever saw in training, at
+        a cost that grows with the gap (8,760 steps for a year typo on hourly data). So no record
+        costs more than ``context_length`` steps. A record more than ``max_gap`` periods ahead is
+        rejected.
         """
         if isinstance(data, (pl.DataFrame, pl.LazyFrame)):
             data = data.collect() if isinstance(data, pl.LazyFrame) else data
@@ -360,30 +498,45 @@ class StreamingForecaster:
         raw_list = raw_times.to_list() if isinstance(raw_times, pl.Series) else raw_times
         value_cols = self.spec.value_cols
         freq = self.spec.freq
-        # per series: the steps to run, in order: (time, values or None for a gap step)
-        plan: dict[int, list[tuple[int, np.ndarray | None]]] = {}
-        last_planned: dict[int, int] = {}
+        C = self.context_length
+        # per series: the steps to run, in order: (time, scaled values or None for a gap step,
+        # reset the state to zero first, the record's index or None for a gap step)
+        plan: dict[str, list[tuple[int, np.ndarray | None, bool, int | None]]] = {}
+        last_planned: dict[str, int] = {}
+        new_params: dict[str, np.ndarray] = {}  # scalers of series not in the table yet
         for i in range(n):
-            sid = str(cols[self.id_col][i]) if self.id_col else self.single_id
             raw_t = raw_list[i]
+            sid, bad_id = self._series_id(cols[self.id_col][i]) if self.id_col else (self.single_id, None)
+            if bad_id is not None:
+                report.rejected.append(Rejected(i, sid, raw_t, bad_id))
+                continue
             if why[i] is not None:
                 report.rejected.append(Rejected(i, sid, raw_t, why[i]))
                 continue
             t = int(times[i])
             try:
-                vals = np.array([self._number(cols[c][i]) for c in value_cols], dtype=np.float64)
-                if np.isinf(vals).any():
-                    bad = [c for c, v in zip(value_cols, vals) if np.isinf(v)]
-                    raise ValueError(f"infinite value in {bad}")
-            except (ValueError, TypeError) as e:
+                vals = np.array([self._number(cols[c][i], c) for c in value_cols], dtype=np.float64)
+            except ValueError as e:
                 report.rejected.append(Rejected(i, sid, raw_t, str(e)))
                 continue
-            known = sid in self._ids
-            if not known and self.new_series == "reject" and int(self.spec.series_index([sid])[0]) < 0:
-                report.rejected.append(Rejected(i, sid, raw_t, "unknown series (new_series='reject')"))
+            row = self._ids.get(sid)
+            if row is None:
+                params = new_params.get(sid)
+                if params is None:
+                    loc, sc, known = self.spec.scalers_for([sid])
+                    if not known[0] and self.new_series == "reject":
+                        report.rejected.append(Rejected(i, sid, raw_t, "unknown series (new_series='reject')"))
+                        continue
+                    params = new_params[sid] = np.stack([loc[0], sc[0]]).astype(np.float32)
+            else:
+                params = self._t["params"][row]
+            scaled, bad = self._scaled_record(vals, params)
+            if bad is not None:
+                report.rejected.append(Rejected(i, sid, raw_t, bad))
                 continue
-            row = self._row(sid, create=True)
-            last = last_planned.get(row, self._last[row])
+            last = last_planned.get(sid, _NO_TIME if row is None else int(self._last[row]))
+            reset = False
+            gap = np.empty(0, dtype=np.int64)
             if last != _NO_TIME:
                 if t <= last:
                     what = "duplicate" if t == last else "out-of-order"
@@ -396,50 +549,128 @@ class StreamingForecaster:
                                                                    f"(last {self.spec.format_time(last)})"))
                     continue
                 k = int(k)
-                gap = self.spec.grid_times(last, np.arange(1, k, dtype=np.int64))
-            else:
-                gap = np.empty(0, dtype=np.int64)
-            steps = plan.setdefault(row, [])
-            steps.extend((int(g), None) for g in gap)
-            steps.append((t, vals))
-            last_planned[row] = t
+                if k < 1 or (self.max_gap is not None and k > self.max_gap):  # k < 1: int64 overflow
+                    report.rejected.append(Rejected(i, sid, raw_t, self._gap_reason(k, last)))
+                    continue
+                if k > C:  # restart from zero: the last C - 1 missing periods, then the record
+                    reset = True
+                    gap = self.spec.grid_times(last, np.arange(k - C + 1, k, dtype=np.int64))
+                else:
+                    gap = self.spec.grid_times(last, np.arange(1, k, dtype=np.int64))
+            steps = plan.setdefault(sid, [])
+            steps.extend((int(g), None, reset and q == 0, None) for q, g in enumerate(gap))
+            steps.append((t, scaled, reset and gap.size == 0, i))
+            last_planned[sid] = t
             report.accepted += 1
         if plan:
-            report.steps = self._advance(plan)
+            self._advance(plan, report, raw_list)
+            report.rejected.sort(key=lambda r: r.index)
         return report
 
-    def _advance(self, plan: dict[int, list[tuple[int, np.ndarray | None]]]) -> int:
-        """Run the planned steps in rounds: round j advances every series with a j-th step, in one
-        batched ``step_`` call."""
-        rows_all = np.fromiter(plan.keys(), dtype=np.int64)
-        lengths = np.array([len(plan[r]) for r in rows_all])
-        n_values = self._t["params"].shape[2]
-        total = 0
-        for j in range(int(lengths.max())):
-            sel = rows_all[lengths > j]
-            times = np.array([plan[r][j][0] for r in sel], dtype=np.int64)
-            vals = np.full((len(sel), n_values), np.nan)
-            for m, r in enumerate(sel):
-                v = plan[r][j][1]
-                if v is not None:
-                    vals[m] = v
-            self._round(sel, times, vals)
-            total += len(sel)
-        return total
+    def _gap_reason(self, k: int, last: int) -> str:
+        since = f"after the series' last time {self.spec.format_time(last)}"
+        if k < 1:  # the distance overflowed int64 nanoseconds (some 292 years)
+            return f"timestamp is too far {since}: a mistyped time?"
+        return (f"timestamp is {k} periods ({self.spec.freq}) {since}, more than max_gap={self.max_gap}: a mistyped "
+                "time? If the gap is real, raise the limit (StreamingForecaster(max_gap=...), or --max_gap N / none "
+                "on the command line)")
 
-    def _round(self, rows: np.ndarray, times: np.ndarray, vals: np.ndarray) -> None:
-        """One recurrent step for distinct table rows ``rows`` at ``times`` (M,) from raw values
-        (M, targets + past + future covariates), NaN = missing: scale, encode, step, bookkeep."""
+    def _advance(self, plan: dict[str, list[tuple]], report: ObserveReport, raw_times: Sequence) -> None:
+        """Run the planned steps in rounds: round j advances every series with a j-th step, in one
+        batched ``step_`` call. A series whose state turns non-finite is put back as it was before
+        the call and its records of the call are rejected; any exception puts every series back."""
+        sids = list(plan)
+        rows_all = np.array([self._row(sid, create=True) for sid in sids], dtype=np.int64)
+        steps = list(plan.values())
+        lengths = np.array([len(s) for s in steps])
+        n_values = self._t["params"].shape[2]
+        alive = np.ones(len(sids), dtype=bool)
+        run = np.zeros(len(sids), dtype=np.int64)
+        with _one_thread_if_small(self.device, len(rows_all)):
+            saved = self._save_rows(rows_all)
+            try:
+                for j in range(int(lengths.max())):
+                    idx = np.flatnonzero(alive & (lengths > j))
+                    if not idx.size:
+                        break
+                    times = np.array([steps[m][j][0] for m in idx], dtype=np.int64)
+                    vals = np.full((idx.size, n_values), np.nan, dtype=np.float32)
+                    reset = np.zeros(idx.size, dtype=bool)
+                    for q, m in enumerate(idx):
+                        _, v, reset[q], _ = steps[m][j]
+                        if v is not None:
+                            vals[q] = v
+                    failed = self._round(rows_all[idx], times, vals, reset)
+                    run[idx] += 1
+                    if failed.any():
+                        bad = idx[failed]
+                        alive[bad] = False
+                        self._restore_rows(saved, bad)
+                        for m in bad:
+                            self._reject_series(report, sids[m], steps[m], j, raw_times)
+            except BaseException:
+                self._restore_rows(saved)
+                raise
+        report.steps = int(run[alive].sum())
+
+    @staticmethod
+    def _reject_series(report: ObserveReport, sid: str, steps: list[tuple], j: int, raw_times: Sequence) -> None:
+        """Reject every record of a series in this call after its step j made the state non-finite."""
+        culprit = next(s[3] for s in steps[j:] if s[3] is not None)
+        for _, _, _, i in steps:
+            if i is None:
+                continue
+            report.accepted -= 1
+            why = _NONFINITE if i == culprit else (f"not applied: record {culprit} of series in this call made the "
+                                                   "state non-finite; the series is kept as before the call")
+            report.rejected.append(Rejected(i, sid, raw_times[i], why))
+
+    def _save_rows(self, rows: np.ndarray) -> tuple:
+        """A copy of table rows ``rows`` (state and every per-series table), for :meth:`_restore_rows`."""
+        rows_t = torch.from_numpy(rows).to(self.device)
+        state = None if self.windowed else self._state.index_select(1, rows_t)
+        return rows, rows_t, state, {k: v[rows].copy() for k, v in self._t.items()}
+
+    def _restore_rows(self, saved: tuple, which: np.ndarray | None = None) -> None:
+        """Put rows saved by :meth:`_save_rows` back (``which``: positions among them; None = all)."""
+        rows, rows_t, state, tables = saved
+        if which is not None:
+            w = torch.from_numpy(np.asarray(which, dtype=np.int64)).to(self.device)
+            rows, rows_t = rows[which], rows_t[w]
+            state = None if state is None else state[:, w]
+            tables = {k: v[which] for k, v in tables.items()}
+        if state is not None:
+            self._state[:, rows_t] = state
+        for k, v in tables.items():
+            self._t[k][rows] = v
+
+    def _round(self, rows: np.ndarray, times: np.ndarray, scaled: np.ndarray,
+               reset: np.ndarray | None = None) -> np.ndarray:
+        """One recurrent step for distinct table rows ``rows`` at ``times`` (M,) from scaled float32
+        values (M, targets + past + future covariates), NaN = missing; rows with ``reset`` start
+        from the zero state. Encode, step, bookkeep. Returns the rows (bool (M,)) whose state is not
+        finite after the step (the caller restores them)."""
         C, P = len(self.target_cols), len(self.past_cols)
         t = self._t
-        scaled = (vals - t["params"][rows, 0]) / t["params"][rows, 1]
         observed = ~np.isnan(scaled)
-        scaled = np.where(observed, scaled, 0.0).astype(np.float32)
+        scaled = np.where(observed, scaled, np.float32(0.0))
         future = np.concatenate([scaled[:, C + P:], self.spec.calendar_features(times)], axis=1)
         obs_t = observed[:, :C]
+        rows_t = torch.from_numpy(rows).to(self.device)
+        if reset is not None and reset.any():  # a restart: the zero state and an empty look-back
+            r = rows[reset]
+            if not self.windowed:
+                self._state[:, rows_t[torch.from_numpy(reset).to(self.device)]] = 0.0
+            for k in ("ring_y", "ring_o", "ring_x"):
+                if k in t:
+                    t[k][r] = 0.0
+        finite = np.ones(len(rows), dtype=bool)
         if not self.windowed:
-            with _one_thread_if_small(self.device, len(rows)):
-                self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
+            self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
+            if self._state.device.type == "cpu":  # numpy: 2.5 us for one row, torch's op dispatch 17 us (2-core CPU)
+                finite = np.isfinite(self._state.numpy()[:, rows]).all(axis=(0, 2))
+            else:
+                finite = torch.isfinite(self._state.index_select(1, rows_t)).all(dim=2).all(dim=0).cpu().numpy()
         t["last"][rows] = times
         t["n_steps"][rows] += 1
         t["n_obs"][rows] += obs_t.any(axis=1)
@@ -449,6 +680,7 @@ class StreamingForecaster:
             t["ring_o"][rows, slot] = obs_t
             if self.windowed:
                 t["ring_x"][rows, slot] = scaled[:, C:]
+        return ~finite
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
         """One recurrent step for table rows ``rows`` (all distinct) from one step's features."""
@@ -540,63 +772,6 @@ class StreamingForecaster:
         with _one_thread_if_small(self.device, M):
             return self.net.forecast_last(target, observed, past, fut, T, base).float().cpu().numpy()
 
-    def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets
-        (M, T, C), observed (M, T, C) and the other inputs (M, T, P + F_user); steps before a series'
-        first observation are unobserved zeros, as ``predict`` pads them."""
-        t, T = self._t, self.context_length
-        n = t["n_steps"][rows]
-        j = np.arange(T)
-        step = n[:, None] - T + j[None, :]  # the step number at window position j
-        ok = step >= 0
-        slot = np.where(ok, step, 0) % T
-        r = rows[:, None]
-        y = np.where(ok[..., None], t["ring_y"][r, slot], 0.0)
-        o = np.where(ok[..., None], t["ring_o"][r, slot], 0.0)
-        x = np.where(ok[..., None], t["ring_x"][r, slot], 0.0) if "ring_x" in t else None
-        return y.astype(np.float32), o.astype(np.float32), x
-
-    def _window_forecast(self, rows: np.ndarray, ahead: np.ndarray) -> np.ndarray:
-        """Window model: run the window of each series (the forecast ``predict`` makes from the same
-        origin): (M, H, C, Q) scaled."""
-        T, H, C, P = self.context_length, self.horizon, len(self.target_cols), len(self.past_cols)
-        M = len(rows)
-        y, o, x = self._window(rows)
-        times = self.spec.grid_times(self._last[rows][:, None], np.arange(-T + 1, 1)[None, :])  # (M, T)
-        cal = self.spec.calendar_features(times.reshape(-1)).reshape(M, T, -1)
-        future_ctx = np.concatenate([x[..., P:], cal], axis=2)  # user future covariates, then calendar
-        z = lambda *shape: np.zeros(shape, dtype=np.float32)  # noqa: E731
-        as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).to(self.device)  # noqa: E731
-        target = as_t(np.concatenate([y, z(M, H, C)], axis=1))
-        observed = as_t(np.concatenate([o, z(M, H, C)], axis=1))
-        past = as_t(np.concatenate([x[..., :P], z(M, H, P)], axis=1))
-        fut = as_t(np.concatenate([future_ctx, ahead], axis=1))
-        base = torch.from_numpy(self._t["base"][rows]).to(self.device)
-        with _one_thread_if_small(self.device, M):
-            return self.net.forecast_last(target, observed, past, fut, T, base).float().cpu().numpy()
-
-    def _baseline_window(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """The (M, T, C) scaled targets and observed mask the baseline reads, as ``predict`` would
-        build them for the same origin: the last season from the ring buffer, the last observed value
-        at its place when it is older, everything else unobserved."""
-        t, R, T, C = self._t, self.ring, self.context_length, len(self.target_cols)
-        M = len(rows)
-        y = np.zeros((M, T, C), dtype=np.float32)
-        o = np.zeros((M, T, C), dtype=np.float32)
-        n = t["n_steps"][rows]  # steps seen; the newest is at window position T - 1
-        back = t["n_steps"][rows][:, None] - t["last_n"][rows]  # (M, C): steps since the last observation
-        old = (t["last_n"][rows] > 0) & (back >= R) & (back < T)
-        m_i, c_i = np.nonzero(old)
-        y[m_i, T - 1 - back[m_i, c_i], c_i] = t["last_y"][rows][m_i, c_i]
-        o[m_i, T - 1 - back[m_i, c_i], c_i] = 1.0
-        for j in range(min(R, T)):  # window position T-1-j holds step n-1-j, at slot (n-1-j) % R
-            ok = n - 1 - j >= 0
-            slot = (n - 1 - j) % R
-            y[ok, T - 1 - j] = t["ring_y"][rows[ok], slot[ok]]
-            o[ok, T - 1 - j] = t["ring_o"][rows[ok], slot[ok]]
-        dev = self.device
-        return torch.from_numpy(y).to(dev), torch.from_numpy(o).to(dev)
-
     def forecast(self, series: Sequence[str] | str | None = None, future: pl.DataFrame | None = None) -> pl.DataFrame:
         """Forecast the next ``horizon`` periods from each series' current state, without changing it.
 
@@ -638,7 +813,11 @@ class StreamingForecaster:
         k = len(self.target_cols) + len(self.past_cols)
         loc = self._t["params"][rows, 0, k:][:, None, :]
         scl = self._t["params"][rows, 1, k:][:, None, :]
-        return ((vals - loc) / scl).astype(np.float32)
+        scaled = self._scale(vals, loc, scl)
+        if not np.isfinite(scaled).all():
+            raise ValueError(f"future covariates {self.future_cols} hold a value that is infinite or overflows float32 "
+                             "once scaled")
+        return scaled
 
     def hidden_state(self, series: Sequence[str] | str | None = None) -> tuple[list[str], torch.Tensor]:
         """Each series' GRU state (per-step model), e.g. for embeddings or monitoring.
@@ -686,28 +865,23 @@ class StreamingForecaster:
         ``ValueError`` (one line)."""
         payload = read_snapshot(path)
         where = f"state file {str(path)!r}"
-        if payload.get("format_version") != STATE_FORMAT_VERSION:
-            raise SnapshotError(f"{where} has format version {payload.get('format_version')}, expected "
-                                f"{STATE_FORMAT_VERSION}")
-        if payload.get("fingerprint") != self._fingerprint():
-            raise SnapshotError(f"{where} was written for another model ({payload.get('fingerprint')}), this one is "
+        version = payload.get("format_version")
+        if version != STATE_FORMAT_VERSION:
+            raise SnapshotError(f"{where} has format version {_show(version)}, expected {STATE_FORMAT_VERSION}")
+        fp = payload.get("fingerprint")
+        if not isinstance(fp, dict) or fp != self._fingerprint():
+            raise SnapshotError(f"{where} was written for another model ({_show(fp)}), this one is "
                                 f"{self._fingerprint()}; delete it to start the series from zero")
         layout = self._layout()
         try:
-            ids = [str(s) for s in payload["ids"]]
-            n = len(ids)
-            state = payload["state"]
-            tables = {k: payload[k].numpy().astype(dt) for k, (shape, dt, _) in layout.items()}
-            rows = 0 if self.windowed else n
-            shapes_ok = (tuple(state.shape) == (self.num_layers, rows, self.hidden_size) and len(set(ids)) == n
-                         and all(tables[k].shape == (n, *shape) for k, (shape, _, _) in layout.items()))
-        except (KeyError, AttributeError, TypeError) as e:
-            raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: {e})") from None
-        if not shapes_ok:
-            raise SnapshotError(f"{where} is inconsistent (array shapes do not match {n} series)")
-        if not (torch.isfinite(state).all() and all(np.isfinite(v).all() for v in tables.values()
-                                                   if v.dtype.kind == "f")):
-            raise SnapshotError(f"{where} holds non-finite values")
+            ids, state, tables = self._snapshot_arrays(payload)
+        except SnapshotError as e:
+            raise SnapshotError(f"{where} {e}") from None
+        except Exception as e:  # noqa: BLE001 - whatever a foreign structure raises: one line, no traceback
+            raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: "
+                                f"{_show(str(e))})") from None
+        n = len(ids)
+        rows = 0 if self.windowed else n
         old = (self._ids, self._id_list, self._state, self._t)
         try:
             self._reset(max(n, 1))
@@ -719,3 +893,36 @@ class StreamingForecaster:
         except BaseException:
             (self._ids, self._id_list, self._state, self._t) = old
             raise
+
+    def _snapshot_arrays(self, payload: dict) -> tuple:
+        """A snapshot's contents, checked: ids, the GRU state and the per-series tables; a
+        :class:`SnapshotError` saying what does not fit (the caller adds the file's name)."""
+        ids = payload["ids"]
+        if not isinstance(ids, (list, tuple)) or not all(isinstance(s, str) for s in ids):
+            raise SnapshotError("is inconsistent (ids are not a list of strings)")
+        ids = list(ids)
+        n = len(ids)
+        bad_id = next((s for s in ids if not s or len(s) > MAX_ID_LENGTH), None)
+        if bad_id is not None or len(set(ids)) != n:
+            raise SnapshotError("is inconsistent (an id is empty, longer than MAX_ID_LENGTH or repeated)")
+        layout = self._layout()
+        arrays = {k: payload[k] for k in ("state", *layout)}
+        floats = {"state", *(k for k, (_, dt, _) in layout.items() if np.dtype(dt).kind == "f")}
+        wrong = [k for k, v in arrays.items() if not isinstance(v, torch.Tensor)
+                 or v.is_floating_point() != (k in floats) or v.is_complex()]
+        if wrong:
+            raise SnapshotError(f"is inconsistent ({wrong} are not tensors of the right kind)")
+        shapes = {"state": (self.num_layers, 0 if self.windowed else n, self.hidden_size),
+                  **{k: (n, *shape) for k, (shape, _, _) in layout.items()}}
+        wrong = [f"{k} {tuple(arrays[k].shape)} (expected {shapes[k]})" for k in shapes
+                 if tuple(arrays[k].shape) != shapes[k]]
+        if wrong:
+            raise SnapshotError(f"is inconsistent (array shapes do not match its {n} series: {', '.join(wrong)})")
+        state = arrays["state"].float()
+        tables = {k: arrays[k].numpy().astype(dt) for k, (_, dt, _) in layout.items()}
+        if not (torch.isfinite(state).all() and all(np.isfinite(v).all() for k, v in tables.items() if k in floats)):
+            raise SnapshotError("holds non-finite values")
+        n_obs, n_steps = tables["n_obs"], tables["n_steps"]
+        if not ((tables["params"][:, 1] > 0).all() and (n_obs >= 0).all() and (n_obs <= n_steps).all()):
+            raise SnapshotError("is inconsistent (a scale <= 0 or counts out of range)")
+        return ids, state, tables

@@ -284,6 +284,7 @@ def _as_series(values) -> pl.Series:
 
 
 _EPOCH = _dt.datetime(1970, 1, 1)
+_NS_MIN, _NS_MAX = -(2 ** 63) + 1, 2 ** 63 - 1  # int64 nanoseconds: 1677-09-21 .. 2262-04-11
 _FAST_MAX = 256  # below this many plain Python values, the rule runs in Python (a Polars call costs ~1 ms)
 
 
@@ -318,9 +319,15 @@ def _fast_axis(values, time_kind: str, time_format: str | None):
                 zoned = True
                 v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
             d = v - _EPOCH
-            t[i] = ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1_000
+            ns = ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1_000
+            if not _NS_MIN <= ns <= _NS_MAX:
+                return None  # outside 1677-2262: the Polars path says so
+            t[i] = ns
         elif isinstance(v, _dt.date):
-            t[i] = (v - _EPOCH.date()).days * DAY_NS
+            ns = (v - _EPOCH.date()).days * DAY_NS
+            if not _NS_MIN <= ns <= _NS_MAX:
+                return None
+            t[i] = ns
         else:
             return None
     return t, null, zoned
@@ -378,8 +385,8 @@ def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str
             s = s.cast(pl.Datetime("ns"))
         elif dt == pl.String or dt == pl.Null:
             raw = s
-            try:
-                s = s.str.to_datetime(format=time_format, time_unit="ns", strict=False)
+            try:  # parsed in microseconds (years 1-9999), then to nanoseconds: out of range -> null, not wrapped
+                s = s.str.to_datetime(format=time_format, time_unit="us", strict=False)
             except pl.exceptions.PolarsError:
                 first = raw.drop_nulls()
                 ex = first[0] if first.len() else None
@@ -397,7 +404,16 @@ def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str
         if isinstance(s.dtype, pl.Datetime) and s.dtype.time_zone is not None:
             zoned = True
             s = s.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        out = s.cast(pl.Datetime("ns")).dt.epoch("ns")
+        # on the nanosecond axis, times outside the years 1677-2262 are errors (strict) or null,
+        # never wrapped around
+        us = s.dt.epoch("us")
+        ok = (us.is_between(_NS_MIN // 1000 + 1, _NS_MAX // 1000) | us.is_null()).to_numpy()
+        if strict and not ok.all():
+            bad = (values if isinstance(values, pl.Series) else pl.Series(list(values)))[int(np.flatnonzero(~ok)[0])]
+            raise ValueError(f"{what}: {bad!r} is outside the years 1677-2262 that nanosecond times can hold")
+        out = s.dt.epoch("ns") if s.dtype == pl.Datetime("ns") else us * 1000
+        if not ok.all():
+            out = out.scatter(np.flatnonzero(~ok), None)
     null = out.is_null().to_numpy()
     return out.fill_null(0).to_numpy().astype(np.int64, copy=False), null, zoned
 

@@ -76,7 +76,7 @@ def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col
     first = df.select((pl.col("__s") != pl.col("__s").shift(1)).fill_null(True)).to_series().to_numpy()
     origin = np.maximum.accumulate(np.where(first, np.arange(len(t)), 0))  # row of each row's series start
     f.check_anchor(t[first])
-    _, on = f.index(t[origin], t)
+    k, on = f.index(t[origin], t)
     if not on.all():
         bad = np.flatnonzero(~on)
         r = df.row(int(bad[0]), named=True)
@@ -86,7 +86,48 @@ def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col
             + ("; the frequency cannot be inferred consistently" if freq is None else "")
             + ". Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
             "differences")
+    if freq is None:
+        _warn_if_sparse(table, f, k, first)
     return f
+
+
+# An inferred grid that leaves more than this share of steps missing (overall or in one series) is
+# reported: series on a coarser grid than the rest (hourly among half-hourly) train silently with
+# every other step missing otherwise.
+SPARSE_GRID_WARNING = 0.2
+
+
+def _warn_if_sparse(table: Table, f: Frequency, k: np.ndarray, first: np.ndarray) -> None:
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(k)] - 1
+    rows = ends - starts + 1
+    steps = k[ends].astype(np.int64) + 1
+    share = 1.0 - rows / steps
+    overall = 1.0 - rows.sum() / steps.sum()
+    sparse = np.flatnonzero(share > SPARSE_GRID_WARNING)
+    if overall <= SPARSE_GRID_WARNING and not sparse.size:
+        return
+    df = table.frame
+    ids = df["__id"].gather(starts).to_list()
+    worst = sparse[np.argsort(-share[sparse], kind="stable")][:5]
+    shown = []
+    for s in worst:
+        d = df["__d"][int(starts[s]) + 1:int(ends[s]) + 1].drop_nulls().to_numpy()
+        own = ""
+        if d.size:
+            try:
+                own = f", its own step {Frequency.infer(d, None) if table.time_kind != 'int' else int(np.median(d))}"
+            except ValueError:
+                pass
+        shown.append(f"{ids[s]!r} {share[s]:.0%} missing{own}")
+    more = f" and {sparse.size - len(worst)} more" if sparse.size > len(worst) else ""
+    warnings.warn(
+        f"the inferred frequency {f} of {table.where} leaves {overall:.0%} of the grid steps missing overall"
+        + (f"; series with more than {SPARSE_GRID_WARNING:.0%} of their steps missing: {'; '.join(shown)}{more}"
+           if shown else "")
+        + ". If some series are on a coarser grid than the others, resample them to one frequency first (they would "
+        f"train with those steps missing); set freq (e.g. freq={f.value!r}) to keep this grid and silence this warning",
+        UserWarning, stacklevel=4)
 
 
 @dataclass

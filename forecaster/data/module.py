@@ -381,24 +381,6 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0,
         }
         self._built = True
-        self._warn_sparse_grid()
-
-    SPARSE_GRID = 0.2  # warn when more than this share of the grid's steps had no row
-
-    def _warn_sparse_grid(self) -> None:
-        g = self._grid
-        filled = g.lengths - g.rows_in_table
-        share = filled / np.maximum(g.lengths, 1)
-        total = float(filled.sum()) / max(1, int(g.lengths.sum()))
-        if total <= self.SPARSE_GRID and share.max(initial=0.0) <= 0.5:
-            return
-        worst = np.argsort(-share)[:3]
-        named = ", ".join(f"{g.series_ids[i]!r} {share[i]:.0%}" for i in worst if share[i] > 0)
-        how = ("inferred as the most common time step" if self._info["freq_source"] == "inferred"
-               else self._info["freq_source"])
-        warnings.warn(f"the {self._spec.freq} grid ({how}) has no row for {total:.0%} of its steps (most in {named}): "
-                      "they are trained as missing observations. If the series have different frequencies, "
-                      "resample them to one, or set freq to the frequency you mean", UserWarning, stacklevel=3)
 
     def summary(self) -> str:
         """What was read and how it will be used (printed at the start of ``fit``): series, rows,

@@ -68,11 +68,26 @@ def scan(path: str | os.PathLike, time_col: str | None = None, time_format: str 
         return pl.scan_ipc(p)
     if suffix in (".csv", ".txt", ".tsv"):
         sep = "\t" if suffix == ".tsv" else ","
-        if os.path.getsize(files[0]) == 0:
-            raise ValueError(f"path {p!r}: the file is empty (no header, no rows)")
+        empty = [f for f in files if os.path.exists(f) and os.path.getsize(f) == 0]
+        if empty:
+            which = ("the file is" if empty == [p] else
+                     f"{len(empty)} of its {len(files)} files {'is' if len(empty) == 1 else 'are'}")
+            raise ValueError(f"path {p!r}: {which} empty (0 bytes: no header, no rows)"
+                             + ("" if empty == [p] else f", e.g. {empty[0]!r}"))
         overrides = {time_col: pl.String} if time_format and time_col else None
         return pl.scan_csv(p, try_parse_dates=True, separator=sep, schema_overrides=overrides)
     raise ValueError(f"path {p!r}: unknown file type {suffix!r}; use .csv, .parquet or .arrow/.ipc")
+
+
+_NULL_MARKERS = {"na", "n/a", "nan", "null", "none", "-", "?", "missing", "#n/a"}
+
+
+def _first_not_number(col: pl.Series) -> str:
+    """The first non-blank cell of a text column that does not read as a number."""
+    text = col.drop_nulls()
+    bad = text.filter(text.str.strip_chars().cast(pl.Float64, strict=False).is_null()
+                      & (text.str.strip_chars() != ""))
+    return (bad if bad.len() else text).head(1).to_list()[0]
 
 
 def _closest(name: str, options: Sequence[str]) -> str:
@@ -116,7 +131,10 @@ def read_table(lf: pl.LazyFrame, roles: Roles, where: str, time_format: str | No
         used = {tc, ic, *past, *future}
         targets = [c for c in names if c not in used and schema[c].is_numeric()]
         if not targets:
-            raise ValueError(f"no numeric target column in {where}; set target_cols (columns: {names})")
+            if lf.head(1).collect().height == 0:
+                raise ValueError(f"{where} is empty: it has a header but no rows, no data to build series from")
+            raise ValueError(f"no numeric target column in {where}: every column but the time and id columns reads "
+                             f"as text (or is blank); set target_cols to the column to forecast (columns: {names})")
     targets = list(targets)
     if not targets:
         raise ValueError("target_cols is empty; give at least one target column")
@@ -147,9 +165,11 @@ def read_table(lf: pl.LazyFrame, roles: Roles, where: str, time_format: str | No
                 raise ValueError(f"{role} column {c!r} in {where} is empty (every cell is blank); fill it or "
                                  "choose another column")
             if dt == pl.String:
-                ex = df[c].drop_nulls().head(1).to_list()
-                raise ValueError(f"{role} column {c!r} in {where} is String, not numeric (e.g. {ex[0][:40]!r}); "
-                                 "clean or cast it to a number, or choose another column")
+                ex = _first_not_number(df[c])
+                hint = (f" ({ex!r} looks like a missing-value marker: leave those cells empty)"
+                        if ex.strip().lower() in _NULL_MARKERS else "")
+                raise ValueError(f"{role} column {c!r} in {where} is String, not numeric: {ex[:40]!r} is not a "
+                                 f"number{hint}; clean or cast it to a number, or choose another column")
             raise ValueError(f"{role} column {c!r} in {where} is {dt}, not numeric; cast it to a number or "
                              "choose another column")
     t, tnull, zoned = to_axis(df["__raw_t"], kind, time_format, what=f"time_col {tc!r}")

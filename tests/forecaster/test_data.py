@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import warnings
 
 import numpy as np
 import polars as pl
@@ -359,6 +360,48 @@ def test_duplicate_rows_named():
 def test_empty_table():
     with pytest.raises(ValueError, match="empty"):
         dm_for(long_frame().head(0)).n_targets
+
+
+# ---- messages that say what is wrong with a file (issue 16, item 9) ----
+
+def test_csv_problems_are_named_with_the_file(tmp_path):
+    blank = tmp_path / "blank.csv"
+    blank.write_text("ts,sid,y,x\n2021-03-01 00:00,a,,1\n2021-03-01 01:00,a,,2\n")
+    with pytest.raises(ValueError, match=rf"target column 'y' in '{blank}' is empty \(every cell is blank\)"):
+        dm_for(None, path=str(blank)).n_targets
+    header = tmp_path / "header.csv"
+    header.write_text("ts,sid,y\n")
+    for targets in (["y"], None):
+        with pytest.raises(ValueError, match=rf"'{header}' is empty: it has a header but no rows"):
+            dm_for(None, path=str(header), target_cols=targets).n_targets
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match=rf"path '{empty}': the file is empty \(0 bytes"):
+        dm_for(None, path=str(empty)).n_targets
+    long_frame().write_csv(tmp_path / "good.csv")
+    with pytest.raises(ValueError, match=r"1 of its 4 files is empty \(0 bytes.*, e\.g\. '.*empty\.csv'"):
+        dm_for(None, path=str(tmp_path / "*.csv")).n_targets
+    marker = tmp_path / "na.csv"
+    marker.write_text("ts,sid,y\n2021-03-01 00:00,a,1.5\n2021-03-01 01:00,a,NA\n")
+    with pytest.raises(ValueError, match=r"'y' in .* is String, not numeric: 'NA' is not a number \('NA' looks like a "
+                                         r"missing-value marker: leave those cells empty\)"):
+        dm_for(None, path=str(marker)).n_targets
+
+
+def test_an_inferred_grid_with_many_missing_steps_warns_naming_the_series():
+    half = long_frame(n_series=2, n_steps=40).with_columns(  # s0 and s1 every 30 minutes
+        (pl.lit(T0) + (pl.int_range(pl.len()).over("sid") * pl.duration(minutes=30))).alias("ts"))
+    hourly = long_frame(n_series=1, n_steps=40).with_columns(pl.lit("h").alias("sid"))
+    df = pl.concat([half, hourly])
+    with pytest.warns(UserWarning, match=r"inferred frequency 30m of the given frame leaves 25% of the grid steps "
+                                         r"missing overall; series with more than 20% of their steps missing: 'h' 49% "
+                                         r"missing, its own step 1h\. .*set freq \(e\.g\. freq='30m'\)"):
+        dm = dm_for(df)
+        assert dm.freq == "30m"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dm_for(df, freq="30m").n_targets  # the grid was chosen: no warning
+        dm_for(long_frame().filter(pl.col("y") % 10 != 3)).n_targets  # a few gaps (10%): no warning
 
 
 def test_short_series_dropped_with_warning_or_error():

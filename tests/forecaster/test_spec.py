@@ -76,6 +76,14 @@ def test_short_lists_follow_the_same_rule_as_polars():
     assert to_axis([3, None], "int")[0].tolist() == to_axis(pl.Series([3, None]), "int")[0].tolist()
 
 
+def test_times_outside_the_nanosecond_range_are_errors_not_wrapped():
+    for values in (["2500-01-01"], pl.Series(["0001-01-01"]), [dt.datetime(2500, 1, 1)]):
+        with pytest.raises(ValueError, match="outside the years 1677-2262"):
+            to_axis(values, "datetime")
+        t, null, _ = to_axis(values, "datetime", strict=False)
+        assert null.tolist() == [True]
+
+
 # ---- frequencies ----
 
 @pytest.mark.parametrize("freq,kind,step,text", [

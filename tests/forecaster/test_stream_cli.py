@@ -1,17 +1,23 @@
 """`python -m forecaster stream`: the online loop end to end, on a small checkpoint."""
 
+import datetime as dt
+import io
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 
 import lightning as L
 import polars as pl
 import pytest
+import torch
 
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
+from forecaster.stream_cli import LineReader, build_parser, main, run_loop
 from forecaster.streaming import StreamingForecaster
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -130,3 +136,171 @@ def test_stream_replay_reports_online_errors_beside_seasonal_naive(ckpt, tmp_pat
     assert table.columns == ["period", "mae", "mae_seasonal_naive", "mae_last_value", "n"]
     assert table["n"].sum() > 0
     assert plot.stat().st_size > 1000
+
+
+# ---- issue 16: faults and bad input -----------------------------------------------------------------
+
+def final_state(ckpt, state):
+    stream = StreamingForecaster.from_checkpoint(ckpt)
+    stream.load_state(state)
+    return stream
+
+
+def reference_stream(ckpt, lines) -> StreamingForecaster:
+    """The uninterrupted run, in process."""
+    stream = StreamingForecaster.from_checkpoint(ckpt)
+    run_loop(stream, lines, io.StringIO(), io.StringIO())
+    return stream
+
+
+def assert_same_state(result: StreamingForecaster, expected: StreamingForecaster) -> None:
+    assert result.series == expected.series
+    assert torch.equal(result.hidden_state()[1], expected.hidden_state()[1])
+    assert result.info().equals(expected.info())
+
+
+def test_stream_restarts_after_random_sigterms_equal_one_uninterrupted_run(ckpt, records, tmp_path):
+    """Real SIGTERMs at random moments of a real process (the in-process harness in
+    test_stream_faults.py covers 120 points); every restart re-sends the whole input."""
+    state = tmp_path / "state.pt"
+    lines = ndjson_lines(records)
+    text = "\n".join(lines) + "\n"
+    rng = random.Random(16)
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "forecaster", "stream", "--ckpt_path", str(ckpt),
+                                 "--state", str(state), "--snapshot_every", "3600"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+        proc.stdin.write(text)
+        proc.stdin.flush()  # stdin stays open: the process waits for more
+        assert proc.stdout.readline(), proc.stderr.read()  # processing has begun
+        time.sleep(rng.uniform(0.0, 0.3))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "stopped by SIGTERM" in err and "Traceback" not in err
+    last = run_stream(["--ckpt_path", str(ckpt), "--state", str(state)], text)
+    assert last.returncode == 0, last.stderr
+    assert_same_state(final_state(ckpt, state), reference_stream(ckpt, lines))
+
+
+def test_stream_snapshots_on_time_while_the_input_is_idle(ckpt, records, tmp_path):
+    state = tmp_path / "state.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "forecaster", "stream", "--ckpt_path", str(ckpt),
+                             "--state", str(state), "--snapshot_every", "1"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    lines = ndjson_lines(records)
+    proc.stdin.write("\n".join(lines) + "\n")
+    proc.stdin.flush()
+    for _ in range(len(lines) * 6 * 3):  # every record applied and forecast
+        assert proc.stdout.readline(), proc.stderr.read()
+    time.sleep(2.5)  # idle for longer than --snapshot_every, stdin still open
+    proc.kill()
+    proc.wait(timeout=60)
+    assert_same_state(final_state(ckpt, state), reference_stream(ckpt, lines))
+
+
+@pytest.fixture(scope="module")
+def stream(ckpt):
+    return StreamingForecaster.from_checkpoint(ckpt)
+
+
+def fresh(stream: StreamingForecaster) -> StreamingForecaster:
+    return StreamingForecaster(stream.net, stream.spec)
+
+
+def loop(stream, lines, fmt="auto"):
+    out, err = io.StringIO(), io.StringIO()
+    counts = run_loop(stream, lines, out, err, fmt)
+    return counts, out.getvalue().splitlines(), err.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("first", ["garbage", "a,b,c", "{not json", "[1, 2]", ""], ids=repr)
+def test_lines_before_the_first_valid_one_do_not_fix_the_format(stream, records, first):
+    for fmt in ("ndjson", "csv"):
+        body = ndjson_lines(records.head(4)) if fmt == "ndjson" else records.head(4).write_csv().splitlines()
+        counts, out, err = loop(fresh(stream), [first, first, *body])
+        assert counts["records"] == 4 and len(out) == 4 * 6 * 3, err
+        if first:
+            assert counts["malformed"] == 2 and err[0].startswith("line 1: malformed, skipped:")
+        if first in ("garbage", "a,b,c"):
+            assert "neither a JSON object nor a CSV header naming the columns" in err[0]
+
+
+def test_an_explicit_format_skips_lines_that_do_not_fit_it(stream, records):
+    body = records.head(2).write_csv().splitlines()
+    counts, out, err = loop(fresh(stream), ["not,a,header", *body, ndjson_lines(records.head(1))[0]], fmt="csv")
+    assert counts["records"] == 2 and counts["malformed"] == 1 and counts["rejected"] == 1
+    assert "not a CSV header naming the columns" in err[0]
+    assert err[1].startswith("line 5: record for series") and "could not be read" in err[1]  # JSON read as CSV
+    counts, out, err = loop(fresh(stream), [body[0], *ndjson_lines(records.head(2))], fmt="ndjson")
+    assert counts["records"] == 2 and err[0].startswith("line 1: malformed")
+
+
+def test_non_utf8_lines_are_reported_and_the_stream_goes_on(ckpt, records, tmp_path):
+    good = [line.encode() for line in ndjson_lines(records.head(6))]
+    assert b"greensboro_nc" in good[0] and b"sand_point_ak" in good[1]
+    lines = [good[0], good[0].replace(b"greensboro_nc", b"greensboro_\xff\xfe"),  # not UTF-8 at all
+             good[1], good[1].replace(b"sand_point_ak", b"caf\xe9"),                # Latin-1
+             good[2], good[0].replace(b'"greensboro_nc"', b'"\\udc80"'),          # a JSON-escaped lone surrogate
+             *good[3:]]
+    path = tmp_path / "obs.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    result = run_stream(["--ckpt_path", str(ckpt), "--input", str(path)], "")
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 6 * 6 * 3  # the six good records
+    assert "line 2: malformed, skipped: not UTF-8 text (byte 0xff at position" in result.stderr
+    assert "line 4: malformed, skipped: not UTF-8 text (byte 0xe9" in result.stderr
+    assert "line 6: record for series" in result.stderr and "not valid text" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_line_reader_skips_overlong_lines_and_keeps_the_rest():
+    short = [f'{{"n": {i}, "pad": "{"x" * 90}"}}'.encode() for i in range(3000)]  # ~300 KB: many read chunks
+    huge = b'{"station": "' + b"x" * 10_000_000 + b'"}'
+    data = b"\n".join(short[:1500] + [huge] + short[1500:])  # the last line has no newline
+    got = list(LineReader(io.BytesIO(data), wake=5))
+    bad = [i for i, g in enumerate(got) if not isinstance(g, bytes)]
+    assert bad == [1500] and f"line of {len(huge)} bytes, longer than MAX_LINE_BYTES" in got[1500].why
+    assert [g.rstrip(b"\n") for i, g in enumerate(got) if i != 1500] == short
+
+
+def test_messages_echo_at_most_60_characters_of_a_huge_value(stream, records):
+    rec = {**records.head(1).to_dicts()[0], "time": "2 Jan" + "0" * 100_000}
+    rec2 = {**records.head(1).to_dicts()[0], "time": "1990-01-01T01:00:00", "temp_air": "9" * 100_000 + "x"}
+    counts, out, err = loop(fresh(stream), [json.dumps(rec, default=str), json.dumps(rec2)])
+    assert counts["rejected"] == 2 and len(err) == 2
+    assert all(len(line) < 400 for line in err), [len(line) for line in err]
+    assert "(100005 characters)" in err[0] and "could not be read" in err[0]
+    assert "(100001 characters)" in err[1] and "not a number" in err[1]
+
+
+def test_max_gap_flag(ckpt, records, tmp_path, capsys):
+    recs = records.filter(pl.col("station") == records["station"][0]).head(3).to_dicts()
+    recs[2]["time"] = recs[1]["time"] + dt.timedelta(hours=5)
+    path = tmp_path / "obs.ndjson"
+    path.write_text("\n".join(json.dumps({**r, "time": r["time"].isoformat()}) for r in recs) + "\n")
+    assert main(["--ckpt_path", str(ckpt), "--input", str(path), "--max_gap", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "line 3: record for series" in err and "5 periods (1h)" in err and "more than max_gap=3" in err
+    assert main(["--ckpt_path", str(ckpt), "--input", str(path), "--max_gap", "none"]) == 0
+    assert "max_gap" not in capsys.readouterr().err
+    assert build_parser().parse_args(["--ckpt_path", "x"]).max_gap == "auto"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ckpt_path", "x", "--max_gap", "0"])
+    assert "number of periods >= 1" in capsys.readouterr().err
+
+
+def test_a_pipe_like_stdin_with_non_utf8_bytes_goes_on(stream, records):
+    """The stdin path: the reader thread reads a pipe's descriptor; a non-UTF-8 id never reaches the
+    state (before, it was accepted, saved, and crashed the forecast with UnicodeEncodeError)."""
+    good = [line.encode() for line in ndjson_lines(records.head(4))]
+    data = b"\n".join([good[0], good[1].replace(b"sand_point_ak", b"sand_\xc3\x28"), *good[1:]]) + b"\n"
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, data)
+    os.close(write_fd)
+    s = fresh(stream)
+    with os.fdopen(read_fd, "rb") as f:
+        counts, out, err = loop(s, LineReader(f))
+    assert counts == {"lines": 5, "records": 4, "rejected": 0, "malformed": 1}
+    assert err == ["line 2: malformed, skipped: not UTF-8 text (byte 0xc3 at position 18)"]
+    assert sorted(s.series) == ["greensboro_nc", "sand_point_ak"] and len(out) == 4 * 6 * 3
