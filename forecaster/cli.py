@@ -22,7 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, Mod
 from lightning.pytorch.cli import LightningCLI
 
 from forecaster.forecasts import predictions_frame
-from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint
+from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint, checkpoint_hparams
 from forecaster.metrics import METRICS
 
 __all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
@@ -136,7 +136,7 @@ class ForecasterCLI(LightningCLI):
         if not isinstance(ckpt, dict):
             raise UserError(f"{ckpt_path!r} is not a Lightning checkpoint")
         check_checkpoint(ckpt)
-        hp = dict(ckpt.get("hyper_parameters", {}))
+        hp = checkpoint_hparams(ckpt)
         for k, v in hp.items():
             if k not in _LINKED and f"model.{k}" in cfg:
                 cfg[f"model.{k}"] = v

@@ -33,14 +33,15 @@ from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_na
 from forecaster.nets import StepForecastNet, build_net
 from forecaster.spec import DataSpec
 
-__all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint"]
+__all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint",
+           "checkpoint_hparams"]
 
 FORMAT_VERSION = 3
 # 1: a version-1 data spec (read by DataSpec.from_dict); 1 and 2: models without a baseline
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
-               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length")
+               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs")
 
 
 class CheckpointMismatchError(ValueError):
@@ -66,10 +67,15 @@ class GRUForecaster(L.LightningModule):
         min_origin: first origin that contributes to the training loss (a short warm-up); None =
             ``min(24, context_length // 3)``.
         baseline: the naive forecast the network learns the difference to (:mod:`forecaster.baseline`):
-            ``blend`` (seasonal naive, last value and the series' level, weighted per series and
-            target as fitted on the training part; the data spec holds the weights), ``seasonal``,
-            ``last``, ``mean``, or ``none`` (the network alone). The untrained model forecasts the
-            baseline exactly (its quantiles spread around it).
+            ``blend`` (seasonal naive, the last value and the look-back's mean, weighted per series,
+            target and horizon step as fitted on the training part; the data spec holds the weights),
+            ``seasonal``, ``last``, ``mean``, or ``none`` (the network alone). The untrained model
+            forecasts the baseline exactly (its quantiles spread around it).
+        inputs: what the per-step model reads of each target: ``relative`` (the change since the
+            previous observation and the deviation from the look-back's mean: shift-invariant, so a
+            series that trends beyond its training range stays in known territory; the level comes in
+            through the baseline) or ``level`` (the scaled value). The window model normalises with
+            ``revin`` instead.
         channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
             of :class:`forecaster.nets.WindowForecastNet` (defaults: off, the per-step forking model
             :class:`forecaster.nets.StepForecastNet`).
@@ -115,6 +121,7 @@ class GRUForecaster(L.LightningModule):
         head_dropout: float = 0.0,
         lr_decay: float = 1.0,
         baseline: Literal["blend", "seasonal", "last", "mean", "none"] = "blend",
+        inputs: Literal["relative", "level"] = "relative",
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -142,7 +149,7 @@ class GRUForecaster(L.LightningModule):
             channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,
             hidden_size=hidden_size, num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
             reset_after=reset_after, backend=backend, head_dropout=head_dropout, baseline=baseline,
-            season_length=seasonal_period,
+            season_length=seasonal_period, **({"inputs": inputs} if decoder == "forking" else {}),
         )
         self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
@@ -371,10 +378,22 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
         diff = [f"{k}={hp.get(k)!r} (model: {model.hparams.get(k)!r})" for k in _SHAPE_KEYS
                 if k in hp and hp.get(k) != model.hparams.get(k)]
         what = ", ".join(diff) if diff else "; ".join(bad[:3] + [f"missing {k}" for k in missing[:3]])
+        legacy = " (a checkpoint of format 1-2: load it with inputs='level', baseline='none')" \
+            if checkpoint.get("forecaster_format_version", FORMAT_VERSION) < 3 else ""
         raise CheckpointMismatchError(
             f"the checkpoint does not fit this model/data: checkpoint has {what}. Use the data columns and model settings "
-            "the checkpoint was trained with")
+            f"the checkpoint was trained with{legacy}")
 
+
+
+def checkpoint_hparams(checkpoint: dict) -> dict:
+    """A checkpoint's hyperparameters, with the settings older formats were trained with where they
+    predate an option (format 1-2: no baseline, the per-step model read the scaled values)."""
+    hp = dict(checkpoint.get("hyper_parameters") or {})
+    if checkpoint.get("forecaster_format_version", FORMAT_VERSION) < 3:
+        hp.setdefault("baseline", "none")
+        hp.setdefault("inputs", "level")
+    return hp
 
 
 def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
@@ -393,7 +412,7 @@ def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
         raise ValueError(f"{str(path)!r} is not a Lightning checkpoint")
     check_checkpoint(ckpt)
     params = inspect.signature(GRUForecaster.__init__).parameters
-    model = GRUForecaster(**{k: v for k, v in (ckpt.get("hyper_parameters") or {}).items() if k in params})
+    model = GRUForecaster(**{k: v for k, v in checkpoint_hparams(ckpt).items() if k in params})
     model.on_load_checkpoint(ckpt)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt

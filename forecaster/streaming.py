@@ -193,8 +193,10 @@ class StreamingForecaster:
         self.context_length = int(s.context_length)
         self.windowed = isinstance(self.net, WindowForecastNet)
         # a ring buffer of the look-back: every input column for the window model; the targets for the
-        # per-step model's baseline (the season, the last value and the mean of the look-back)
-        self.ring = self.context_length if self.windowed or self.net.baseline != "none" else 0
+        # per-step model's baseline (the season, the last value and the mean of the look-back) and its
+        # relative inputs (the previous observation and the look-back's mean)
+        self.ring = self.context_length if (self.windowed or self.net.baseline != "none"
+                                            or self.net.inputs == "relative") else 0
         self._digest = _weights_digest(self.net)
         self._reset(max(1, int(capacity)))
 
@@ -666,7 +668,10 @@ class StreamingForecaster:
                     t[k][r] = 0.0
         finite = np.ones(len(rows), dtype=bool)
         if not self.windowed:
-            self._step_rows(rows, scaled[:, :C], obs_t.astype(np.float32), scaled[:, C:C + P], future)
+            values = scaled[:, :C]
+            if self.net.inputs == "relative":
+                values = self._relative_values(rows, values, obs_t)
+            self._step_rows(rows, values, obs_t.astype(np.float32), scaled[:, C:C + P], future)
             if self._state.device.type == "cpu":  # numpy: 2.5 us for one row, torch's op dispatch 17 us (2-core CPU)
                 finite = np.isfinite(self._state.numpy()[:, rows]).all(axis=(0, 2))
             else:
@@ -681,6 +686,23 @@ class StreamingForecaster:
             if self.windowed:
                 t["ring_x"][rows, slot] = scaled[:, C:]
         return ~finite
+
+    def _relative_values(self, rows: np.ndarray, value: np.ndarray, observed: np.ndarray) -> np.ndarray:
+        """The per-step model's relative inputs of this step (M, 2C), from the ring (the look-back
+        before it) and the step's scaled values and mask (M, C): what
+        :func:`~forecaster.nets.common.relative_features` computes for it in a window."""
+        y, o, _ = self._window(rows)  # steps n - T .. n - 1; this step joins, step n - T leaves
+        y, o = y[:, 1:], o[:, 1:] > 0
+        T1 = y.shape[1]
+        pos = np.where(o, np.arange(T1)[None, :, None], -1).max(axis=1)  # the previous observation, (M, C)
+        has_prev = pos >= 0
+        prev = np.take_along_axis(y, np.maximum(pos, 0)[:, None, :], axis=1)[:, 0]
+        total = (y * o).sum(axis=1, dtype=np.float64) + np.where(observed, value, 0.0)
+        count = o.sum(axis=1) + observed
+        mean = total / np.maximum(count, 1)
+        change = np.where(observed & has_prev, value - prev, 0.0)
+        dev = np.where(observed, value - mean, 0.0)
+        return np.concatenate([change, dev], axis=1).astype(np.float32)
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
         """One recurrent step for table rows ``rows`` (all distinct) from one step's features."""

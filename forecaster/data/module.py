@@ -319,7 +319,9 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self._target_cols = table.target_cols
         time_kind, time_zone = table.time_kind, table.time_zone
         freq = resolve_frequency(table, given.freq if given is not None else self._freq_arg, self.time_col)
-        ext = extent(table, freq, self.window_length)
+        # training needs whole windows; with a checkpoint's spec (prediction) a shorter series is still
+        # forecast from what it has (its window is zero-padded at the start)
+        ext = extent(table, freq, 1 if given is not None else self.window_length)
         vc, tc = self._cut(self.val_start, "val_start", time_kind), self._cut(self.test_start, "test_start", time_kind)
         if vc is not None and tc is not None and vc > tc:
             raise ValueError(f"val_start={self.val_start!r} is after test_start={self.test_start!r}")

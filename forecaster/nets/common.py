@@ -16,13 +16,46 @@ from torch.nn import functional as F
 from forecaster.baseline import BASELINES, baseline_forecast, baseline_params
 from kernels import FusedGRU
 
-__all__ = ["features", "future_ahead", "monotone_quantiles", "GRUNetBase"]
+__all__ = ["features", "relative_features", "relative_step", "future_ahead", "monotone_quantiles", "GRUNetBase"]
 
 
 def features(target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor) -> Tensor:
     """The raw input of each step: (..., C), (..., C), (..., P), (..., F) of the SAME step(s) ->
     ``cat(target * observed, observed, past_cov, future_cov)``, (..., 2C + P + F)."""
     return torch.cat([target * observed, observed, past_cov, future_cov], dim=-1)
+
+
+def relative_features(target: Tensor, observed: Tensor, context_length: int) -> Tensor:
+    """Shift-invariant inputs of every step of a (B, L, C) window: the change since the previous
+    observation within the look-back (0 without one) and the deviation from the mean of the observed
+    values of the look-back ``[t - T + 1, t]``; both 0 at a missing step. (B, L, 2C): the C changes,
+    then the C deviations. A series that trends or shifts beyond its training range gives the network
+    inputs it has seen; the level itself comes in through the baseline."""
+    B, L, C = target.shape
+    T = int(context_length)
+    o = observed > 0
+    of = o.to(target.dtype)
+    pos = torch.arange(L, device=target.device).view(1, L, 1)
+    idx = torch.where(o, pos, torch.full_like(pos, -1)).expand_as(target).cummax(dim=1).values
+    prev = torch.nn.functional.pad(idx, (0, 0, 1, 0), value=-1)[:, :-1]  # the last observation before t
+    has_prev = (prev >= 0) & (prev > pos - T)
+    change = torch.where(o & has_prev, target - target.gather(1, prev.clamp_min(0)), torch.zeros_like(target))
+    cs, cn = torch.cumsum(target * of, dim=1), torch.cumsum(of, dim=1)
+    if T < L:
+        cs = cs - torch.nn.functional.pad(cs, (0, 0, T, 0))[:, :-T]
+        cn = cn - torch.nn.functional.pad(cn, (0, 0, T, 0))[:, :-T]
+    dev = torch.where(o, target - cs / cn.clamp_min(1), torch.zeros_like(target))
+    return torch.cat([change, dev], dim=-1)
+
+
+def relative_step(value: Tensor, observed: Tensor, prev: Tensor, has_prev: Tensor, mean: Tensor) -> Tensor:
+    """:func:`relative_features` of one step from a stream's bookkeeping: this step's value and mask
+    (M, C), the previous observation in the look-back and whether there is one (M, C), and the mean
+    of the look-back's observed values including this step (M, C) -> (M, 2C)."""
+    o = observed > 0
+    change = torch.where(o & has_prev, value - prev, torch.zeros_like(value))
+    dev = torch.where(o, value - mean, torch.zeros_like(value))
+    return torch.cat([change, dev], dim=-1)
 
 
 def future_ahead(future_cov: Tensor, n_origins: int, horizon: int) -> Tensor:

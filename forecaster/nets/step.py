@@ -1,7 +1,10 @@
 """``StepForecastNet``: the per-step model, which streams one observation at a time.
 
-Each step's features (:func:`~forecaster.nets.common.features` of that step only) go through an
-input projection (``Linear`` + GELU) into a :class:`kernels.FusedGRU`; from the GRU's output state
+Each step's features go through an input projection (``Linear`` + GELU) into a
+:class:`kernels.FusedGRU`: per target, with ``inputs="relative"`` (the default) the change since the
+previous observation and the deviation from the look-back's mean
+(:func:`~forecaster.nets.common.relative_features`), with ``inputs="level"`` the scaled value; then
+the observed masks, the past covariates and the future covariates of that step; from the GRU's output state
 ``h_t`` at any origin ``t``, a head MLP forecasts steps ``t+1 .. t+horizon`` from ``h_t``
 concatenated with those steps' future covariates. Training forks: one GRU pass over the context
 and every origin forecasts (:meth:`StepForecastNet.forward`). Streaming keeps ``h_t`` per series
@@ -10,12 +13,12 @@ and advances it with :meth:`StepForecastNet.step_`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from forecaster.nets.common import GRUNetBase, features, future_ahead
+from forecaster.nets.common import GRUNetBase, future_ahead, relative_features
 
 __all__ = ["StepForecastNet"]
 
@@ -32,7 +35,10 @@ class StepForecastNet(GRUNetBase):
         quantiles: sorted levels in (0, 1), or None / empty for a point forecast (Q = 1).
         head_dropout: dropout in front of the head.
         baseline, season_length, context_length: the naive forecast the output is added to
-            (:class:`~forecaster.nets.common.GRUNetBase`).
+            (:class:`~forecaster.nets.common.GRUNetBase`); ``context_length`` is also the look-back of
+            the relative inputs.
+        inputs: ``"relative"`` (shift-invariant: change and deviation from the look-back's mean, 2C
+            channels) or ``"level"`` (the scaled values, C channels).
     """
 
     trains_on_every_origin = True
@@ -55,18 +61,32 @@ class StepForecastNet(GRUNetBase):
         baseline: str = "none",
         season_length: int = 1,
         context_length: int | None = None,
+        inputs: Literal["relative", "level"] = "level",
     ) -> None:
         super().__init__(n_targets, horizon, quantiles, n_targets, baseline, season_length, context_length)
         if not 0.0 <= float(head_dropout) < 1.0:
             raise ValueError(f"head_dropout={head_dropout!r}: must be in [0, 1)")
+        if inputs not in ("relative", "level"):
+            raise ValueError(f"inputs={inputs!r}: choose 'relative' or 'level'")
+        if inputs == "relative" and context_length is None:
+            raise ValueError("inputs='relative' needs the context_length (the look-back of the mean)")
+        self.inputs = inputs
         self.n_past, self.n_future = int(n_past_covariates), int(n_future_covariates)
-        self.n_in = 2 * self.n_targets + self.n_past + self.n_future
+        n_value = 2 * self.n_targets if inputs == "relative" else self.n_targets
+        self.n_in = n_value + self.n_targets + self.n_past + self.n_future
         self.input_proj = nn.Sequential(nn.Linear(self.n_in, d_model), nn.GELU())
         self.gru = self.make_gru(d_model, hidden_size, num_layers, dropout, reset_after, backend)
         self.head = self.make_head(hidden_size + self.horizon * self.n_future, head_hidden,
                                    self.horizon * self.n_targets * self.n_quantiles)
         # a separate module so the default model's state_dict keys stay as they were
         self.head_dropout = nn.Dropout(float(head_dropout)) if head_dropout else nn.Identity()
+
+    def features(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor) -> Tensor:
+        """The GRU's inputs of the steps of a window (target/observed (B, T, C), past_cov (B, T, P),
+        future_cov (B, T, F), from the window's first step) -> (B, T, n_in)."""
+        values = relative_features(target, observed, self.context_length) if self.inputs == "relative" \
+            else target * observed
+        return torch.cat([values, observed, past_cov, future_cov], dim=-1)
 
     def encode(self, x: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Features (B, T, n_in) -> GRU output states (B, T, H) and final states (num_layers, B, H)."""
@@ -88,7 +108,7 @@ class StepForecastNet(GRUNetBase):
         T = int(context_length)
         if target.shape[1] < T + self.horizon:
             raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")
-        x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
         y = self.decode(out, future_ahead(future_cov, T, self.horizon))
         return self.add_baseline(y, target[:, :T], observed[:, :T], baseline, origins=T)
@@ -97,7 +117,7 @@ class StepForecastNet(GRUNetBase):
                       context_length: int, baseline: Tensor | None = None) -> Tensor:
         """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward."""
         T = int(context_length)
-        x = features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
+        x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
         fa = future_cov[:, T:T + self.horizon].reshape(future_cov.shape[0], -1)
         return self.add_baseline(self.decode(out[:, -1], fa), target[:, :T], observed[:, :T], baseline)
@@ -105,14 +125,18 @@ class StepForecastNet(GRUNetBase):
     # ---- streaming ----
 
     @torch.no_grad()
-    def step_(self, state: Tensor, idx: Tensor, target: Tensor, observed: Tensor, past_cov: Tensor,
+    def step_(self, state: Tensor, idx: Tensor, values: Tensor, observed: Tensor, past_cov: Tensor,
               future_cov: Tensor, mask: Tensor | None = None) -> Tensor:
         """Advance rows ``idx`` (M,) of a (num_layers, N, H) float32 state table by one step.
 
-        target/observed (M, C), past_cov (M, P), future_cov (M, F) are this step's scaled values.
-        Returns the new last-layer states (M, H); feed them to :meth:`decode` with the next
-        ``horizon`` steps' future covariates to forecast from this step."""
-        x = self.input_proj(features(target, observed, past_cov, future_cov))
+        values: this step's value inputs, (M, C) scaled targets for ``inputs="level"``, (M, 2C) from
+        :func:`~forecaster.nets.common.relative_step` for ``"relative"``; observed (M, C), past_cov
+        (M, P), future_cov (M, F). Returns the new last-layer states (M, H); feed them to
+        :meth:`decode` with the next ``horizon`` steps' future covariates to forecast from this
+        step."""
+        if self.inputs == "level":
+            values = values * observed
+        x = self.input_proj(torch.cat([values, observed, past_cov, future_cov], dim=-1))
         return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
 
     def init_state(self, n: int, device=None) -> Tensor:

@@ -19,6 +19,7 @@ from forecaster.lightning_module import FORMAT_VERSION, CheckpointMismatchError,
 from forecaster.metrics import (MeanAbsoluteScaledError, last_value_forecast, seasonal_naive_forecast,
                                 seasonal_scale)
 from forecaster.nets import StepForecastNet, WindowForecastNet, future_ahead, monotone_quantiles
+from forecaster.nets.common import relative_features
 
 B, CTX, H, C, P, F = 3, 12, 4, 2, 1, 3
 REPO = Path(__file__).resolve().parents[2]
@@ -93,8 +94,9 @@ def test_step_and_decode_reproduce_the_sequence_forecast():
     net = m.net
     state = net.init_state(B)
     idx = torch.arange(B)
+    values = relative_features(batch["target"][:, :CTX], batch["observed"][:, :CTX], CTX)  # inputs="relative"
     for t in range(CTX):
-        h = net.step_(state, idx, batch["target"][:, t], batch["observed"][:, t], batch["past_cov"][:, t],
+        h = net.step_(state, idx, values[:, t], batch["observed"][:, t], batch["past_cov"][:, t],
                       batch["future_cov"][:, t])
     fa = batch["future_cov"][:, CTX:CTX + H].reshape(B, -1)
     result = net.add_baseline(net.decode(h, fa), batch["target"][:, :CTX], batch["observed"][:, :CTX],
