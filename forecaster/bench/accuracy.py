@@ -46,7 +46,7 @@ def _one(name: str, seed: int, extra: list[str]) -> dict:
         if r.returncode != 0:
             return {"dataset": name, "seed": seed, "error": (r.stderr or r.stdout).strip().splitlines()[-1:]}
         metrics = pl.read_csv(next(Path(tmp).rglob("metrics.csv")))
-        last = {c: metrics[c].drop_nulls()[-1] for c in metrics.columns if c.startswith("test/")
+        last = {c: float(metrics[c].drop_nulls()[-1]) for c in metrics.columns if c.startswith("test/")
                 and metrics[c].drop_nulls().len()}
         epochs = int(metrics["epoch"].max()) + 1
     return {"dataset": name, "seed": seed, "mae": last["test/mae"], "mase": last["test/mase"],
