@@ -209,6 +209,11 @@ class StreamingForecaster:
             t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0))
         if self.windowed:  # the window model also reads past and user future covariates of every step
             t["ring_x"] = ((self.ring, D - C), np.float32, 0.0)
+        elif self.net.inputs == "relative":
+            # the look-back's running sum and count of observed values, and the last observation (its
+            # value and step number; -1: none): the relative inputs in O(1) per observation
+            t.update(sum_y=((C,), np.float64, 0.0), cnt=((C,), np.int64, 0), last_y=((C,), np.float32, 0.0),
+                     last_n=((C,), np.int64, -1))
         return t
 
     def memory_per_series(self) -> int:
@@ -663,9 +668,11 @@ class StreamingForecaster:
             r = rows[reset]
             if not self.windowed:
                 self._state[:, rows_t[torch.from_numpy(reset).to(self.device)]] = 0.0
-            for k in ("ring_y", "ring_o", "ring_x"):
+            for k in ("ring_y", "ring_o", "ring_x", "sum_y", "cnt", "last_y"):
                 if k in t:
-                    t[k][r] = 0.0
+                    t[k][r] = 0
+            if "last_n" in t:
+                t["last_n"][r] = -1
         finite = np.ones(len(rows), dtype=bool)
         if not self.windowed:
             values = scaled[:, :C]
@@ -688,20 +695,28 @@ class StreamingForecaster:
         return ~finite
 
     def _relative_values(self, rows: np.ndarray, value: np.ndarray, observed: np.ndarray) -> np.ndarray:
-        """The per-step model's relative inputs of this step (M, 2C), from the ring (the look-back
-        before it) and the step's scaled values and mask (M, C): what
-        :func:`~forecaster.nets.common.relative_features` computes for it in a window."""
-        y, o, _ = self._window(rows)  # steps n - T .. n - 1; this step joins, step n - T leaves
-        y, o = y[:, 1:], o[:, 1:] > 0
-        T1 = y.shape[1]
-        pos = np.where(o, np.arange(T1)[None, :, None], -1).max(axis=1)  # the previous observation, (M, C)
-        has_prev = pos >= 0
-        prev = np.take_along_axis(y, np.maximum(pos, 0)[:, None, :], axis=1)[:, 0]
-        total = (y * o).sum(axis=1, dtype=np.float64) + np.where(observed, value, 0.0)
-        count = o.sum(axis=1) + observed
-        mean = total / np.maximum(count, 1)
-        change = np.where(observed & has_prev, value - prev, 0.0)
+        """The per-step model's relative inputs of this step (M, 2C) from the step's scaled values and
+        mask (M, C), in O(1): the look-back's running sum and count (the step ``T`` steps back leaves
+        it, this one joins) and the last observation: what
+        :func:`~forecaster.nets.common.relative_features` computes for it in a window. Updates that
+        bookkeeping (part of the round: rolled back with it)."""
+        t, T = self._t, self.context_length
+        n = t["n_steps"][rows]  # this step's number
+        leaving = n >= T
+        if leaving.any():  # its slot still holds step n - T
+            r, slot = rows[leaving], n[leaving] % T
+            o_old = t["ring_o"][r, slot]
+            t["sum_y"][r] -= t["ring_y"][r, slot] * o_old
+            t["cnt"][r] -= o_old.astype(np.int64)
+        t["sum_y"][rows] += np.where(observed, value, 0.0)
+        t["cnt"][rows] += observed
+        mean = t["sum_y"][rows] / np.maximum(t["cnt"][rows], 1)
+        last_n = t["last_n"][rows]
+        has_prev = (last_n >= 0) & (n[:, None] - last_n <= T - 1)
+        change = np.where(observed & has_prev, value - t["last_y"][rows], 0.0)
         dev = np.where(observed, value - mean, 0.0)
+        t["last_y"][rows] = np.where(observed, value, t["last_y"][rows])
+        t["last_n"][rows] = np.where(observed, n[:, None], last_n)
         return np.concatenate([change, dev], axis=1).astype(np.float32)
 
     def _step_rows(self, rows: np.ndarray, target, observed, past, future) -> None:
