@@ -150,11 +150,12 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
 
     Returns:
         float64 (C, 2K + 1): ``[w_s at the knots, w_l at the knots, mu]`` per target (K knots of
-        :func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
-        of an empty look-back). Each step's weights are
-        the constrained least-squares blend of that step; a knot holds the mean over the steps
-        nearest to it in log(step). A step with fewer than :data:`MIN_FIT_PAIRS` usable (origin,
-        target) pairs is the last value, (0, 1).
+:func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
+        of an empty look-back). Each step's weights are the constrained least-squares blend of that
+        step, unless a plain naive (the season, the last value or the look-back's mean) does as well
+        on the last quarter of the training origins as a blend fitted on the first three quarters;
+        a knot holds the mean over the steps nearest to it in log(step). A step with fewer than
+        :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last value, (0, 1).
     """
     n, C = values.shape
     knots = blend_knots(horizon)
@@ -187,9 +188,34 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     tgt_i = ts[:, None] + k[None, :]
     yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
     s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
-    gram = {name: (a * b * w).sum(axis=0) for name, (a, b) in  # each (h, C)
-            {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}.items()}
-    a, b = _constrained_ls(**gram)
+
+    def blend(rows):  # the least-squares weights over the origins `rows`, each (h, C)
+        ww = w[rows]
+        gram = {name: (a[rows] * b[rows] * ww).sum(axis=0) for name, (a, b) in
+                {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}.items()}
+        return _constrained_ls(**gram)
+
+    everything = np.arange(len(ts))
+    a, b = blend(everything)
+    # Occam's check: weights fitted on the first three quarters of the origins must beat each plain
+    # naive (season, last value, look-back mean) on the last quarter, in absolute error, step by step;
+    # where a plain naive does as well, it is used (a blend fitted in-sample can lose out of sample,
+    # e.g. on a random walk, where the last value is all there is)
+    split = int(len(ts) * 0.75)
+    if len(ts) - split >= MIN_FIT_PAIRS and split >= MIN_FIT_PAIRS:
+        af, bf = blend(everything[:split])
+        chk = slice(split, None)
+        wc = w[chk]
+
+        def mae(wa, wb):  # (h, C): the check part's error of weights (wa, wb) (arrays or numbers)
+            e = np.abs(t_[chk] - wa * s_[chk] - wb * l_[chk]) * wc
+            return e.sum(axis=0) / np.maximum(wc.sum(axis=0), 1)
+
+        cands = [(a, b), (1.0, 0.0), (0.0, 1.0), (0.0, 0.0)]  # the blend, then season, last, mean
+        errors = np.stack([mae(af, bf)] + [mae(wa, wb) for wa, wb in cands[1:]])  # (4, h, C)
+        best = np.argmin(errors, axis=0)  # ties go to the blend
+        a = np.choose(best, [np.broadcast_to(np.asarray(c[0], dtype=np.float64), a.shape) for c in cands])
+        b = np.choose(best, [np.broadcast_to(np.asarray(c[1], dtype=np.float64), b.shape) for c in cands])
     few = w.sum(axis=0) < MIN_FIT_PAIRS
     a, b = np.where(few, 0.0, a), np.where(few, 1.0, b)
     # a knot holds the mean of the steps nearest to it in log(step)

@@ -28,9 +28,14 @@ from forecaster.metrics import METRICS
 __all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
 
 # Settings the no-argument run uses (CLI defaults; configs/default.yaml spells out the same values).
-# An epoch is every training window once (no batch cap); progress bars only on a terminal.
+# An epoch is every training window once (no batch cap). Validation every 50 training steps, across
+# epoch boundaries, so small and large data alike are checked often; training stops when the
+# validation loss has not improved for 10 checks (max_epochs is only a ceiling); progress bars only
+# on a terminal.
 TRAINER_DEFAULTS = {
-    "max_epochs": 6,
+    "max_epochs": 1000,
+    "val_check_interval": 50,
+    "check_val_every_n_epoch": None,
     "gradient_clip_val": 1.0,
     "default_root_dir": "runs",
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
@@ -59,7 +64,7 @@ class ForecasterCLI(LightningCLI):
                              "checkpoint.filename": "best-{epoch}-{step}"})
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
-                             "early_stopping.patience": 4})
+                             "early_stopping.patience": 10})
         parser.add_argument("--cpu_threads", type=Optional[int], default=1,
                             help="torch intra-op threads for CPU work (torch.set_num_threads); the small default "
                                  "GRU trains fastest on one, several times faster on a busy machine; null = "

@@ -26,8 +26,10 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+from torchmetrics.aggregation import MeanMetric
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
+from forecaster.baseline import BASELINES
 from forecaster.forecasts import predictions_frame
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
 from forecaster.nets import StepForecastNet, build_net
@@ -39,6 +41,7 @@ __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_c
 FORMAT_VERSION = 3
 # 1: a version-1 data spec (read by DataSpec.from_dict); 1 and 2: models without a baseline
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
+_CHOICE_KEYS = ("net.use_network", "net.fallback")  # buffers of the validation's choice (format 3)
 LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs")
@@ -156,6 +159,9 @@ class GRUForecaster(L.LightningModule):
         self.test_metrics = ForecastMetrics()
         self.val_scaled = ScaledMetrics()
         self.test_scaled = ScaledMetrics()
+        # the validation's candidates: the network on its baseline, then each plain baseline
+        self._candidates = ("network", "blend", "seasonal", "last", "mean") if baseline != "none" else ()
+        self._cand_loss = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
 
     @classmethod
     def from_datamodule(cls, dm, **kwargs) -> "GRUForecaster":
@@ -273,10 +279,22 @@ class GRUForecaster(L.LightningModule):
     def _evaluate(self, batch: dict[str, Tensor], stage: str) -> Tensor:
         T, h = self.context_length, self.horizon
         B = batch["target"].shape[0]
-        pred_s = self._forecast_scaled(batch)
         y_s, w = batch["target"][:, T:T + h], batch["observed"][:, T:T + h]
+        gated = stage == "val" and self.net.baseline != "none" and self._fitting()
+        if gated:  # the network and each plain baseline, scored for the choice at the epoch's end
+            net = self.net
+            r = net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T,
+                                  batch.get("baseline"), residual=True)
+            args = (batch["target"][:, :T], batch["observed"][:, :T], batch.get("baseline"))
+            pred_s = net.add_baseline(r, *args, mode=net.baseline)
+            for name in self._candidates:
+                cand = pred_s if name == "network" else net.add_baseline(r, *args, mode=name, plain=True)
+                self._cand_loss[name].update(self._loss(cand.float(), y_s.float(), w.float()), w.sum().float())
+        else:
+            pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
-        self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True, batch_size=B)
+        self.log(f"{stage}/loss_network" if gated else f"{stage}/loss", loss, prog_bar=stage == "val",
+                 on_epoch=True, sync_dist=True, batch_size=B)
 
         loc, sc = batch["loc"][:, None, :], batch["scale"][:, None, :]
         ctx = batch["target"][:, :T] * sc + loc
@@ -298,8 +316,31 @@ class GRUForecaster(L.LightningModule):
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=B)
         return loss
 
+    def _fitting(self) -> bool:
+        trainer = self._trainer
+        return trainer is not None and trainer.state.fn == "fit"
+
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        """With a baseline: keep the network's point forecast only where it beats every plain
+        baseline on the validation loss (else the best of them, with the network's quantile spread):
+        ``val/loss`` is the chosen one's, and the choice goes into the checkpoint."""
+        if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
+            return
+        losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
+        for m in self._cand_loss.values():
+            m.reset()
+        best = min(losses, key=lambda k: (losses[k], k != "network"))  # ties: the network
+        self.net.use_network.fill_(best == "network")
+        if best != "network":
+            self.net.fallback.fill_(BASELINES.index(best))
+        for name, value in losses.items():
+            if name != "network":
+                self.log(f"val/loss_{name}", value)
+        self.log("val/loss", losses[best], prog_bar=True)
+        self.log("val/uses_network", float(best == "network"))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "test")
@@ -323,6 +364,10 @@ class GRUForecaster(L.LightningModule):
         checkpoint["forecaster_shape"] = {k: self.hparams.get(k) for k in _SHAPE_KEYS}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.setdefault("state_dict", {})
+        for k, v in self.state_dict().items():  # format 1-2: no validation choice yet, the network is used
+            if k in _CHOICE_KEYS and k not in state:
+                state[k] = v.clone().fill_(True) if k.endswith("use_network") else v.clone()
         check_checkpoint(checkpoint, self)
         if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # format 1-2: trained without one
             self.hparams["baseline"] = self.net.baseline = "none"
@@ -372,7 +417,7 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
     theirs = checkpoint.get("state_dict", {})
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in theirs.items()
            if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in theirs]
+    missing = [k for k in own if k not in theirs and k not in _CHOICE_KEYS]
     if bad or missing:
         hp = checkpoint.get("forecaster_shape") or checkpoint.get("hyper_parameters", {})
         diff = [f"{k}={hp.get(k)!r} (model: {model.hparams.get(k)!r})" for k in _SHAPE_KEYS

@@ -121,6 +121,11 @@ class GRUNetBase(nn.Module):
         self.baseline = baseline
         self.season_length = max(1, int(season_length))
         self.context_length = None if context_length is None else int(context_length)
+        # Chosen on validation by the Lightning module, saved in checkpoints: whether the network's point
+        # forecast is used (True) or the plain baseline `fallback` (an index into BASELINES) with the
+        # network's quantile spread around it (False). Training always uses the network.
+        self.register_buffer("use_network", torch.tensor(True))
+        self.register_buffer("fallback", torch.tensor(BASELINES.index(baseline), dtype=torch.int64))
         self.n_targets, self.horizon, self.n_net_targets = int(n_targets), int(horizon), int(n_net_targets)
         qs = [float(q) for q in (quantiles or [])]
         if any(not 0.0 < q < 1.0 for q in qs) or qs != sorted(qs) or len(set(qs)) != len(qs):
@@ -148,16 +153,26 @@ class GRUNetBase(nn.Module):
         return head
 
     def add_baseline(self, y: Tensor, target: Tensor, observed: Tensor, params: Tensor | None,
-               origins: int | None = None) -> Tensor:
-        """Add the baseline of the context (target/observed (B, T, C), scaled) to forecasts y
-        ((B, h, C, Q) from the last origin, or (B, n, h, C, Q) from the first n origins)."""
+                     origins: int | None = None, mode: str | None = None, plain: bool = False) -> Tensor:
+        """Add the baseline of the context (target/observed (B, T, C), scaled) to the network's
+        forecasts y ((B, h, C, Q) from the last origin, or (B, n, h, C, Q) from the first n origins).
+
+        ``mode`` None: the model's own choice (its ``baseline`` plus the network; in eval mode with
+        ``use_network`` off, the plain ``fallback`` baseline with the network's quantiles re-centred on
+        it). Otherwise that baseline, plus the network (``plain`` False) or re-centred on it
+        (``plain`` True): the candidates the validation compares."""
         if self.baseline == "none":
             return y
         if params is None:
             raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 2K+1) (the "
                              "spec's per-series weights; TimeSeriesDataModule batches carry it), or build the "
                              "model with baseline='none'")
-        base = baseline_forecast(target, observed, baseline_params(self.baseline, params.to(target.dtype)),
+        if mode is None:
+            plain = not (self.training or bool(self.use_network))
+            mode = BASELINES[int(self.fallback)] if plain else self.baseline
+        if plain:  # the point forecast is the baseline; the quantiles keep the network's spread
+            y = y - y[..., self.anchor:self.anchor + 1]
+        base = baseline_forecast(target, observed, baseline_params(mode, params.to(target.dtype)),
                                  self.horizon, self.season_length, self.context_length, origins)
         return y + base.unsqueeze(-1).to(y.dtype)
 

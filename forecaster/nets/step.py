@@ -114,13 +114,15 @@ class StepForecastNet(GRUNetBase):
         return self.add_baseline(y, target[:, :T], observed[:, :T], baseline, origins=T)
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                      context_length: int, baseline: Tensor | None = None) -> Tensor:
-        """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward."""
+                      context_length: int, baseline: Tensor | None = None, residual: bool = False) -> Tensor:
+        """Only the last origin (t = context_length-1): (B, horizon, C, Q), cheaper than forward
+        (``residual``: the network's part, before the baseline is added)."""
         T = int(context_length)
         x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
         fa = future_cov[:, T:T + self.horizon].reshape(future_cov.shape[0], -1)
-        return self.add_baseline(self.decode(out[:, -1], fa), target[:, :T], observed[:, :T], baseline)
+        y = self.decode(out[:, -1], fa)
+        return y if residual else self.add_baseline(y, target[:, :T], observed[:, :T], baseline)
 
     # ---- streaming ----
 

@@ -138,10 +138,11 @@ class WindowForecastNet(GRUNetBase):
         return y.reshape(R, self.horizon, self.n_net_targets, self.n_quantiles)  # segment-major, then step
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                      context_length: int, baseline: Tensor | None = None) -> Tensor:
+                      context_length: int, baseline: Tensor | None = None, residual: bool = False) -> Tensor:
         """The forecast of a window's last ``horizon`` steps from its first ``context_length``:
         target/observed (B, L, C), past_cov (B, L, P), future_cov (B, L, F), baseline weights
-        (B, C, 3) -> (B, horizon, C, Q)."""
+        (B, C, 2K+1) -> (B, horizon, C, Q) (``residual``: the network's part, before the baseline
+        is added; with a baseline only)."""
         T, w = int(context_length), self.segment_length
         if T % w:
             raise ValueError(f"context_length={T} must be a multiple of segment_length={w}")
@@ -162,7 +163,7 @@ class WindowForecastNet(GRUNetBase):
             return self.revin.denormalize(y, base)
         if base is not None:  # RevIN's scale stays; the baseline takes the place of its location
             y = y * base[1].view(B, 1, -1, 1).to(y.dtype)
-        return self.add_baseline(y, target[:, :T], observed[:, :T], baseline)
+        return y if residual else self.add_baseline(y, target[:, :T], observed[:, :T], baseline)
 
     forward = forecast_last
 

@@ -140,3 +140,45 @@ def test_baseline_modes_and_none():
     assert plain.net.head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
     with pytest.raises(ValueError, match="baseline='median'"):
         GRUForecaster.from_datamodule(dm, baseline="median")
+
+
+def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tmp_path):
+    """A network that forecasts badly loses on validation to the plain baselines: the model then
+    forecasts the best of them (the point forecast), with the network's quantile spread around it,
+    and the choice travels in the checkpoint."""
+    import lightning as L
+
+    rng = np.random.default_rng(0)
+    n = 400
+    walk = pl.DataFrame({"t": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(n)],
+                         "y": np.cumsum(rng.normal(size=n))})
+    dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=48, horizon=12,
+                              calendar_features="none", val_size=0.2, test_size=0.1)
+    torch.manual_seed(0)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
+    with torch.no_grad():
+        model.net.head[-1].bias.normal_(0, 5.0)  # a network that adds noise to every forecast
+    trainer = L.Trainer(max_steps=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert not bool(model.net.use_network)
+    chosen = ("blend", "seasonal", "last", "mean", "none")[int(model.net.fallback)]
+    logged = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/loss")}
+    assert logged["val/loss"] == pytest.approx(logged[f"val/loss_{chosen}"])
+    assert logged["val/loss"] < logged["val/loss_network"]
+    model.eval()
+    batch = dm.predict_batch()
+    T = dm.context_length
+    params = batch["baseline"].clone()
+    K = (params.shape[-1] - 1) // 2
+    params[..., :K], params[..., K:2 * K] = {"seasonal": (1, 0), "last": (0, 1), "mean": (0, 0)}.get(
+        chosen, (params[..., :K], params[..., K:2 * K]))
+    base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
+    result = model.forecast(batch)
+    torch.testing.assert_close(result[..., model.net.anchor], base * batch["scale"][:, None] + batch["loc"][:, None],
+                               rtol=1e-5, atol=1e-5)
+    assert (result.diff(dim=-1) > 0).all()
+    trainer.save_checkpoint(tmp_path / "m.ckpt")
+    loaded = GRUForecaster.load_from_checkpoint(tmp_path / "m.ckpt").eval()
+    assert not bool(loaded.net.use_network) and int(loaded.net.fallback) == int(model.net.fallback)
+    torch.testing.assert_close(loaded.forecast(batch), result)

@@ -365,7 +365,8 @@ def test_defaults_keep_the_old_parameters():
     assert isinstance(m.net, StepForecastNet)
     assert sorted(k for k in m.state_dict()) == sorted(
         ["net.input_proj.0.weight", "net.input_proj.0.bias", "net.head.0.weight", "net.head.0.bias",
-         "net.head.2.weight", "net.head.2.bias", *[k for k in m.state_dict() if k.startswith("net.gru.")]])
+         "net.head.2.weight", "net.head.2.bias", "net.use_network", "net.fallback",  # + the validation's choice
+         *[k for k in m.state_dict() if k.startswith("net.gru.")]])
 
 
 @pytest.mark.parametrize("revin", ["last", "mean", "std"])
