@@ -154,6 +154,7 @@ class ForecasterCLI(LightningCLI):
         dm, trainer = self.datamodule, self.trainer
         if trainer.is_global_zero and hasattr(dm, "summary"):
             print(dm.summary(), flush=True)
+        self._validate_before_the_end(dm, trainer)
         if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
             return
         monitors = sorted({cb.monitor for cb in trainer.callbacks if isinstance(cb, (EarlyStopping, ModelCheckpoint))
@@ -164,6 +165,23 @@ class ForecasterCLI(LightningCLI):
                 f"val_size = {dm.val_size!r}), but {', '.join(monitors)} is monitored: enlarge --data.val_size, "
                 "or train without validation: --trainer.limit_val_batches 0 --checkpoint.monitor train/loss_epoch "
                 "--early_stopping.monitor train/loss_epoch")
+
+    @staticmethod
+    def _validate_before_the_end(dm, trainer) -> None:
+        """Validation every N steps across epochs (the default) never runs in a run shorter than N
+        steps (a smoke run, a tiny dataset with few epochs): then validate at its last step, so there
+        is a best checkpoint."""
+        every = trainer.val_check_interval
+        if trainer.check_val_every_n_epoch is not None or not isinstance(every, int) or not hasattr(dm, "train_dataset"):
+            return
+        per_epoch = -(-len(dm.train_dataset()) // dm.batch_size)
+        limit = trainer.limit_train_batches
+        per_epoch = min(per_epoch, int(limit)) if isinstance(limit, int) else max(1, int(per_epoch * float(limit)))
+        total = per_epoch * (trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1000)
+        if trainer.max_steps and trainer.max_steps > 0:
+            total = min(total, trainer.max_steps)
+        if 0 < total < every:
+            trainer.val_check_interval = total
 
     # -- fit runs test with the best checkpoint; test prints the metrics beside the baselines --
     def after_fit(self) -> None:

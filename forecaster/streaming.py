@@ -122,7 +122,7 @@ def _weights_digest(net: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in net.state_dict().items():
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()[:16]
 
 
