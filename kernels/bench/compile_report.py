@@ -352,14 +352,16 @@ def run(
 def header() -> dict:
     import triton
 
-    ptxas = ptxas_path()
-    version = "missing"
-    if ptxas:
-        v = subprocess.run([ptxas, "--version"], capture_output=True, text=True).stdout
-        m = re.search(r"release ([\d.]+)", v)
-        version = f"{os.path.basename(ptxas)} {m.group(1) if m else '?'}"
+    d = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    versions = {}
+    for name, arch in (("ptxas", "sm_80 (Triton's legacy ptxas below sm_90)"), ("ptxas-blackwell", "sm_90")):
+        path = os.path.join(d, name)
+        if os.path.isfile(path):
+            v = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
+            m = re.search(r"release ([\d.]+)", v)
+            versions[arch] = f"{name} {m.group(1) if m else '?'}"
     return {"date": datetime.date.today().isoformat(), "commit": _commit(), "triton": triton.__version__,
-            "torch": torch.__version__, "ptxas": version,
+            "torch": torch.__version__, "ptxas": versions,
             "device_models": {str(a): dataclasses.asdict(m) for a, m in P.ARCH_MODELS.items()}}
 
 

@@ -110,8 +110,9 @@ def _half(dtype: torch.dtype) -> bool:
 
 
 #: largest H the batch path takes: the whole W_hh (3 x H x H) lives on chip in one program
-#: (fp32 64: 48 KB; half 128: 96 KB) and h (BLOCK_B x H) in registers
-BATCH_MAX_H = {"float32": 64, "half": 128}
+#: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
+#: half precision the compile report showed up to 564 B of spills without divisibility hints
+BATCH_MAX_H = {"float32": 64, "half": 64}
 #: split programs own this many hidden columns (the tl.dot minimum): the most programs per tile
 SPLIT_BLOCK_N = 16
 #: the resident W_hh slice is NCHUNK tiles of BLOCK_K rows of the reduction, at most this many
@@ -169,8 +170,10 @@ def batch_max_h(dtype: torch.dtype) -> int:
 def batch_blocks(kernel: str, H: int, dtype: torch.dtype) -> Blocks:
     """One program per 16 rows, every column; KP = next power of two >= H (>= 16)."""
     kp = max(16, _next_pow2(H))
+    # 8 warps: the gate-interleaved accumulator is (16, 4 KP); with 4 warps ptxas used all 255
+    # registers and spilled 4-12 B without divisibility hints (compile report), with 8 none
     return Blocks(block_b=16, block_n=kp, block_k=kp, nchunk=1, resident=True, one_block=True,
-                  num_warps=4)
+                  num_warps=8)
 
 
 def split_blocks(kernel: str, H: int, dtype: torch.dtype, block_b: int = 16) -> Blocks:

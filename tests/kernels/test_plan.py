@@ -56,7 +56,8 @@ def test_auto_without_a_grid_barrier():
     # the interpreter: batch where H allows, else one launch per step
     assert P.plan_sequence("fwd", 8, 64, torch.float32, "auto", can_persist=False).path == "batch"
     assert P.plan_sequence("fwd", 8, 100, torch.float32, "auto", can_persist=False).path == "stepwise"
-    assert P.plan_sequence("fwd", 8, 128, torch.bfloat16, "auto", can_persist=False).path == "batch"
+    assert P.plan_sequence("fwd", 8, 64, torch.bfloat16, "auto", can_persist=False).path == "batch"
+    assert P.plan_sequence("fwd", 8, 128, torch.bfloat16, "auto", can_persist=False).path == "stepwise"
 
 
 def test_persistent_that_cannot_be_co_resident_is_an_error():
