@@ -19,6 +19,11 @@ Backward derivation (g = dL/dh_t from the output at t plus the carry from t+1, m
 After the loop everything else is a GEMM over all steps at once: dx = dG W_ih,
 dW_ih = dG^T x, db_ih = sum dG, dW_hh[r,z] = dG[r,z]^T h_{t-1}, dW_hh[n] = dgh_n^T h_{t-1}
 (reset-after) or da_n^T (r h_{t-1}) (reset-before), db_hh = sum [da_r, da_z, dgh_n].
+
+Masked steps contribute exact zeros: every ``m *`` above is a ``torch.where`` / ``tl.where`` in the
+code, and the GEMMs see zeros in place of x and r at masked steps. A multiply would turn a NaN
+input at a masked step (its gates are NaN; the output is right, it repeats h_{t-1}) into NaN
+weight gradients, since 0 * NaN = NaN.
 """
 
 from __future__ import annotations
@@ -91,25 +96,37 @@ def check_gru_inputs(
             raise ValueError(f"{name} is on {t.device} but the input is on {x.device}")
 
 
+def folded_bias(
+    bias_ih: Tensor | None, bias_hh: Tensor | None, H: int, reset_after: bool, dtype: torch.dtype,
+    device: torch.device,
+) -> tuple[Tensor, Tensor]:
+    """The biases as the kernels take them: ``bias`` (3H,) = b_ih + [b_hr, b_hz, b'_hn], with b'_hn
+    = b_hn for reset-before and 0 for reset-after, and ``b_hn`` (H,), the recurrent n-bias kept
+    apart for reset-after (zeros otherwise). Both in ``dtype``."""
+    bias = torch.zeros(3 * H, dtype=dtype, device=device)
+    b_hn = torch.zeros(H, dtype=dtype, device=device)
+    if bias_ih is not None:
+        bias = bias + bias_ih.to(dtype)
+    if bias_hh is not None:
+        b = bias_hh.to(dtype)
+        if reset_after:
+            bias = bias + torch.cat([b[: 2 * H], b.new_zeros(H)])
+            b_hn = b[2 * H:].contiguous()
+        else:
+            bias = bias + b
+    return bias, b_hn
+
+
 def input_projection(
     x: Tensor, weight_ih: Tensor, bias_ih: Tensor | None, bias_hh: Tensor | None, reset_after: bool
 ) -> tuple[Tensor, Tensor]:
     """One GEMM for all steps: ``gi`` (..., 3H) float32 (float64 for float64 inputs) with the
     foldable biases added, and ``b_hn`` (H,), the recurrent n-bias kept apart for reset-after
-    (zeros otherwise)."""
+    (zeros otherwise); see :func:`folded_bias`."""
     H = weight_ih.shape[0] // 3
     acc = acc_dtype(x.dtype)
-    gi = (x @ weight_ih.T).to(acc)
-    if bias_ih is not None:
-        gi = gi + bias_ih.to(acc)
-    b_hn = gi.new_zeros(H)
-    if bias_hh is not None:
-        b = bias_hh.to(acc)
-        if reset_after:
-            gi = gi + torch.cat([b[: 2 * H], b.new_zeros(H)])
-            b_hn = b[2 * H:].contiguous()
-        else:
-            gi = gi + b
+    bias, b_hn = folded_bias(bias_ih, bias_hh, H, reset_after, acc, x.device)
+    gi = (x @ weight_ih.T).to(acc) + bias
     return gi.contiguous(), b_hn
 
 
@@ -121,14 +138,24 @@ def weight_grads(
     weight_ih: Tensor,
     reset_after: bool,
     need_dx: bool,
+    mask: Tensor | None = None,
+    dgh_n: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor, Tensor, Tensor, Tensor]:
     """GEMMs over all steps at once, from ``dG`` (T, B, 3H) = dL/d(gi) float32.
 
-    ``h_prev`` (T, B, H) is the state entering each step, ``r`` (T, B, H) the reset gate.
+    ``h_prev`` (T, B, H) is the state entering each step, ``r`` (T, B, H) the reset gate, ``mask``
+    (T, B) bool or None. ``dG`` must be exactly zero at masked steps; there x and r are replaced by
+    zeros (torch.where) so that a NaN or inf input at a masked step cannot reach a weight gradient
+    (0 * NaN is NaN inside the GEMMs). ``dgh_n`` (T, B, H), reset-after only: da_n * r as the
+    Triton backward already computed it (zero at masked steps), or None to compute it here.
     Returns dx (T, B, I) or None, dW_ih (3H, I), dW_hh (3H, H), db_ih (3H,), db_hh (3H,), all float32.
     """
     T, B, G = dG.shape
     H = G // 3
+    if mask is not None:
+        keep = mask.unsqueeze(-1)
+        x = torch.where(keep, x, torch.zeros((), dtype=x.dtype, device=x.device))
+        r = torch.where(keep, r, torch.zeros((), dtype=r.dtype, device=r.device))
     dG2 = dG.reshape(T * B, G)
     x2 = x.reshape(T * B, -1).to(dG.dtype)
     hp2 = h_prev.reshape(T * B, H)
@@ -136,7 +163,7 @@ def weight_grads(
     dW_ih = dG2.T @ x2
     db_ih = dG2.sum(0)
     if reset_after:
-        dgh_n = dG2[:, 2 * H:] * r.reshape(T * B, H)
+        dgh_n = dG2[:, 2 * H:] * r.reshape(T * B, H) if dgh_n is None else dgh_n.reshape(T * B, H)
         hin_n = hp2
     else:
         dgh_n = dG2[:, 2 * H:]
@@ -191,35 +218,37 @@ def torch_backward_loop(
 
     Args: dout (T, B, H) float32, dh_n (B, H) float32, hs and gates from :func:`torch_forward_loop`,
     weight_hh (3H, H), mask (T, B) bool or None.
-    Returns: dG (T, B, 3H) float32 and dh0 (B, H) float32.
+    Returns: dG (T, B, 3H) float32, exactly zero at masked steps (torch.where, not a multiply by the
+    mask: the gates of a masked step hold NaN when its input did), and dh0 (B, H) float32.
     """
     T, B, H = dout.shape
     w = weight_hh.to(dout.dtype)
     w_rz, w_n = w[: 2 * H], w[2 * H:]
     dG = dout.new_empty(T, B, 3 * H)
+    zero = torch.zeros((), dtype=dout.dtype, device=dout.device)
     dh = dh_n
     for t in range(T - 1, -1, -1):
         g = dout[t] + dh
         hp = hs[t]
         r, z, n = gates[t, :, :H], gates[t, :, H: 2 * H], gates[t, :, 2 * H: 3 * H]
-        if mask is not None:
-            m = mask[t].unsqueeze(-1).to(g.dtype)
-            dhp, carry = g * m, g * (1 - m)
-        else:
-            dhp, carry = g, torch.zeros_like(g)
-        dn = dhp * (1 - z)
-        dz = dhp * (hp - n)
-        carry = carry + dhp * z
-        dan = dn * (1 - n * n)
+        keep = mask[t].unsqueeze(-1) if mask is not None else None
+
+        def kept(v, other=zero):
+            return v if keep is None else torch.where(keep, v, other)
+
+        dan = kept(g * (1 - z) * (1 - n * n))
+        da_z = kept(g * (hp - n) * z * (1 - z))
+        carry = g * z
         if reset_after:
-            dr = dan * gates[t, :, 3 * H:]
-            carry = carry + (dan * r) @ w_n
+            da_r = kept(dan * gates[t, :, 3 * H:] * r * (1 - r))
+            dgh_n = kept(dan * r)
+            carry = kept(carry, g) + dgh_n @ w_n
         else:
             drh = dan @ w_n
-            dr = drh * hp
-            carry = carry + drh * r
-        dG[t, :, :H] = dr * r * (1 - r)
-        dG[t, :, H: 2 * H] = dz * z * (1 - z)
+            da_r = kept(drh * hp * r * (1 - r))
+            carry = kept(carry + drh * r, g)
+        dG[t, :, :H] = da_r
+        dG[t, :, H: 2 * H] = da_z
         dG[t, :, 2 * H:] = dan
         dh = torch.addmm(carry, dG[t, :, : 2 * H], w_rz)
     return dG, dh

@@ -1,8 +1,9 @@
 """The autograd Function for one GRU layer over a sequence, and the public ``gru_sequence``.
 
 One Function, two implementations of its inner time loops: ``"triton"`` (the fused kernels of
-``fused_recurrent.py``) and ``"torch"`` (the loops of ``common.py``, a hand-written backward through
-time, not autograd over a Python loop). Both share the GEMMs outside the loop.
+``fused_recurrent.py``, on the path ``plan.py`` picks) and ``"torch"`` (the loops of ``common.py``, a
+hand-written backward through time, not autograd over a Python loop). Both share the GEMMs outside
+the loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels.gru.backend import log_backend
 from kernels.gru.common import (
     check_gru_inputs,
     input_projection,
@@ -17,29 +19,27 @@ from kernels.gru.common import (
     torch_forward_loop,
     weight_grads,
 )
+from kernels.gru.plan import PATHS, check_path
 
 IMPLS = ("triton", "torch")
 
 
-def _loops(impl: str):
-    if impl == "triton":
-        from kernels.gru.fused_recurrent import fused_gru_bwd, fused_gru_fwd
-
-        return fused_gru_fwd, fused_gru_bwd
-    return torch_forward_loop, torch_backward_loop
-
-
 class GRUFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask, reset_after, impl):
-        fwd, _ = _loops(impl)
+    def forward(ctx, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask, reset_after, impl, path, info):
         T, B, _ = x.shape
         H = weight_hh.shape[1]
         gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
         h0f = gi.new_zeros(B, H) if h0 is None else h0.to(gi.dtype).contiguous()
-        hs, gates = fwd(gi, h0f, weight_hh.contiguous(), b_hn, mask, reset_after)
+        if impl == "triton":
+            from kernels.gru.fused_recurrent import fused_gru_fwd
+
+            hs, gates, plan = fused_gru_fwd(gi, h0f, weight_hh.contiguous(), b_hn, mask, reset_after, path)
+            _note(info, "forward", plan)
+        else:
+            hs, gates = torch_forward_loop(gi, h0f, weight_hh, b_hn, mask, reset_after)
         ctx.save_for_backward(x, weight_ih, weight_hh, hs, gates, mask)
-        ctx.reset_after, ctx.impl = reset_after, impl
+        ctx.reset_after, ctx.impl, ctx.path, ctx.info = reset_after, impl, path, info
         ctx.has_h0, ctx.has_bias_ih, ctx.has_bias_hh = h0 is not None, bias_ih is not None, bias_hh is not None
         ctx.mark_non_differentiable(*(() if mask is None else (mask,)))
         return hs[1:].to(x.dtype), hs[-1].to(x.dtype)
@@ -47,13 +47,21 @@ class GRUFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout, dh_n):
         x, weight_ih, weight_hh, hs, gates, mask = ctx.saved_tensors
-        _, bwd = _loops(ctx.impl)
         T1, B, H = hs.shape
         dout = hs.new_zeros(T1 - 1, B, H) if dout is None else dout.to(hs.dtype).contiguous()
         dh_n = hs.new_zeros(B, H) if dh_n is None else dh_n.to(hs.dtype).contiguous()
-        dG, dh0 = bwd(dout, dh_n, hs, gates, weight_hh.contiguous(), mask, ctx.reset_after)
+        if ctx.impl == "triton":
+            from kernels.gru.fused_recurrent import fused_gru_bwd
+
+            dG, dh0, plan, dgh_n = fused_gru_bwd(dout, dh_n, hs, gates, weight_hh.contiguous(), mask,
+                                                 ctx.reset_after, ctx.path)
+            _note(ctx.info, "backward", plan)
+        else:
+            dG, dh0 = torch_backward_loop(dout, dh_n, hs, gates, weight_hh, mask, ctx.reset_after)
+            dgh_n = None
         dx, dW_ih, dW_hh, db_ih, db_hh = weight_grads(
-            dG, x, hs[:-1], gates[..., :H], weight_ih, ctx.reset_after, ctx.needs_input_grad[0]
+            dG, x, hs[:-1], gates[..., :H], weight_ih, ctx.reset_after, ctx.needs_input_grad[0], mask,
+            dgh_n=dgh_n,
         )
         dt = x.dtype
         return (
@@ -63,8 +71,17 @@ class GRUFunction(torch.autograd.Function):
             dW_hh.to(dt),
             db_ih.to(dt) if ctx.has_bias_ih else None,
             db_hh.to(dt) if ctx.has_bias_hh else None,
-            None, None, None,
+            None, None, None, None, None,
         )
+
+
+def _note(info: dict | None, direction: str, plan) -> None:
+    """Say which Triton path ran: the ``kernels`` logger (once per path) and the caller's dict."""
+    name = f"triton-{plan.path}"
+    log_backend("triton", f"{name} ({direction}, H={plan.H}, {plan.ctas} programs per launch)")
+    if info is not None:
+        info[direction] = name
+        info[f"{direction}_plan"] = plan
 
 
 def gru_sequence(
@@ -77,6 +94,8 @@ def gru_sequence(
     mask: Tensor | None = None,
     reset_after: bool = True,
     impl: str = "triton",
+    path: str = "auto",
+    info: dict | None = None,
 ) -> tuple[Tensor, Tensor]:
     """One GRU layer over a whole sequence, differentiable in every tensor argument but the mask.
 
@@ -86,21 +105,32 @@ def gru_sequence(
         weight_ih: (3H, I) rows [W_ir; W_iz; W_in], the dtype of ``x``.
         weight_hh: (3H, H) rows [W_hr; W_hz; W_hn], the dtype of ``x``.
         bias_ih, bias_hh: (3H,) or None.
-        mask: (T, B), bool or {0, 1}, or None; where False the state is carried unchanged and the
-            output repeats the previous state.
+        mask: (T, B), bool or {0, 1}, or None; where False the state is carried unchanged, the
+            output repeats the previous state, and the step adds exactly nothing to any gradient
+            (even if its input is NaN).
         reset_after: True for PyTorch's/cuDNN's formulation, False for the classic one.
         impl: "triton" (fused kernels; CUDA tensors, or CPU under ``TRITON_INTERPRET=1``) or
             "torch" (torch loops with a hand-written backward).
+        path: the Triton kernels' path (``kernels.gru.plan``): "auto", "batch" (one program per
+            16 rows, H <= 64 in float32 / 128 in half precision), "persistent" (hidden columns
+            split across co-resident programs with a grid barrier per step; CUDA only) or
+            "stepwise" (the same split kernel launched once per step). Forward and backward each
+            take it; an explicit path that cannot run raises instead of falling back.
+        info: a dict that receives "forward" / "backward" (the path that ran, e.g.
+            "triton-persistent") and the plans, or None.
 
     Returns:
         output (T, B, H) and h_n (B, H), both in the dtype of ``x``. The state is carried in
         float32 inside; half-precision inputs accumulate in float32.
 
     Raises:
-        ValueError: on shapes, dtypes or devices that do not fit, or an unknown ``impl``.
+        ValueError: on shapes, dtypes or devices that do not fit, an unknown ``impl`` or ``path``,
+            or a path that cannot run on this device.
+        RuntimeError: a persistent launch whose grid barrier timed out (names the fallback).
     """
     if impl not in IMPLS:
         raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
+    check_path(path)
     check_gru_inputs(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask)
     if x.shape[0] == 0:
         raise ValueError("input has no time steps (T = 0); pass at least one step")
@@ -110,8 +140,13 @@ def gru_sequence(
         require_triton(x.device)
         if x.dtype == torch.float64:
             raise ValueError("the triton backend takes float32, bfloat16 or float16; use impl='torch' for float64")
+    elif path != "auto":
+        raise ValueError(f"path={path!r} selects a Triton kernel path; impl='torch' takes only path='auto'")
     if mask is not None:
         mask = mask.bool().contiguous()
     return GRUFunction.apply(
-        x.contiguous(), h0, weight_ih, weight_hh, bias_ih, bias_hh, mask, reset_after, impl
+        x.contiguous(), h0, weight_ih, weight_hh, bias_ih, bias_hh, mask, reset_after, impl, path, info
     )
+
+
+__all__ = ["IMPLS", "PATHS", "GRUFunction", "gru_sequence"]

@@ -12,6 +12,7 @@ from torch.nn import functional as F
 
 from kernels.gru.backend import BACKENDS, log_backend, require_triton, resolve_backend
 from kernels.gru.function import gru_sequence
+from kernels.gru.plan import check_path
 from kernels.gru.step import gru_step_
 
 
@@ -28,6 +29,13 @@ class FusedGRU(nn.Module):
         reset_after: True: PyTorch's/cuDNN's ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``;
             False: the classic ``n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)``.
         backend: "auto" (Triton for CUDA tensors, torch on the CPU), "triton" or "torch".
+        path: which Triton kernel path runs the sequence (``kernels.gru.plan``): "auto", "batch",
+            "persistent" or "stepwise". Anything but "auto" needs the Triton backend and raises
+            where it cannot run rather than fall back.
+
+    After each forward, ``last_backend`` names what ran ("triton-persistent", "triton-stepwise",
+    "triton-batch", "ATen GRU (torch._VF.gru)", "torch loops with hand-written BPTT") and
+    ``last_paths`` holds the Triton paths of the forward and, once autograd has run it, the backward.
 
     Parameters are named as in ``nn.GRU`` (``weight_ih_l0`` (3H, I), ``weight_hh_l0`` (3H, H), ...),
     so ``FusedGRU(...).load_state_dict(nn.GRU(...).state_dict())`` works.
@@ -43,6 +51,7 @@ class FusedGRU(nn.Module):
         dropout: float = 0.0,
         reset_after: bool = True,
         backend: str = "auto",
+        path: str = "auto",
         device=None,
         dtype=None,
     ) -> None:
@@ -54,12 +63,17 @@ class FusedGRU(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        check_path(path)
+        if path != "auto" and backend == "torch":
+            raise ValueError(f"path={path!r} selects a Triton kernel path; backend='torch' takes only path='auto'")
         if backend == "triton":
             require_triton(torch.device("cuda"))  # fails early, saying how to install Triton
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
-        self.reset_after, self.backend = reset_after, backend
+        self.reset_after, self.backend, self.path = reset_after, backend, path
         self.last_backend: str | None = None
+        self.last_paths: dict = {}
+        self.last_step: str | None = None
         kw = {"device": device, "dtype": dtype}
         H = hidden_size
         for k in range(num_layers):
@@ -81,7 +95,7 @@ class FusedGRU(nn.Module):
         return (
             f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, bias={self.bias}, "
             f"batch_first={self.batch_first}, dropout={self.dropout}, reset_after={self.reset_after}, "
-            f"backend={self.backend!r}"
+            f"backend={self.backend!r}" + ("" if self.path == "auto" else f", path={self.path!r}")
         )
 
     def layer_weights(self, k: int) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
@@ -143,6 +157,12 @@ class FusedGRU(nn.Module):
             )
 
         impl = resolve_backend(self.backend, input.device)
+        if impl != "triton" and self.path != "auto":
+            raise ValueError(
+                f"path={self.path!r} asks for a Triton kernel path, but backend={self.backend!r} runs "
+                f"the torch backend on {input.device}; use backend='triton' (CUDA tensors, or "
+                f"TRITON_INTERPRET=1 on the CPU) or path='auto'"
+            )
         dev = input.device.type
         if torch.is_autocast_enabled(dev):
             # Under autocast (e.g. Lightning's bf16-mixed) the Triton kernels compute in the autocast
@@ -171,7 +191,8 @@ class FusedGRU(nn.Module):
                 self.dropout, self.training, False, False,
             )
         else:
-            path = "fused Triton kernels" if impl == "triton" else "torch loops with hand-written BPTT"
+            path = "torch loops with hand-written BPTT"
+            info: dict = {}
             output, finals = input, []
             for k in range(self.num_layers):
                 if k > 0 and self.dropout > 0 and self.training:
@@ -182,9 +203,13 @@ class FusedGRU(nn.Module):
                 output, h_k = gru_sequence(
                     output, None if hx is None else hx[k].to(output.dtype), *weights,
                     mask=mask, reset_after=self.reset_after, impl=impl,
+                    path=self.path if impl == "triton" else "auto", info=info if impl == "triton" else None,
                 )
                 finals.append(h_k)
             h_n = torch.stack(finals)
+            if impl == "triton":
+                path = info["forward"]
+                self.last_paths = info
         self.last_backend = path
         log_backend(self.backend, path)
 
@@ -223,15 +248,18 @@ class FusedGRU(nn.Module):
             )
         self._check_input(input, None, input.shape[0], "input")
         impl = resolve_backend(self.backend, input.device)
-        log_backend(self.backend, f"{impl} step kernel" if impl == "triton" else "torch step")
+        info: dict = {}
         x = input
         for k in range(self.num_layers):
             x = gru_step_(
                 state[k], idx, x, *self.layer_weights(k), mask=mask,
                 reset_after=self.reset_after, impl=impl, assume_unique=assume_unique or k > 0,
+                info=info,
             )
             if k + 1 < self.num_layers:
                 x = x.to(input.dtype)
+        self.last_step = info.get("step", "torch step")
+        log_backend(self.backend, self.last_step)
         return x
 
     @torch.no_grad()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.gru.common import check_gru_inputs, input_projection
+from kernels.gru.common import check_gru_inputs, folded_bias, input_projection
 
 
 def _torch_step(state, idx, gi, weight_hh, b_hn, mask, reset_after):
@@ -42,6 +42,7 @@ def gru_step_(
     reset_after: bool = True,
     impl: str = "triton",
     assume_unique: bool = False,
+    info: dict | None = None,
 ) -> Tensor:
     """Advance ``state[idx]`` by one GRU step in place (inference; no autograd).
 
@@ -54,6 +55,8 @@ def gru_step_(
         reset_after: the formulation (see ``kernels.gru.naive``).
         impl: "triton" (one fused launch) or "torch".
         assume_unique: skip the check that ``idx`` has no repeats (a device sync on CUDA).
+        info: a dict that receives "step" (the kernel variant that ran, e.g.
+            "triton-step-fused-input") and its plan, or None.
 
     Returns:
         (M, H) float32: the new state of each row (equal to ``state[idx]`` after the call).
@@ -96,10 +99,20 @@ def gru_step_(
         from kernels.gru.backend import require_triton
 
         require_triton(x.device)
+        if x.dtype == torch.float64:
+            raise ValueError("the triton backend takes float32, bfloat16 or float16; use impl='torch' for float64")
         from kernels.gru.fused_recurrent import fused_gru_step
+        from kernels.gru.plan import STEP_FUSE_MAX_I
 
-        gi, b_hn = input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)
-        return fused_gru_step(state, idx, gi, weight_hh.contiguous(), b_hn, mask, reset_after)
+        H = weight_hh.shape[1]
+        bias, b_hn = folded_bias(bias_ih, bias_hh, H, reset_after, torch.float32, x.device)
+        # small I: the kernel computes x W_ih^T itself (no (M, 3H) float32 round trip)
+        gi = None if x.shape[1] <= STEP_FUSE_MAX_I else input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)[0]
+        out, plan = fused_gru_step(state, idx, x.contiguous(), weight_ih.contiguous(), bias, gi,
+                                   weight_hh.contiguous(), b_hn, mask, reset_after)
+        if info is not None:
+            info["step"], info["step_plan"] = f"triton-{plan.path}", plan
+        return out
     if reset_after and x.dtype == torch.float32:
         # ATen's fused cell, as nn.GRUCell runs it
         h = state.index_select(0, idx)

@@ -1,20 +1,46 @@
 """Kernels (Triton, and the torch loops with hand-written BPTT) against the plain reference:
 outputs, final state and every gradient, with a loss touching both the sequence and the state.
-On the CPU the Triton kernels run in Triton's interpreter (tests/conftest.py)."""
+On the CPU the Triton kernels run in Triton's interpreter (tests/conftest.py): there the split-H
+body runs as one launch per step ("stepwise"), the batch path as one launch, and the persistent
+body (grid barrier included) where each batch tile has one program."""
+
+import math
 
 import pytest
 import torch
 
 from kernels import gru_reference, gru_sequence, gru_step_
+from kernels.gru import fused_recurrent, plan as P
 from tests.kernels.conftest import REL_RMS_TOL, gru_params, rel_rms, requires_triton
 
-IMPLS = [pytest.param("triton", marks=requires_triton), "torch"]
 SHAPES = [  # (T, B, I, H): awkward on purpose
     (1, 2, 3, 8),       # T = 1
-    (6, 3, 4, 17),      # odd H, B below the 16-row tile
-    (4, 19, 2, 100),    # B not a multiple of the tile, H = 100 spans two column tiles
+    (6, 3, 4, 17),      # odd H (two column programs), B below the 16-row tile
+    (4, 19, 2, 100),    # B not a multiple of the tile, H = 100: 7 column programs, padded chunk
     (5, 1, 1, 16),      # B = 1, I = 1
 ]
+
+
+def _impl(impl, path):
+    marks = [requires_triton] if impl == "triton" else []
+    return pytest.param(impl, path, marks=marks, id=impl if impl == "torch" else f"{impl}-{path}")
+
+
+def impl_cases(H):
+    """(impl, path) pairs that run at hidden size H: the batch path holds all of W_hh in one
+    program and takes H <= 64 in float32."""
+    cases = [_impl("triton", "stepwise"), _impl("torch", "auto")]
+    if H <= P.batch_max_h(torch.float32):
+        cases.insert(1, _impl("triton", "batch"))
+    return cases
+
+
+MASK_H0 = [(False, False), (False, True), (True, False), (True, True)]
+# every (mask, h0) pair where the interpreter is quick; the two extremes at H = 100 (7 programs a step)
+SEQ_CASES = [(*impl.values, *shape, m, h) for shape in SHAPES for impl in impl_cases(shape[3])
+             for m, h in (MASK_H0 if shape[3] <= 64 or impl.values[0] == "torch" else MASK_H0[::3])]
+SEQ_IDS = [f"{impl}-{path}-{(T, B, I, H)}-{'mask' if m else 'nomask'}-{'h0' if h else 'zero_h0'}"
+           for impl, path, T, B, I, H, m, h in SEQ_CASES]
 
 
 def run_with_grads(fn, x, h0, params, mask, reset_after, dout, dhn):
@@ -40,9 +66,9 @@ NAMES = ["output", "h_n", "dx", "dh0", "dW_ih", "dW_hh", "db_ih", "db_hh"]
 
 
 def assert_matches_reference(impl, T, B, I, H, reset_after, use_mask, use_h0, dtype=torch.float32,
-                             device="cpu", bias=True):
+                             device="cpu", bias=True, path="auto", info=None):
     x, h0, params, mask, dout, dhn = make_case(T, B, I, H, use_mask, use_h0, dtype, device, bias)
-    fn = lambda *a, **k: gru_sequence(*a, **k, impl=impl)  # noqa: E731
+    fn = lambda *a, **k: gru_sequence(*a, **k, impl=impl, path=path, info=info)  # noqa: E731
     result = run_with_grads(fn, x, h0, params, mask, reset_after, dout, dhn)
     # the reference sees the same (rounded) values in float32
     expected = run_with_grads(gru_reference, upcast(x), upcast(h0), [upcast(p) for p in params],
@@ -53,28 +79,141 @@ def assert_matches_reference(impl, T, B, I, H, reset_after, use_mask, use_h0, dt
         assert r.dtype == dtype, name
         assert r.shape == e.shape, name
         err = rel_rms(r, e)
-        assert err < REL_RMS_TOL[dtype], f"{name}: relative RMS error {err:.2e} ({impl}, {dtype})"
+        assert err < REL_RMS_TOL[dtype], f"{name}: relative RMS error {err:.2e} ({impl}, {path}, {dtype})"
 
 
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("use_mask", [False, True], ids=["nomask", "mask"])
-@pytest.mark.parametrize("use_h0", [False, True], ids=["zero_h0", "h0"])
-@pytest.mark.parametrize("T,B,I,H", SHAPES, ids=lambda s: str(s))
-def test_sequence_matches_reference(impl, reset_after, use_mask, use_h0, T, B, I, H):
-    assert_matches_reference(impl, T, B, I, H, reset_after, use_mask, use_h0)
+@pytest.mark.parametrize("impl,path,T,B,I,H,use_mask,use_h0", SEQ_CASES, ids=SEQ_IDS)
+def test_sequence_matches_reference(impl, path, T, B, I, H, use_mask, use_h0, reset_after):
+    info = {} if impl == "triton" else None
+    assert_matches_reference(impl, T, B, I, H, reset_after, use_mask, use_h0, path=path, info=info)
+    if info is not None:
+        assert info["forward"] == info["backward"] == f"triton-{path}"
 
 
-@pytest.mark.parametrize("impl", IMPLS)
+@requires_triton
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("H,resident", [(120, True), (40, False)],
+                         ids=["eight_resident_chunks_last_partial", "reloaded_every_step"])
+def test_split_path_reduction_chunks(monkeypatch, reset_after, H, resident):
+    # the real blocks chunk the reduction by 64 (H = 512: eight chunks on chip; H > 512: W_hh
+    # re-read every step); chunks of 16 reach the same code at a size the interpreter runs quickly
+    def blocks(kernel, H_, dtype, block_b=16):
+        return P.Blocks(block_b=16, block_n=16, block_k=16, nchunk=math.ceil(H_ / 16), resident=resident,
+                        one_block=False, num_warps=4)
+
+    monkeypatch.setattr(P, "split_blocks", blocks)
+    assert blocks("fwd", H, torch.float32).nchunk == (8 if resident else 3)
+    assert_matches_reference("triton", 2, 3, 2, H, reset_after, True, True, path="stepwise")
+
+
+@pytest.mark.parametrize("impl", [pytest.param("triton", marks=requires_triton), "torch"])
 def test_sequence_without_bias(impl):
-    assert_matches_reference(impl, 3, 5, 2, 17, True, True, True, bias=False)
+    assert_matches_reference(impl, 3, 5, 2, 17, True, True, True, bias=False,
+                             path="stepwise" if impl == "triton" else "auto")
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("path", ["stepwise", "batch"])
 @requires_triton
-def test_half_precision_sequence(dtype, reset_after):
-    assert_matches_reference("triton", 5, 4, 3, 24, reset_after, True, True, dtype=dtype)
+def test_half_precision_sequence(dtype, reset_after, path):
+    assert_matches_reference("triton", 5, 4, 3, 24, reset_after, True, True, dtype=dtype, path=path)
+
+
+# ---- the persistent body and its grid barrier, under the interpreter ---------------------------
+
+def forced_plan(monkeypatch, B, H, n_groups, spin_limit=None):
+    """Make every sequence launch take the persistent path with ``n_groups`` groups of programs.
+    Under the interpreter this can only pass where a group is one program (H <= 16)."""
+    calls = []
+
+    def plan_for(kernel_name, kernel, B_, H_, dtype, path, device, args, reset_after, has_mask, dot_prec):
+        blocks = P.split_blocks(kernel_name, H_, dtype)
+        n_tiles = math.ceil(B_ / blocks.block_b)
+        plan = P.SeqPlan(kernel_name, "persistent", H_, B_, dtype, blocks, math.ceil(H_ / blocks.block_n),
+                         n_tiles, n_groups, tile_loop=n_groups < n_tiles)
+        calls.append(plan)
+        return plan
+
+    monkeypatch.setattr(fused_recurrent, "_plan_for", plan_for)
+    if spin_limit is not None:
+        monkeypatch.setenv("KERNELS_GRU_SPIN_LIMIT", str(spin_limit))
+    return calls
+
+
+@requires_triton
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("n_groups", [2, 3], ids=["groups_loop_over_tiles", "one_tile_per_group"])
+def test_persistent_body_with_one_program_per_tile(monkeypatch, reset_after, n_groups):
+    # H = 16: one column program per batch tile, so its barrier never waits. 40 rows are 3 tiles:
+    # with 2 groups one group loops over two tiles (the counter keeps counting across tiles); with
+    # 3 the loop over tiles is compiled away
+    calls = forced_plan(monkeypatch, 40, 16, n_groups=n_groups)
+    info = {}
+    assert_matches_reference("triton", 4, 40, 3, 16, reset_after, True, True, info=info)
+    assert info["forward"] == info["backward"] == "triton-persistent"
+    assert [(c.kernel, c.n_col, c.n_tiles, c.n_groups, c.tile_loop) for c in calls] == \
+        [("fwd", 1, 3, n_groups, n_groups < 3), ("bwd", 1, 3, n_groups, n_groups < 3)]
+
+
+@requires_triton
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+def test_barrier_timeout_raises_naming_the_fallback(monkeypatch, direction):
+    # H = 17: two column programs per tile. The interpreter runs them one after the other, so the
+    # first waits at its barrier for a program that has not started: after the spin limit it
+    # poisons the counter, the launch finishes, and the host raises instead of hanging
+    T, B, I, H = 3, 2, 2, 17
+    x, h0, params, _, dout, dhn = make_case(T, B, I, H, False, True)
+    if direction == "backward":
+        out, hn = gru_sequence(x, h0, *params, impl="triton", path="stepwise")
+        forced_plan(monkeypatch, B, H, n_groups=1, spin_limit=3)
+        with pytest.raises(RuntimeError, match="path='stepwise'"):
+            torch.autograd.grad((out * dout).sum() + (hn * dhn).sum(), [x])
+    else:
+        forced_plan(monkeypatch, B, H, n_groups=1, spin_limit=3)
+        with pytest.raises(RuntimeError, match=r"grid barrier .* timed out after 3 polls.*path='stepwise'"):
+            gru_sequence(x, h0, *params, impl="triton")
+
+
+def test_spin_limit_setting(monkeypatch):
+    monkeypatch.setenv("KERNELS_GRU_SPIN_LIMIT", "12")
+    assert P.spin_limit() == 12
+    monkeypatch.setenv("KERNELS_GRU_SPIN_LIMIT", "soon")
+    with pytest.raises(ValueError, match="KERNELS_GRU_SPIN_LIMIT must be a non-negative integer"):
+        P.spin_limit()
+
+
+# ---- masked steps contribute nothing, even a NaN input (issue 16, item 10) ---------------------
+
+MASK_CASES = [pytest.param("triton", "stepwise", marks=requires_triton, id="triton-stepwise"),
+              pytest.param("triton", "batch", marks=requires_triton, id="triton-batch"),
+              pytest.param("torch", "auto", id="torch")]
+
+
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("impl,path", MASK_CASES)
+def test_nan_input_at_masked_step_leaves_every_gradient_finite(impl, path, reset_after):
+    T, B, I, H = 4, 3, 2, 17
+    x, h0, params, _, dout, dhn = make_case(T, B, I, H, False, True)
+    mask = torch.ones(T, B, dtype=torch.bool)
+    mask[1, 0] = mask[2, 2] = mask[3, 1] = False
+    poisoned = x.detach().clone()
+    poisoned[~mask] = float("nan")
+    poisoned[3, 1, 0] = float("inf")
+    zeroed = torch.where(mask.unsqueeze(-1), x.detach(), 0.0)
+
+    def grads(x_in):
+        xs = x_in.clone().requires_grad_()
+        h = h0.detach().clone().requires_grad_()
+        ps = [p.detach().clone().requires_grad_() for p in params]
+        fn = lambda *a, **k: gru_sequence(*a, **k, impl=impl, path=path)  # noqa: E731
+        return run_with_grads(fn, xs, h, ps, mask, reset_after, dout, dhn)
+
+    result, expected = grads(poisoned), grads(zeroed)
+    for name, r, e in zip(NAMES, result, expected):
+        assert torch.isfinite(r).all(), f"{name} is not finite ({impl}, {path})"
+        torch.testing.assert_close(r, e, rtol=0, atol=0, msg=name)
 
 
 @pytest.mark.parametrize("impl", ["torch"])
@@ -90,26 +229,31 @@ def test_hand_written_backward_gradcheck_float64(impl, reset_after):
     )
 
 
-@pytest.mark.parametrize("impl", IMPLS)
-def test_all_masked_sequence_keeps_state_and_zero_input_grads(impl):
+@pytest.mark.parametrize("impl,path", MASK_CASES)
+def test_all_masked_sequence_keeps_state_and_zero_input_grads(impl, path):
     T, B, I, H = 3, 2, 2, 8
     x, h0, params, _, dout, dhn = make_case(T, B, I, H, False, True)
     mask = torch.zeros(T, B, dtype=torch.bool)
-    out, hn = gru_sequence(x, h0, *params, mask=mask, impl=impl)
+    out, hn = gru_sequence(x, h0, *params, mask=mask, impl=impl, path=path)
     torch.testing.assert_close(hn, h0.detach())
     torch.testing.assert_close(out, h0.detach().expand(T, B, H))
-    dx, dh0 = torch.autograd.grad((out * dout).sum() + (hn * dhn).sum(), [x, h0])
+    dx, dh0, *dw = torch.autograd.grad((out * dout).sum() + (hn * dhn).sum(), [x, h0, *params])
     assert dx.abs().max() == 0
+    assert all(d.abs().max() == 0 for d in dw)
     torch.testing.assert_close(dh0, dout.sum(0) + dhn)
 
 
 # ---- the step kernel --------------------------------------------------------------------------
 
+IMPLS = [pytest.param("triton", marks=requires_triton), "torch"]
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("H", [16, 17, 100])
-def test_step_matches_sequence_on_gathered_rows(impl, reset_after, H):
-    N, M, I, T = 40, 19, 3, 3
+@pytest.mark.parametrize("H,I", [(16, 3), (17, 3), (100, 3), (17, 70)],
+                         ids=["H16", "H17", "H100", "H17_I70_unfused_input"])
+def test_step_matches_sequence_on_gathered_rows(impl, reset_after, H, I):
+    N, M, T = 40, 19, 3
     params = [p.detach() for p in gru_params(I, H)]
     state = torch.randn(N, H)
     idx = torch.randperm(N)[:M]
@@ -119,11 +263,29 @@ def test_step_matches_sequence_on_gathered_rows(impl, reset_after, H):
     untouched[idx] = False
     before = state.clone()
     expected_out, expected_hn = gru_reference(x, state[idx].clone(), *params, mask=mask, reset_after=reset_after)
+    info = {}
     for t in range(T):
-        result = gru_step_(state, idx, x[t], *params, mask=mask[t], reset_after=reset_after, impl=impl)
+        result = gru_step_(state, idx, x[t], *params, mask=mask[t], reset_after=reset_after, impl=impl, info=info)
         torch.testing.assert_close(result, expected_out[t], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(state[idx], expected_hn, rtol=1e-5, atol=1e-5)
     assert torch.equal(state[untouched], before[untouched])
+    if impl == "triton":
+        assert info["step"] == ("triton-step-fused-input" if I <= P.STEP_FUSE_MAX_I else "triton-step")
+
+
+@requires_triton
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_step_bfloat16_matches_torch(reset_after):
+    N, M, I, H = 30, 21, 5, 24
+    params = [p.detach() for p in gru_params(I, H, torch.bfloat16)]
+    state = torch.randn(N, H)
+    expected_state = state.clone()
+    idx = torch.randperm(N)[:M]
+    x, mask = torch.randn(M, I).bfloat16(), torch.rand(M) > 0.2
+    result = gru_step_(state, idx, x, *params, mask=mask, reset_after=reset_after, impl="triton")
+    expected = gru_step_(expected_state, idx, x, *params, mask=mask, reset_after=reset_after, impl="torch")
+    assert rel_rms(result, expected) < REL_RMS_TOL[torch.bfloat16]
+    assert rel_rms(state, expected_state) < REL_RMS_TOL[torch.bfloat16]
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -172,39 +334,21 @@ def test_sequence_errors():
         gru_sequence(x, None, *params, impl="cuda")
     with pytest.raises(ValueError, match="no time steps"):
         gru_sequence(x[:0], None, *params, impl="torch")
+    with pytest.raises(ValueError, match="path must be one of"):
+        gru_sequence(x, None, *params, impl="torch", path="fastest")
+    with pytest.raises(ValueError, match="impl='torch' takes only path='auto'"):
+        gru_sequence(x, None, *params, impl="torch", path="batch")
 
 
-# ---- real GPU ---------------------------------------------------------------------------------
-
-gpu = pytest.mark.gpu
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@gpu
-@needs_cuda
 @requires_triton
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("use_mask", [False, True], ids=["nomask", "mask"])
-@pytest.mark.parametrize("T,B,I,H", [(1, 2, 3, 8), (7, 19, 4, 100), (16, 64, 8, 128), (8, 33, 7, 256), (4, 16, 1, 512)],
-                         ids=lambda s: str(s))
-def test_gpu_sequence_matches_reference(dtype, reset_after, use_mask, T, B, I, H):
-    assert_matches_reference("triton", T, B, I, H, reset_after, use_mask, True, dtype=dtype, device="cuda")
+def test_explicit_paths_that_cannot_run_raise():
+    T, B, I = 2, 3, 2
+    for H, path, match in [(100, "batch", r"fits up to H=64 .* H=100 needs path='persistent', 'stepwise'"),
+                           (17, "persistent", r"needs a CUDA device.*use\s+path='stepwise'")]:
+        x = torch.randn(T, B, I)
+        params = [p.detach() for p in gru_params(I, H)]
+        with pytest.raises(ValueError, match=match):
+            gru_sequence(x, None, *params, impl="triton", path=path)
 
 
-@gpu
-@needs_cuda
-@requires_triton
-@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
-@pytest.mark.parametrize("H", [17, 128, 512])
-def test_gpu_step_matches_torch(reset_after, H):
-    N, M, I = 5000, 1000, 8
-    params = [p.detach() for p in gru_params(I, H, device="cuda")]
-    state = torch.randn(N, H, device="cuda")
-    expected_state = state.clone()
-    idx = torch.randperm(N, device="cuda")[:M]
-    x, mask = torch.randn(M, I, device="cuda"), torch.rand(M, device="cuda") > 0.2
-    result = gru_step_(state, idx, x, *params, mask=mask, reset_after=reset_after, impl="triton")
-    expected = gru_step_(expected_state, idx, x, *params, mask=mask, reset_after=reset_after, impl="torch")
-    torch.testing.assert_close(result, expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(state, expected_state, rtol=1e-4, atol=1e-4)
+# GPU tests: tests/kernels/test_gpu.py

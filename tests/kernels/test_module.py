@@ -67,10 +67,61 @@ def test_auto_backend_runs_torch_on_cpu():
 
 
 @requires_triton
-def test_triton_backend_runs_triton_kernels():
+def test_triton_backend_runs_triton_kernels_and_records_the_paths(caplog):
     _, mod = pair(2, 16, backend="triton")
+    backend_mod._logged.clear()
+    with caplog.at_level(logging.INFO, logger="kernels"):
+        out, hn = mod(torch.randn(3, 2, 2))
+        # under the interpreter, auto takes the batch path where H allows (no grid barrier there)
+        assert mod.last_backend == "triton-batch" and mod.last_paths["forward"] == "triton-batch"
+        assert "backward" not in mod.last_paths
+        (out.sum() + hn.sum()).backward()
+    assert mod.last_paths["backward"] == "triton-batch"
+    assert "triton-batch (forward, H=16" in caplog.text and "triton-batch (backward, H=16" in caplog.text
+
+
+@requires_triton
+def test_explicit_path_runs_or_raises():
+    mod = FusedGRU(2, 17, backend="triton", path="stepwise")
     mod(torch.randn(3, 2, 2))
-    assert mod.last_backend == "fused Triton kernels"
+    assert mod.last_backend == "triton-stepwise"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        FusedGRU(2, 17, backend="triton", path="persistent")(torch.randn(3, 2, 2))
+    with pytest.raises(ValueError, match="backend='torch' takes only path='auto'"):
+        FusedGRU(2, 17, backend="torch", path="batch")
+    with pytest.raises(ValueError, match="path must be one of"):
+        FusedGRU(2, 17, path="fast")
+
+
+def test_explicit_path_with_auto_backend_on_cpu_is_an_error():
+    mod = FusedGRU(2, 17, backend="auto", path="stepwise")
+    with pytest.raises(ValueError, match="asks for a Triton kernel path, but backend='auto' runs the torch backend"):
+        mod(torch.randn(3, 2, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+def test_nan_input_at_masked_step_gives_the_gradients_of_a_zero_input(backend, reset_after):
+    # issue 16, item 10: a masked-out step must add exactly nothing, even where its input is NaN
+    T, B, I, H = 5, 3, 2, 8
+    mod = FusedGRU(I, H, num_layers=2, batch_first=True, backend=backend, reset_after=reset_after)
+    x = torch.randn(B, T, I)
+    mask = torch.rand(B, T) > 0.4
+    mask[0, 2] = False
+    poisoned = x.masked_fill(~mask.unsqueeze(-1), float("nan"))
+    zeroed = x.masked_fill(~mask.unsqueeze(-1), 0.0)
+
+    def run(inp):
+        mod.zero_grad()
+        inp = inp.clone().requires_grad_()
+        out, hn = mod(inp, mask=mask)
+        (out.square().sum() + hn.sum()).backward()
+        return [out.detach(), hn.detach(), inp.grad] + [p.grad.clone() for p in mod.parameters()]
+
+    result, expected = run(poisoned), run(zeroed)
+    for r, e in zip(result, expected):
+        assert torch.isfinite(r).all()
+        torch.testing.assert_close(r, e, rtol=0, atol=0)
 
 
 def test_triton_on_cpu_without_interpreter_is_an_error(monkeypatch):
@@ -85,6 +136,11 @@ def test_triton_missing_is_an_error(monkeypatch):
     monkeypatch.setattr(backend_mod, "triton_available", lambda: False)
     with pytest.raises(ValueError, match="needs the triton package"):
         FusedGRU(2, 4, backend="triton")
+    # "auto" on a CUDA device is the case where a missing Triton changes the answer (on the CPU it is
+    # "torch" either way); resolve_backend reads only the device type, so no GPU is needed
+    assert backend_mod.resolve_backend("auto", torch.device("cuda")) == "torch"
+    monkeypatch.setattr(backend_mod, "triton_available", lambda: True)
+    assert backend_mod.resolve_backend("auto", torch.device("cuda")) == "triton"
     assert backend_mod.resolve_backend("auto", torch.device("cpu")) == "torch"
 
 

@@ -1,0 +1,348 @@
+"""Which path a GRU launch takes, with which block sizes and grid: one source of truth for the
+launchers, the compile-only report (``python -m kernels.bench --compile-only``) and the tests.
+Plain Python and torch; no Triton.
+
+Paths of the sequence kernels (forward and backward alike):
+
+- ``"batch"``: one program owns every hidden column of BLOCK_B batch rows and loops over all T
+  steps in one launch; its W_hh (3 x H x H) stays on chip and h in registers. Only for small H
+  (see :data:`BATCH_MAX_H`); ``cdiv(B, 16)`` programs.
+- ``"persistent"``: the hidden columns are split across programs (16 per program, all three gates),
+  each keeping its W_hh slice on chip for the whole sequence; the programs of one batch tile meet at
+  a grid barrier every step. One launch; launched only where every program is co-resident
+  (programs <= SMs x CTAs per SM, from the device properties and the compiled kernel's registers
+  and shared memory). Where batch tiles outnumber what fits, each group of programs loops over
+  several tiles.
+- ``"stepwise"``: the persistent kernel's body, one launch per step (per half-step where a step
+  needs two exchanges). Needs no co-residency: the fallback, and the split path Triton's
+  interpreter can run.
+
+``"auto"`` takes ``batch`` where it alone fills the GPU (at least one program per SM), else
+``persistent`` where co-residency holds, else ``batch`` where H allows, else ``stepwise``. Under
+the interpreter (no GPU) it takes ``batch`` where H allows, else ``stepwise``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+PATHS = ("auto", "batch", "persistent", "stepwise")
+
+#: a timed-out grid barrier adds this to its counter: every later barrier passes, the host checks it
+POISON = 1 << 40
+
+
+def spin_limit() -> int:
+    """Polls of the grid-barrier counter before a persistent launch gives up (each poll is an L2
+    atomic, ~1 us: the default, 2^21, is about two seconds). ``KERNELS_GRU_SPIN_LIMIT`` overrides."""
+    value = os.environ.get("KERNELS_GRU_SPIN_LIMIT", "")
+    if not value:
+        return 1 << 21
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise ValueError(f"KERNELS_GRU_SPIN_LIMIT must be a non-negative integer, got {value!r}")
+    return limit
+
+
+@dataclass(frozen=True)
+class DeviceModel:
+    """What co-residency depends on: SMs and the per-SM limits."""
+
+    name: str
+    n_sm: int
+    regs_per_sm: int = 65536
+    smem_per_sm: int = 233472  # bytes a CTA's shared memory can come from (H100: 228 KB)
+    max_threads_per_sm: int = 2048
+    max_blocks_per_sm: int = 32
+
+
+H100 = DeviceModel("H100 SXM (model: 132 SMs, 228 KB shared/SM)", 132, smem_per_sm=233472)
+A100 = DeviceModel("A100 (model: 108 SMs, 164 KB shared/SM)", 108, smem_per_sm=167936)
+#: where compile-only answers are given for each arch
+ARCH_MODELS = {80: A100, 90: H100}
+
+_device_models: dict[int, DeviceModel] = {}
+
+
+def device_model(device: torch.device) -> DeviceModel:
+    """The model of a CUDA device, read from ``torch.cuda.get_device_properties``; the H100 model
+    for anything else (the interpreter's sizing follows the GPU's so that it checks the same grids)."""
+    if device.type != "cuda":
+        return H100
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if index not in _device_models:
+        p = torch.cuda.get_device_properties(index)
+        smem = getattr(p, "shared_memory_per_multiprocessor", 0) or (233472 if p.major >= 9 else 167936)
+        _device_models[index] = DeviceModel(
+            name=p.name, n_sm=p.multi_processor_count,
+            regs_per_sm=getattr(p, "regs_per_multiprocessor", 0) or 65536,
+            smem_per_sm=smem,
+            max_threads_per_sm=getattr(p, "max_threads_per_multi_processor", 0) or 2048,
+        )
+    return _device_models[index]
+
+
+def occupancy(n_regs: int, shared: int, num_warps: int, dm: DeviceModel) -> int:
+    """CTAs of one kernel that fit on an SM at once: the least of the thread, register (allocated
+    per warp in units of 256) and shared-memory (plus 1 KB reserved per CTA) limits."""
+    threads = 32 * num_warps
+    by_threads = dm.max_threads_per_sm // threads
+    regs_per_warp = math.ceil(max(n_regs, 1) * 32 / 256) * 256
+    by_regs = dm.regs_per_sm // (regs_per_warp * num_warps)
+    by_smem = dm.smem_per_sm // (shared + 1024) if shared else dm.max_blocks_per_sm
+    return max(0, min(by_threads, by_regs, by_smem, dm.max_blocks_per_sm))
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _half(dtype: torch.dtype) -> bool:
+    return dtype in (torch.bfloat16, torch.float16)
+
+
+#: largest H the batch path takes: the whole W_hh (3 x H x H) lives on chip in one program
+#: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
+#: half precision the compile report showed up to 564 B of spills without divisibility hints
+BATCH_MAX_H = {"float32": 64, "half": 64}
+#: split programs own this many hidden columns (the tl.dot minimum): the most programs per tile
+SPLIT_BLOCK_N = 16
+#: the resident W_hh slice is NCHUNK tiles of BLOCK_K rows of the reduction, at most this many
+MAX_CHUNKS = 8
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """Compile-time configuration of one sequence kernel launch."""
+
+    block_b: int
+    block_n: int
+    block_k: int
+    nchunk: int
+    resident: bool
+    one_block: bool
+    num_warps: int
+    num_stages: int = 1  # see fused_recurrent's module doc: no pipelining across the barrier
+
+
+@dataclass(frozen=True)
+class SeqPlan:
+    """A sequence launch: ``kernel`` "fwd" or "bwd", its path, blocks and grid (n_col, n_groups)."""
+
+    kernel: str
+    path: str
+    H: int
+    B: int
+    dtype: torch.dtype
+    blocks: Blocks
+    n_col: int
+    n_tiles: int
+    n_groups: int
+    #: programs loop over several batch tiles (persistent, when the tiles outnumber what fits);
+    #: False: one tile per program, the loop compiled away (it kept values live that ptxas spilled)
+    tile_loop: bool = False
+
+    @property
+    def ctas(self) -> int:
+        return self.n_col * self.n_groups
+
+    @property
+    def persistent(self) -> bool:
+        return self.path == "persistent"
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.n_col, self.n_groups)
+
+
+def batch_max_h(dtype: torch.dtype) -> int:
+    return BATCH_MAX_H["half" if _half(dtype) else "float32"]
+
+
+def batch_blocks(kernel: str, H: int, dtype: torch.dtype) -> Blocks:
+    """One program per 16 rows, every column; KP = next power of two >= H (>= 16)."""
+    kp = max(16, _next_pow2(H))
+    # 8 warps: the gate-interleaved accumulator is (16, 4 KP); with 4 warps ptxas used all 255
+    # registers and spilled 4-12 B without divisibility hints (compile report), with 8 none
+    return Blocks(block_b=16, block_n=kp, block_k=kp, nchunk=1, resident=True, one_block=True,
+                  num_warps=8)
+
+
+def split_blocks(kernel: str, H: int, dtype: torch.dtype, block_b: int = 16) -> Blocks:
+    """16 columns per program; the reduction dimension in chunks of BLOCK_K (<= 64) so that the
+    dot operands live at once stay small. Resident while H <= 8 BLOCK_K (512).
+
+    Measured with the compile report (Triton 3.9, sm_80 and sm_90): BLOCK_K 128 made the A operand
+    of a chunk 64 registers per thread in float32 and ptxas spilled; 8 warps made ptxas aim at 80
+    or 128 registers per thread and spill to get there; 4 warps and BLOCK_K 64 did not."""
+    kp = max(16, _next_pow2(H))
+    bk = min(kp, 64)
+    nchunk = math.ceil(H / bk)
+    resident = nchunk <= MAX_CHUNKS
+    return Blocks(block_b=block_b, block_n=SPLIT_BLOCK_N, block_k=bk, nchunk=nchunk,
+                  resident=resident, one_block=False, num_warps=4)
+
+
+def split_block_b(B: int, n_col: int, dm: DeviceModel) -> int:
+    """Batch rows per program of the split paths: 16 (most programs) unless the tiles of 16 would
+    need several rounds of the whole GPU; then 32 or 64 (fewer W_hh slices re-used per row)."""
+    for bb in (16, 32):
+        if math.ceil(B / bb) * n_col <= 2 * dm.n_sm:
+            return bb
+    return 64
+
+
+def check_path(path: str) -> None:
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+
+
+def plan_sequence(
+    kernel: str,
+    B: int,
+    H: int,
+    dtype: torch.dtype,
+    path: str = "auto",
+    *,
+    dm: DeviceModel = H100,
+    can_persist: bool = True,
+    occupancy_of=None,
+) -> SeqPlan:
+    """Choose the path, blocks and grid of a sequence launch.
+
+    Args:
+        kernel: "fwd" or "bwd".
+        B, H: batch rows and hidden size. dtype: the weights' dtype.
+        path: "auto", "batch", "persistent" or "stepwise".
+        dm: the device model (SM count and per-SM limits).
+        can_persist: False where a grid barrier cannot run (Triton's interpreter runs programs one
+            after another).
+        occupancy_of: ``f(blocks, tile_loop) -> CTAs per SM`` of the compiled persistent kernel
+            (with or without the loop over batch tiles); None takes 1 (every program on its own
+            SM), which is always safe.
+
+    Raises:
+        ValueError: an explicit path that cannot run here, saying why and what to use instead.
+    """
+    check_path(path)
+    if kernel not in ("fwd", "bwd"):
+        raise ValueError(f"kernel must be 'fwd' or 'bwd', got {kernel!r}")
+    batch_ok = H <= batch_max_h(dtype)
+    n_col = math.ceil(H / SPLIT_BLOCK_N)
+
+    def batch_plan() -> SeqPlan:
+        blocks = batch_blocks(kernel, H, dtype)
+        n_tiles = math.ceil(B / blocks.block_b)
+        return SeqPlan(kernel, "batch", H, B, dtype, blocks, 1, n_tiles, n_tiles)
+
+    def split_plan(which: str) -> SeqPlan | None:
+        blocks = split_blocks(kernel, H, dtype, split_block_b(B, n_col, dm))
+        n_tiles = math.ceil(B / blocks.block_b)
+        if which == "stepwise":
+            return SeqPlan(kernel, "stepwise", H, B, dtype, blocks, n_col, n_tiles, n_tiles)
+        def max_groups(tile_loop: bool) -> int:
+            occ = 1 if occupancy_of is None else occupancy_of(blocks, tile_loop)
+            return (dm.n_sm * occ) // n_col
+
+        # co-residency is checked with the occupancy of the variant that will run
+        if n_tiles <= max_groups(False):
+            return SeqPlan(kernel, "persistent", H, B, dtype, blocks, n_col, n_tiles, n_tiles, False)
+        fit = max_groups(True)
+        if fit < 1:
+            return None
+        n_groups = math.ceil(n_tiles / math.ceil(n_tiles / min(n_tiles, fit)))  # even rounds
+        return SeqPlan(kernel, "persistent", H, B, dtype, blocks, n_col, n_tiles, n_groups, True)
+
+    if path == "batch":
+        if not batch_ok:
+            raise ValueError(
+                f"path='batch' keeps all of W_hh in one program, which fits up to H={batch_max_h(dtype)} "
+                f"for {dtype}; H={H} needs path='persistent', 'stepwise' or 'auto'"
+            )
+        return batch_plan()
+    if path == "stepwise":
+        return split_plan("stepwise")
+    if path == "persistent":
+        if not can_persist:
+            raise ValueError(
+                "path='persistent' needs a CUDA device: its programs wait for each other at a grid "
+                "barrier, and Triton's interpreter runs programs one after another; use "
+                "path='stepwise' (the same kernel body, one launch per step) or 'auto'"
+            )
+        plan = split_plan("persistent")
+        if plan is None:
+            raise ValueError(
+                f"path='persistent' needs {n_col} co-resident programs per batch tile at H={H}, more "
+                f"than {dm.name} holds at once; use path='stepwise' or 'auto'"
+            )
+        return plan
+    # auto
+    if batch_ok and math.ceil(B / 16) >= dm.n_sm:
+        return batch_plan()
+    if can_persist and n_col > 1:
+        plan = split_plan("persistent")
+        if plan is not None:
+            return plan
+    if batch_ok:
+        return batch_plan()
+    return split_plan("stepwise")
+
+
+# ---- the step kernel ---------------------------------------------------------------------------
+
+#: the step kernel fuses the input projection (x W_ih^T inside the kernel) up to this input width
+STEP_FUSE_MAX_I = 64
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """The single-step kernel: programs of BLOCK_B gathered rows, every column, in BLOCK_N blocks."""
+
+    M: int
+    H: int
+    I: int
+    dtype: torch.dtype
+    block_b: int
+    block_n: int
+    block_k: int
+    block_i: int
+    fuse_input: bool
+    num_warps: int
+    num_stages: int
+
+    @property
+    def ctas(self) -> int:
+        return math.ceil(self.M / self.block_b)
+
+    @property
+    def path(self) -> str:
+        return "step-fused-input" if self.fuse_input else "step"
+
+
+def plan_step(M: int, H: int, I: int, dtype: torch.dtype) -> StepPlan:
+    """Bigger row tiles for many rows (each program reads W_hh once, so rows per program divide
+    the W_hh traffic); the old state of a tile (BLOCK_B x H) stays in registers."""
+    kp = max(16, _next_pow2(H))
+    if kp <= 128:
+        bb = 64 if M >= 64 * 132 else 16
+    elif kp <= 256:
+        bb = 32 if M >= 32 * 132 else 16
+    else:
+        bb = 16
+    bn = min(kp, 32)
+    num_warps = 4 if bb * kp <= 4096 else 8
+    bi = max(16, _next_pow2(I))
+    return StepPlan(M, H, I, dtype, bb, bn, kp, bi, I <= STEP_FUSE_MAX_I, num_warps, 2)
+
+
+def replace(plan, **changes):
+    """dataclasses.replace, re-exported for callers that tweak a plan (tests, the report)."""
+    return dataclasses.replace(plan, **changes)

@@ -1,0 +1,100 @@
+"""The launch planner (pure Python): which path, blocks and grid each launch gets."""
+
+import math
+
+import pytest
+import torch
+
+from kernels.gru import plan as P
+
+BENCH_SHAPES = [(256, 168, 8, 128), (64, 720, 7, 256), (1024, 96, 16, 64), (32, 336, 1, 512)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("kernel", ["fwd", "bwd"])
+@pytest.mark.parametrize("B,T,I,H", BENCH_SHAPES, ids=str)
+def test_bench_shapes_fill_an_h100_or_run_persistent(B, T, I, H, kernel, dtype):
+    # with the occupancy the compiled kernels reach (>= 2 CTAs/SM at H <= 128 in the compile report)
+    plan = P.plan_sequence(kernel, B, H, dtype, "auto", dm=P.H100, occupancy_of=lambda blocks, tile_loop: 2)
+    assert plan.persistent or plan.ctas >= P.H100.n_sm
+    assert plan.ctas <= P.H100.n_sm * 2  # co-resident
+    assert plan.n_col * plan.blocks.block_n >= H
+    assert plan.n_groups * math.ceil(plan.n_tiles / plan.n_groups) >= plan.n_tiles
+    # one tile per program at every bench shape: the tile loop is compiled away
+    assert not plan.tile_loop and plan.n_groups == plan.n_tiles
+
+
+def test_co_residency_uses_the_occupancy_of_the_variant_that_runs():
+    # 1024 rows at H=64: 4 column programs x 64 tiles = 256 programs fit only at 2 CTAs per SM
+    seen = []
+
+    def occ(blocks, tile_loop):
+        seen.append(tile_loop)
+        return 1 if not tile_loop else 1
+
+    plan = P.plan_sequence("fwd", 1024, 64, torch.float32, "persistent", dm=P.H100, occupancy_of=occ)
+    assert seen == [False, True] and plan.tile_loop and plan.ctas <= P.H100.n_sm
+    plan = P.plan_sequence("fwd", 1024, 64, torch.float32, "persistent", dm=P.H100, occupancy_of=lambda b, loop: 2)
+    assert not plan.tile_loop and plan.ctas == 256
+
+
+def test_persistent_groups_loop_over_tiles_when_they_do_not_all_fit():
+    # 4096 rows at H=128: 8 column programs per tile; one CTA per SM holds 16 groups of 8
+    plan = P.plan_sequence("fwd", 4096, 128, torch.float32, "persistent", dm=P.H100, occupancy_of=lambda b, loop: 1)
+    assert plan.blocks.block_b == 64 and plan.n_tiles == 64
+    assert plan.n_col == 8 and plan.n_groups == 16 and plan.ctas == 128 and plan.tile_loop
+    # even rounds: every group does the same number of tiles
+    assert plan.n_tiles % plan.n_groups == 0
+
+
+def test_auto_takes_batch_where_it_alone_fills_the_gpu():
+    plan = P.plan_sequence("fwd", 132 * 16, 64, torch.float32, "auto", dm=P.H100)
+    assert plan.path == "batch" and plan.ctas == 132 and plan.blocks.one_block
+
+
+def test_auto_without_a_grid_barrier():
+    # the interpreter: batch where H allows, else one launch per step
+    assert P.plan_sequence("fwd", 8, 64, torch.float32, "auto", can_persist=False).path == "batch"
+    assert P.plan_sequence("fwd", 8, 100, torch.float32, "auto", can_persist=False).path == "stepwise"
+    assert P.plan_sequence("fwd", 8, 64, torch.bfloat16, "auto", can_persist=False).path == "batch"
+    assert P.plan_sequence("fwd", 8, 128, torch.bfloat16, "auto", can_persist=False).path == "stepwise"
+
+
+def test_persistent_that_cannot_be_co_resident_is_an_error():
+    tiny = P.DeviceModel("tiny", n_sm=4)
+    with pytest.raises(ValueError, match="needs 32 co-resident programs per batch tile at H=512"):
+        P.plan_sequence("fwd", 32, 512, torch.float32, "persistent", dm=tiny)
+    # and auto falls back to stepwise there, saying so in the plan
+    assert P.plan_sequence("fwd", 32, 512, torch.float32, "auto", dm=tiny).path == "stepwise"
+
+
+def test_path_and_kernel_names_are_checked():
+    with pytest.raises(ValueError, match="path must be one of"):
+        P.plan_sequence("fwd", 8, 16, torch.float32, "fast")
+    with pytest.raises(ValueError, match="kernel must be 'fwd' or 'bwd'"):
+        P.plan_sequence("step", 8, 16, torch.float32)
+
+
+@pytest.mark.parametrize("H", [8, 17, 100, 128, 300, 512, 600, 1024])
+def test_split_blocks_cover_h_and_stay_resident_up_to_the_chunk_limit(H):
+    b = P.split_blocks("fwd", H, torch.float32)
+    assert b.block_n == 16 and b.block_k >= 16 and b.nchunk * b.block_k >= H
+    assert b.resident == (b.nchunk <= P.MAX_CHUNKS)
+
+
+def test_occupancy_limits():
+    dm = P.H100
+    assert P.occupancy(128, 0, 4, dm) == 4           # registers: 65536 / (128 * 128)
+    assert P.occupancy(64, 0, 4, dm) == 8            # threads and registers
+    assert P.occupancy(32, 0, 1, dm) == 32           # the 32-CTA limit
+    assert P.occupancy(100, 110 * 1024, 4, dm) == 2  # shared memory: 228 KB / (110 KB + 1 KB)
+    assert P.occupancy(255, 0, 8, dm) == 1
+    assert P.occupancy(168, 0, 4, dm) == 3           # registers allocated per warp in units of 256
+
+
+def test_step_plan_uses_big_row_tiles_for_many_rows():
+    big = P.plan_step(100_000, 128, 8, torch.float32)
+    assert big.block_b == 64 and big.fuse_input and big.ctas == math.ceil(100_000 / 64)
+    small = P.plan_step(100, 128, 8, torch.float32)
+    assert small.block_b == 16
+    assert not P.plan_step(100, 128, P.STEP_FUSE_MAX_I + 1, torch.float32).fuse_input
