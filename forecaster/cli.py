@@ -63,7 +63,7 @@ class ForecasterCLI(LightningCLI):
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_top_k": 1,
                              "checkpoint.filename": "best-{epoch}-{step}"})
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.mode": "min",
+        parser.set_defaults({"early_stopping.monitor": "val/loss_network", "early_stopping.mode": "min",
                              "early_stopping.patience": 10})
         parser.add_argument("--cpu_threads", type=Optional[int], default=1,
                             help="torch intra-op threads for CPU work (torch.set_num_threads); the small default "

@@ -293,8 +293,10 @@ class GRUForecaster(L.LightningModule):
         else:
             pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
-        self.log(f"{stage}/loss_network" if gated else f"{stage}/loss", loss, prog_bar=stage == "val",
-                 on_epoch=True, sync_dist=True, batch_size=B)
+        if stage == "val":  # the network's own loss: what early stopping watches (is it still improving?)
+            self.log("val/loss_network", loss, on_epoch=True, sync_dist=True, batch_size=B)
+        if not gated:
+            self.log(f"{stage}/loss", loss, prog_bar=stage == "val", on_epoch=True, sync_dist=True, batch_size=B)
 
         loc, sc = batch["loc"][:, None, :], batch["scale"][:, None, :]
         ctx = batch["target"][:, :T] * sc + loc
@@ -326,7 +328,9 @@ class GRUForecaster(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         """With a baseline: keep the network's point forecast only where it beats every plain
         baseline on the validation loss (else the best of them, with the network's quantile spread):
-        ``val/loss`` is the chosen one's, and the choice goes into the checkpoint."""
+        ``val/loss`` is the chosen one's (the checkpoint's criterion), the choice goes into the
+        checkpoint; ``val/loss_network`` stays the network's (the early-stopping criterion: training
+        goes on while the network improves, even while a plain baseline is still better)."""
         if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
             return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
