@@ -189,21 +189,20 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
     s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
 
-    def blend(rows):  # the least-squares weights over the origins `rows`, each (h, C)
-        ww = w[rows]
-        gram = {name: (a[rows] * b[rows] * ww).sum(axis=0) for name, (a, b) in
-                {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}.items()}
-        return _constrained_ls(**gram)
-
-    everything = np.arange(len(ts))
-    a, b = blend(everything)
+    # Gram sums of the least-squares blend, over the first three quarters of the origins and the rest
+    split = int(len(ts) * 0.75)
+    pairs = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
+    first, rest = {}, {}
+    for name, (u, v) in pairs.items():
+        prod = u * v * w
+        first[name], rest[name] = prod[:split].sum(axis=0), prod[split:].sum(axis=0)  # each (h, C)
+    a, b = _constrained_ls(**{k: first[k] + rest[k] for k in pairs})
     # Occam's check: weights fitted on the first three quarters of the origins must beat each plain
     # naive (season, last value, look-back mean) on the last quarter, in absolute error, step by step;
     # where a plain naive does as well, it is used (a blend fitted in-sample can lose out of sample,
     # e.g. on a random walk, where the last value is all there is)
-    split = int(len(ts) * 0.75)
     if len(ts) - split >= MIN_FIT_PAIRS and split >= MIN_FIT_PAIRS:
-        af, bf = blend(everything[:split])
+        af, bf = _constrained_ls(**first)
         chk = slice(split, None)
         wc = w[chk]
 

@@ -174,7 +174,7 @@ class ForecasterCLI(LightningCLI):
         every = trainer.val_check_interval
         if trainer.check_val_every_n_epoch is not None or not isinstance(every, int) or not hasattr(dm, "train_dataset"):
             return
-        per_epoch = -(-len(dm.train_dataset()) // dm.batch_size)
+        per_epoch = -(-len(dm.train_dataset()) // (dm.batch_size * max(1, trainer.world_size)))
         limit = trainer.limit_train_batches
         per_epoch = min(per_epoch, int(limit)) if isinstance(limit, int) else max(1, int(per_epoch * float(limit)))
         total = per_epoch * (trainer.max_epochs if trainer.max_epochs and trainer.max_epochs > 0 else 1000)
@@ -236,7 +236,7 @@ class ForecasterCLI(LightningCLI):
             preds = [p for dl in preds for p in dl]
         dm = self.datamodule
         fc = predictions_frame(dm, preds, self.model.quantiles, self.model.net.anchor)
-        plot_forecasts(dm.frame(), fc, time_col=dm.time_col, id_col=dm.id_col,
+        plot_forecasts(dm.frame(), fc, time_col=dm.time_col, id_col=dm.id_col, time_format=dm.time_format,
                        title="Forecasts from the last observation", path=path)
         print(f"wrote forecast plot to {path}")
 

@@ -142,6 +142,9 @@ class GRUForecaster(L.LightningModule):
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
         if loss == "quantile" and not quantiles:
             raise ValueError("loss='quantile' needs at least one quantile")
+        if quantiles and baseline != "none" and 0.5 not in quantiles:
+            raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
+                             "baseline anchors; add 0.5 (or set baseline='none')")
         self.save_hyperparameters()
         self.hparams["quantiles"] = quantiles
         self.context_length, self.horizon = int(context_length), int(horizon)
@@ -210,9 +213,16 @@ class GRUForecaster(L.LightningModule):
     @torch.no_grad()
     def forecast(self, batch: dict[str, Tensor]) -> Tensor:
         """Forecast of each window's last ``horizon`` steps from its context, on the original scale:
-        (B, horizon, C, Q). ``batch`` as yielded by ``TimeSeriesDataModule`` (predict windows or any
-        window: only the context and the future covariates are read)."""
-        s = self._forecast_scaled(batch)
+        (B, horizon, C, Q), as the trained model forecasts (eval mode: no dropout, the validation's
+        choice between the network and the plain baselines). ``batch`` as yielded by
+        ``TimeSeriesDataModule`` (predict windows or any window: only the context and the future
+        covariates are read)."""
+        was = self.training
+        self.eval()
+        try:
+            s = self._forecast_scaled(batch)
+        finally:
+            self.train(was)
         return s * batch["scale"][:, None, :, None] + batch["loc"][:, None, :, None]
 
     def _forecast_scaled(self, batch: dict[str, Tensor]) -> Tensor:
@@ -226,12 +236,7 @@ class GRUForecaster(L.LightningModule):
         ``TimeSeriesDataModule``; build it with ``TimeSeriesDataModule.from_spec(model.spec, ...)``
         for data other than the training data) as the forecast table of :mod:`forecaster.forecasts`."""
         batch = {k: v.to(self.device) for k, v in dm.predict_batch().items()}
-        was = self.training
-        self.eval()
-        try:
-            fc = self.forecast(batch).float().cpu().numpy()
-        finally:
-            self.train(was)
+        fc = self.forecast(batch).float().cpu().numpy()
         return predictions_frame(dm, [{"series": batch["series"].cpu(), "start": batch["start"].cpu(),
                                        "forecast": torch.from_numpy(fc)}], self.quantiles, self.net.anchor)
 
@@ -333,6 +338,10 @@ class GRUForecaster(L.LightningModule):
         goes on while the network improves, even while a plain baseline is still better)."""
         if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
             return
+        if self._trainer is not None and self._trainer.sanity_checking:  # two batches of an untrained net
+            for m in self._cand_loss.values():
+                m.reset()
+            return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
         for m in self._cand_loss.values():
             m.reset()
@@ -373,7 +382,7 @@ class GRUForecaster(L.LightningModule):
             if k in _CHOICE_KEYS and k not in state:
                 state[k] = v.clone().fill_(True) if k.endswith("use_network") else v.clone()
         check_checkpoint(checkpoint, self)
-        if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # format 1-2: trained without one
+        if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # trained before the option existed
             self.hparams["baseline"] = self.net.baseline = "none"
 
 
@@ -427,8 +436,9 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
         diff = [f"{k}={hp.get(k)!r} (model: {model.hparams.get(k)!r})" for k in _SHAPE_KEYS
                 if k in hp and hp.get(k) != model.hparams.get(k)]
         what = ", ".join(diff) if diff else "; ".join(bad[:3] + [f"missing {k}" for k in missing[:3]])
-        legacy = " (a checkpoint of format 1-2: load it with inputs='level', baseline='none')" \
-            if checkpoint.get("forecaster_format_version", FORMAT_VERSION) < 3 else ""
+        hp_ck = checkpoint.get("hyper_parameters") or {}
+        legacy = " (it predates these options: load it with inputs='level', baseline='none', or through " \
+                 "forecaster.lightning_module.load_checkpoint)" if "inputs" not in hp_ck or "baseline" not in hp_ck else ""
         raise CheckpointMismatchError(
             f"the checkpoint does not fit this model/data: checkpoint has {what}. Use the data columns and model settings "
             f"the checkpoint was trained with{legacy}")
@@ -436,12 +446,11 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
 
 
 def checkpoint_hparams(checkpoint: dict) -> dict:
-    """A checkpoint's hyperparameters, with the settings older formats were trained with where they
-    predate an option (format 1-2: no baseline, the per-step model read the scaled values)."""
+    """A checkpoint's hyperparameters, with the settings a checkpoint was trained with where it
+    predates an option (no ``baseline``: none; no ``inputs``: the scaled values, ``level``)."""
     hp = dict(checkpoint.get("hyper_parameters") or {})
-    if checkpoint.get("forecaster_format_version", FORMAT_VERSION) < 3:
-        hp.setdefault("baseline", "none")
-        hp.setdefault("inputs", "level")
+    hp.setdefault("baseline", "none")  # a checkpoint without the option predates it
+    hp.setdefault("inputs", "level")
     return hp
 
 

@@ -59,6 +59,7 @@ def plot_forecasts(
     *,
     time_col: str | None = None,
     id_col: str | None = None,
+    time_format: str | None = None,
     targets: Sequence[str] | None = None,
     series: Sequence[str] | str | None = None,
     max_series: int = 3,
@@ -81,7 +82,7 @@ def plot_forecasts(
             forecasts of a stream).
         actuals: optional observations over the forecast period, same layout as ``history``.
         time_col, id_col: the history's time and id columns (None: ``time``; no id column for one
-            wide series).
+            wide series). time_format: strptime format of a text time column that is not ISO.
         targets: targets to draw (default: every target in ``forecasts``).
         series: ids to draw (default: the first ``max_series`` ids of ``forecasts``).
         max_series: at most this many series (rows of panels).
@@ -133,7 +134,8 @@ def plot_forecasts(
 
     def on_axis(df: pl.DataFrame, col: str) -> pl.DataFrame:
         """The time column on the one time axis (zoned times as UTC), as ``__x``."""
-        t, null, _ = to_axis(df[col], kind, what=f"time column {col!r}", strict=False)
+        fmt = time_format if df is not fc else None
+        t, null, _ = to_axis(df[col], kind, fmt, what=f"time column {col!r}", strict=False)
         x = pl.Series("__x", t, dtype=pl.Int64)
         return df.with_columns(x.cast(pl.Datetime("ns")) if kind == "datetime" else x).filter(pl.Series(~null))
 

@@ -77,6 +77,9 @@ def read_snapshot(path: str | os.PathLike) -> dict:
         raise SnapshotError(f"state file {str(path)!r} does not exist")
     raw = path.read_bytes()
     if not raw.startswith(MAGIC):
+        if raw.startswith(b"PK"):  # a plain torch.save zip: the snapshots of gru-forecaster before 2026-11-27
+            raise SnapshotError(f"state file {str(path)!r} is a snapshot of an older gru-forecaster (no checksum); "
+                                "delete it to start the series from zero (or restore them from their history)")
         raise SnapshotError(f"state file {str(path)!r} is not a readable snapshot (not written by save_state)")
     rest = raw[len(MAGIC):]
     nl = rest.find(b"\n")

@@ -46,8 +46,8 @@ class DataSpec:
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
         baseline: float64 (S, C, 2K + 1): the fitted naive blend per series and target,
-            ``[w_season at K knots, w_last at K knots, level]`` (:mod:`forecaster.baseline`), in
-            scaled units.
+            ``[w_season at K knots, w_last at K knots, mu]`` (:mod:`forecaster.baseline`; ``mu`` is the
+            training mean, used only for an empty look-back), in scaled units.
     """
 
     time_col: str
@@ -196,6 +196,34 @@ class DataSpec:
     def format_time(self, t: int):
         return format_time(t, self.time_kind)
 
+    def off_grid(self, series_id: str, t: int) -> str | None:
+        """None when axis time ``t`` can be on the grid of series ``series_id``: on its training
+        grid for a series the spec knows, else on the frequency's anchoring (month ends or days 1..28
+        for months, weekdays for business days); otherwise why not (a series' first record sets its
+        grid in a stream)."""
+        f = self.freq
+        row = int(self.series_index([series_id])[0])
+        if row >= 0 and len(self.series_start):
+            _, on = f.index(int(self.series_start[row]), int(t))
+            if not bool(on):
+                return f"timestamp is off the {f} grid the series was trained on (e.g. " \
+                       f"{self.format_time(int(self.series_start[row]))})"
+            return None
+        _, on = f.index(int(t), int(t))
+        if not bool(on):
+            return f"timestamp is not a {f} grid time (a business day)" if f.kind == "bday" else \
+                f"timestamp is not a {f} grid time"
+        if f.kind == "month":
+            day = np.floor_divide(int(t), 86_400_000_000_000)
+            d = np.datetime64(int(day), "D")
+            month_end = (d + 1).astype("datetime64[M]") != d.astype("datetime64[M]")
+            dom = int((d - d.astype("datetime64[M]").astype("datetime64[D]")).astype(np.int64)) + 1
+            if f.month_end and not month_end:
+                return f"timestamp is not a month end: the model's {f} grid is on month ends"
+            if not f.month_end and dom > 28:
+                return f"timestamp is on day {dom} of the month: the model's {f} grid is on days 1..28"
+        return None
+
     def calendar_features(self, times: np.ndarray) -> np.ndarray:
         """float32 (n, 2 * len(calendar)) calendar features of axis times (n,)."""
         return calendar_features(times, self.calendar)
@@ -236,7 +264,8 @@ class DataSpec:
             "scaling": self.scaling,
             "series_ids": list(self.series_ids),
             "series": {sid: {"start": int(self.series_start[i]), "length": int(self.series_length[i]),
-                             "last_observed": int(self.last_observed[i])} for i, sid in enumerate(self.series_ids)},
+                             "last_observed": int(self.last_observed[i])} for i, sid in enumerate(self.series_ids)}
+            if len(self.series_start) == len(self.series_ids) else {},
             "scalers": {sid: {c: [float(self.loc[i, j]), float(self.scale[i, j])] for j, c in enumerate(vc)}
                         for i, sid in enumerate(self.series_ids)},
             "baseline": {sid: {c: [float(x) for x in self.baseline[i, j]] for j, c in enumerate(self.target_cols)}
@@ -263,7 +292,9 @@ class DataSpec:
         base = None if bl is None or not ids else np.array([[bl[s][c] for c in d["target_cols"]] for s in ids],
                                                             dtype=np.float64)
         info = d.get("series", {})
-        get = lambda k: np.array([int(info.get(s, {}).get(k, 0)) for s in ids], dtype=np.int64)  # noqa: E731
+        # (without the series' grids, e.g. a hand-written spec, no array: no check against them)
+        get = lambda k: np.array([int(info[s][k]) for s in ids], dtype=np.int64) \
+            if all(s in info for s in ids) else np.zeros(0, dtype=np.int64)  # noqa: E731
         kind = d["time_kind"]
         return cls(
             time_col=d["time_col"], id_col=d["id_col"], target_cols=list(d["target_cols"]),

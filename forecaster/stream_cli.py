@@ -170,9 +170,10 @@ class _LineParser:
     ``fmt="auto"`` the first valid line sets the format: a JSON object (NDJSON), or a CSV row that
     names every required column (the header); lines before it are reported and skipped."""
 
-    def __init__(self, fmt: str, required: list[str]):
+    def __init__(self, fmt: str, required: list[str], keys: tuple = ()):
         self.fmt = fmt
         self.required = list(required)
+        self.keys = set(keys)  # the id and time columns: kept as text (ids like "007" or "NA" stay themselves)
         self.header: list[str] | None = None
 
     def _as_header(self, text: str) -> list[str]:
@@ -204,7 +205,7 @@ class _LineParser:
         row = next(csv.reader(io.StringIO(text)))
         if len(row) != len(self.header):
             raise ValueError(f"{len(row)} fields, the header has {len(self.header)}")
-        return {k: _csv_value(v) for k, v in zip(self.header, row)}
+        return {k: v if k in self.keys else _csv_value(v) for k, v in zip(self.header, row)}
 
     @staticmethod
     def _json(text: str) -> dict:
@@ -278,7 +279,7 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
     """Process input lines (``str`` or ``bytes``, or a :class:`LineReader`) until the input ends or
     ``stop`` is set, which is checked between records only; return counts {"lines", "records",
     "rejected", "malformed"}."""
-    parser = _LineParser(fmt, stream.required_columns)
+    parser = _LineParser(fmt, stream.required_columns, tuple(c for c in (stream.id_col, stream.time_col) if c))
     counts = {"lines": 0, "records": 0, "rejected": 0, "malformed": 0}
     n = 0
     for line in lines:

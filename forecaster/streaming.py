@@ -132,8 +132,8 @@ class StreamingForecaster:
     Two kinds of model stream, with the same API:
 
     * the per-step model (:class:`forecaster.nets.StepForecastNet`) keeps each series' GRU state and
-      advances it one recurrent step per observation (plus a ring of the last season of targets and
-      the last observed value, for its baseline);
+      advances it one recurrent step per observation (plus a ring of its look-back's targets, for its
+      baseline, and running sums, for its relative inputs);
     * the window model (:class:`forecaster.nets.WindowForecastNet`: segments, RevIN, channel
       independence, the PMF decoder) keeps a ring buffer of each series' last ``context_length``
       steps (O(1) per observation) and runs the window when a forecast is asked for: the forecast
@@ -190,7 +190,6 @@ class StreamingForecaster:
                                     else None if max_gap is None else int(max_gap))
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
-        self.context_length = int(s.context_length)
         self.windowed = isinstance(self.net, WindowForecastNet)
         # a ring buffer of the look-back: every input column for the window model; the targets for the
         # per-step model's baseline (the season, the last value and the mean of the look-back) and its
@@ -369,6 +368,10 @@ class StreamingForecaster:
                 value.encode("utf-8")
             except UnicodeEncodeError:  # lone surrogates (e.g. a "\udc80" JSON escape): not text
                 return _show(value), f"id {_show(value)} {where} is not valid text (not encodable as UTF-8)"
+            # an all-digit id in text ("007" from a CSV line) names the series training read as a number
+            if value not in self._ids and int(self.spec.series_index([value])[0]) < 0 \
+                    and value.lstrip("-").isdigit() and int(self.spec.series_index([str(int(value))])[0]) >= 0:
+                return str(int(value)), None
             return value, None
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
             return _show(value), f"id {_show(value)} {where} is a {type(value).__name__}; ids are text or integers"
@@ -544,7 +547,12 @@ class StreamingForecaster:
             last = last_planned.get(sid, _NO_TIME if row is None else int(self._last[row]))
             reset = False
             gap = np.empty(0, dtype=np.int64)
-            if last != _NO_TIME:
+            if last == _NO_TIME:  # the series' first record sets its grid: it must be a grid time
+                why_not = self.spec.off_grid(sid, t)
+                if why_not is not None:
+                    report.rejected.append(Rejected(i, sid, raw_t, why_not))
+                    continue
+            else:
                 if t <= last:
                     what = "duplicate" if t == last else "out-of-order"
                     report.rejected.append(Rejected(i, sid, raw_t, f"{what} timestamp: the series is already at "
@@ -734,9 +742,9 @@ class StreamingForecaster:
             ids = [s for s in self._id_list if self._n_steps[self._ids[s]] > 0]
         else:
             ids = [series] if isinstance(series, str) else [str(s) for s in series]
-            unknown = [s for s in ids if s not in self._ids]
+            unknown = [s for s in ids if s not in self._ids or self._n_steps[self._ids[s]] == 0]
             if unknown:
-                raise ValueError(f"series {unknown} have no observations yet; observe() them first")
+                raise ValueError(f"series {unknown[:5]} have no observations yet; observe() them first")
         return ids, np.array([self._ids[s] for s in ids], dtype=np.int64)
 
     @torch.inference_mode()
@@ -909,7 +917,6 @@ class StreamingForecaster:
         if not isinstance(fp, dict) or fp != self._fingerprint():
             raise SnapshotError(f"{where} was written for another model ({_show(fp)}), this one is "
                                 f"{self._fingerprint()}; delete it to start the series from zero")
-        layout = self._layout()
         try:
             ids, state, tables = self._snapshot_arrays(payload)
         except SnapshotError as e:

@@ -283,6 +283,7 @@ def _as_series(values) -> pl.Series:
         raise ValueError(f"times {vals[:3]!r}...: not datetimes, ISO strings or integers ({e})") from None
 
 
+_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?(Z|[+-]\d{2}:\d{2})?")
 _EPOCH = _dt.datetime(1970, 1, 1)
 _NS_MIN, _NS_MAX = -(2 ** 63) + 1, 2 ** 63 - 1  # int64 nanoseconds: 1677-09-21 .. 2262-04-11
 _FAST_MAX = 256  # below this many plain Python values, the rule runs in Python (a Polars call costs ~1 ms)
@@ -299,7 +300,7 @@ def _fast_axis(values, time_kind: str, time_format: str | None):
         return None
     t = np.zeros(len(vals), dtype=np.int64)
     null = np.zeros(len(vals), dtype=bool)
-    zoned = False
+    zoned = naive = False
     for i, v in enumerate(vals):
         if v is None:
             null[i] = True
@@ -310,6 +311,8 @@ def _fast_axis(values, time_kind: str, time_format: str | None):
                 continue
             return None
         if isinstance(v, str):
+            if not _ISO.fullmatch(v):  # only the ISO forms the Polars path reads too
+                return None
             try:
                 v = _dt.datetime.fromisoformat(v)
             except ValueError:
@@ -318,6 +321,8 @@ def _fast_axis(values, time_kind: str, time_format: str | None):
             if v.tzinfo is not None:
                 zoned = True
                 v = v.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+            else:
+                naive = True
             d = v - _EPOCH
             ns = ((d.days * 86_400 + d.seconds) * 1_000_000 + d.microseconds) * 1_000
             if not _NS_MIN <= ns <= _NS_MAX:
@@ -330,6 +335,8 @@ def _fast_axis(values, time_kind: str, time_format: str | None):
             t[i] = ns
         else:
             return None
+    if zoned and naive:  # a mix: the Polars path decides (as it does for a whole column)
+        return None
     return t, null, zoned
 
 
@@ -382,7 +389,7 @@ def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str
             raise ValueError(f"{what} is {dt}, but the time axis is integer; give integer times")
     else:
         if dt == pl.Date:
-            s = s.cast(pl.Datetime("ns"))
+            s = s.cast(pl.Datetime("us"))  # (years 1-9999; the range check below says which fit ns)
         elif dt == pl.String or dt == pl.Null:
             raw = s
             try:  # parsed in microseconds (years 1-9999), then to nanoseconds: out of range -> null, not wrapped

@@ -84,6 +84,9 @@ def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col
             f"cannot regularise {table.where} to {what}: series {r['__id']!r} has "
             f"{time_col}={format_time(r['__t'], table.time_kind)} off the grid ({bad.size} row(s) in all)"
             + ("; the frequency cannot be inferred consistently" if freq is None else "")
+            + (". The times are zone-aware, so they are on the UTC axis, where local midnights move by an hour "
+               "with daylight saving: for daily or coarser data drop the zone (dt.replace_time_zone(None)) or "
+               "use dates" if table.time_zone else "")
             + ". Resample/aggregate to a regular frequency first, or set freq to a step that divides all time "
             "differences")
     if freq is None:

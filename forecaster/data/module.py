@@ -300,13 +300,15 @@ class TimeSeriesDataModule(L.LightningDataModule):
                 return int(v)
             except (TypeError, ValueError):
                 raise ValueError(f"{name}={v!r}: time is integer, give an int") from None
-        try:
-            t, null, _ = to_axis([v], "datetime", self.time_format, what=name)
-        except ValueError:
-            raise ValueError(f"{name}={v!r}: not a timestamp (e.g. '2017-06-01 00:00')") from None
-        if null[0]:
-            raise ValueError(f"{name}={v!r}: not a timestamp (e.g. '2017-06-01 00:00')")
-        return int(t[0])
+        for fmt in dict.fromkeys((None, self.time_format)):  # ISO first, then the data's own format
+            try:
+                t, null, _ = to_axis([v], "datetime", fmt, what=name, strict=False)
+            except ValueError:
+                continue
+            if not null[0]:
+                return int(t[0])
+        raise ValueError(f"{name}={v!r}: not a timestamp (ISO such as '2017-06-01 00:00'"
+                         + (f", or in time_format {self.time_format!r})" if self.time_format else ")"))
 
     def _build(self) -> None:
         if self._built:
@@ -318,6 +320,12 @@ class TimeSeriesDataModule(L.LightningDataModule):
                            time_kind=given.time_kind if given is not None else None)
         self._target_cols = table.target_cols
         time_kind, time_zone = table.time_kind, table.time_zone
+        if given is not None and given.time_kind == "datetime" and (time_zone is None) != (given.time_zone is None):
+            raise ValueError(
+                f"time_col {self.time_col!r} in {self._where()} holds "
+                f"{'naive' if time_zone is None else 'zone-aware'} times but the model was trained on "
+                f"{'naive' if given.time_zone is None else 'zone-aware'} ones (read as UTC): give them the same way, "
+                "or the forecasts would be shifted by the zone's offset")
         freq = resolve_frequency(table, given.freq if given is not None else self._freq_arg, self.time_col)
         # training needs whole windows; with a checkpoint's spec (prediction) a shorter series is still
         # forecast from what it has (its window is zero-padded at the start)
@@ -347,13 +355,20 @@ class TimeSeriesDataModule(L.LightningDataModule):
         if given is not None:
             blend = given.baseline_for(grid.series_ids)
         else:
+            # origins per series: 2,000 for a few series, fewer for many (200,000 in all, at least 200)
+            origins = max(200, min(2000, 200_000 // max(1, len(grid.series_ids))))
             blend = np.stack([fit_blend(grid.values[o + b[i]:o + e[i], :C], observed[o + b[i]:o + e[i]], self.horizon,
-                                        season, self.context_length)
+                                        season, self.context_length, max_origins=origins)
                               for i, o in enumerate(grid.offsets[:-1])])
         any_obs = observed.any(axis=1)
         starts_row = grid.offsets[:-1]
         last_obs = np.maximum.reduceat(np.where(any_obs, np.arange(grid.n_steps), -1), starts_row) - starts_row
         if given is not None:
+            for sid, t0 in zip(grid.series_ids, grid.starts):
+                why_not = given.off_grid(sid, int(t0))
+                if why_not is not None:
+                    raise ValueError(f"series {sid!r} in {self._where()} starts at {given.format_time(int(t0))}: "
+                                     f"{why_not}; the model forecasts on that grid only")
             self._spec = given.for_series(grid.series_ids, grid.starts, grid.lengths, last_obs)
         else:
             self._spec = DataSpec(

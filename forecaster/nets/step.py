@@ -1,8 +1,8 @@
 """``StepForecastNet``: the per-step model, which streams one observation at a time.
 
 Each step's features go through an input projection (``Linear`` + GELU) into a
-:class:`kernels.FusedGRU`: per target, with ``inputs="relative"`` (the default) the change since the
-previous observation and the deviation from the look-back's mean
+:class:`kernels.FusedGRU`: per target, with ``inputs="relative"`` (the Lightning module's default)
+the change since the previous observation and the deviation from the look-back's mean
 (:func:`~forecaster.nets.common.relative_features`), with ``inputs="level"`` the scaled value; then
 the observed masks, the past covariates and the future covariates of that step; from the GRU's output state
 ``h_t`` at any origin ``t``, a head MLP forecasts steps ``t+1 .. t+horizon`` from ``h_t``
@@ -104,7 +104,7 @@ class StepForecastNet(GRUNetBase):
 
         The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
         origin t forecasts steps t+1 .. t+horizon (plus the baseline from steps 0..t; ``baseline``:
-        the batch's (B, C, 3) weights). Returns (B, context_length, horizon, C, Q)."""
+        the batch's (B, C, 2K+1) weights). Returns (B, context_length, horizon, C, Q)."""
         T = int(context_length)
         if target.shape[1] < T + self.horizon:
             raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")

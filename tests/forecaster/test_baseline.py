@@ -182,3 +182,23 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
     loaded = GRUForecaster.load_from_checkpoint(tmp_path / "m.ckpt").eval()
     assert not bool(loaded.net.use_network) and int(loaded.net.fallback) == int(model.net.fallback)
     torch.testing.assert_close(loaded.forecast(batch), result)
+
+
+def test_the_sanity_check_does_not_choose(tmp_path):
+    """Lightning's sanity check (two batches of the untrained network) is not a validation: it
+    leaves the choice alone."""
+    import lightning as L
+
+    rng = np.random.default_rng(0)
+    walk = pl.DataFrame({"t": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(300)],
+                         "y": np.cumsum(rng.normal(size=300))})
+    dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=48, horizon=12,
+                              calendar_features="none", val_size=0.2)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    with torch.no_grad():
+        model.net.head[-1].bias.normal_(0, 5.0)
+    trainer = L.Trainer(max_steps=2, num_sanity_val_steps=2, check_val_every_n_epoch=50, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert bool(model.net.use_network)

@@ -124,3 +124,54 @@ def test_a_short_context_trains_with_the_default_min_origin():
     assert torch.isfinite(loss)
     with pytest.raises(ValueError, match=r"min_origin=6 must be in \[0, context_length=6\)"):
         GRUForecaster.from_datamodule(dm, min_origin=6)
+
+
+def test_the_streams_first_record_of_a_series_must_be_on_the_models_grid():
+    df = monthly(n=48).with_columns(pl.col("date").str.to_date("%b %d %Y"))
+    dm = TimeSeriesDataModule(data=df, time_col="date", id_col="symbol", context_length=12, horizon=3)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    stream = StreamingForecaster(model.net, model.spec)
+    report = stream.observe([{"symbol": "NEW", "date": "2020-01-31", "price": 1.0},   # not days 1..28
+                             {"symbol": "AAA", "date": "2020-01-15", "price": 1.0},   # off AAA's training grid
+                             {"symbol": "NEW2", "date": "2020-01-01", "price": 1.0}])
+    assert [r.index for r in report.rejected] == [0, 1] and report.accepted == 1
+    assert "days 1..28" in report.rejected[0].reason and "trained on" in report.rejected[1].reason
+    with pytest.raises(ValueError, match=r"series \['NEW'\] have no observations yet"):
+        stream.forecast("NEW")
+    # business days: a Saturday cannot start a series
+    days = pl.DataFrame({"d": pl.date_range(dt.date(2024, 1, 1), dt.date(2024, 6, 28), "1d", eager=True)})
+    days = days.filter(pl.col("d").dt.weekday() <= 5).with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("y"))
+    bdm = TimeSeriesDataModule(data=days, time_col="d", target_cols=["y"], context_length=10, horizon=5)
+    assert str(bdm.spec.freq) == "1bd"
+    bmodel = GRUForecaster.from_datamodule(bdm, hidden_size=8, d_model=8, head_hidden=16)
+    bstream = StreamingForecaster(bmodel.net, bmodel.spec)
+    assert "off the 1bd grid" in bstream.observe([{"d": "2024-07-06", "y": 1.0}]).rejected[0].reason  # a Saturday
+
+
+def test_naive_and_zoned_times_are_not_mixed_between_a_model_and_new_data():
+    start = dt.datetime(2024, 1, 1)
+    df = pl.DataFrame({"t": pl.datetime_range(start, start + dt.timedelta(hours=199), "1h", eager=True),
+                       "y": np.sin(np.arange(200) / 5)})
+    dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y"], context_length=24, horizon=6)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    zoned = df.with_columns(pl.col("t").dt.replace_time_zone("Europe/Berlin"))
+    with pytest.raises(ValueError, match="holds zone-aware times but the model was trained on naive ones"):
+        TimeSeriesDataModule.from_spec(model.spec, data=zoned).spec
+    # cut-offs: ISO first, then the data's own format
+    text = df.with_columns(pl.col("t").dt.strftime("%d/%m/%Y %H:%M"))
+    cut = TimeSeriesDataModule(data=text, time_col="t", target_cols=["y"], time_format="%d/%m/%Y %H:%M",
+                               context_length=24, horizon=6, test_start="2024-01-08 00:00")
+    assert cut.split_bounds("test")[0].tolist() == [168]
+    # a date outside 1677-2262 is an error that names it, not a Polars exception
+    far = pl.DataFrame({"d": [dt.date(1600, 1, 1), dt.date(1600, 1, 2)], "y": [1.0, 2.0]})
+    with pytest.raises(ValueError, match="outside the years 1677-2262"):
+        TimeSeriesDataModule(data=far, time_col="d", target_cols=["y"], context_length=1, horizon=1).spec
+
+
+def test_stream_csv_keeps_ids_as_text(tmp_path):
+    from forecaster.stream_cli import _LineParser
+
+    p = _LineParser("csv", ["id", "t", "y"], keys=("id", "t"))
+    assert p.parse("id,t,y") is None
+    assert p.parse("007,2024-01-01,1.5") == {"id": "007", "t": "2024-01-01", "y": 1.5}
+    assert p.parse("NA,2024-01-01,NA") == {"id": "NA", "t": "2024-01-01", "y": None}
