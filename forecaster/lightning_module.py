@@ -142,9 +142,6 @@ class GRUForecaster(L.LightningModule):
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
         if loss == "quantile" and not quantiles:
             raise ValueError("loss='quantile' needs at least one quantile")
-        if quantiles and baseline != "none" and 0.5 not in quantiles:
-            raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
-                             "baseline anchors; add 0.5 (or set baseline='none')")
         self.save_hyperparameters()
         self.hparams["quantiles"] = quantiles
         self.context_length, self.horizon = int(context_length), int(horizon)
@@ -157,6 +154,10 @@ class GRUForecaster(L.LightningModule):
             reset_after=reset_after, backend=backend, head_dropout=head_dropout, baseline=baseline,
             season_length=seasonal_period, **({"inputs": inputs} if decoder == "forking" else {}),
         )
+        if quantiles and baseline != "none" and 0.5 not in quantiles:
+            raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
+                             "baseline anchors; add 0.5 (or set baseline='none')")
+
         self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
         self.test_metrics = ForecastMetrics()

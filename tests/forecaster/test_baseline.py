@@ -140,6 +140,9 @@ def test_baseline_modes_and_none():
     assert plain.net.head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
     with pytest.raises(ValueError, match="baseline='median'"):
         GRUForecaster.from_datamodule(dm, baseline="median")
+    with pytest.raises(ValueError, match=r"quantiles=\[0.1, 0.9\] lack 0.5"):
+        GRUForecaster.from_datamodule(dm, quantiles=[0.1, 0.9])
+    GRUForecaster.from_datamodule(dm, quantiles=[0.1, 0.9], baseline="none")  # without a baseline: any levels
 
 
 def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tmp_path):
