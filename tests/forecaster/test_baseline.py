@@ -205,3 +205,24 @@ def test_the_sanity_check_does_not_choose(tmp_path):
                         default_root_dir=tmp_path)
     trainer.fit(model, dm)
     assert bool(model.net.use_network)
+
+
+def test_one_validation_window_is_no_evidence_to_switch(tmp_path):
+    """The switch is a paired comparison over validation windows: with a single window (a short
+    series' validation part) the noise cannot be told from a difference, and the network stays."""
+    import lightning as L
+
+    rng = np.random.default_rng(1)
+    walk = pl.DataFrame({"t": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(120)],
+                         "y": np.cumsum(rng.normal(size=120))})
+    dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=24, horizon=12,
+                              calendar_features="none", val_size=12, test_size=12)
+    assert len(dm.val_dataset()) == 1
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
+    with torch.no_grad():
+        model.net.head[-1].bias.normal_(0, 5.0)
+    trainer = L.Trainer(max_steps=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
+    trainer.fit(model, dm)
+    assert bool(model.net.use_network)
+    assert float(trainer.callback_metrics["val/uses_network"]) == 1.0
