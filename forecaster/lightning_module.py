@@ -165,12 +165,8 @@ class GRUForecaster(L.LightningModule):
         self.test_scaled = ScaledMetrics()
         # the validation's candidates: the network on its baseline, then each plain baseline
         self._candidates = ("network", "blend", "seasonal", "last", "mean") if baseline != "none" else ()
-        # per candidate: its mean loss, and the mean and mean square over validation windows of the
-        # network's loss minus the candidate's (a paired comparison: the plain baseline replaces the
-        # network only where it is better by more than the noise between windows)
+        # per candidate its validation loss, and the number of validation windows
         self._cand_loss = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
-        self._cand_d = nn.ModuleDict({name: MeanMetric() for name in self._candidates[1:]})
-        self._cand_d2 = nn.ModuleDict({name: MeanMetric() for name in self._candidates[1:]})
         self._val_windows = SumMetric()
 
     @classmethod
@@ -254,13 +250,6 @@ class GRUForecaster(L.LightningModule):
         el = self._elementwise(pred, y)
         return (el * w).sum() / w.sum().clamp_min(1.0)
 
-    def _window_loss(self, pred: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        """pred (B, ..., Q), y and w (B, ...): each window's observed-weighted mean loss (B,) and its
-        observed count (B,)."""
-        el = (self._elementwise(pred, y) * w).flatten(1)
-        n = w.flatten(1).sum(1)
-        return el.sum(1) / n.clamp_min(1.0), n
-
     def _elementwise(self, pred: Tensor, y: Tensor) -> Tensor:
         kind = self.hparams.loss
         if kind == "quantile":
@@ -310,18 +299,10 @@ class GRUForecaster(L.LightningModule):
                                   batch.get("baseline"), residual=True)
             args = (batch["target"][:, :T], batch["observed"][:, :T], batch.get("baseline"))
             pred_s = net.add_baseline(r, *args, mode=net.baseline)
-            net_w, n = self._window_loss(pred_s.float(), y_s.float(), w.float())
-            seen = n > 0
-            self._val_windows.update(seen.sum().float())
-            self._cand_loss["network"].update(self._loss(pred_s.float(), y_s.float(), w.float()), w.sum().float())
-            for name in self._candidates[1:]:
-                cand = net.add_baseline(r, *args, mode=name, plain=True)
+            self._val_windows.update((w.flatten(1).sum(1) > 0).sum().float())
+            for name in self._candidates:
+                cand = pred_s if name == "network" else net.add_baseline(r, *args, mode=name, plain=True)
                 self._cand_loss[name].update(self._loss(cand.float(), y_s.float(), w.float()), w.sum().float())
-                cand_w, _ = self._window_loss(cand.float(), y_s.float(), w.float())
-                d = (net_w - cand_w)[seen]
-                if d.numel():
-                    self._cand_d[name].update(d)
-                    self._cand_d2[name].update(d * d)
         else:
             pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
@@ -357,36 +338,30 @@ class GRUForecaster(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")
 
-    GATE_Z = 2.0  # a plain baseline replaces the network where it is better by this many standard errors
+    MIN_SWITCH_WINDOWS = 10  # validation windows it takes before a plain baseline may replace the network
 
     def on_validation_epoch_end(self) -> None:
-        """With a baseline: keep the network's point forecast unless a plain baseline beats it on the
-        validation windows by more than the noise between them (the mean per-window difference of
-        the losses above ``GATE_Z`` standard errors; a validation of one window never switches);
-        then the best such baseline, with the network's quantile spread. ``val/loss`` is the chosen
+        """With a baseline: keep the network's point forecast unless a plain baseline has the lower
+        validation loss over at least ``MIN_SWITCH_WINDOWS`` windows (fewer are no evidence: a
+        12-month validation part is one window); then the best plain baseline, with the network's
+        quantile spread. ``val/loss`` is the chosen
         one's (the checkpoint's criterion), the choice goes into the checkpoint; ``val/loss_network``
         stays the network's (the early-stopping criterion: training goes on while the network
         improves, even while a plain baseline is still better)."""
         if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
             return
-        metrics = [*self._cand_loss.values(), *self._cand_d.values(), *self._cand_d2.values(), self._val_windows]
+        metrics = [*self._cand_loss.values(), self._val_windows]
         if self._trainer is not None and self._trainer.sanity_checking:  # two batches of an untrained net
             for m in metrics:
                 m.reset()
             return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
         n = float(self._val_windows.compute())
-        better = {}
-        for name in self._candidates[1:]:
-            if not self._cand_d[name].update_called or n < 2:
-                continue
-            mean = float(self._cand_d[name].compute())  # the network's loss minus the candidate's, per window
-            var = max(float(self._cand_d2[name].compute()) - mean * mean, 0.0) * n / (n - 1)
-            if mean > self.GATE_Z * (var / n) ** 0.5:
-                better[name] = losses[name]
         for m in metrics:
             m.reset()
-        best = min(better, key=better.get) if better else "network"
+        best = "network"
+        if n >= self.MIN_SWITCH_WINDOWS:
+            best = min(losses, key=lambda k: (losses[k], k != "network"))  # ties: the network
         self.net.use_network.fill_(best == "network")
         if best != "network":
             self.net.fallback.fill_(BASELINES.index(best))
