@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any, Literal, Sequence
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
@@ -147,6 +148,10 @@ class GRUForecaster(L.LightningModule):
         self.context_length, self.horizon = int(context_length), int(horizon)
         self.min_origin = int(min_origin)
         self.season_length = int(seasonal_period)
+        if self.season_length >= self.context_length:
+            rank_zero_warn(f"seasonal_period={self.season_length} is not shorter than context_length="
+                           f"{self.context_length}: a window's context holds no seasonal pair, so MASE scales by "
+                           f"one-step differences; use context_length > {self.season_length} for the seasonal scale")
         self.net = build_net(
             n_targets, n_past_covariates, n_future_covariates, horizon, context_length, decoder=decoder,
             channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,

@@ -4,7 +4,10 @@ context only.
 
 MASE's scale is per window and target: the mean absolute seasonal difference
 ``|y_t - y_{t-m}|`` over the window's context (pairs where both are observed), so it needs no
-training data and is the in-sample error of the seasonal-naive forecast on that context.
+training data and is the in-sample error of the seasonal-naive forecast on that context. A context
+no longer than one season holds no such pair: the scale is then the mean one-step difference
+(m = 1, the naive forecast's in-sample error), and the module warns when it is built that way.
+MASE is NaN when no element has a usable scale (e.g. every context constant).
 """
 
 from __future__ import annotations
@@ -44,8 +47,11 @@ def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int) -
 
 
 def seasonal_scale(context: Tensor, observed: Tensor, season_length: int) -> Tensor:
-    """(B, T, C) -> (B, C): mean |y_t - y_{t-m}| over the context's observed pairs (NaN if none)."""
+    """(B, T, C) -> (B, C): mean |y_t - y_{t-m}| over the context's observed pairs (NaN if none);
+    m = 1 when the context (T steps) is no longer than a season (T <= m leaves no pair)."""
     m = int(season_length)
+    if m >= context.shape[1] or m < 1:
+        m = 1
     d = (context[:, m:] - context[:, :-m]).abs()
     w = observed[:, m:] * observed[:, :-m]
     n = w.sum(1)
@@ -71,7 +77,10 @@ class MeanAbsoluteScaledError(Metric):
         self.count += ok.sum().double()
 
     def compute(self) -> Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
+        """NaN when no element had a usable scale (not 0, which would read as a perfect forecast)."""
+        if self.count == 0:
+            return torch.tensor(float("nan"))
+        return (self.total / self.count).float()
 
 
 class ForecastMetrics(nn.Module):

@@ -170,6 +170,19 @@ def test_baselines_on_a_hand_made_window():
     assert mase.compute().item() == pytest.approx((0.5 + 0.0) / 2)
 
 
+def test_mase_without_a_usable_scale_is_nan_and_a_short_context_scales_by_steps():
+    # a context no longer than a season has no seasonal pair: one-step differences (all 1 here)
+    ctx = torch.tensor([1.0, 2, 3, 4, 5, 6, 7]).view(1, 7, 1)
+    assert seasonal_scale(ctx, torch.ones_like(ctx), 7).item() == pytest.approx(1.0)
+    assert seasonal_scale(ctx, torch.ones_like(ctx), 9).item() == pytest.approx(1.0)
+    # every scale unusable (constant contexts, none observed): NaN, never 0 (a perfect score)
+    mase = MeanAbsoluteScaledError()
+    mase.update(torch.tensor([[1.0, 2.0]]), torch.tensor([[2.0, 2.0]]), torch.tensor([[0.0, float("nan")]]))
+    assert torch.isnan(mase.compute())
+    with pytest.warns(UserWarning, match="use context_length > 12"):
+        small_model(seasonal_period=CTX)
+
+
 def test_evaluation_logs_model_and_baseline_metrics_on_the_last_origin():
     m = small_model().eval()
     batch = synthetic_batch()
