@@ -18,7 +18,8 @@ import sys
 
 import torch
 
-from forecaster.bench.timing import device_name
+from kernels.bench import print_table
+from kernels.bench.timing import device_name
 
 SECTIONS = {
     "kernels": "forecaster.bench.kernels_bench",
@@ -35,20 +36,6 @@ def _commit() -> str:
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-
-
-def print_table(rows: list[dict], out=sys.stdout) -> None:
-    """Print rows (dicts) grouped by their keys as aligned text tables."""
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-        groups.setdefault(tuple(row), []).append(row)
-    for keys, group in groups.items():
-        cells = [[str(r.get(k, "")) for k in keys] for r in group]
-        widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
-        print("  ".join(k.ljust(w) for k, w in zip(keys, widths)), file=out)
-        for c in cells:
-            print("  ".join(v.ljust(w) for v, w in zip(c, widths)), file=out)
-        print(file=out)
 
 
 def main(argv: list[str] | None = None) -> int:

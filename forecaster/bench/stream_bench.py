@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from forecaster.bench.timing import measure, measure_pair
+from kernels.bench.timing import measure, measure_pair
 from forecaster.data import TimeSeriesDataModule
 from forecaster.nets import StepForecastNet, WindowForecastNet
 from forecaster.streaming import StreamingForecaster
