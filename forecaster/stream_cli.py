@@ -19,6 +19,11 @@ sure of (after a SIGKILL up to ``--snapshot_every`` seconds of records are not i
 ``--max_gap N`` rejects a record more than N periods after its series' last time (default: twice
 the model's context length; ``none``: no limit); see :class:`forecaster.StreamingForecaster`.
 
+``--history window`` makes the per-step model keep each series' look-back and run it at every
+forecast (equal to ``predict`` for any history, O(context) per forecast) instead of carrying its
+GRU state over the whole history (``carry``, its default, O(1)); the window model always runs its
+window. A snapshot is for one of the two: restart with the same ``--history``.
+
 ``--replay DATA`` streams the test part of a dataset through the same loop (the history before it
 first), forecasting before each observation, and reports online (prequential) errors per horizon
 step and over time beside the seasonal-naive baseline.
@@ -388,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max_gap", type=_max_gap, default="auto", metavar="N",
                    help="reject a record more than N periods after its series' last time (default: twice the "
                         "context length; none: no limit)")
+    p.add_argument("--history", choices=["carry", "window"],
+                   help="per-step model: carry the GRU state over the whole history (default, O(1) per "
+                        "observation) or run the look-back window at each forecast (equals predict)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--new_series", default="pooled", choices=["pooled", "reject"])
     p.add_argument("--replay", metavar="DATA", help="replay the test part of this dataset and report online errors")
@@ -406,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         # the replay reads a dataset the data module has validated: its gaps are real, never typos
         max_gap = None if args.replay else args.max_gap
         stream = StreamingForecaster(model.net, model.data_spec, device=args.device, new_series=args.new_series,
-                                     max_gap=max_gap)
+                                     max_gap=max_gap, history=args.history)
         if args.state and Path(args.state).exists():
             stream.load_state(args.state)
             print(f"restored {len(stream)} series from {args.state}", file=sys.stderr, flush=True)

@@ -137,7 +137,8 @@ class StreamingForecaster:
     * the window model (:class:`forecaster.nets.WindowForecastNet`: segments, RevIN, channel
       independence, the PMF decoder) keeps a ring buffer of each series' last ``context_length``
       steps (O(1) per observation) and runs the window when a forecast is asked for: the forecast
-      equals ``predict``'s at the same origin.
+      equals ``predict``'s at the same origin. The per-step model does the same with
+      ``history="window"``.
 
     Args:
         net: the trained network (``model.net`` of a :class:`forecaster.GRUForecaster`).
@@ -149,6 +150,13 @@ class StreamingForecaster:
         max_gap: the most periods a record may lie after its series' last time (1 = the next
             period, no gap); a record further ahead is rejected with a reason. ``"auto"`` (default):
             ``2 * context_length``; ``None``: no limit.
+        history: how the per-step model uses a series' past. ``"carry"`` (its default): the GRU
+            state carries the whole history, one recurrent step per observation, O(1) per
+            observation and per forecast. ``"window"``: keep the look-back in a ring (as the window
+            model does) and run the last ``context_length`` steps from the zero state at each
+            forecast, which is what the model was trained on and what ``predict`` does: the forecast
+            equals ``predict``'s at the same origin for any history, at O(context) per forecast.
+            The window model always runs its window (``None`` or ``"window"``).
 
     Why ``2 * context_length``: a gap longer than the context already restarts the series from
     the zero state (see :meth:`observe`), so accepting a record further ahead buys nothing for the
@@ -161,7 +169,8 @@ class StreamingForecaster:
     """
 
     def __init__(self, net: torch.nn.Module, spec: DataSpec | dict, device: str | torch.device = "cpu",
-                 new_series: str = "pooled", capacity: int = 64, max_gap: int | str | None = "auto") -> None:
+                 new_series: str = "pooled", capacity: int = 64, max_gap: int | str | None = "auto",
+                 history: str | None = None) -> None:
         if new_series not in ("pooled", "reject"):
             raise ValueError(f"new_series must be 'pooled' or 'reject', got {new_series!r}")
         if not (max_gap is None or max_gap == "auto"
@@ -190,7 +199,15 @@ class StreamingForecaster:
                                     else None if max_gap is None else int(max_gap))
         gru = self.net.gru
         self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
-        self.windowed = isinstance(self.net, WindowForecastNet)
+        window_net = isinstance(self.net, WindowForecastNet)
+        if history not in (None, "carry", "window"):
+            raise ValueError(f"history must be 'carry' or 'window' (or None: the model's own), got {history!r}")
+        if window_net and history == "carry":
+            raise ValueError("history='carry' needs the per-step model: the window model keeps no state between "
+                             "observations and always runs its window; leave history out or use 'window'")
+        self.history: str = "window" if window_net else (history or "carry")
+        # runs the look-back window at each forecast (the window model, or the per-step one by choice)
+        self.windowed = self.history == "window"
         # a ring buffer of the look-back: every input column for the window model; the targets for the
         # per-step model's baseline (the season, the last value and the mean of the look-back) and its
         # relative inputs (the previous observation and the look-back's mean)
@@ -871,8 +888,8 @@ class StreamingForecaster:
             (ids, states): states is a float32 tensor (len(ids), num_layers, H), a copy.
         """
         if self.windowed:
-            raise ValueError("the window model keeps no state between observations (it runs each window); "
-                             "hidden_state() is for the per-step model")
+            raise ValueError("this stream keeps no state between observations (it runs each window: the window "
+                             "model, or history='window'); hidden_state() is for the per-step model's carried state")
         ids, rows = self._select(series)
         return ids, self._state[:, torch.from_numpy(rows).to(self.device)].transpose(0, 1).cpu().clone()
 
@@ -889,8 +906,11 @@ class StreamingForecaster:
     # snapshots
 
     def _fingerprint(self) -> dict:
-        return {"num_layers": self.num_layers, "hidden_size": self.hidden_size, "target_cols": self.target_cols,
-                "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
+        fp = {"num_layers": self.num_layers, "hidden_size": self.hidden_size, "target_cols": self.target_cols,
+              "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
+        if self.windowed and isinstance(self.net, StepForecastNet):  # its snapshot holds windows, not states
+            fp["history"] = "window"
+        return fp
 
     def save_state(self, path: str | os.PathLike) -> None:
         """Write every series' state, last time, counts, scalers and baseline buffers to ``path``

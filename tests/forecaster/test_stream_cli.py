@@ -304,3 +304,20 @@ def test_a_pipe_like_stdin_with_non_utf8_bytes_goes_on(stream, records):
     assert counts == {"lines": 5, "records": 4, "rejected": 0, "malformed": 1}
     assert err == ["line 2: malformed, skipped: not UTF-8 text (byte 0xc3 at position 18)"]
     assert sorted(s.series) == ["greensboro_nc", "sand_point_ak"] and len(out) == 4 * 6 * 3
+
+
+def test_history_flag_and_its_snapshots(ckpt, records, tmp_path, capsys):
+    """--history window: the per-step model runs each forecast from its look-back; its snapshot
+    is refused by a carried-state stream in one line, and restores under --history window."""
+    path, state = tmp_path / "obs.ndjson", tmp_path / "state.pt"
+    path.write_text("\n".join(ndjson_lines(records.head(10))) + "\n")
+    assert main(["--ckpt_path", str(ckpt), "--input", str(path), "--history", "window", "--state", str(state)]) == 0
+    windowed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(windowed) == 10 * 6 * 3
+    assert main(["--ckpt_path", str(ckpt), "--input", str(path), "--state", str(state)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: state file") and "written for another model" in err and "Traceback" not in err
+    assert main(["--ckpt_path", str(ckpt), "--input", str(path), "--history", "window", "--state", str(state)]) == 0
+    assert "restored 2 series" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--ckpt_path", "x", "--history", "state"])

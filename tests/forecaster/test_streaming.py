@@ -286,6 +286,8 @@ def test_wide_data_without_id_column_uses_the_data_modules_series_id():
 MODELS = {
     "forking": dict(),
     "forking-no-baseline": dict(baseline="none"),
+    "forking-history-window": dict(history="window"),
+    "forking-relative-history-window": dict(baseline="none", inputs="relative", history="window"),
     "last": dict(decoder="last"),
     "last-revin-std": dict(decoder="last", revin="std"),
     "segments": dict(decoder="last", segment_length=5, revin="last"),
@@ -302,11 +304,13 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     predict's at the same origin, for every decoder and option. The window model keeps the look-back
     and runs it: any history. The per-step model carries its state over the whole history while
     predict starts its window from zero, so both see the same only when the history fits the window
-    (longer histories: replay --compare_window measures the difference)."""
+    (longer histories: replay --compare_window measures the difference), unless it runs the window
+    too (``history="window"``)."""
     from forecaster.lightning_module import GRUForecaster
 
     opts = dict(MODELS[name])
     no_cov = opts.pop("no_covariates", False)
+    history = opts.pop("history", None)
     df = raw_frame()
     dm = TimeSeriesDataModule.from_frame(
         df, time_col="time", id_col="id", target_cols=["a", "b"], past_covariate_cols=[] if no_cov else ["p"],
@@ -317,10 +321,10 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     with torch.no_grad():  # a head that adds something to the baseline
         for p in model.net.head.parameters():
             p.normal_(0, 0.2)
-    end = 52 if opts.get("decoder") else CONTEXT - 1
+    end = 52 if opts.get("decoder") or history else CONTEXT - 1
     cut = df.filter(pl.col("time") <= T0 + dt.timedelta(hours=end))
     expected = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=cut))
-    stream = StreamingForecaster(model.net, model.spec)
+    stream = StreamingForecaster(model.net, model.spec, history=history)
     for k in range(0, end + 1, 7):  # in chunks, record by record for the last one
         part = cut.filter((pl.col("time") >= T0 + dt.timedelta(hours=k)) & (pl.col("time") < T0 + dt.timedelta(hours=k + 7)))
         report = stream.observe(part if k + 7 <= end else part.to_dicts())
@@ -335,10 +339,29 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     mem = stream.info()["memory_bytes"].to_list()
     assert len(set(mem)) == 1 and mem[0] == stream.memory_per_series()
     stream.save_state(tmp_path / "s.pt")  # snapshots carry the buffers
-    restored = StreamingForecaster(model.net, model.spec)
+    restored = StreamingForecaster(model.net, model.spec, history=history)
     restored.load_state(tmp_path / "s.pt")
     assert restored.forecast().equals(result)
     nxt = df.filter(pl.col("time") == T0 + dt.timedelta(hours=end + 1))
     stream.observe(nxt)
     restored.observe(nxt)
     assert not stream.forecast().equals(result) and stream.forecast().equals(restored.forecast())
+    if history:  # a snapshot of windows is not a snapshot of carried states, and the other way round
+        with pytest.raises(ValueError, match="written for another model"):
+            StreamingForecaster(model.net, model.spec).load_state(tmp_path / "s.pt")
+
+
+def test_history_option_is_checked():
+    df, dm, model = make(baseline="blend")
+    with pytest.raises(ValueError, match="history must be 'carry' or 'window'"):
+        stream_of(model, history="state")
+    assert stream_of(model).history == "carry" and stream_of(model, history="window").history == "window"
+    window = build_net(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, context_length=CONTEXT,
+                       decoder="last", hidden_size=8, d_model=8, head_hidden=16)
+    with pytest.raises(ValueError, match="history='carry' needs the per-step model"):
+        StreamingForecaster(window, dm.spec, history="carry")
+    assert StreamingForecaster(window, dm.spec).history == "window"
+    windowed = stream_of(model, history="window")
+    windowed.observe(df.filter(pl.col("id") == "s1"))
+    with pytest.raises(ValueError, match="keeps no state between observations"):
+        windowed.hidden_state("s1")
