@@ -47,20 +47,23 @@ def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, 
 
 def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, hidden: int = 64,
         context: int = 168, horizon: int = 24) -> list[dict]:
+    """The per-step model carrying its state (``step``) and running its look-back at each forecast
+    (``step, history=window``), and the window model, each beside re-running the window."""
     rows = []
-    for model in ("step", "window"):
-        rows += _run(model, device, quick, n_series, hidden, context, horizon)
+    for model, history in (("step", None), ("step", "window"), ("window", None)):
+        rows += _run(model, history, device, quick, n_series, hidden, context, horizon)
     return rows
 
 
-def _run(model: str, device: str, quick: bool, n_series: int | None, hidden: int, context: int,
-         horizon: int) -> list[dict]:
+def _run(model: str, history: str | None, device: str, quick: bool, n_series: int | None, hidden: int,
+         context: int, horizon: int) -> list[dict]:
     n_series = n_series or (1000 if quick else 10_000)
     frame, dm, net = _setup(n_series, hidden, context, horizon, device, model)
+    label = model if history is None else f"{model}, history={history}"
     rows = []
 
     # latency: one series, one record (a list with one dict) then its forecast
-    stream = StreamingForecaster(net, dm.spec, device=device)
+    stream = StreamingForecaster(net, dm.spec, device=device, history=history)
     one = frame.filter(pl.col("id") == "0").sort("time")
     stream.observe(one.head(context))
     recs = one.slice(context).to_dicts()
@@ -74,12 +77,12 @@ def _run(model: str, device: str, quick: bool, n_series: int | None, hidden: int
         state["i"] = i + 1
 
     lat = measure(observe_forecast, device, repeats=200, warmup=5)
-    rows.append({"bench": "latency", "model": model, "series": 1, "H": hidden, "device": device,
+    rows.append({"bench": "latency", "model": label, "series": 1, "H": hidden, "device": device,
                  "observe+forecast_us": round(lat["median_ms"] * 1e3, 1),
                  "p25_us": round(lat["p25_ms"] * 1e3, 1), "p75_us": round(lat["p75_ms"] * 1e3, 1)})
 
     # throughput: every series gets one new observation, then a forecast for all of them
-    stream = StreamingForecaster(net, dm.spec, device=device)
+    stream = StreamingForecaster(net, dm.spec, device=device, history=history)
     hist = frame.filter(pl.col("time") < T0 + dt.timedelta(hours=context))
     stream.observe(hist)
     step = {"k": context}
@@ -102,7 +105,7 @@ def _run(model: str, device: str, quick: bool, n_series: int | None, hidden: int
     with torch.inference_mode():
         t_stream, t_window = measure_pair(stream_update, window_recompute, device, repeats=5, warmup=1)
     rows.append({
-        "bench": "throughput", "model": model, "series": n_series, "H": hidden, "context": context, "device": device,
+        "bench": "throughput", "model": label, "series": n_series, "H": hidden, "context": context, "device": device,
         "stream_obs_per_s": round(n_series / (t_stream["median_ms"] / 1e3)),
         "window_recompute_obs_per_s": round(n_series / (t_window["median_ms"] / 1e3)),
         "speedup": round(t_window["median_ms"] / t_stream["median_ms"], 1),
