@@ -170,8 +170,9 @@ class GRUForecaster(L.LightningModule):
         self.test_scaled = ScaledMetrics()
         # the validation's candidates: the network on its baseline, then each plain baseline
         self._candidates = ("network", "blend", "seasonal", "last", "mean") if baseline != "none" else ()
-        # per candidate its validation loss, and the number of validation windows
+        # per candidate its validation loss and its point forecast's loss, and the number of windows
         self._cand_loss = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
+        self._cand_point = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
         self._val_windows = SumMetric()
 
     @classmethod
@@ -255,6 +256,14 @@ class GRUForecaster(L.LightningModule):
         el = self._elementwise(pred, y)
         return (el * w).sum() / w.sum().clamp_min(1.0)
 
+    def _point_loss(self, pred: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """The loss of the point forecast (the anchor quantile) alone: absolute error for the
+        quantile loss (its median's pinball loss, doubled), else the model's loss."""
+        point = pred[..., self.net.anchor:self.net.anchor + 1]
+        if self.hparams.loss == "quantile":
+            return ((point[..., 0] - y).abs() * w).sum() / w.sum().clamp_min(1.0)
+        return self._loss(point, y, w)
+
     def _elementwise(self, pred: Tensor, y: Tensor) -> Tensor:
         kind = self.hparams.loss
         if kind == "quantile":
@@ -308,6 +317,7 @@ class GRUForecaster(L.LightningModule):
             for name in self._candidates:
                 cand = pred_s if name == "network" else net.add_baseline(r, *args, mode=name, plain=True)
                 self._cand_loss[name].update(self._loss(cand.float(), y_s.float(), w.float()), w.sum().float())
+                self._cand_point[name].update(self._point_loss(cand.float(), y_s.float(), w.float()), w.sum().float())
         else:
             pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
@@ -346,33 +356,38 @@ class GRUForecaster(L.LightningModule):
     MIN_SWITCH_WINDOWS = 10  # validation windows it takes before a plain baseline may replace the network
 
     def on_validation_epoch_end(self) -> None:
-        """With a baseline: keep the network's point forecast unless a plain baseline has the lower
-        validation loss over at least ``MIN_SWITCH_WINDOWS`` windows (fewer are no evidence: a
-        12-month validation part is one window); then the best plain baseline, with the network's
-        quantile spread. ``val/loss`` is the chosen
-        one's (the checkpoint's criterion), the choice goes into the checkpoint; ``val/loss_network``
-        stays the network's (the early-stopping criterion: training goes on while the network
-        improves, even while a plain baseline is still better)."""
+        """With a baseline: keep the network's point forecast unless a plain baseline's point
+        forecast has the lower validation loss (absolute error for the quantile loss) over at least
+        ``MIN_SWITCH_WINDOWS`` windows (fewer are no evidence: a 12-month validation part is one
+        window); then the best plain baseline, with the network's quantile spread re-centred on it.
+        The choice is about the point (the candidates differ only there, and it is what MAE
+        scores): the full quantile loss can favour a network whose median is worse for the shape
+        of its spread. ``val/loss`` is the chosen candidate's loss (the checkpoint's criterion), the
+        choice goes into the checkpoint; ``val/loss_network`` stays the network's (the
+        early-stopping criterion: training goes on while the network improves, even while a plain
+        baseline is still better)."""
         if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
             return
-        metrics = [*self._cand_loss.values(), self._val_windows]
+        metrics = [*self._cand_loss.values(), *self._cand_point.values(), self._val_windows]
         if self._trainer is not None and self._trainer.sanity_checking:  # two batches of an untrained net
             for m in metrics:
                 m.reset()
             return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
+        points = {name: float(m.compute()) for name, m in self._cand_point.items()}
         n = float(self._val_windows.compute())
         for m in metrics:
             m.reset()
         best = "network"
         if n >= self.MIN_SWITCH_WINDOWS:
-            best = min(losses, key=lambda k: (losses[k], k != "network"))  # ties: the network
+            best = min(points, key=lambda k: (points[k], k != "network"))  # ties: the network
         self.net.use_network.fill_(best == "network")
         if best != "network":
             self.net.fallback.fill_(BASELINES.index(best))
         for name, value in losses.items():
             if name != "network":
                 self.log(f"val/loss_{name}", value)
+            self.log(f"val/point_loss_{name}", points[name])
         self.log("val/loss", losses[best], prog_bar=True)
         self.log("val/uses_network", float(best == "network"))
 

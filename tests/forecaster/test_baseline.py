@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import baseline_forecast, blend_knots, blend_weights, fit_blend
+from forecaster.baseline import BASELINES, baseline_forecast, blend_knots, blend_weights, fit_blend
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 
@@ -227,3 +227,22 @@ def test_one_validation_window_is_no_evidence_to_switch(tmp_path):
     trainer.fit(model, dm)
     assert bool(model.net.use_network)
     assert float(trainer.callback_metrics["val/uses_network"]) == 1.0
+
+
+@pytest.mark.parametrize("network_point,chosen", [(0.80, "last"), (0.70, "network")])
+def test_the_choice_is_by_the_point_forecasts_loss(network_point, chosen):
+    """The candidates differ only in their point forecast (a plain baseline keeps the network's
+    spread), so the choice compares the points' errors: a network whose quantile loss is lowest but
+    whose median is worse than the last value's gives way to the last value."""
+    dm = tiny_dm(target_cols=["y"], val_size=0.3)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    full = {"network": 0.10, "blend": 0.12, "seasonal": 0.30, "last": 0.11, "mean": 0.40}
+    point = {"network": network_point, "blend": 0.78, "seasonal": 2.0, "last": 0.75, "mean": 3.0}
+    for name in full:
+        model._cand_loss[name].update(torch.tensor(full[name]))
+        model._cand_point[name].update(torch.tensor(point[name]))
+    model._val_windows.update(torch.tensor(float(GRUForecaster.MIN_SWITCH_WINDOWS)))
+    model.on_validation_epoch_end()
+    assert bool(model.net.use_network) == (chosen == "network")
+    if chosen != "network":
+        assert BASELINES[int(model.net.fallback)] == chosen
