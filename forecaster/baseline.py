@@ -152,9 +152,9 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         float64 (C, 2K + 1): ``[w_s at the knots, w_l at the knots, mu]`` per target (K knots of
 :func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
         of an empty look-back). Each step's weights are the constrained least-squares blend of that
-        step, unless a plain naive (the last value, the season or the look-back's mean) does as well,
-        over the whole horizon, on the last quarter of the training origins as a blend fitted on the
-        first three quarters: then that naive at every step. A knot holds the mean over the steps
+        step, unless a plain naive (the last value, the season or the look-back's mean) does as well
+        over the whole horizon (each step counted alike) as the blend cross-validated over the four
+        quarters of the training origins: then that naive at every step. A knot holds the mean over the steps
         nearest to it in log(step). A step with fewer than
         :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last value, (0, 1).
     """
@@ -190,32 +190,34 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
     s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
 
-    # Gram sums of the least-squares blend, over the first three quarters of the origins and the rest
-    split = int(len(ts) * 0.75)
+    # Gram sums of the least-squares blend, per quarter of the origins (in time order)
     pairs = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
-    first, rest = {}, {}
-    for name, (u, v) in pairs.items():
-        prod = u * v * w
-        first[name], rest[name] = prod[:split].sum(axis=0), prod[split:].sum(axis=0)  # each (h, C)
-    a, b = _constrained_ls(**{k: first[k] + rest[k] for k in pairs})
-    # Occam's check, per target over the whole horizon: the blend (weights fitted on the first three
-    # quarters of the origins) is kept only if its absolute error on the last quarter, summed over
-    # every step, is below that of each plain naive; else the best plain naive is used at every step
-    # (ties to the simpler: last value, season, look-back mean). One comparison per target, not one
-    # per step: with a few dozen check origins, per-step choices pick noise (on a random walk, the
-    # look-back mean at a few steps), and a blend fitted in-sample can lose out of sample.
-    if len(ts) - split >= MIN_FIT_PAIRS and split >= MIN_FIT_PAIRS:
-        af, bf = _constrained_ls(**first)
-        chk = slice(split, None)
-        wc = w[chk]
-
-        def err(wa, wb):  # (C,): the check part's summed absolute error of weights (wa, wb)
-            return (np.abs(t_[chk] - wa * s_[chk] - wb * l_[chk]) * wc).sum(axis=(0, 1))
+    blocks = np.array_split(np.arange(len(ts)), 4)
+    gram = [{name: (u[q] * v[q] * w[q]).sum(axis=0) for name, (u, v) in pairs.items()} for q in blocks]  # (h, C)
+    total = {name: sum(g[name] for g in gram) for name in pairs}
+    a, b = _constrained_ls(**total)
+    # Occam's check, per target over the whole horizon, by blocked cross-validation over the four
+    # quarters: the blend (each quarter forecast with weights fitted on the other three) is kept only
+    # if its absolute error is below that of each plain naive over the same origins; else the best
+    # plain naive is used at every step (ties to the simpler: last value, season, look-back mean).
+    # Each step counts alike: its errors are divided by the mean error of the four at that step
+    # (raw sums would let the far steps, whose errors are largest, decide step 1 too). One comparison
+    # per target, not one per step, and over every origin, not a last quarter: with a few dozen check
+    # origins, choices pick noise (the look-back mean for a random walk that happened to revert). A
+    # target needs MIN_FIT_PAIRS observed pairs for the check; with fewer, its blend stays.
+    if min(len(q) for q in blocks) >= MIN_FIT_PAIRS:
+        def err(q, wa, wb):  # (h, C): summed absolute error of weights (wa, wb) over origins q, per step
+            return (np.abs(t_[q] - wa * s_[q] - wb * l_[q]) * w[q]).sum(axis=0)
 
         plain = [(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]  # last value, season, look-back mean
-        errors = np.stack([err(wa, wb) for wa, wb in plain] + [err(af, bf)])  # (4, C)
-        best = np.argmin(errors, axis=0)  # the first of equal ones: the simpler
-        for c in np.flatnonzero(best < len(plain)):
+        every = np.arange(len(ts))
+        cv = sum(err(q, *_constrained_ls(**{n: total[n] - g[n] for n in pairs})) for q, g in zip(blocks, gram))
+        errors = np.stack([err(every, wa, wb) for wa, wb in plain] + [cv])  # (4, h, C)
+        scale = errors.mean(axis=0, keepdims=True)
+        relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=1)  # (4, C)
+        best = np.argmin(relative, axis=0)  # the first of equal ones: the simpler
+        enough = w.sum(axis=(0, 1)) >= MIN_FIT_PAIRS
+        for c in np.flatnonzero((best < len(plain)) & enough):
             a[:, c], b[:, c] = plain[best[c]]
     few = w.sum(axis=0) < MIN_FIT_PAIRS
     a, b = np.where(few, 0.0, a), np.where(few, 1.0, b)

@@ -246,3 +246,56 @@ def test_the_choice_is_by_the_point_forecasts_loss(network_point, chosen):
     assert bool(model.net.use_network) == (chosen == "network")
     if chosen != "network":
         assert BASELINES[int(model.net.fallback)] == chosen
+
+
+@pytest.mark.parametrize("seed", [15, 7, 0])
+def test_a_short_random_walk_gets_the_last_value_at_every_step(seed):
+    """400 steps of a walk, horizon 24, context 96: by chance the look-back mean can win at the far
+    steps of one quarter of the origins (seed 15 and 7 did: the old per-step check kept the mean
+    there, or the whole-horizon check on the last quarter everywhere). Cross-validated over every
+    quarter, with each step counted alike, the last value is the blend at every step."""
+    rng = np.random.default_rng(seed)
+    n = 400
+    y = np.cumsum(rng.normal(size=n))
+    w = fit_blend(((y - y.mean()) / y.std())[:, None], np.ones((n, 1), bool), 24, 24, 96)
+    K = len(blend_knots(24))
+    np.testing.assert_array_equal(w[0, :K], 0.0)
+    np.testing.assert_array_equal(w[0, K:2 * K], 1.0)
+
+
+def test_the_check_is_per_target_and_needs_observed_pairs():
+    """Two targets, each with its own choice: a pure season observed only around its first 30
+    origins (the quarters without observations count nothing, on either side of the comparison:
+    the season still wins) and a walk (the last value)."""
+    rng = np.random.default_rng(0)
+    n, m = 2000, 12
+    season = np.tile(rng.normal(size=m), n // m + 1)[:n]
+    walk = np.cumsum(rng.normal(size=n))
+    values = np.stack([season, (walk - walk.mean()) / walk.std()], axis=1)
+    observed = np.ones((n, 2), bool)
+    observed[30 + 6:, 0] = False  # origins 0..29 have their 6 steps observed, and a few partial ones
+    w = fit_blend(values, observed, 6, m, 48)
+    K = len(blend_knots(6))
+    np.testing.assert_allclose(w[0, :K], 1.0, atol=0.05)  # the season, fitted on what there is
+    np.testing.assert_array_equal(w[1, :K], 0.0)
+    np.testing.assert_array_equal(w[1, K:2 * K], 1.0)
+
+
+@pytest.mark.parametrize("loss", ["quantile", "mae", "mse"])
+def test_point_loss_scores_the_anchor(loss):
+    """The switch's point loss: the anchor's absolute error for the quantile loss (whatever the other
+    quantiles say), the model's own loss of its single output otherwise."""
+    dm = tiny_dm(target_cols=["y"])
+    quantiles = (0.1, 0.5, 0.9) if loss == "quantile" else None
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, loss=loss,
+                                          **({"quantiles": quantiles} if quantiles else {}))
+    y = torch.tensor([[1.0, 2.0, 3.0]])
+    w = torch.tensor([[1.0, 1.0, 0.0]])  # the third step unobserved
+    point = torch.tensor([[1.5, 0.0, 100.0]])
+    if quantiles:
+        pred = torch.stack([point - 50.0, point, point + 7.0], dim=-1)  # far-off outer quantiles
+        expected = (0.5 + 2.0) / 2
+    else:
+        pred = point[..., None]
+        expected = (0.5 + 2.0) / 2 if loss == "mae" else (0.25 + 4.0) / 2
+    assert float(model._point_loss(pred, y, w)) == pytest.approx(expected)
