@@ -151,8 +151,8 @@ class StreamingForecaster:
             period, no gap); a record further ahead is rejected with a reason. ``"auto"`` (default):
             ``2 * context_length``; ``None``: no limit.
         history: how the per-step model uses a series' past. ``"carry"`` (its default): the GRU
-            state carries the whole history, one recurrent step per observation, O(1) per
-            observation and per forecast. ``"window"``: keep the look-back in a ring (as the window
+            state carries the whole history, one recurrent step per observation and no GRU run
+            per forecast (its baseline reads the look-back ring). ``"window"``: keep the look-back in a ring (as the window
             model does) and run the last ``context_length`` steps from the zero state at each
             forecast, which is what the model was trained on and what ``predict`` does: the forecast
             equals ``predict``'s at the same origin for any history, at O(context) per forecast.
@@ -934,9 +934,16 @@ class StreamingForecaster:
         if version != STATE_FORMAT_VERSION:
             raise SnapshotError(f"{where} has format version {_show(version)}, expected {STATE_FORMAT_VERSION}")
         fp = payload.get("fingerprint")
-        if not isinstance(fp, dict) or fp != self._fingerprint():
+        mine = self._fingerprint()
+        if isinstance(fp, dict) and fp.get("history") != mine.get("history") and \
+                {k: v for k, v in fp.items() if k != "history"} == {k: v for k, v in mine.items() if k != "history"}:
+            theirs = fp.get("history") or "carry"
+            raise SnapshotError(f"{where} was written with history={theirs!r}, this stream uses "
+                                f"history={self.history!r}; start it with history={theirs!r} (--history {theirs}) "
+                                "to continue from it")
+        if not isinstance(fp, dict) or fp != mine:
             raise SnapshotError(f"{where} was written for another model ({_show(fp)}), this one is "
-                                f"{self._fingerprint()}; delete it to start the series from zero")
+                                f"{mine}; delete it to start the series from zero")
         try:
             ids, state, tables = self._snapshot_arrays(payload)
         except SnapshotError as e:

@@ -106,4 +106,4 @@ def test_compare_window_scores_the_zero_state_window_beside_the_stream(setup):
     # the per-step model running its window at each forecast (history="window") is the window's forecast
     rerun = replay(StreamingForecaster(net, dm.spec, history="window"), df, split, max_steps=STEPS, compare_window=True)
     np.testing.assert_allclose(rerun.errors["forecast"], rerun.errors["window"], rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(rerun.errors["window"], step.errors["window"], rtol=1e-6)
+    np.testing.assert_allclose(rerun.errors["forecast"], step.errors["window"], rtol=1e-4, atol=1e-4)

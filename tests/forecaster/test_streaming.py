@@ -347,8 +347,15 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     restored.observe(nxt)
     assert not stream.forecast().equals(result) and stream.forecast().equals(restored.forecast())
     if history:  # a snapshot of windows is not a snapshot of carried states, and the other way round
-        with pytest.raises(ValueError, match="written for another model"):
+        with pytest.raises(ValueError, match=r"written with history='window', this stream uses history='carry'; "
+                                             r"start it with history='window' \(--history window\)"):
             StreamingForecaster(model.net, model.spec).load_state(tmp_path / "s.pt")
+        carried = StreamingForecaster(model.net, model.spec)
+        carried.observe(cut)
+        carried.save_state(tmp_path / "c.pt")
+        with pytest.raises(ValueError, match="written with history='carry', this stream uses history='window'"):
+            restored.load_state(tmp_path / "c.pt")
+        assert restored.forecast().equals(stream.forecast())  # the failed load changed nothing
 
 
 def test_history_option_is_checked():
