@@ -20,6 +20,7 @@ checkpoint's spec, :meth:`forecaster.TimeSeriesDataModule.from_spec`).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal, Sequence
 
 import lightning as L
@@ -27,8 +28,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
-from torchmetrics.aggregation import MeanMetric, SumMetric
+from torchmetrics.aggregation import CatMetric, MeanMetric
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+from torchmetrics.utilities import dim_zero_cat
 
 from forecaster.baseline import BASELINES
 from forecaster.forecasts import predictions_frame
@@ -170,10 +172,9 @@ class GRUForecaster(L.LightningModule):
         self.test_scaled = ScaledMetrics()
         # the validation's candidates: the network on its baseline, then each plain baseline
         self._candidates = ("network", "blend", "seasonal", "last", "mean") if baseline != "none" else ()
-        # per candidate its validation loss and its point forecast's loss, and the number of windows
+        # per candidate its validation loss, and its point forecast's loss in every validation window
         self._cand_loss = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
-        self._cand_point = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
-        self._val_windows = SumMetric()
+        self._cand_point = nn.ModuleDict({name: CatMetric() for name in self._candidates})
 
     @classmethod
     def from_datamodule(cls, dm, **kwargs) -> "GRUForecaster":
@@ -256,13 +257,15 @@ class GRUForecaster(L.LightningModule):
         el = self._elementwise(pred, y)
         return (el * w).sum() / w.sum().clamp_min(1.0)
 
-    def _point_loss(self, pred: Tensor, y: Tensor, w: Tensor) -> Tensor:
-        """The loss of the point forecast (the anchor quantile) alone: absolute error for the
-        quantile loss (its median's pinball loss, doubled), else the model's loss."""
+    def _window_point_losses(self, pred: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """The point forecast's (the anchor quantile's) loss in each window: pred (B, h, C, Q), y and
+        w (B, h, C) -> the mean over the window's observed elements (B,) and whether it has any (B,).
+        Absolute error for the quantile loss (its median's pinball loss, doubled), else the model's
+        loss."""
         point = pred[..., self.net.anchor:self.net.anchor + 1]
-        if self.hparams.loss == "quantile":
-            return ((point[..., 0] - y).abs() * w).sum() / w.sum().clamp_min(1.0)
-        return self._loss(point, y, w)
+        el = (point[..., 0] - y).abs() if self.hparams.loss == "quantile" else self._elementwise(point, y)
+        n = w.flatten(1).sum(1)
+        return (el * w).flatten(1).sum(1) / n.clamp_min(1.0), n > 0
 
     def _elementwise(self, pred: Tensor, y: Tensor) -> Tensor:
         kind = self.hparams.loss
@@ -313,11 +316,11 @@ class GRUForecaster(L.LightningModule):
                                   batch.get("baseline"), residual=True)
             args = (batch["target"][:, :T], batch["observed"][:, :T], batch.get("baseline"))
             pred_s = net.add_baseline(r, *args, mode=net.baseline)
-            self._val_windows.update((w.flatten(1).sum(1) > 0).sum().float())
             for name in self._candidates:
                 cand = pred_s if name == "network" else net.add_baseline(r, *args, mode=name, plain=True)
                 self._cand_loss[name].update(self._loss(cand.float(), y_s.float(), w.float()), w.sum().float())
-                self._cand_point[name].update(self._point_loss(cand.float(), y_s.float(), w.float()), w.sum().float())
+                per_window, seen = self._window_point_losses(cand.float(), y_s.float(), w.float())
+                self._cand_point[name].update(per_window[seen])
         else:
             pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
@@ -353,41 +356,49 @@ class GRUForecaster(L.LightningModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "val")
 
-    MIN_SWITCH_WINDOWS = 10  # validation windows it takes before a plain baseline may replace the network
+    MIN_SWITCH_WINDOWS = 10  # validation windows it takes to choose between the network and a plain baseline
+    SWITCH_Z = 2.0  # standard errors by which the network must beat the best plain baseline
 
     def on_validation_epoch_end(self) -> None:
-        """With a baseline: keep the network's point forecast unless a plain baseline's point
-        forecast has the lower validation loss (absolute error for the quantile loss) over at least
-        ``MIN_SWITCH_WINDOWS`` windows (fewer are no evidence: a 12-month validation part is one
-        window); then the best plain baseline, with the network's quantile spread re-centred on it.
-        The choice is about the point (the candidates differ only there, and it is what MAE
-        scores): the full quantile loss can favour a network whose median is worse for the shape
-        of its spread. ``val/loss`` is the chosen candidate's loss (the checkpoint's criterion), the
-        choice goes into the checkpoint; ``val/loss_network`` stays the network's (the
-        early-stopping criterion: training goes on while the network improves, even while a plain
-        baseline is still better)."""
+        """With a baseline: choose the point forecast from the network and the plain baselines (the
+        fitted blend, seasonal naive, the last value, the look-back mean) by their losses in every
+        validation window (absolute error for the quantile loss). The simpler forecast is the
+        default: the network is kept only if its mean loss is below the best plain baseline's by
+        more than ``SWITCH_Z`` standard errors of the per-window difference (a few windows where a
+        noisy network happens to win, as on a random walk, are no evidence); else the best plain
+        baseline, with the network's quantile spread re-centred on it. With fewer than
+        ``MIN_SWITCH_WINDOWS`` windows (a 12-month validation part is one window) nothing can be
+        told apart and the network is kept. The choice is about the point (the candidates differ
+        only there, and it is what MAE scores). ``val/loss`` is the chosen candidate's loss (the
+        checkpoint's criterion), the choice goes into the checkpoint; ``val/loss_network`` stays the
+        network's (the early-stopping criterion: training goes on while the network improves, even
+        while a plain baseline is still better)."""
         if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
             return
-        metrics = [*self._cand_loss.values(), *self._cand_point.values(), self._val_windows]
+        metrics = [*self._cand_loss.values(), *self._cand_point.values()]
         if self._trainer is not None and self._trainer.sanity_checking:  # two batches of an untrained net
             for m in metrics:
                 m.reset()
             return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
-        points = {name: float(m.compute()) for name, m in self._cand_point.items()}
-        n = float(self._val_windows.compute())
+        points = {name: dim_zero_cat(m.compute()).flatten().double() for name, m in self._cand_point.items()}
         for m in metrics:
             m.reset()
+        n = points["network"].numel()
+        means = {name: float(v.mean()) if n else float("nan") for name, v in points.items()}
         best = "network"
         if n >= self.MIN_SWITCH_WINDOWS:
-            best = min(points, key=lambda k: (points[k], k != "network"))  # ties: the network
+            plain = min((k for k in points if k != "network"), key=lambda k: means[k])
+            d = points["network"] - points[plain]
+            if not float(d.mean()) < -self.SWITCH_Z * float(d.std()) / math.sqrt(n):
+                best = plain
         self.net.use_network.fill_(best == "network")
         if best != "network":
             self.net.fallback.fill_(BASELINES.index(best))
         for name, value in losses.items():
             if name != "network":
                 self.log(f"val/loss_{name}", value)
-            self.log(f"val/point_loss_{name}", points[name])
+            self.log(f"val/point_loss_{name}", means[name])
         self.log("val/loss", losses[best], prog_bar=True)
         self.log("val/uses_network", float(best == "network"))
 

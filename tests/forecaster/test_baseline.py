@@ -229,19 +229,27 @@ def test_one_validation_window_is_no_evidence_to_switch(tmp_path):
     assert float(trainer.callback_metrics["val/uses_network"]) == 1.0
 
 
-@pytest.mark.parametrize("network_point,chosen", [(0.80, "last"), (0.70, "network")])
-def test_the_choice_is_by_the_point_forecasts_loss(network_point, chosen):
+@pytest.mark.parametrize("case,chosen", [("clearly better", "network"), ("noisy win", "last"),
+                                         ("worse", "last"), ("too few windows", "network")])
+def test_the_choice_needs_the_network_to_beat_the_best_plain_baseline_by_two_standard_errors(case, chosen):
     """The candidates differ only in their point forecast (a plain baseline keeps the network's
-    spread), so the choice compares the points' errors: a network whose quantile loss is lowest but
-    whose median is worse than the last value's gives way to the last value."""
+    spread), so the choice compares the points' losses window by window, and the simpler forecast
+    is the default: the network is kept only where it beats the best plain baseline (here the
+    last value) by more than SWITCH_Z standard errors of the per-window difference, or where there
+    are too few windows to tell. Its full quantile loss, lowest in every case here, does not count."""
     dm = tiny_dm(target_cols=["y"], val_size=0.3)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
-    full = {"network": 0.10, "blend": 0.12, "seasonal": 0.30, "last": 0.11, "mean": 0.40}
-    point = {"network": network_point, "blend": 0.78, "seasonal": 2.0, "last": 0.75, "mean": 3.0}
-    for name in full:
-        model._cand_loss[name].update(torch.tensor(full[name]))
-        model._cand_point[name].update(torch.tensor(point[name]))
-    model._val_windows.update(torch.tensor(float(GRUForecaster.MIN_SWITCH_WINDOWS)))
+    n = 4 if case == "too few windows" else 20
+    rng = np.random.default_rng(0)
+    last = torch.tensor(rng.uniform(0.5, 1.0, size=n))
+    noise = torch.tensor(rng.normal(0.0, 0.3, size=n))
+    network = {"clearly better": last - 0.1 + 0.01 * noise, "noisy win": last - 0.04 + noise,
+               "worse": last + 0.05, "too few windows": last + 0.05}[case]
+    assert (network.mean() < last.mean()) == (case in ("clearly better", "noisy win"))  # lower on average
+    points = {"network": network, "blend": last + 0.01, "seasonal": last + 1.0, "last": last, "mean": last + 2.0}
+    for name in points:
+        model._cand_loss[name].update(torch.tensor(0.1 if name == "network" else 0.2))
+        model._cand_point[name].update(points[name].float())
     model.on_validation_epoch_end()
     assert bool(model.net.use_network) == (chosen == "network")
     if chosen != "network":
@@ -283,8 +291,9 @@ def test_the_check_is_per_target_and_needs_observed_pairs():
 
 @pytest.mark.parametrize("loss", ["quantile", "mae", "mse"])
 def test_point_loss_scores_the_anchor(loss):
-    """The switch's point loss: the anchor's absolute error for the quantile loss (whatever the other
-    quantiles say), the model's own loss of its single output otherwise."""
+    """The switch's point loss of a window: the anchor's absolute error for the quantile loss
+    (whatever the other quantiles say), the model's own loss of its single output otherwise, over
+    the window's observed elements."""
     dm = tiny_dm(target_cols=["y"])
     quantiles = (0.1, 0.5, 0.9) if loss == "quantile" else None
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, loss=loss,
@@ -298,4 +307,7 @@ def test_point_loss_scores_the_anchor(loss):
     else:
         pred = point[..., None]
         expected = (0.5 + 2.0) / 2 if loss == "mae" else (0.25 + 4.0) / 2
-    assert float(model._point_loss(pred, y, w)) == pytest.approx(expected)
+    per_window, seen = model._window_point_losses(pred, y, w)
+    assert per_window.shape == (1,) and float(per_window[0]) == pytest.approx(expected) and bool(seen[0])
+    none_seen = model._window_point_losses(pred, y, torch.zeros_like(w))[1]
+    assert not bool(none_seen[0])
