@@ -154,8 +154,8 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         of an empty look-back). Each step's weights are the constrained least-squares blend of that
         step, unless a plain naive (the last value, the season or the look-back's mean) does as well
         over the whole horizon (each step counted alike) as the blend cross-validated over the four
-        quarters of the training origins: then that naive at every step. A knot holds the mean over the steps
-        nearest to it in log(step). A step with fewer than
+        quarters of the training origins: then that naive at every step. A knot holds the mean over
+        the steps nearest to it in log(step). A step with fewer than
         :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last value, (0, 1).
     """
     n, C = values.shape

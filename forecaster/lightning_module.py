@@ -381,7 +381,7 @@ class GRUForecaster(L.LightningModule):
                 m.reset()
             return
         losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
-        points = {name: dim_zero_cat(m.compute()).flatten().double() for name, m in self._cand_point.items()}
+        points = {name: _cat(m.compute()) for name, m in self._cand_point.items()}
         for m in metrics:
             m.reset()
         n = points["network"].numel()
@@ -431,6 +431,14 @@ class GRUForecaster(L.LightningModule):
         check_checkpoint(checkpoint, self)
         if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # trained before the option existed
             self.hparams["baseline"] = self.net.baseline = "none"
+
+
+def _cat(value: Tensor | list[Tensor]) -> Tensor:
+    """A CatMetric's value as one float64 vector (empty when nothing was added: no validation window
+    had an observed target)."""
+    if isinstance(value, list) and not value:
+        return torch.empty(0, dtype=torch.float64)
+    return dim_zero_cat(value).flatten().double()
 
 
 class ScaledMetrics(nn.Module):

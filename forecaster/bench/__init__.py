@@ -14,7 +14,6 @@ import datetime
 import importlib
 import json
 import subprocess
-import sys
 
 import torch
 

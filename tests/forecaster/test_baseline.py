@@ -311,3 +311,16 @@ def test_point_loss_scores_the_anchor(loss):
     assert per_window.shape == (1,) and float(per_window[0]) == pytest.approx(expected) and bool(seen[0])
     none_seen = model._window_point_losses(pred, y, torch.zeros_like(w))[1]
     assert not bool(none_seen[0])
+
+
+def test_no_observed_validation_window_keeps_the_network():
+    """Validation batches whose windows have no observed target add nothing to the comparison:
+    with no window at all the network stays (and nothing fails)."""
+    dm = tiny_dm(target_cols=["y"], val_size=0.3)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model.net.use_network.fill_(True)
+    for name in model._candidates:
+        model._cand_loss[name].update(torch.tensor(0.0), torch.tensor(0.0))
+        model._cand_point[name].update(torch.empty(0))
+    model.on_validation_epoch_end()
+    assert bool(model.net.use_network)
