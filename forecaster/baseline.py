@@ -203,8 +203,7 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     # Each step counts alike: its errors are divided by the mean error of the four at that step
     # (raw sums would let the far steps, whose errors are largest, decide step 1 too). One comparison
     # per target, not one per step, and over every origin, not a last quarter: with a few dozen check
-    # origins, choices pick noise (the look-back mean for a random walk that happened to revert). A
-    # target needs MIN_FIT_PAIRS observed pairs for the check; with fewer, its blend stays.
+    # origins, choices pick noise (the look-back mean for a random walk that happened to revert).
     if min(len(q) for q in blocks) >= MIN_FIT_PAIRS:
         def err(q, wa, wb):  # (h, C): summed absolute error of weights (wa, wb) over origins q, per step
             return (np.abs(t_[q] - wa * s_[q] - wb * l_[q]) * w[q]).sum(axis=0)
@@ -216,8 +215,7 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         scale = errors.mean(axis=0, keepdims=True)
         relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=1)  # (4, C)
         best = np.argmin(relative, axis=0)  # the first of equal ones: the simpler
-        enough = w.sum(axis=(0, 1)) >= MIN_FIT_PAIRS
-        for c in np.flatnonzero((best < len(plain)) & enough):
+        for c in np.flatnonzero(best < len(plain)):
             a[:, c], b[:, c] = plain[best[c]]
     few = w.sum(axis=0) < MIN_FIT_PAIRS
     a, b = np.where(few, 0.0, a), np.where(few, 1.0, b)
