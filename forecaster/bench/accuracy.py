@@ -49,9 +49,11 @@ def _one(name: str, seed: int, extra: list[str]) -> dict:
         last = {c: float(metrics[c].drop_nulls()[-1]) for c in metrics.columns if c.startswith("test/")
                 and metrics[c].drop_nulls().len()}
         epochs = int(metrics["epoch"].max()) + 1
+        val = metrics["val/loss"].drop_nulls() if "val/loss" in metrics.columns else None
     return {"dataset": name, "seed": seed, "mae": last["test/mae"], "mase": last["test/mase"],
             "mae_seasonal_naive": last["test/mae_seasonal_naive"], "mae_last_value": last["test/mae_last_value"],
             "mase_seasonal_naive": last["test/mase_seasonal_naive"], "mase_last_value": last["test/mase_last_value"],
+            "val_loss": float(val.min()) if val is not None and val.len() else None,
             "epochs": epochs, "seconds": round(wall, 1)}
 
 
