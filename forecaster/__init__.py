@@ -1,7 +1,8 @@
 """Streaming time-series forecasting with a GRU on fused Triton kernels.
 
 Public API (imported lazily, so ``import forecaster`` stays cheap and works without Triton):
-``TimeSeriesDataModule``, ``GRUForecaster``, ``StreamingForecaster``, ``DataSpec``, ``replay``.
+``TimeSeriesDataModule``, ``GRUForecaster``, ``StreamingForecaster``, ``DataSpec``, ``replay``,
+``ParameterEMA`` (the weight averaging ``fit`` trains with).
 """
 
 from importlib import import_module
@@ -12,6 +13,7 @@ _EXPORTS = {
     "StreamingForecaster": "forecaster.streaming",
     "DataSpec": "forecaster.spec",
     "replay": "forecaster.evaluation",
+    "ParameterEMA": "forecaster.averaging",
 }
 
 __all__ = list(_EXPORTS)

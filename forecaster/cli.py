@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
+from forecaster.averaging import ParameterEMA
 from forecaster.forecasts import predictions_frame
 from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint, checkpoint_hparams
 from forecaster.metrics import METRICS
@@ -65,6 +66,8 @@ class ForecasterCLI(LightningCLI):
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": "val/loss_network", "early_stopping.mode": "min",
                              "early_stopping.patience": 10})
+        parser.add_lightning_class_args(ParameterEMA, "weight_averaging")
+        parser.set_defaults({"weight_averaging.decay": None})  # off unless asked for (forecaster/averaging.py)
         parser.add_argument("--cpu_threads", type=Optional[int], default=1,
                             help="torch intra-op threads for CPU work (torch.set_num_threads); the small default "
                                  "GRU trains fastest on one, several times faster on a busy machine; null = "

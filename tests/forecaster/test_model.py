@@ -313,12 +313,13 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
     """The README's 'use from Python' snippet, on tiny settings."""
     import lightning as L
 
-    from forecaster import GRUForecaster, TimeSeriesDataModule
+    from forecaster import GRUForecaster, ParameterEMA, TimeSeriesDataModule
 
     dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)  # embedded weather data
     model = GRUForecaster.from_datamodule(dm, hidden_size=16, d_model=16, head_hidden=32)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2,
-                        default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+                        default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
+                        callbacks=[ParameterEMA(decay=0.95)])
     trainer.fit(model, dm)
     (res,) = trainer.test(model, dm, verbose=False)
     for k in ("test/mae", "test/mae_seasonal_naive", "test/mae_last_value", "test/rmse", "test/smape",
