@@ -254,7 +254,7 @@ def format_metrics(m: dict[str, float], stage: str = "test") -> str:
         vals = [m.get(f"{stage}/{name}{s}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
         lines.append(f"{name:<8}" + "".join(f"{v:>{w}.4g}" for v, w in zip(vals, (14, 16, 14))))
     if f"{stage}/mse_scaled" in m:
-        lines.append(f"scaled units (the data module's scaling, e.g. z-scores with scaling: standard)")
+        lines.append("scaled units (the data module's scaling, e.g. z-scores with scaling: standard)")
         for name in ("mse_scaled", "mae_scaled"):
             vals = [m.get(f"{stage}/{name}{s}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
             lines.append(f"{name:<11}" + "".join(f"{v:>{w}.4f}" for v, w in zip(vals, (11, 16, 14))))
