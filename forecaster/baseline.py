@@ -18,7 +18,9 @@ them, so prediction and streaming use the same numbers. Parameters of a series a
 ``[w_s at the K knots, w_l at the K knots, mu]`` (``2K + 1`` numbers). The modes ``seasonal``,
 ``last`` and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0); ``none`` switches the baseline
 off. Everything here is a function of the window alone: a stream that keeps the last ``T`` steps
-gets exactly what ``predict`` computes.
+gets exactly what ``predict`` computes. It needs less than the window, though: the last observed
+value, the window's mean and its last ``min(m, T)`` steps (:func:`baseline_from_summary`), which
+the per-step stream keeps up to date in O(1) per observation.
 """
 
 from __future__ import annotations
@@ -29,8 +31,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "fit_blend", "blend_knots",
-           "blend_weights", "MIN_FIT_PAIRS"]
+__all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
+           "season_width", "fit_blend", "blend_knots", "blend_weights", "MIN_FIT_PAIRS"]
 
 BaselineMode = Literal["blend", "seasonal", "last", "mean", "none"]
 BASELINES = ("blend", "seasonal", "last", "mean", "none")
@@ -126,6 +128,40 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     sv = torch.where(so & inside.view(1, len(ts), horizon, 1), sv, lv.unsqueeze(2))
     base = ws * sv + wl * lv.unsqueeze(2) + (1 - ws - wl) * mu.unsqueeze(2)
     return base[:, 0] if origins is None else base
+
+
+def season_width(season_length: int, context_length: int) -> int:
+    """How many of the last steps the seasonal naive of a last origin reads: ``min(m, T)``."""
+    return min(max(1, int(season_length)), int(context_length))
+
+
+def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean: Tensor, season: Tensor,
+                          season_obs: Tensor, params: Tensor, horizon: int, season_length: int) -> Tensor:
+    """The last origin's baseline from a summary of its window instead of the window: what
+    :func:`baseline_forecast` computes from the whole look-back, for a stream that keeps the last
+    value and the look-back's running mean and reads only the last season.
+
+    Args:
+        last, has_last: (B, C) the last observed value in the look-back, and whether there is one.
+        mean, has_mean: (B, C) the mean of the look-back's observed values, and whether there is one.
+        season, season_obs: (B, W, C) the look-back's last ``W = season_width(m, T)`` steps, oldest
+            first (values and observed mask; steps before the series began are unobserved).
+        params: (B, C, 2K + 1) as in :func:`baseline_forecast`.
+
+    Returns:
+        (B, horizon, C), equal to ``baseline_forecast(window, ...)`` of the same look-back.
+    """
+    ws, wl, mu0 = blend_weights(params, horizon)  # (B, C, h), (B, C, h), (B, C)
+    lv = torch.where(has_last, last, mu0)
+    mu = torch.where(has_mean, mean, mu0)
+    W, m = season.shape[1], max(1, int(season_length))
+    k = torch.arange(1, horizon + 1, device=season.device)
+    j = k - m * torch.div(k + m - 1, m, rounding_mode="floor") + W - 1  # (h,) index in the last W steps
+    inside = (j >= 0).view(1, horizon, 1)  # m > T: a season back may lie before the look-back
+    j = j.clamp_min(0)
+    sv = torch.where((season_obs[:, j] > 0) & inside, season[:, j], lv.unsqueeze(1))  # (B, h, C)
+    ws, wl = ws.transpose(1, 2), wl.transpose(1, 2)  # (B, h, C)
+    return ws * sv + wl * lv.unsqueeze(1) + (1 - ws - wl) * mu.unsqueeze(1)
 
 
 def _window_mean(target: Tensor, observed: Tensor, T: int, fallback: Tensor) -> Tensor:

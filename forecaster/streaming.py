@@ -52,6 +52,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from forecaster.baseline import season_width
 from forecaster.forecasts import empty_forecast_frame, forecast_frame
 from forecaster.nets import StepForecastNet, WindowForecastNet
 from forecaster.snapshot import SnapshotError, read_snapshot, write_snapshot
@@ -133,7 +134,8 @@ class StreamingForecaster:
 
     * the per-step model (:class:`forecaster.nets.StepForecastNet`) keeps each series' GRU state and
       advances it one recurrent step per observation (plus a ring of its look-back's targets, for its
-      baseline, and running sums, for its relative inputs);
+      baseline, and running sums, for its relative inputs; with relative inputs a forecast reads
+      the baseline from those sums and the last season of the ring, not the whole look-back);
     * the window model (:class:`forecaster.nets.WindowForecastNet`: segments, RevIN, channel
       independence, the PMF decoder) keeps a ring buffer of each series' last ``context_length``
       steps (O(1) per observation) and runs the window when a forecast is asked for: the forecast
@@ -793,11 +795,35 @@ class StreamingForecaster:
         with _one_thread_if_small(self.device, len(rows)):
             y = self.net.decode(h, fut_t.reshape(len(rows), -1))
             if self.net.baseline != "none":
-                win_y, win_o, _ = self._window(rows)
-                y = self.net.add_baseline(y, torch.from_numpy(win_y).to(self.device),
-                                          torch.from_numpy(win_o).to(self.device),
-                                          torch.from_numpy(self._t["base"][rows]).to(self.device))
+                params = torch.from_numpy(self._t["base"][rows]).to(self.device)
+                if "sum_y" in self._t:  # the running look-back summary: O(season) per forecast
+                    as_t = lambda a: torch.from_numpy(a).to(self.device)  # noqa: E731
+                    y = self.net.add_baseline_from_summary(y, tuple(as_t(a) for a in self._summary(rows)), params)
+                else:
+                    win_y, win_o, _ = self._window(rows)
+                    y = self.net.add_baseline(y, torch.from_numpy(win_y).to(self.device),
+                                              torch.from_numpy(win_o).to(self.device), params)
             return y.float().cpu().numpy()  # (M, H, C, Q)
+
+    def _summary(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
+        """What the baseline reads of each series' look-back, from the running bookkeeping of the
+        relative inputs and the last ``season_width(m, T)`` slots of the ring: last observed value
+        (M, C) and whether there is one, the look-back's mean (M, C) and whether there is one, and
+        the last season's values and mask (M, W, C), oldest first (see
+        :func:`~forecaster.baseline.baseline_from_summary`)."""
+        t, T = self._t, self.context_length
+        cur = t["n_steps"][rows] - 1  # the last step's number
+        last_n = t["last_n"][rows]
+        has_last = (last_n >= 0) & (cur[:, None] - last_n <= T - 1)
+        cnt = t["cnt"][rows]
+        mean = (t["sum_y"][rows] / np.maximum(cnt, 1)).astype(np.float32)
+        W = season_width(self.net.season_length, T)
+        step = cur[:, None] - W + 1 + np.arange(W)[None, :]
+        ok = step >= 0
+        slot, r = np.where(ok, step, 0) % T, rows[:, None]
+        season = np.where(ok[..., None], t["ring_y"][r, slot], 0.0).astype(np.float32)
+        season_obs = np.where(ok[..., None], t["ring_o"][r, slot], 0.0).astype(np.float32)
+        return t["last_y"][rows], has_last, mean, cnt > 0, season, season_obs
 
     def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets

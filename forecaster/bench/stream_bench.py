@@ -41,7 +41,8 @@ def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, 
         net = WindowForecastNet(dm.n_targets, 0, 0, horizon, channel_independent=True, revin="last",
                                 segment_length=24, decoder="last", head_hidden=0, **common)
     else:
-        net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, **common)
+        net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, inputs="relative",
+                              **common)  # the fit default
     return frame, dm, net.to(device).eval()
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from forecaster.baseline import BASELINES, baseline_forecast, baseline_params
+from forecaster.baseline import BASELINES, baseline_forecast, baseline_from_summary, baseline_params
 from kernels import FusedGRU
 
 __all__ = ["features", "relative_features", "relative_step", "future_ahead", "monotone_quantiles", "GRUNetBase"]
@@ -161,6 +161,20 @@ class GRUNetBase(nn.Module):
         ``use_network`` off, the plain ``fallback`` baseline with the network's quantiles re-centred on
         it). Otherwise that baseline, plus the network (``plain`` False) or re-centred on it
         (``plain`` True): the candidates the validation compares."""
+        return self._add_base(y, params, mode, plain, target.dtype, lambda p: baseline_forecast(
+            target, observed, p, self.horizon, self.season_length, self.context_length, origins))
+
+    def add_baseline_from_summary(self, y: Tensor, summary: tuple[Tensor, ...], params: Tensor | None,
+                                  mode: str | None = None, plain: bool = False) -> Tensor:
+        """:meth:`add_baseline` for the last origin, from a summary of the look-back instead of the
+        look-back: ``summary`` = (last, has_last, mean, has_mean, season, season_obs) as
+        :func:`~forecaster.baseline.baseline_from_summary` takes them (the stream keeps these in
+        O(1) per observation and reads ``season_width(m, T)`` steps per forecast). y: (B, h, C, Q)."""
+        return self._add_base(y, params, mode, plain, summary[0].dtype, lambda p: baseline_from_summary(
+            *summary, p, self.horizon, self.season_length))
+
+    def _add_base(self, y: Tensor, params: Tensor | None, mode: str | None, plain: bool, dtype: torch.dtype,
+                  base_of) -> Tensor:
         if self.baseline == "none":
             return y
         if params is None:
@@ -172,8 +186,7 @@ class GRUNetBase(nn.Module):
             mode = BASELINES[int(self.fallback)] if plain else self.baseline
         if plain:  # the point forecast is the baseline; the quantiles keep the network's spread
             y = y - y[..., self.anchor:self.anchor + 1]
-        base = baseline_forecast(target, observed, baseline_params(mode, params.to(target.dtype)),
-                                 self.horizon, self.season_length, self.context_length, origins)
+        base = base_of(baseline_params(mode, params.to(dtype)))
         return y + base.unsqueeze(-1).to(y.dtype)
 
     def _gru(self, z: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:

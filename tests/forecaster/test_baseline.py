@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import BASELINES, baseline_forecast, blend_knots, blend_weights, fit_blend
+from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_summary, blend_knots, blend_weights,
+                                 fit_blend, season_width)
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 
@@ -324,3 +325,37 @@ def test_no_observed_validation_window_keeps_the_network():
         model._cand_point[name].update(torch.empty(0))
     model.on_validation_epoch_end()
     assert bool(model.net.use_network)
+
+
+@pytest.mark.parametrize("m,T", [(4, 12), (12, 12), (20, 12), (1, 6), (7, 30)])
+def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
+    """What a stream keeps (the last observed value, the look-back's mean, the last season) gives the
+    baseline of the whole look-back: windows with gaps, with the last observation only at the start,
+    with none at all, and seasons longer than the look-back."""
+    g = torch.Generator().manual_seed(m * 100 + T)
+    B, C, h = 7, 2, 9
+    target = torch.randn(B, T, C, generator=g)
+    observed = (torch.rand(B, T, C, generator=g) > 0.3).float()
+    observed[0] = 0.0  # nothing observed
+    observed[1] = 0.0
+    observed[1, 0] = 1.0  # only the oldest step
+    observed[2, -1] = 0.0  # the last step missing
+    target = target * observed  # missing values are 0, as in a batch
+    K = len(blend_knots(h))
+    params = torch.cat([torch.rand(B, C, K, generator=g) * 0.5, torch.rand(B, C, K, generator=g) * 0.5,
+                        torch.randn(B, C, 1, generator=g)], dim=-1)
+    expected = baseline_forecast(target, observed, params, h, m, T)
+    # the summary, by hand
+    last = torch.zeros(B, C)
+    has_last = torch.zeros(B, C, dtype=torch.bool)
+    for b in range(B):
+        for c in range(C):
+            seen = observed[b, :, c].nonzero().flatten()
+            if len(seen):
+                last[b, c], has_last[b, c] = target[b, seen[-1], c], True
+    cnt = observed.sum(1)
+    mean = (target * observed).sum(1) / cnt.clamp_min(1)
+    W = season_width(m, T)
+    got = baseline_from_summary(last, has_last, mean, cnt > 0, target[:, -W:], observed[:, -W:], params, h, m)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert W == min(m, T)

@@ -372,3 +372,40 @@ def test_history_option_is_checked():
     windowed.observe(df.filter(pl.col("id") == "s1"))
     with pytest.raises(ValueError, match="keeps no state between observations"):
         windowed.hidden_state("s1")
+
+
+@pytest.mark.parametrize("season", [24, 50])
+def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season):
+    """The per-step model with relative inputs reads its baseline from the running summary (last
+    value, look-back mean, last season: O(season) per forecast); at every step of a long history
+    with a target missing for longer than the look-back, dropped rows and a season longer than the
+    look-back, that equals the baseline of the look-back window itself."""
+    rng = np.random.default_rng(1)
+    n = 200
+    rows = [{"id": "s1", "time": T0 + dt.timedelta(hours=i), "a": float(np.sin(i / 4) * 5 + rng.normal()),
+             "b": float(rng.normal()), "p": float(rng.normal())} for i in range(n) if not 150 <= i < 156]
+    df = pl.DataFrame(rows).with_columns(
+        pl.when(pl.col("time").is_between(T0 + dt.timedelta(hours=80), T0 + dt.timedelta(hours=129)))
+        .then(None).otherwise(pl.col("a")).alias("a"))
+    dm = TimeSeriesDataModule.from_frame(df, time_col="time", id_col="id", target_cols=["a", "b"],
+                                         past_covariate_cols=["p"], context_length=CONTEXT, horizon=HORIZON,
+                                         val_size=5, test_size=5)
+    torch.manual_seed(0)
+    net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, hidden_size=8,
+                          d_model=8, head_hidden=16, backend="torch", baseline="blend", season_length=season,
+                          context_length=CONTEXT, inputs="relative").eval()
+    stream = StreamingForecaster(net, dm.spec)
+    assert "sum_y" in stream._t  # the running summary exists for this model
+    compared = 0
+    for rec in df.sort("time").to_dicts():
+        stream.observe([rec])
+        rows_ = np.array([0])
+        params = torch.from_numpy(stream._t["base"][rows_])
+        zero = torch.zeros(1, HORIZON, 2, 3)
+        win_y, win_o, _ = stream._window(rows_)
+        expected = net.add_baseline(zero, torch.from_numpy(win_y), torch.from_numpy(win_o), params)
+        got = net.add_baseline_from_summary(zero, tuple(torch.from_numpy(a) for a in stream._summary(rows_)),
+                                            params)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        compared += 1
+    assert compared == n - 6
