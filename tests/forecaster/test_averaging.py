@@ -18,12 +18,6 @@ SMALL = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--t
          "--data.context_length", "48", "--data.horizon", "12", "--early_stopping.patience", "100"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def _fit(root, *extra):
     code = main(["fit", *SMALL, "--test_after_fit", "false", "--trainer.default_root_dir", str(root),

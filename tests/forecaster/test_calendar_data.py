@@ -20,12 +20,6 @@ from forecaster.timeaxis import Frequency
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def monthly(month_end: bool = False, n: int = 96, symbols=("AAA", "BBB", "CCC")) -> pl.DataFrame:
     rows = []

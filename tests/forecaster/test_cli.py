@@ -21,13 +21,6 @@ TINY = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--tr
         "--model.head_hidden", "16", "--data.context_length", "48", "--data.horizon", "12"]
 
 
-@pytest.fixture(autouse=True)
-def _keep_thread_count():
-    """main() sets torch's intra-op thread count (--cpu_threads); leave the test process as it was."""
-    n = torch.get_num_threads()
-    yield
-    torch.set_num_threads(n)
-
 
 def run_module(*args, cwd=REPO, timeout=240):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
