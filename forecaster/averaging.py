@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.utilities import rank_zero_info
 
 __all__ = ["ParameterEMA"]
 
@@ -38,7 +39,11 @@ class ParameterEMA(EMAWeightAveraging):
     validation's choice between the network and the plain baselines all judge it), checkpoints
     store it as their ``state_dict`` (so ``test``, ``predict`` and the stream use it, with nothing
     to configure), and training ends with it in the model. The raw weights are kept in the
-    checkpoint's ``current_model_state`` and restored when ``fit`` resumes from it.
+    checkpoint's ``current_model_state`` and restored when ``fit`` resumes from it (also with the
+    averaging switched off). A checkpoint saved after ``fit`` (``trainer.save_checkpoint``) holds
+    the average in both places, since training ends with it: resume from the checkpoints ``fit``
+    wrote. Checkpoints must be full ones: with ``save_weights_only`` Lightning skips this
+    callback's hook, so ``fit`` refuses that combination.
 
     Args:
         decay: the weight of the old average at each step, in [0, 1); ``1 / (1 - decay)`` steps is
@@ -48,15 +53,28 @@ class ParameterEMA(EMAWeightAveraging):
     """
 
     def __init__(self, decay: Optional[float] = 0.95) -> None:
-        if decay is not None and not 0.0 <= float(decay) < 1.0:
-            raise ValueError(f"weight_averaging.decay must be in [0, 1) or null (off), got {decay}; 0.95 averages "
-                             f"about the last 20 optimizer steps")
+        try:
+            ok = decay is None or (not isinstance(decay, bool) and 0.0 <= float(decay) < 1.0)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"the weight averaging's decay must be a number in [0, 1), or None (null on the "
+                             f"command line) to switch it off; got {decay!r} (0.95 averages about the last 20 "
+                             f"optimizer steps)")
         super().__init__(use_buffers=False, decay=0.0 if decay is None else float(decay))
         self.decay = None if decay is None else float(decay)
+        self._swapped = False  # the module holds the average (during a validation in fit)
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if self.decay is not None:
-            super().setup(trainer, pl_module, stage)
+        if self.decay is None or stage != "fit":
+            return
+        weights_only = [type(cb).__name__ for cb in trainer.checkpoint_callbacks
+                        if getattr(cb, "save_weights_only", False)]
+        if weights_only:  # Lightning skips the callbacks' on_save_checkpoint for those: the raw weights
+            raise ValueError(f"the weight averaging needs full checkpoints to save the average, but {weights_only} "
+                             "save weights only; set --checkpoint.save_weights_only false, or switch the "
+                             "averaging off (--weight_averaging.decay null)")
+        super().setup(trainer, pl_module, stage)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if self._average_model is not None:
@@ -73,12 +91,21 @@ class ParameterEMA(EMAWeightAveraging):
     # Swaps only while fitting: a ``validate`` after ``fit`` (``--test_after_fit false``) loads the
     # best checkpoint, which holds the average already; swapping would put the last average there.
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
-        if self._average_model is not None and trainer.state.fn == "fit":
+        if self._average_model is not None and trainer.state.fn == "fit" and not self._swapped:
             self._swap_models(pl_module)
+            self._swapped = True
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if self._average_model is not None and trainer.state.fn == "fit":
+        if self._swapped:
             self._swap_models(pl_module)
+            self._swapped = False
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """An interrupted validation (Ctrl-C, an error) leaves the raw weights in the model, as
+        after any training step, so a checkpoint written on the way out is the right way round."""
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False
 
     def _pairs(self, pl_module: "pl.LightningModule"):
         assert self._average_model is not None
@@ -115,7 +142,13 @@ class ParameterEMA(EMAWeightAveraging):
         ``current_model_state`` (a checkpoint saved without averaging starts both from its weights).
         Lightning calls this in ``validate``/``test`` after ``fit`` too: there the checkpoint's
         average stays in the model."""
-        if self._average_model is None or trainer.state.fn != "fit":
+        if trainer.state.fn != "fit":
+            return
+        if self._average_model is None:  # resuming with the averaging off: go on from the raw weights
+            if "current_model_state" in checkpoint:
+                pl_module.load_state_dict(checkpoint["current_model_state"])
+                rank_zero_info("Resuming without weight averaging from a checkpoint trained with it: training "
+                               "continues from its raw weights (current_model_state), not from the average.")
             return
         self._average_model.module.load_state_dict(checkpoint["state_dict"], strict=False)
         if "averaging_state" in checkpoint:

@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 import torch
 
+from types import SimpleNamespace
+
 from forecaster.averaging import ParameterEMA
 from forecaster.cli import main
 
@@ -67,13 +69,50 @@ def test_averaging_changes_what_is_trained(averaged, tmp_path):
                if plain["state_dict"][k].is_floating_point())
 
 
-@pytest.mark.parametrize("decay", [1.0, -0.1, 2])
+@pytest.mark.parametrize("decay", [1.0, -0.1, 2, False, "abc", float("nan")])
 def test_bad_decay_is_a_clear_error(decay):
-    with pytest.raises(ValueError, match=r"decay must be in \[0, 1\) or null"):
+    with pytest.raises(ValueError, match=r"decay must be a number in \[0, 1\), or None \(null on the command line"):
         ParameterEMA(decay=decay)
 
 
-def test_resume_restores_the_raw_weights_and_the_average(averaged, tmp_path):
+def test_weights_only_checkpoints_are_refused_with_the_averaging(tmp_path, capsys):
+    # Lightning skips the callbacks' checkpoint hook for weights-only checkpoints: the raw weights
+    # would be saved while the average was validated
+    code = main(["fit", *SMALL, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false",
+                 "--checkpoint.save_weights_only", "true", "--weight_averaging.decay", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "save weights only" in err and "--checkpoint.save_weights_only false" in err
+    assert "Traceback" not in err
+
+
+def test_an_interrupted_validation_leaves_the_raw_weights_in_the_model():
+    from forecaster.lightning_module import GRUForecaster
+
+    model = GRUForecaster(n_targets=1, n_past_covariates=0, n_future_covariates=0, context_length=12, horizon=4,
+                          seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
+    cb = ParameterEMA(decay=0.5)
+    cb.setup(SimpleNamespace(checkpoint_callbacks=[]), model, "fit")
+    cb._average_model.update_parameters(model)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    fitting = SimpleNamespace(state=SimpleNamespace(fn="fit"))
+    cb.on_validation_epoch_start(fitting, model)  # the module now holds the average
+    assert any(not torch.equal(raw[k], v) for k, v in model.state_dict().items())
+    cb.on_exception(fitting, model, KeyboardInterrupt())
+    for k, v in model.state_dict().items():
+        assert torch.equal(raw[k], v), k
+    cb.on_validation_epoch_end(fitting, model)  # nothing left to swap back
+    for k, v in model.state_dict().items():
+        assert torch.equal(raw[k], v), k
+
+
+@pytest.mark.parametrize("decay", ["0.5", "null"])
+def test_resume_restores_the_raw_weights_and_the_average(averaged, tmp_path, decay):
+    # with the averaging switched off, too: training goes on from the raw weights (the optimizer's
+    # state belongs to them), not from the average
     ck, _ = averaged
     path = tmp_path / "best.ckpt"
     torch.save(ck, path)
@@ -85,8 +124,9 @@ def test_resume_restores_the_raw_weights_and_the_average(averaged, tmp_path):
             if trainer.state.fn != "fit" or seen:  # the validate after fit loads the new best checkpoint
                 return
             seen["raw"] = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
-            seen["avg"] = {k: v.detach().clone() for k, v in self._average_model.module.state_dict().items()}
-            seen["n"] = int(self._average_model.n_averaged)
+            if self._average_model is not None:
+                seen["avg"] = {k: v.detach().clone() for k, v in self._average_model.module.state_dict().items()}
+                seen["n"] = int(self._average_model.n_averaged)
 
     import forecaster.cli as cli
 
@@ -94,7 +134,7 @@ def test_resume_restores_the_raw_weights_and_the_average(averaged, tmp_path):
     cli.ParameterEMA = Probe
     try:
         code = main(["fit", *SMALL, "--trainer.max_epochs", "2", "--test_after_fit", "false",
-                     "--weight_averaging.decay", "0.5", "--ckpt_path", str(path),
+                     "--weight_averaging.decay", decay, "--ckpt_path", str(path),
                      "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir",
                      str(tmp_path)])
     finally:
@@ -102,6 +142,9 @@ def test_resume_restores_the_raw_weights_and_the_average(averaged, tmp_path):
     assert code == 0
     for k, v in ck["current_model_state"].items():
         assert torch.equal(seen["raw"][k], v), k
+    if decay == "null":
+        assert "avg" not in seen
+        return
     for k, v in ck["state_dict"].items():
         if k in seen["avg"] and "use_network" not in k and "fallback" not in k:
             assert torch.equal(seen["avg"][k], v), k
@@ -116,7 +159,7 @@ def test_save_takes_the_averaged_parameters_and_the_live_choice():
     model = GRUForecaster(n_targets=2, n_past_covariates=0, n_future_covariates=0, context_length=12, horizon=4,
                           seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
     cb = ParameterEMA(decay=0.5)
-    cb.setup(None, model, "fit")
+    cb.setup(SimpleNamespace(checkpoint_callbacks=[]), model, "fit")
     cb._average_model.update_parameters(model)  # copies the weights
     with torch.no_grad():
         for p in model.parameters():
