@@ -66,6 +66,8 @@ _NO_TIME = np.iinfo(np.int64).min
 # forecast row and in snapshots: a 10 MB id (a whole file pasted into the id field) would cost
 # ~700 MB of output per record. Training ids are typically names or codes well under 100.
 MAX_ID_LENGTH = 256
+# a value above this (scaled units: standard deviations) leaving the look-back: its running sum is recomputed
+HEAL_ABOVE = 1e6
 # At most this many characters of a bad value or id are echoed in a rejection reason.
 _SHOW = 60
 # max_gap="auto" allows a record up to this many context lengths after its series' last time; see
@@ -726,17 +728,28 @@ class StreamingForecaster:
         mask (M, C), in O(1): the look-back's running sum and count (the step ``T`` steps back leaves
         it, this one joins) and the last observation: what
         :func:`~forecaster.nets.common.relative_features` computes for it in a window. Updates that
-        bookkeeping (part of the round: rolled back with it)."""
+        bookkeeping (part of the round: rolled back with it). A series' sum is recomputed from its
+        ring every ``T`` steps (amortised O(1)) and when a value above ``HEAL_ABOVE`` (scaled)
+        leaves it, so neither rounding nor one huge value lingers in it."""
         t, T = self._t, self.context_length
         n = t["n_steps"][rows]  # this step's number
         leaving = n >= T
+        heal = (n > 0) & (n % T == 0)  # once per look-back, and where a huge value leaves
         if leaving.any():  # its slot still holds step n - T
             r, slot = rows[leaving], n[leaving] % T
             o_old = t["ring_o"][r, slot]
-            t["sum_y"][r] -= t["ring_y"][r, slot] * o_old
+            old = t["ring_y"][r, slot] * o_old
+            t["sum_y"][r] -= old
             t["cnt"][r] -= o_old.astype(np.int64)
+            heal[leaving] |= (np.abs(old) > HEAL_ABOVE).any(axis=1)
         t["sum_y"][rows] += np.where(observed, value, 0.0)
         t["cnt"][rows] += observed
+        if heal.any():  # the sum from the ring: subtracting what leaves is not exact, and a huge value
+            r, slot = rows[heal], n[heal] % T  # would linger in the sum; slot n % T is step n - T's
+            o = t["ring_o"][r].astype(np.float64)  # (M', T, C)
+            o[np.arange(len(r)), slot] = 0.0
+            t["sum_y"][r] = (t["ring_y"][r] * o).sum(axis=1) + np.where(observed[heal], value[heal], 0.0)
+            t["cnt"][r] = o.sum(axis=1).astype(np.int64) + observed[heal]
         mean = t["sum_y"][rows] / np.maximum(t["cnt"][rows], 1)
         last_n = t["last_n"][rows]
         has_prev = (last_n >= 0) & (n[:, None] - last_n <= T - 1)

@@ -378,16 +378,19 @@ def test_history_option_is_checked():
 def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season):
     """The per-step model with relative inputs reads its baseline from the running summary (last
     value, look-back mean, last season: O(season) per forecast); at every step of a long history
-    with a target missing for longer than the look-back, dropped rows and a season longer than the
-    look-back, that equals the baseline of the look-back window itself."""
+    with a target missing for longer than the look-back, dropped rows, a season longer than the
+    look-back and a huge value (1e20, finite in float32, whose leaving the running sum cannot
+    subtract exactly), that equals the baseline of the look-back window itself."""
     rng = np.random.default_rng(1)
     n = 200
     rows = [{"id": "s1", "time": T0 + dt.timedelta(hours=i), "a": float(np.sin(i / 4) * 5 + rng.normal()),
-             "b": float(rng.normal()), "p": float(rng.normal())} for i in range(n) if not 150 <= i < 156]
+             "b": 1e20 if i == 61 else float(rng.normal()), "p": float(rng.normal())}
+            for i in range(n) if not 150 <= i < 156]
     df = pl.DataFrame(rows).with_columns(
         pl.when(pl.col("time").is_between(T0 + dt.timedelta(hours=80), T0 + dt.timedelta(hours=129)))
         .then(None).otherwise(pl.col("a")).alias("a"))
-    dm = TimeSeriesDataModule.from_frame(df, time_col="time", id_col="id", target_cols=["a", "b"],
+    trained_on = df.with_columns(pl.when(pl.col("b") > 1e10).then(None).otherwise(pl.col("b")).alias("b"))
+    dm = TimeSeriesDataModule.from_frame(trained_on, time_col="time", id_col="id", target_cols=["a", "b"],
                                          past_covariate_cols=["p"], context_length=CONTEXT, horizon=HORIZON,
                                          val_size=5, test_size=5)
     torch.manual_seed(0)
@@ -398,7 +401,8 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
     assert "sum_y" in stream._t  # the running summary exists for this model
     compared = 0
     for rec in df.sort("time").to_dicts():
-        stream.observe([rec])
+        report = stream.observe([rec])
+        assert report.accepted == 1, report
         rows_ = np.array([0])
         params = torch.from_numpy(stream._t["base"][rows_])
         zero = torch.zeros(1, HORIZON, 2, 3)
@@ -409,3 +413,4 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         compared += 1
     assert compared == n - 6
+    assert stream._t["cnt"][0, 1] == CONTEXT and np.abs(stream._t["sum_y"][0, 1]) < 1e3  # it has left
