@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
-           "season_width", "fit_blend", "blend_knots", "blend_weights", "MIN_FIT_PAIRS"]
+           "season_offsets", "season_width", "fit_blend", "blend_knots", "blend_weights", "MIN_FIT_PAIRS"]
 
 BaselineMode = Literal["blend", "seasonal", "last", "mean", "none"]
 BASELINES = ("blend", "seasonal", "last", "mean", "none")
@@ -118,9 +118,7 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     ws, wl, mu = ws.transpose(1, 2).unsqueeze(1), wl.transpose(1, 2).unsqueeze(1), mu.unsqueeze(1)  # (B, 1, h, C)
     lv = torch.where(has_last[:, ts], last[:, ts], mu)  # (B, n, C)
     mu = _window_mean(target, observed, context_length, mu)[:, ts]  # (B, n, C): the level of the look-back
-    k = torch.arange(1, horizon + 1, device=target.device)
-    m = max(1, int(season_length))
-    lag = ts.view(-1, 1) + k.view(1, -1) - m * torch.div(k + m - 1, m, rounding_mode="floor").view(1, -1)  # (n, h)
+    lag = ts.view(-1, 1) + season_offsets(horizon, season_length, target.device).view(1, -1)  # (n, h)
     inside = (lag >= 0) & (lag > ts.view(-1, 1) - context_length)
     g = lag.clamp_min(0).reshape(-1)
     sv = target[:, g].view(B, len(ts), horizon, C)
@@ -128,6 +126,14 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     sv = torch.where(so & inside.view(1, len(ts), horizon, 1), sv, lv.unsqueeze(2))
     base = ws * sv + wl * lv.unsqueeze(2) + (1 - ws - wl) * mu.unsqueeze(2)
     return base[:, 0] if origins is None else base
+
+
+def season_offsets(horizon: int, season_length: int, device: torch.device | str = "cpu") -> Tensor:
+    """(horizon,) int64: where step k's seasonal value lies relative to the origin,
+    ``k - m * ceil(k / m)`` (in ``-m + 1 .. 0``)."""
+    k = torch.arange(1, horizon + 1, device=device)
+    m = max(1, int(season_length))
+    return k - m * torch.div(k + m - 1, m, rounding_mode="floor")
 
 
 def season_width(season_length: int, context_length: int) -> int:
@@ -154,9 +160,8 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
     ws, wl, mu0 = blend_weights(params, horizon)  # (B, C, h), (B, C, h), (B, C)
     lv = torch.where(has_last, last, mu0)
     mu = torch.where(has_mean, mean, mu0)
-    W, m = season.shape[1], max(1, int(season_length))
-    k = torch.arange(1, horizon + 1, device=season.device)
-    j = k - m * torch.div(k + m - 1, m, rounding_mode="floor") + W - 1  # (h,) index in the last W steps
+    W = season.shape[1]
+    j = season_offsets(horizon, season_length, season.device) + W - 1  # (h,) index in the last W steps
     inside = (j >= 0).view(1, horizon, 1)  # m > T: a season back may lie before the look-back
     j = j.clamp_min(0)
     sv = torch.where((season_obs[:, j] > 0) & inside, season[:, j], lv.unsqueeze(1))  # (B, h, C)
@@ -207,7 +212,6 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         return out
     ts = np.unique(np.linspace(0, stop - 1, min(max_origins, stop)).round().astype(np.int64))
     k = np.arange(1, horizon + 1)
-    m = max(1, int(season_length))
     pos = np.arange(n)[:, None]
     lastidx = np.maximum.accumulate(np.where(obs, pos, -1), axis=0)  # (n, C)
     li = lastidx[ts]  # (n_o, C)
@@ -218,7 +222,7 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     lo = np.maximum(ts + 1 - context_length, 0)
     ws_, wn_ = cs[ts + 1] - cs[lo], cn[ts + 1] - cn[lo]
     lm = np.where(wn_ > 0, ws_ / np.maximum(wn_, 1), mu)  # (n_o, C): the level of each look-back
-    lag = ts[:, None] + k[None, :] - m * ((k + m - 1) // m)[None, :]  # (n_o, h)
+    lag = ts[:, None] + season_offsets(horizon, season_length).numpy()[None, :]  # (n_o, h)
     inside = (lag >= 0) & (lag > ts[:, None] - context_length)
     lg = np.maximum(lag, 0)
     sv = np.where(obs[lg] & inside[..., None], y[lg], lv[:, None, :])  # (n_o, h, C)

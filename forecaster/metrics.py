@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
+from forecaster.baseline import season_offsets
+
 __all__ = ["MeanAbsoluteScaledError", "ForecastMetrics", "last_value_forecast", "seasonal_naive_forecast",
            "seasonal_scale", "METHODS", "METRICS"]
 
@@ -41,9 +43,7 @@ def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int) -
     T, m = context.shape[1], int(season_length)
     if m > T:
         raise ValueError(f"season_length {m} is longer than the context ({T} steps)")
-    k = torch.arange(1, horizon + 1, device=context.device)
-    idx = T - 1 + k - m * torch.div(k + m - 1, m, rounding_mode="floor")
-    return context[:, idx]
+    return context[:, T - 1 + season_offsets(horizon, m, context.device)]
 
 
 def seasonal_scale(context: Tensor, observed: Tensor, season_length: int) -> Tensor:
