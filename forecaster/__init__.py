@@ -2,7 +2,7 @@
 
 Public API (imported lazily, so ``import forecaster`` stays cheap and works without Triton):
 ``TimeSeriesDataModule``, ``GRUForecaster``, ``StreamingForecaster``, ``DataSpec``, ``replay``,
-``ParameterEMA`` (the weight averaging ``fit`` trains with).
+``ParameterEMA`` (an opt-in moving average of the weights for training).
 """
 
 from importlib import import_module

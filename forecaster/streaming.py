@@ -156,10 +156,11 @@ class StreamingForecaster:
             ``2 * context_length``; ``None``: no limit.
         history: how the per-step model uses a series' past. ``"carry"`` (its default): the GRU
             state carries the whole history, one recurrent step per observation and no GRU run
-            per forecast (its baseline reads the look-back ring). ``"window"``: keep the look-back in a ring (as the window
-            model does) and run the last ``context_length`` steps from the zero state at each
-            forecast, which is what the model was trained on and what ``predict`` does: the forecast
-            equals ``predict``'s at the same origin for any history, at O(context) per forecast.
+            per forecast (its baseline reads the running look-back sums and the last season of the
+            ring). ``"window"``: keep the look-back in a ring (as the window model does) and run
+            the last ``context_length`` steps from the zero state at each forecast, which is what
+            the model was trained on and what ``predict`` does: the forecast equals ``predict``'s
+            at the same origin for any history, at O(context) per forecast.
             The window model always runs its window (``None`` or ``"window"``).
 
     Why ``2 * context_length``: a gap longer than the context already restarts the series from
@@ -830,22 +831,19 @@ class StreamingForecaster:
         has_last = (last_n >= 0) & (cur[:, None] - last_n <= T - 1)
         cnt = t["cnt"][rows]
         mean = (t["sum_y"][rows] / np.maximum(cnt, 1)).astype(np.float32)
-        W = season_width(self.net.season_length, T)
-        step = cur[:, None] - W + 1 + np.arange(W)[None, :]
-        ok = step >= 0
-        slot, r = np.where(ok, step, 0) % T, rows[:, None]
-        season = np.where(ok[..., None], t["ring_y"][r, slot], 0.0).astype(np.float32)
-        season_obs = np.where(ok[..., None], t["ring_o"][r, slot], 0.0).astype(np.float32)
+        season, season_obs, _ = self._window(rows, season_width(self.net.season_length, T))
         return t["last_y"][rows], has_last, mean, cnt > 0, season, season_obs
 
-    def _window(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The last ``context_length`` steps of each series from its ring, oldest first: scaled targets
-        (M, T, C), observed (M, T, C) and the other inputs (M, T, P + F_user); steps before a series'
-        first observation are unobserved zeros, as ``predict`` pads them."""
+    def _window(self, rows: np.ndarray, width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The last ``width`` (default ``context_length``, at most that) steps of each series from its
+        ring, oldest first: scaled targets (M, W, C), observed (M, W, C) and the other inputs
+        (M, W, P + F_user; the window model only, else None); steps before a series' first
+        observation are unobserved zeros, as ``predict`` pads them."""
         t, T = self._t, self.context_length
+        W = T if width is None else width
         n = t["n_steps"][rows]
-        j = np.arange(T)
-        step = n[:, None] - T + j[None, :]  # the step number at window position j
+        j = np.arange(W)
+        step = n[:, None] - W + j[None, :]  # the step number at window position j
         ok = step >= 0
         slot = np.where(ok, step, 0) % T
         r = rows[:, None]
