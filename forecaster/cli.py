@@ -44,7 +44,7 @@ TRAINER_DEFAULTS = {
 }
 DATA_DEFAULTS = {"context_length": 72, "batch_size": 32}
 _LINKED = ("n_targets", "n_past_covariates", "n_future_covariates", "context_length", "horizon",
-           "seasonal_period", "data_spec")
+           "seasonal_period", "data_spec", "train_windows")
 
 
 class UserError(Exception):
@@ -83,7 +83,8 @@ class ForecasterCLI(LightningCLI):
                                  "series to this image (PNG); needs matplotlib")
         for src, dst in (("n_targets", "n_targets"), ("n_past_covariates", "n_past_covariates"),
                          ("n_future_covariates", "n_future_covariates"), ("context_length", "context_length"),
-                         ("horizon", "horizon"), ("season_length", "seasonal_period")):
+                         ("horizon", "horizon"), ("season_length", "seasonal_period"),
+                         ("train_windows", "train_windows")):
             parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate")
         parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
         parser.set_defaults({"seed_everything": 0})
@@ -157,6 +158,8 @@ class ForecasterCLI(LightningCLI):
         dm, trainer = self.datamodule, self.trainer
         if trainer.is_global_zero and hasattr(dm, "summary"):
             print(dm.summary(), flush=True)
+            if hasattr(self.model, "members_summary"):
+                print(self.model.members_summary(), flush=True)
         self._validate_before_the_end(dm, trainer)
         if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
             return

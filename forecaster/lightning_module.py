@@ -35,7 +35,7 @@ from torchmetrics.utilities import dim_zero_cat
 from forecaster.baseline import BASELINES
 from forecaster.forecasts import predictions_frame
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
-from forecaster.nets import StepForecastNet, build_net
+from forecaster.nets import EnsembleNet, build_net
 from forecaster.spec import DataSpec
 
 __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint",
@@ -47,7 +47,24 @@ READABLE_FORMAT_VERSIONS = (1, 2, 3)
 _CHOICE_KEYS = ("net.use_network", "net.fallback")  # buffers of the validation's choice (format 3)
 LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
-               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs")
+               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs", "members")
+
+
+ENSEMBLE_WINDOWS = 2000  # members="auto": an ensemble below ENSEMBLE_WINDOWS / 2 training windows
+MAX_AUTO_MEMBERS = 5
+
+
+def resolve_members(members: int | str, train_windows: int | None) -> int:
+    """``members`` as a number: an int >= 1 as it is; ``"auto"``: ``ENSEMBLE_WINDOWS //
+    train_windows`` clipped to [1, MAX_AUTO_MEMBERS] (1 without ``train_windows``)."""
+    if members == "auto":
+        if train_windows is None or int(train_windows) < 1:
+            return 1
+        return max(1, min(MAX_AUTO_MEMBERS, ENSEMBLE_WINDOWS // int(train_windows)))
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members={members!r}: the number of networks averaged, an int >= 1 (1: a single "
+                         "network), or 'auto' (by the size of the training part)")
+    return members
 
 
 class CheckpointMismatchError(ValueError):
@@ -92,6 +109,15 @@ class GRUForecaster(L.LightningModule):
                 pmf (SegRNN's parallel multi-step decoder: one GRU step per output segment);
             ``head_dropout``: dropout in front of the head.
         lr, weight_decay: AdamW (overridden by ``--optimizer`` on the CLI).
+        members: networks averaged (:class:`forecaster.nets.EnsembleNet`), each initialised on its own
+            and trained as it would be alone, their forecasts (quantiles and all) averaged: an int
+            >= 1, or ``auto``: ``ENSEMBLE_WINDOWS // train_windows`` between 1 and
+            ``MAX_AUTO_MEMBERS``, i.e. an ensemble for a small training part (a few hundred windows,
+            where the seed decides much of a single network's forecast) and one network from
+            ``ENSEMBLE_WINDOWS / 2`` windows on. Training, forecasting and a stream's state cost K
+            times a single network's.
+        train_windows: windows in the training part (linked from the data by the CLI;
+            :meth:`from_datamodule` fills it in); only read by ``members="auto"`` (None: 1 network).
         lr_decay: multiply the learning rate by this after every epoch (ExponentialLR; 1.0 = constant).
             Ignored when the CLI's ``--optimizer`` / ``--lr_scheduler`` replace configure_optimizers.
         data_spec: ``TimeSeriesDataModule.spec.to_dict()``: saved in the checkpoint so it can
@@ -128,6 +154,8 @@ class GRUForecaster(L.LightningModule):
         lr_decay: float = 1.0,
         baseline: Literal["blend", "seasonal", "last", "mean", "none"] = "blend",
         inputs: Literal["relative", "level"] = "relative",
+        members: int | Literal["auto"] = "auto",
+        train_windows: int | None = None,
     ) -> None:
         super().__init__()
         if loss not in LOSSES:
@@ -145,8 +173,11 @@ class GRUForecaster(L.LightningModule):
         quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
         if loss == "quantile" and not quantiles:
             raise ValueError("loss='quantile' needs at least one quantile")
+        self._members_auto = members == "auto"
+        members = resolve_members(members, train_windows)
         self.save_hyperparameters()
         self.hparams["quantiles"] = quantiles
+        self.hparams["members"] = members  # the number "auto" chose: a checkpoint rebuilds the same networks
         self.context_length, self.horizon = int(context_length), int(horizon)
         self.min_origin = int(min_origin)
         self.season_length = int(seasonal_period)
@@ -159,7 +190,7 @@ class GRUForecaster(L.LightningModule):
             channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,
             hidden_size=hidden_size, num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
             reset_after=reset_after, backend=backend, head_dropout=head_dropout, baseline=baseline,
-            season_length=seasonal_period, **({"inputs": inputs} if decoder == "forking" else {}),
+            season_length=seasonal_period, members=members, **({"inputs": inputs} if decoder == "forking" else {}),
         )
         if quantiles and baseline != "none" and 0.5 not in quantiles:
             raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
@@ -183,7 +214,8 @@ class GRUForecaster(L.LightningModule):
         the other hyperparameters."""
         return cls(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                    n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
-                   horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(), **kwargs)
+                   horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(),
+                   train_windows=dm.train_windows, **kwargs)
 
     # ---- convenience ----
 
@@ -214,7 +246,7 @@ class GRUForecaster(L.LightningModule):
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         """All origins of the context: (B, context_length, horizon, C, Q), scaled units (the per-step
         model only; the window model forecasts from the last origin: :meth:`forecast`)."""
-        if not isinstance(self.net, StepForecastNet):
+        if not self.net.trains_on_every_origin:
             raise ValueError(f"forward() forecasts from every origin; decoder={self.hparams.decoder!r} only forecasts "
                              "from the last one: use forecast()")
         return self.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
@@ -281,27 +313,72 @@ class GRUForecaster(L.LightningModule):
             el = (pred[..., 0] - y) ** 2
         return el
 
+    def _member_loss(self, pred: Tensor, y: Tensor, w: Tensor) -> Tensor:
+        """:meth:`_loss` of pred (..., Q) against y and w (...); with an ensemble pred has a leading
+        member axis (K, ...) and this is the members' mean loss."""
+        if pred.dim() == y.dim() + 2:
+            y, w = y.expand(pred.shape[:-1]), w.expand(pred.shape[:-1])
+        return self._loss(pred, y, w)
+
     def _shared_forking_loss(self, batch: dict[str, Tensor]) -> Tensor:
         T, h = self.context_length, self.horizon
-        pred = self(batch)  # (B, T, h, C, Q)
+        # (B, T, h, C, Q); an ensemble's members each: (K, B, T, h, C, Q)
+        pred = self.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T,
+                        batch.get("baseline"), **self._each())
         # targets of origin t: steps t+1 .. t+h -> (B, T, h, C)
         y = batch["target"][:, 1:T + h].unfold(1, h, 1).transpose(-1, -2)
         w = batch["observed"][:, 1:T + h].unfold(1, h, 1).transpose(-1, -2)
         m = self.min_origin
-        return self._loss(pred[:, m:].float(), y[:, m:].float(), w[:, m:].float())
+        return self._member_loss(pred[..., m:, :, :, :].float(), y[:, m:].float(), w[:, m:].float())
 
     def _last_origin_loss(self, batch: dict[str, Tensor]) -> Tensor:
         T, h = self.context_length, self.horizon
-        pred = self._forecast_scaled(batch)
-        return self._loss(pred.float(), batch["target"][:, T:T + h].float(), batch["observed"][:, T:T + h].float())
+        pred = self.net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T,
+                                      batch.get("baseline"), **self._each())
+        return self._member_loss(pred.float(), batch["target"][:, T:T + h].float(),
+                                 batch["observed"][:, T:T + h].float())
+
+    def _each(self) -> dict:
+        return {"each": True} if isinstance(self.net, EnsembleNet) else {}
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """The loss (with ``members`` > 1 the members' mean loss, logged as ``train/loss``; the
+        gradient is that of their summed losses, so each member trains as it would alone)."""
         if self.net.trains_on_every_origin:
             loss = self._shared_forking_loss(batch)
         else:
             loss = self._last_origin_loss(batch)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["target"].shape[0])
-        return loss
+        return loss * self.n_members
+
+    @property
+    def n_members(self) -> int:
+        """Networks averaged (``members``)."""
+        return self.net.n_members if isinstance(self.net, EnsembleNet) else 1
+
+    def members_summary(self) -> str:
+        """One line: how many networks are averaged and why (printed by ``fit``)."""
+        k, n = self.n_members, self.hparams.get("train_windows")
+        what = f"model: {k} networks averaged" if k > 1 else "model: 1 network"
+        if not getattr(self, "_members_auto", False):
+            return f"{what} (members={k})"
+        if n is None:
+            return f"{what} (members=auto without the number of training windows)"
+        if k > 1:
+            return (f"{what} (members=auto: {n:,} training windows, {ENSEMBLE_WINDOWS:,} // {n:,} networks, at most "
+                    f"{MAX_AUTO_MEMBERS}; --model.members sets the number)")
+        return f"{what} (members=auto: {n:,} training windows; an ensemble below {ENSEMBLE_WINDOWS // 2:,})"
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Lightning's clipping (``trainer.gradient_clip_val``), but member by member for an
+        ensemble: one member's large gradient does not shrink the others' steps."""
+        if not isinstance(self.net, EnsembleNet) or not gradient_clip_val:
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        for params in self.net.member_parameters():
+            if gradient_clip_algorithm == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
 
     # ---- evaluation (last origin) ----
 
@@ -506,6 +583,7 @@ def checkpoint_hparams(checkpoint: dict) -> dict:
     hp = dict(checkpoint.get("hyper_parameters") or {})
     hp.setdefault("baseline", "none")  # a checkpoint without the option predates it
     hp.setdefault("inputs", "level")
+    hp.setdefault("members", 1)
     return hp
 
 

@@ -54,7 +54,7 @@ import torch
 
 from forecaster.baseline import season_width
 from forecaster.forecasts import empty_forecast_frame, forecast_frame
-from forecaster.nets import StepForecastNet, WindowForecastNet
+from forecaster.nets import GRUNetBase
 from forecaster.snapshot import SnapshotError, read_snapshot, write_snapshot
 from forecaster.spec import DataSpec
 
@@ -137,7 +137,9 @@ class StreamingForecaster:
     * the per-step model (:class:`forecaster.nets.StepForecastNet`) keeps each series' GRU state and
       advances it one recurrent step per observation (plus a ring of its look-back's targets, for its
       baseline, and running sums, for its relative inputs; with relative inputs a forecast reads
-      the baseline from those sums and the last season of the ring, not the whole look-back);
+      the baseline from those sums and the last season of the ring, not the whole look-back); an
+      ensemble of them (``members`` K > 1, :class:`forecaster.nets.EnsembleNet`) keeps every
+      member's state (K times the state per series) and averages the members' forecasts;
     * the window model (:class:`forecaster.nets.WindowForecastNet`: segments, RevIN, channel
       independence, the PMF decoder) keeps a ring buffer of each series' last ``context_length``
       steps (O(1) per observation) and runs the window when a forecast is asked for: the forecast
@@ -184,8 +186,8 @@ class StreamingForecaster:
         if spec is None:
             raise ValueError("the model has no data spec; train it with a TimeSeriesDataModule "
                              "(the CLI links it) so the checkpoint knows columns, frequency and scalers")
-        if not isinstance(net, (StepForecastNet, WindowForecastNet)):
-            raise ValueError(f"net must be a StepForecastNet or WindowForecastNet (model.net), got {type(net).__name__}")
+        if not isinstance(net, GRUNetBase):
+            raise ValueError(f"net must be a forecasting network of forecaster.nets (model.net), got {type(net).__name__}")
         self.device = torch.device(device)
         self.net = net.to(self.device).eval()
         self.spec = DataSpec.from_dict(spec)
@@ -202,9 +204,9 @@ class StreamingForecaster:
         self.context_length: int = max(1, int(s.context_length))
         self.max_gap: int | None = (_AUTO_MAX_GAP_CONTEXTS * self.context_length if max_gap == "auto"
                                     else None if max_gap is None else int(max_gap))
-        gru = self.net.gru
-        self.num_layers, self.hidden_size = gru.num_layers, gru.hidden_size
-        window_net = isinstance(self.net, WindowForecastNet)
+        # rows of the state table per series (an ensemble stacks its members' layers) and their width
+        self.num_layers, self.hidden_size = self.net.state_shape
+        window_net = not self.net.carries_state
         if history not in (None, "carry", "window"):
             raise ValueError(f"history must be 'carry' or 'window' (or None: the model's own), got {history!r}")
         if window_net and history == "carry":
@@ -804,7 +806,7 @@ class StreamingForecaster:
 
     def _state_forecast(self, rows: np.ndarray, ahead: np.ndarray) -> np.ndarray:
         """Per-step model: decode each series' state (and add its baseline): (M, H, C, Q) scaled."""
-        h = self._state[-1, torch.from_numpy(rows).to(self.device)]
+        h = self.net.output_state(self._state, torch.from_numpy(rows).to(self.device))
         fut_t = torch.from_numpy(np.ascontiguousarray(ahead, dtype=np.float32)).to(self.device)
         with _one_thread_if_small(self.device, len(rows)):
             y = self.net.decode(h, fut_t.reshape(len(rows), -1))
@@ -945,7 +947,7 @@ class StreamingForecaster:
     def _fingerprint(self) -> dict:
         fp = {"num_layers": self.num_layers, "hidden_size": self.hidden_size, "target_cols": self.target_cols,
               "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
-        if self.windowed and isinstance(self.net, StepForecastNet):  # its snapshot holds windows, not states
+        if self.windowed and self.net.carries_state:  # its snapshot holds windows, not states
             fp["history"] = "window"
         return fp
 

@@ -253,6 +253,12 @@ class TimeSeriesDataModule(L.LightningDataModule):
     def window_length(self) -> int:
         return self.context_length + self.horizon
 
+    @property
+    def train_windows(self) -> int:
+        """Windows in the training part (one per start, ``stride`` apart): the CLI links it to the
+        model, whose ``members="auto"`` sizes its ensemble by it."""
+        return len(self._windows("train"))
+
     # ---- the pipeline ----
 
     def prepare_data(self) -> None:  # nothing to download

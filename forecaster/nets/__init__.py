@@ -4,6 +4,8 @@
   of a window and streams one observation at a time.
 * :class:`WindowForecastNet` (``decoder="last"`` or ``"pmf"``): the window model for long
   look-backs (segments, RevIN, channel independence, SegRNN's PMF decoder).
+* :class:`EnsembleNet`: K of either, initialised independently, their forecasts averaged
+  (``members``).
 
 :func:`build_net` picks one from the flat hyperparameters the Lightning module and the CLI use.
 """
@@ -13,11 +15,12 @@ from __future__ import annotations
 from typing import Literal, Sequence
 
 from forecaster.nets.common import GRUNetBase, features, future_ahead, monotone_quantiles
+from forecaster.nets.ensemble import EnsembleNet
 from forecaster.nets.revin import REVIN_EPS, REVIN_MODES, RevIN, revin_base, revin_stats
 from forecaster.nets.step import StepForecastNet
 from forecaster.nets.window import WindowForecastNet, check_window_options
 
-__all__ = ["StepForecastNet", "WindowForecastNet", "GRUNetBase", "RevIN", "build_net", "DECODERS", "Decoder",
+__all__ = ["StepForecastNet", "WindowForecastNet", "EnsembleNet", "GRUNetBase", "RevIN", "build_net", "DECODERS", "Decoder",
            "features", "future_ahead", "monotone_quantiles", "revin_base", "revin_stats", "REVIN_EPS", "REVIN_MODES"]
 
 Decoder = Literal["forking", "last", "pmf"]
@@ -27,11 +30,19 @@ DECODERS = ("forking", "last", "pmf")
 def build_net(n_targets: int, n_past_covariates: int, n_future_covariates: int, horizon: int,
               context_length: int | None = None, *, decoder: str = "forking", channel_independent: bool = False,
               revin: str = "none", segment_length: int = 1, quantiles: Sequence[float] | None = None,
-              **common) -> StepForecastNet | WindowForecastNet:
+              members: int = 1, **common) -> GRUNetBase:
     """``decoder="forking"`` -> :class:`StepForecastNet` (which has no window options: they raise a
-    ``ValueError`` naming the decoder to use); ``"last"`` / ``"pmf"`` -> :class:`WindowForecastNet`.
-    ``common``: hidden_size, num_layers, d_model, head_hidden, dropout, reset_after, backend,
-    head_dropout, baseline, season_length."""
+    ``ValueError`` naming the decoder to use); ``"last"`` / ``"pmf"`` -> :class:`WindowForecastNet`;
+    ``members`` K > 1: an :class:`EnsembleNet` of K of them (initialised one after the other from
+    torch's random state). ``common``: hidden_size, num_layers, d_model, head_hidden, dropout,
+    reset_after, backend, head_dropout, baseline, season_length."""
+    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
+        raise ValueError(f"members={members!r}: the number of networks averaged, an int >= 1 (1: a single network)")
+    if members > 1:
+        return EnsembleNet([build_net(n_targets, n_past_covariates, n_future_covariates, horizon, context_length,
+                                      decoder=decoder, channel_independent=channel_independent, revin=revin,
+                                      segment_length=segment_length, quantiles=quantiles, **common)
+                            for _ in range(members)])
     if decoder not in DECODERS:
         raise ValueError(f"decoder={decoder!r}: choose one of {list(DECODERS)}")
     if decoder == "forking":

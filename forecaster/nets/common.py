@@ -108,6 +108,8 @@ class GRUNetBase(nn.Module):
         season_length, context_length: m and T of the baseline.
     """
 
+    carries_state = False  # whether it streams by carrying a recurrent state (step_, decode)
+
     def __init__(self, n_targets: int, horizon: int, quantiles: Sequence[float] | None, n_net_targets: int,
                  baseline: str = "none", season_length: int = 1, context_length: int | None = None) -> None:
         super().__init__()
@@ -134,6 +136,11 @@ class GRUNetBase(nn.Module):
         self.n_quantiles = max(1, len(qs))
         # the quantile predicted directly (the point forecast): the one closest to the median
         self.anchor = min(range(len(qs)), key=lambda i: abs(qs[i] - 0.5)) if qs else 0
+
+    @property
+    def state_shape(self) -> tuple[int, int]:
+        """(layers, H) of the state table a stream keeps per series (``init_state``)."""
+        return self.gru.num_layers, self.gru.hidden_size
 
     @staticmethod
     def make_gru(d_model: int, hidden_size: int, num_layers: int, dropout: float, reset_after: bool,

@@ -42,6 +42,7 @@ class StepForecastNet(GRUNetBase):
     """
 
     trains_on_every_origin = True
+    carries_state = True
 
     def __init__(
         self,
@@ -99,19 +100,20 @@ class StepForecastNet(GRUNetBase):
         return self._head(torch.cat([h.float(), future_ahead.float()], dim=-1))
 
     def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
-                context_length: int, baseline: Tensor | None = None) -> Tensor:
+                context_length: int, baseline: Tensor | None = None, residual: bool = False) -> Tensor:
         """Forking sequences over a window of L = context_length + horizon steps.
 
         The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
         origin t forecasts steps t+1 .. t+horizon (plus the baseline from steps 0..t; ``baseline``:
-        the batch's (B, C, 2K+1) weights). Returns (B, context_length, horizon, C, Q)."""
+        the batch's (B, C, 2K+1) weights). Returns (B, context_length, horizon, C, Q)
+        (``residual``: the network's part, before the baseline is added)."""
         T = int(context_length)
         if target.shape[1] < T + self.horizon:
             raise ValueError(f"window has {target.shape[1]} steps, need context_length + horizon = {T + self.horizon}")
         x = self.features(target[:, :T], observed[:, :T], past_cov[:, :T], future_cov[:, :T])
         out, _ = self.encode(x)
         y = self.decode(out, future_ahead(future_cov, T, self.horizon))
-        return self.add_baseline(y, target[:, :T], observed[:, :T], baseline, origins=T)
+        return y if residual else self.add_baseline(y, target[:, :T], observed[:, :T], baseline, origins=T)
 
     def forecast_last(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor,
                       context_length: int, baseline: Tensor | None = None, residual: bool = False) -> Tensor:
@@ -140,6 +142,10 @@ class StepForecastNet(GRUNetBase):
             values = values * observed
         x = self.input_proj(torch.cat([values, observed, past_cov, future_cov], dim=-1))
         return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
+
+    def output_state(self, state: Tensor, idx: Tensor) -> Tensor:
+        """What :meth:`decode` reads of rows ``idx`` (M,) of a state table: the last layer, (M, H)."""
+        return state[-1, idx]
 
     def init_state(self, n: int, device=None) -> Tensor:
         """A zero state table (num_layers, n, H), float32, for :meth:`step_`."""

@@ -98,7 +98,8 @@ def tiny_dm(**kw):
 
 
 @pytest.mark.parametrize("decoder,extra", [("forking", {}), ("last", {}), ("last", {"revin": "std"}),
-                                           ("pmf", {"segment_length": 6})])
+                                           ("pmf", {"segment_length": 6}), ("forking", {"members": 3}),
+                                           ("pmf", {"segment_length": 6, "members": 2})])
 @pytest.mark.parametrize("loss", ["quantile", "mae"])
 def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     dm = tiny_dm()

@@ -295,6 +295,9 @@ MODELS = {
                                 no_covariates=True),
     "pmf": dict(decoder="pmf", segment_length=5, channel_independent=True, no_covariates=True),
     "pmf-no-baseline": dict(decoder="pmf", segment_length=5, revin="mean", baseline="none", no_covariates=True),
+    "forking-ensemble": dict(members=3),
+    "forking-ensemble-history-window": dict(members=2, history="window"),
+    "last-ensemble": dict(decoder="last", revin="std", members=2),
 }
 
 
@@ -318,9 +321,10 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
         val_size=5, test_size=5)
     torch.manual_seed(0)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, **opts).eval()
-    with torch.no_grad():  # a head that adds something to the baseline
-        for p in model.net.head.parameters():
-            p.normal_(0, 0.2)
+    with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
+        for net in getattr(model.net, "members", [model.net]):
+            for p in net.head.parameters():
+                p.normal_(0, 0.2)
     end = 52 if opts.get("decoder") or history else CONTEXT - 1
     cut = df.filter(pl.col("time") <= T0 + dt.timedelta(hours=end))
     expected = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=cut))
