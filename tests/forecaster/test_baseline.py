@@ -82,6 +82,11 @@ def test_blend_weights_follow_the_step():
     np.testing.assert_allclose(ws[0, 0, knots - 1].numpy(), w[0, :len(knots)])  # exact at the knots
 
 
+def heads_of(model):
+    """The head of every network of the model (on data this small ``members="auto"`` builds several)."""
+    return [m.head for m in getattr(model.net, "members", [model.net])]
+
+
 def tiny_dm(**kw):
     rng = np.random.default_rng(1)
     t0 = dt.datetime(2024, 1, 1)
@@ -104,6 +109,7 @@ def tiny_dm(**kw):
 def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     dm = tiny_dm()
     torch.manual_seed(0)
+    extra = {"members": 1, **extra}  # one network unless the case names an ensemble
     model = GRUForecaster.from_datamodule(dm, decoder=decoder, loss=loss, hidden_size=8, d_model=8, head_hidden=16,
                                           **extra).eval()
     batch = dm.predict_batch()
@@ -139,7 +145,8 @@ def test_baseline_modes_and_none():
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
     torch.manual_seed(0)
     plain = GRUForecaster.from_datamodule(dm, baseline="none", hidden_size=8, d_model=8, head_hidden=16)
-    assert plain.net.head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
+    for head in heads_of(plain):
+        assert head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
     with pytest.raises(ValueError, match="baseline='median'"):
         GRUForecaster.from_datamodule(dm, baseline="median")
     with pytest.raises(ValueError, match=r"quantiles=\[0.1, 0.9\] lack 0.5"):
@@ -163,7 +170,8 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
     torch.manual_seed(0)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
     with torch.no_grad():
-        model.net.head[-1].bias.normal_(0, 5.0)  # a network that adds noise to every forecast
+        for head in heads_of(model):  # a network that adds noise to every forecast
+            head[-1].bias.normal_(0, 5.0)
     trainer = L.Trainer(max_steps=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)
@@ -202,7 +210,8 @@ def test_the_sanity_check_does_not_choose(tmp_path):
                               calendar_features="none", val_size=0.2)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
     with torch.no_grad():
-        model.net.head[-1].bias.normal_(0, 5.0)
+        for head in heads_of(model):
+            head[-1].bias.normal_(0, 5.0)
     trainer = L.Trainer(max_steps=2, num_sanity_val_steps=2, check_val_every_n_epoch=50, logger=False,
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
                         default_root_dir=tmp_path)
@@ -223,7 +232,8 @@ def test_one_validation_window_is_no_evidence_to_switch(tmp_path):
     assert len(dm.val_dataset()) == 1
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
     with torch.no_grad():
-        model.net.head[-1].bias.normal_(0, 5.0)
+        for head in heads_of(model):
+            head[-1].bias.normal_(0, 5.0)
     trainer = L.Trainer(max_steps=1, limit_train_batches=1, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, enable_checkpointing=False, default_root_dir=tmp_path)
     trainer.fit(model, dm)

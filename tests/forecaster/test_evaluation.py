@@ -97,7 +97,8 @@ def test_compare_window_scores_the_zero_state_window_beside_the_stream(setup):
     torch.manual_seed(0)
     window = GRUForecaster.from_datamodule(dm, decoder="last", hidden_size=8, d_model=8, head_hidden=16).eval()
     with torch.no_grad():
-        window.net.head[-1].weight.normal_(0, 0.3)
+        for member in getattr(window.net, "members", [window.net]):
+            member.head[-1].weight.normal_(0, 0.3)
     r = replay(StreamingForecaster(window.net, dm.spec), df, split, max_steps=STEPS, compare_window=True)
     np.testing.assert_allclose(r.errors["forecast"], r.errors["window"], rtol=1e-4, atol=1e-4)
     step = replay(StreamingForecaster(net, dm.spec), df, split, max_steps=STEPS, compare_window=True)
