@@ -50,7 +50,7 @@ _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs", "members")
 
 
-ENSEMBLE_WINDOWS = 2000  # members="auto": an ensemble below ENSEMBLE_WINDOWS / 2 training windows
+ENSEMBLE_WINDOWS = 2000  # members="auto": an ensemble up to ENSEMBLE_WINDOWS / 2 training windows
 MAX_AUTO_MEMBERS = 5
 
 
@@ -113,11 +113,14 @@ class GRUForecaster(L.LightningModule):
             and trained as it would be alone, their forecasts (quantiles and all) averaged: an int
             >= 1, or ``auto``: ``ENSEMBLE_WINDOWS // train_windows`` between 1 and
             ``MAX_AUTO_MEMBERS``, i.e. an ensemble for a small training part (a few hundred windows,
-            where the seed decides much of a single network's forecast) and one network from
-            ``ENSEMBLE_WINDOWS / 2`` windows on. Training, forecasting and a stream's state cost K
-            times a single network's.
-        train_windows: windows in the training part (linked from the data by the CLI;
-            :meth:`from_datamodule` fills it in); only read by ``members="auto"`` (None: 1 network).
+            where the seed decides much of a single network's forecast) and one network above
+            ``ENSEMBLE_WINDOWS / 2`` windows. Training, forecasting and a stream's state cost K
+            times a single network's. The number is saved: a checkpoint rebuilds its networks
+            whatever data it later forecasts (load it with ``load_from_checkpoint``; a model built
+            anew with :meth:`from_datamodule` on other data may choose another number).
+        train_windows: windows in the training part at stride 1, its amount of data whatever
+            ``data.stride`` (linked from the data by the CLI; :meth:`from_datamodule` fills it in);
+            only read by ``members="auto"`` (None: 1 network).
         lr_decay: multiply the learning rate by this after every epoch (ExponentialLR; 1.0 = constant).
             Ignored when the CLI's ``--optimizer`` / ``--lr_scheduler`` replace configure_optimizers.
         data_spec: ``TimeSeriesDataModule.spec.to_dict()``: saved in the checkpoint so it can
@@ -215,7 +218,7 @@ class GRUForecaster(L.LightningModule):
         return cls(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                    n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
                    horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(),
-                   train_windows=dm.train_windows, **kwargs)
+                   **{"train_windows": dm.train_windows, **kwargs})
 
     # ---- convenience ----
 
@@ -367,12 +370,21 @@ class GRUForecaster(L.LightningModule):
         if k > 1:
             return (f"{what} (members=auto: {n:,} training windows, {ENSEMBLE_WINDOWS:,} // {n:,} networks, at most "
                     f"{MAX_AUTO_MEMBERS}; --model.members sets the number)")
-        return f"{what} (members=auto: {n:,} training windows; an ensemble below {ENSEMBLE_WINDOWS // 2:,})"
+        return f"{what} (members=auto: {n:,} training windows; an ensemble up to {ENSEMBLE_WINDOWS // 2:,})"
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping (``trainer.gradient_clip_val``), but member by member for an
-        ensemble: one member's large gradient does not shrink the others' steps."""
-        if not isinstance(self.net, EnsembleNet) or not gradient_clip_val:
+        ensemble: one member's large gradient does not shrink the others' steps. Under a precision
+        plugin with its own clipping (FSDP, DeepSpeed, ...) or a fused optimizer under 16-bit AMP
+        (which Lightning refuses to clip), Lightning's clipping of the whole model runs instead."""
+        from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+        from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
+
+        plugin = self._trainer.precision_plugin if self._trainer is not None else None
+        own = plugin is None or type(plugin) in (Precision, MixedPrecision, HalfPrecision, DoublePrecision)
+        if isinstance(plugin, MixedPrecision) and _optimizer_handles_unscaling(optimizer):
+            own = False
+        if not isinstance(self.net, EnsembleNet) or not gradient_clip_val or not own:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         for params in self.net.member_parameters():
             if gradient_clip_algorithm == "value":

@@ -924,7 +924,8 @@ class StreamingForecaster:
         """Each series' GRU state (per-step model), e.g. for embeddings or monitoring.
 
         Returns:
-            (ids, states): states is a float32 tensor (len(ids), num_layers, H), a copy.
+            (ids, states): states is a float32 tensor (len(ids), num_layers, H), a copy; for an
+            ensemble of K networks (len(ids), K * num_layers, H), member by member.
         """
         if self.windowed:
             raise ValueError("this stream keeps no state between observations (it runs each window: the window "

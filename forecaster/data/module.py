@@ -255,9 +255,11 @@ class TimeSeriesDataModule(L.LightningDataModule):
 
     @property
     def train_windows(self) -> int:
-        """Windows in the training part (one per start, ``stride`` apart): the CLI links it to the
-        model, whose ``members="auto"`` sizes its ensemble by it."""
-        return len(self._windows("train"))
+        """Windows in the training part at stride 1 (its amount of data, whatever ``stride``): the
+        CLI links it to the model, whose ``members="auto"`` sizes its ensemble by it."""
+        self._build()
+        b, e = self._splits["train"]
+        return int(window_counts("train", b, e, self.context_length, self.horizon, 1)[1].sum())
 
     # ---- the pipeline ----
 

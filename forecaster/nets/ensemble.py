@@ -3,10 +3,13 @@ same batches, whose forecasts are averaged.
 
 A small training set leaves the forecast at the mercy of the seed (which weights the network starts
 from, which checkpoint the validation happens to prefer); the mean of K independently initialised
-members varies about ``1/sqrt(K)`` as much, and is usually more accurate than a single member.
-The Lightning module gives every member its own loss and clips every member's gradient on its own
-(:meth:`forecaster.GRUForecaster.configure_gradient_clipping`), so each member trains exactly as it
-would alone; only the forecast is shared.
+members depends less on where each member started. What the members share is not averaged out:
+the order of the batches, the validation's choice, early stopping and the checkpoint kept (on
+sunspots_1y, eight seeds, the standard deviation of the test MAE fell from 2.26 with one network
+to 1.45 with five, and nine did no better). The Lightning module gives every member its own loss
+and clips every member's gradient on its own
+(:meth:`forecaster.GRUForecaster.configure_gradient_clipping`): each member's gradient is the one
+it would have alone on the same batch.
 
 Averaging is done on the network's part (the residual over the baseline), quantile by quantile: a
 mean of non-decreasing quantile vectors is non-decreasing. The baseline is added once, by the
@@ -125,7 +128,8 @@ class EnsembleNet(GRUNetBase):
         members' new last-layer states side by side, (M, K * H)."""
         L = self.members[0].state_shape[0]
         return torch.cat([self._step_member(k).step_(state[k * L:(k + 1) * L], idx, values, observed, past_cov,
-                                                     future_cov, mask=mask) for k in range(self.n_members)], dim=-1)
+                                                     future_cov, mask=mask, assume_unique=k > 0)  # checked once
+                          for k in range(self.n_members)], dim=-1)
 
     def output_state(self, state: Tensor, idx: Tensor) -> Tensor:
         """What :meth:`decode` reads of rows ``idx`` (M,) of a (K * num_layers, N, H) state table:

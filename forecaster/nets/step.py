@@ -130,8 +130,9 @@ class StepForecastNet(GRUNetBase):
 
     @torch.no_grad()
     def step_(self, state: Tensor, idx: Tensor, values: Tensor, observed: Tensor, past_cov: Tensor,
-              future_cov: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Advance rows ``idx`` (M,) of a (num_layers, N, H) float32 state table by one step.
+              future_cov: Tensor, mask: Tensor | None = None, assume_unique: bool = False) -> Tensor:
+        """Advance rows ``idx`` (M,) of a (num_layers, N, H) float32 state table by one step
+        (``assume_unique``: skip the check that ``idx`` has no repeats, a device sync on CUDA).
 
         values: this step's value inputs, (M, C) scaled targets for ``inputs="level"``, (M, 2C) from
         :func:`~forecaster.nets.common.relative_step` for ``"relative"``; observed (M, C), past_cov
@@ -141,7 +142,7 @@ class StepForecastNet(GRUNetBase):
         if self.inputs == "level":
             values = values * observed
         x = self.input_proj(torch.cat([values, observed, past_cov, future_cov], dim=-1))
-        return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask)
+        return self.gru.step_(state, idx, x.to(self.gru.weight_ih_l0.dtype), mask=mask, assume_unique=assume_unique)
 
     def output_state(self, state: Tensor, idx: Tensor) -> Tensor:
         """What :meth:`decode` reads of rows ``idx`` (M,) of a state table: the last layer, (M, H)."""

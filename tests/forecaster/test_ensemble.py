@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from forecaster.baseline import BASELINES
+from forecaster.lightning_module import GRUForecaster
 from forecaster.nets import EnsembleNet, StepForecastNet, WindowForecastNet, build_net
 from tests.forecaster.test_model import synthetic_batch, small_model
 
@@ -119,7 +120,7 @@ def test_auto_members_follow_the_training_windows():
     assert model.n_members == 4 and model.hparams.members == 4  # the checkpoint holds the number
     assert "4 networks averaged (members=auto: 500 training windows" in model.members_summary()
     assert small_model(train_windows=ENSEMBLE_WINDOWS).members_summary() == \
-        "model: 1 network (members=auto: 2,000 training windows; an ensemble below 1,000)"
+        "model: 1 network (members=auto: 2,000 training windows; an ensemble up to 1,000)"
     assert small_model(members=1, train_windows=10).members_summary() == "model: 1 network (members=1)"
 
 
@@ -187,3 +188,40 @@ def _single_network_like(model):
     hp = {k: v for k, v in model.hparams.items() if k not in ("members", "train_windows")}
     single = GRUForecaster(**hp, members=1)
     return single.net
+
+
+def test_train_windows_count_the_data_whatever_the_stride():
+    from tests.forecaster.test_baseline import tiny_dm
+
+    one, every_day = tiny_dm(), tiny_dm(stride=24)
+    assert len(every_day.train_dataset()) < len(one.train_dataset()) == one.train_windows == every_day.train_windows
+    assert GRUForecaster.from_datamodule(one, train_windows=5000).n_members == 1  # a keyword overrides the data's
+
+
+def test_clipping_is_lightnings_own_under_other_precision_plugins_and_fused_optimizers():
+    """Per-member clipping under the plain precision plugins; under any other plugin (FSDP,
+    DeepSpeed: their own clipping) and for a fused optimizer under 16-bit AMP (which Lightning
+    refuses to clip) the whole model goes through Lightning's clip_gradients."""
+    from types import SimpleNamespace
+
+    from lightning.pytorch.plugins.precision import MixedPrecision, Precision
+
+    model = small_model(members=2)
+    calls = []
+    model.clip_gradients = lambda *a, **k: calls.append(a)
+    opt = torch.optim.AdamW(model.parameters())
+    for p in model.parameters():
+        p.grad = torch.ones_like(p)
+    for plugin, whole in ((None, False), (Precision(), False), (object(), True),
+                          (MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu")), False)):
+        model._trainer = None if plugin is None else SimpleNamespace(precision_plugin=plugin)
+        calls.clear()
+        model.configure_gradient_clipping(opt, 1.0, "norm")
+        assert bool(calls) == whole, plugin
+    fused = torch.optim.AdamW(model.parameters(), fused=True)
+    model._trainer = SimpleNamespace(precision_plugin=MixedPrecision("16-mixed", "cpu",
+                                                                     scaler=torch.amp.GradScaler("cpu")))
+    calls.clear()
+    model.configure_gradient_clipping(fused, 1.0, "norm")
+    assert calls  # Lightning's own path, which raises its error for this optimizer
+    model._trainer = None
