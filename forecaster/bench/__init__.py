@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="accuracy: comma-separated seeds (default: 0)")
     parser.add_argument("--fit_args", default="", help="accuracy: extra fit arguments for every run, e.g. "
                                                          "'--trainer.max_epochs 3' (default: none, the defaults)")
+    parser.add_argument("--members", default="1",
+                        help="stream: comma-separated numbers of networks averaged (model.members), each measured "
+                             "side by side, e.g. 1,5 (default: 1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--quick", action="store_true", help="small shapes, for a fast look on a CPU")
@@ -77,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = {"device": args.device, "quick": args.quick}
         if section == "kernels":
             kwargs.update(dtype=args.dtype, repeats=args.repeats)
+        if section == "stream":
+            kwargs.update(members=[int(k) for k in args.members.split(",")])
         if section == "accuracy":
             kwargs.update(datasets=args.datasets, seeds=args.seeds, extra=args.fit_args.split())
         rows = mod.run(**kwargs)

@@ -13,13 +13,14 @@ import torch
 
 from kernels.bench.timing import measure, measure_pair
 from forecaster.data import TimeSeriesDataModule
-from forecaster.nets import StepForecastNet, WindowForecastNet
+from forecaster.nets import EnsembleNet, StepForecastNet, WindowForecastNet
 from forecaster.streaming import StreamingForecaster
 
 T0 = dt.datetime(2024, 1, 1)
 
 
-def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, model: str = "step"):
+def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, model: str = "step",
+           members: int = 1):
     steps = context + horizon + 4
     rng = np.random.default_rng(0)
     t = np.arange(steps)
@@ -37,30 +38,35 @@ def _setup(n_series: int, hidden: int, context: int, horizon: int, device: str, 
     torch.manual_seed(0)
     common = dict(hidden_size=hidden, num_layers=1, quantiles=[0.1, 0.5, 0.9], backend="auto", baseline="blend",
                   season_length=dm.season_length, context_length=context)
-    if window:  # SegGRU as in configs/etth1.yaml: RevIN, 24-step segments, channel-independent
-        net = WindowForecastNet(dm.n_targets, 0, 0, horizon, channel_independent=True, revin="last",
-                                segment_length=24, decoder="last", head_hidden=0, **common)
-    else:
-        net = StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon, inputs="relative",
-                              **common)  # the fit default
+    def one():
+        if window:  # SegGRU as in configs/etth1.yaml: RevIN, 24-step segments, channel-independent
+            return WindowForecastNet(dm.n_targets, 0, 0, horizon, channel_independent=True, revin="last",
+                                     segment_length=24, decoder="last", head_hidden=0, **common)
+        return StepForecastNet(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, horizon,
+                               inputs="relative", **common)  # the fit default
+
+    net = one() if members == 1 else EnsembleNet([one() for _ in range(members)])
     return frame, dm, net.to(device).eval()
 
 
 def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, hidden: int = 64,
-        context: int = 168, horizon: int = 24) -> list[dict]:
+        context: int = 168, horizon: int = 24, members: list[int] | None = None) -> list[dict]:
     """The per-step model carrying its state (``step``) and running its look-back at each forecast
-    (``step, history=window``), and the window model, each beside re-running the window."""
+    (``step, history=window``), and the window model, each beside re-running the window; for each
+    number of networks in ``members`` (an ensemble, ``model.members``; default one network)."""
     rows = []
     for model, history in (("step", None), ("step", "window"), ("window", None)):
-        rows += _run(model, history, device, quick, n_series, hidden, context, horizon)
+        for k in members or [1]:
+            rows += _run(model, history, device, quick, n_series, hidden, context, horizon, k)
     return rows
 
 
 def _run(model: str, history: str | None, device: str, quick: bool, n_series: int | None, hidden: int,
-         context: int, horizon: int) -> list[dict]:
+         context: int, horizon: int, members: int = 1) -> list[dict]:
     n_series = n_series or (1000 if quick else 10_000)
-    frame, dm, net = _setup(n_series, hidden, context, horizon, device, model)
-    label = model if history is None else f"{model}, history={history}"
+    frame, dm, net = _setup(n_series, hidden, context, horizon, device, model, members)
+    label = (model if history is None else f"{model}, history={history}") + (f", {members} networks" if members > 1
+                                                                              else "")
     rows = []
 
     # latency: one series, one record (a list with one dict) then its forecast

@@ -225,3 +225,13 @@ def test_clipping_is_lightnings_own_under_other_precision_plugins_and_fused_opti
     model.configure_gradient_clipping(fused, 1.0, "norm")
     assert calls  # Lightning's own path, which raises its error for this optimizer
     model._trainer = None
+
+
+def test_the_stream_bench_measures_ensembles_beside_one_network():
+    from forecaster.bench import stream_bench
+
+    rows = stream_bench.run(n_series=6, hidden=8, context=24, horizon=6, members=[1, 2])
+    labels = [(r["bench"], r["model"]) for r in rows]
+    assert ("throughput", "step") in labels and ("throughput", "step, 2 networks") in labels
+    assert ("latency", "window, 2 networks") in labels and len(rows) == 12
+    assert all(r.get("stream_obs_per_s", 1) > 0 for r in rows)
