@@ -24,6 +24,8 @@ import math
 from typing import Any, Literal, Sequence
 
 import lightning as L
+from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
+from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
@@ -55,16 +57,14 @@ MAX_AUTO_MEMBERS = 5
 
 
 def resolve_members(members: int | str, train_windows: int | None) -> int:
-    """``members`` as a number: an int >= 1 as it is; ``"auto"``: ``ENSEMBLE_WINDOWS //
-    train_windows`` clipped to [1, MAX_AUTO_MEMBERS] (1 without ``train_windows``)."""
-    if members == "auto":
-        if train_windows is None or int(train_windows) < 1:
-            return 1
-        return max(1, min(MAX_AUTO_MEMBERS, ENSEMBLE_WINDOWS // int(train_windows)))
-    if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members={members!r}: the number of networks averaged, an int >= 1 (1: a single "
-                         "network), or 'auto' (by the size of the training part)")
-    return members
+    """``members`` as a number: ``"auto"`` is ``ENSEMBLE_WINDOWS // train_windows`` clipped to
+    [1, MAX_AUTO_MEMBERS] (1 without ``train_windows``); anything else is returned as it is, for
+    :func:`forecaster.nets.build_net` to check."""
+    if members != "auto":
+        return members  # build_net checks it
+    if train_windows is None or int(train_windows) < 1:
+        return 1
+    return max(1, min(MAX_AUTO_MEMBERS, ENSEMBLE_WINDOWS // int(train_windows)))
 
 
 class CheckpointMismatchError(ValueError):
@@ -363,7 +363,7 @@ class GRUForecaster(L.LightningModule):
         """One line: how many networks are averaged and why (printed by ``fit``)."""
         k, n = self.n_members, self.hparams.get("train_windows")
         what = f"model: {k} networks averaged" if k > 1 else "model: 1 network"
-        if not getattr(self, "_members_auto", False):
+        if not self._members_auto:
             return f"{what} (members={k})"
         if n is None:
             return f"{what} (members=auto without the number of training windows)"
@@ -377,9 +377,6 @@ class GRUForecaster(L.LightningModule):
         ensemble: one member's large gradient does not shrink the others' steps. Under a precision
         plugin with its own clipping (FSDP, DeepSpeed, ...) or a fused optimizer under 16-bit AMP
         (which Lightning refuses to clip), Lightning's clipping of the whole model runs instead."""
-        from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
-        from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
-
         plugin = self._trainer.precision_plugin if self._trainer is not None else None
         own = plugin is None or type(plugin) in (Precision, MixedPrecision, HalfPrecision, DoublePrecision)
         if isinstance(plugin, MixedPrecision) and _optimizer_handles_unscaling(optimizer):

@@ -755,7 +755,7 @@ class StreamingForecaster:
             t["cnt"][r] = o.sum(axis=1).astype(np.int64) + observed[heal]
         mean = t["sum_y"][rows] / np.maximum(t["cnt"][rows], 1)
         last_n = t["last_n"][rows]
-        has_prev = (last_n >= 0) & (n[:, None] - last_n <= T - 1)
+        has_prev = self._in_look_back(last_n, n)
         change = np.where(observed & has_prev, value - t["last_y"][rows], 0.0)
         dev = np.where(observed, value - mean, 0.0)
         t["last_y"][rows] = np.where(observed, value, t["last_y"][rows])
@@ -821,6 +821,11 @@ class StreamingForecaster:
                                               torch.from_numpy(win_o).to(self.device), params)
             return y.float().cpu().numpy()  # (M, H, C, Q)
 
+    def _in_look_back(self, last_n: np.ndarray, step: np.ndarray) -> np.ndarray:
+        """Whether each last observation (step numbers (M, C); -1: none) lies in the look-back of
+        step ``step`` (M,), ``[step - T + 1, step]``: (M, C) bool."""
+        return (last_n >= 0) & (step[:, None] - last_n <= self.context_length - 1)
+
     def _summary(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """What the baseline reads of each series' look-back, from the running bookkeeping of the
         relative inputs and the last ``season_width(m, T)`` slots of the ring: last observed value
@@ -829,8 +834,7 @@ class StreamingForecaster:
         :func:`~forecaster.baseline.baseline_from_summary`)."""
         t, T = self._t, self.context_length
         cur = t["n_steps"][rows] - 1  # the last step's number
-        last_n = t["last_n"][rows]
-        has_last = (last_n >= 0) & (cur[:, None] - last_n <= T - 1)
+        has_last = self._in_look_back(t["last_n"][rows], cur)
         cnt = t["cnt"][rows]
         mean = (t["sum_y"][rows] / np.maximum(cnt, 1)).astype(np.float32)
         season, season_obs, _ = self._window(rows, season_width(self.net.season_length, T))

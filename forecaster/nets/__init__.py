@@ -37,7 +37,8 @@ def build_net(n_targets: int, n_past_covariates: int, n_future_covariates: int, 
     torch's random state). ``common``: hidden_size, num_layers, d_model, head_hidden, dropout,
     reset_after, backend, head_dropout, baseline, season_length."""
     if isinstance(members, bool) or not isinstance(members, int) or members < 1:
-        raise ValueError(f"members={members!r}: the number of networks averaged, an int >= 1 (1: a single network)")
+        raise ValueError(f"members={members!r}: the number of networks averaged, an int >= 1 (1: a single network; "
+                         "GRUForecaster also takes 'auto', by the size of the training part)")
     if members > 1:
         return EnsembleNet([build_net(n_targets, n_past_covariates, n_future_covariates, horizon, context_length,
                                       decoder=decoder, channel_independent=channel_independent, revin=revin,

@@ -63,11 +63,6 @@ class EnsembleNet(GRUNetBase):
         return len(self.members)
 
     @property
-    def gru(self):
-        """The first member's GRU (its settings: backend, layers, hidden size)."""
-        return self.members[0].gru
-
-    @property
     def state_shape(self) -> tuple[int, int]:
         layers, hidden = self.members[0].state_shape
         return self.n_members * layers, hidden
@@ -87,12 +82,10 @@ class EnsembleNet(GRUNetBase):
                 origins: int | None, residual: bool, each: bool) -> Tensor:
         if not each:
             r = r.mean(0)
-        if residual or self.baseline == "none":
+        if residual:
             return r
-        ctx = (target[:, :T], observed[:, :T])
-        if each:
-            return torch.stack([self.add_baseline(x, *ctx, baseline, origins=origins) for x in r])
-        return self.add_baseline(r, *ctx, baseline, origins=origins)
+        # one baseline for every member: it broadcasts over the leading K axis of ``each``
+        return self.add_baseline(r, target[:, :T], observed[:, :T], baseline, origins=origins)
 
     def forward(self, target: Tensor, observed: Tensor, past_cov: Tensor, future_cov: Tensor, context_length: int,
                 baseline: Tensor | None = None, residual: bool = False, each: bool = False) -> Tensor:
