@@ -22,6 +22,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, Mod
 from lightning.pytorch.cli import LightningCLI
 
 from forecaster.averaging import ParameterEMA
+from forecaster.checkpoint import CheckpointError, read_checkpoint
 from forecaster.forecasts import predictions_frame
 from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint, checkpoint_hparams
 from forecaster.metrics import METRICS
@@ -133,17 +134,15 @@ class ForecasterCLI(LightningCLI):
         if not sub:
             return
         cfg = self.config[sub]
+        if "weights_only" in cfg and cfg.get("weights_only") is None:
+            cfg["weights_only"] = True  # Lightning's own restore: tensors and plain data, as read_checkpoint
         ckpt_path = cfg.get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
             return
         try:
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False) if Path(ckpt_path).is_file() else None
-        except Exception as e:  # noqa: BLE001 - any unreadable file is the same user mistake
-            raise UserError(f"cannot read checkpoint {ckpt_path!r}: {type(e).__name__}: {e}") from None
-        if ckpt is None:
-            raise UserError(f"checkpoint {ckpt_path!r} not found")
-        if not isinstance(ckpt, dict):
-            raise UserError(f"{ckpt_path!r} is not a Lightning checkpoint")
+            ckpt = read_checkpoint(ckpt_path)  # tensors and plain data only: a crafted file runs no code
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
         check_checkpoint(ckpt)
         hp = checkpoint_hparams(ckpt)
         for k, v in hp.items():
@@ -196,10 +195,11 @@ class ForecasterCLI(LightningCLI):
         cb = self.trainer.checkpoint_callback
         ckpt = "best" if cb is not None and getattr(cb, "best_model_path", "") else None
         if self.config[self.subcommand].get("test_after_fit", True):
-            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+            self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False, weights_only=True)
             self._print_metrics(ckpt=cb.best_model_path if ckpt else None)
         else:
-            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
+            self.trainer.validate(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False,
+                                  weights_only=True)
             self._print_metrics(stage="val", ckpt=cb.best_model_path if ckpt else None)
 
     def after_test(self) -> None:

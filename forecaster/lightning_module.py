@@ -598,18 +598,14 @@ def checkpoint_hparams(checkpoint: dict) -> dict:
 
 def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
     """Read a checkpoint once: ``(model, checkpoint dict)``, the model in eval mode. One-line
-    ``ValueError`` / :class:`CheckpointMismatchError` for a missing, unreadable or foreign file."""
+    :class:`~forecaster.checkpoint.CheckpointError` / :class:`CheckpointMismatchError` (both
+    ``ValueError``) for a missing, unreadable or foreign file, or one holding anything but tensors
+    and plain data (refused without running it: :func:`forecaster.checkpoint.read_checkpoint`)."""
     import inspect
-    from pathlib import Path
 
-    if not Path(path).is_file():
-        raise ValueError(f"checkpoint {str(path)!r} not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user mistake
-        raise ValueError(f"cannot read checkpoint {str(path)!r}: {type(e).__name__}: {e}") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint")
+    from forecaster.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(path, map_location=map_location)  # tensors and plain data only: runs no code
     check_checkpoint(ckpt)
     params = inspect.signature(GRUForecaster.__init__).parameters
     model = GRUForecaster(**{k: v for k, v in checkpoint_hparams(ckpt).items() if k in params})
