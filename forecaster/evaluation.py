@@ -175,7 +175,7 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     series, origins, values = [], [], []
     t_obs, n_stamps = 0.0, 0
     for part in test.filter(pl.col("__t").is_in(stamps.implode())).partition_by("__t", maintain_order=True):
-        seen = [s for s in part["__sid"].unique(maintain_order=True).to_list() if s in stream._ids]
+        seen = [s for s in part["__sid"].unique(maintain_order=True).to_list() if s in stream.table.ids]
         if seen:
             f_ids, f_origin, f_values = stream.forecast_values(seen)
             series += [index[s] for s in f_ids]

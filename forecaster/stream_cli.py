@@ -3,18 +3,32 @@
 Reads observations, one record a line (CSV with a header line, or NDJSON), from stdin or a file;
 after each record writes the series' new forecast as NDJSON lines (one per target time and target)
 to stdout, flushed. The format is ``--format``, or with ``auto`` the first valid line's: a JSON
-object, or a CSV header that names every required column. A line that is malformed, not UTF-8 or
-longer than ``MAX_LINE_BYTES``, and a rejected record, are reported on stderr (``line N: ...``, at
-most 60 characters of a bad value echoed) and skipped; the stream goes on.
+object, or a CSV header that names every required column. Every line is a record or a reported
+rejection, whatever its bytes: a line that is malformed, not UTF-8, nested deeper than
+``MAX_JSON_DEPTH`` or longer than ``MAX_LINE_BYTES``, and a rejected record, are reported on
+stderr (``line N: ...``, at most 60 characters of a bad value echoed) and skipped; the stream goes
+on. Forecast lines are JSON that every parser reads (no ``NaN`` / ``Infinity``: ``null``).
 
-``--state PATH`` restores every series' state at start (when the file exists) and snapshots it
-atomically every ``--snapshot_every`` seconds (also while the input is idle), at the end of the
-input, and on SIGTERM/SIGINT. A signal only sets a flag that the loop reads between records: the
-record being processed is finished (state, bookkeeping, forecast), then the snapshot is written
-and the process exits 0; stop it and start it again with the same ``--state`` and it continues
-where it stopped. Re-sending records is safe: a record at or before its series' last time is
-rejected as a duplicate, so after a restart send again everything after the last snapshot you are
-sure of (after a SIGKILL up to ``--snapshot_every`` seconds of records are not in it).
+``--state PATH`` takes the state file's lock (``PATH.lock``; a second stream on the same file is
+refused, naming the holder's pid), restores every series' state at start (when the file exists)
+and snapshots it every ``--snapshot_every`` seconds (also while the input is idle), at the end of
+the input, and on SIGTERM/SIGINT. A snapshot appends the series that changed to the file, crash
+safe (:mod:`forecaster.snapshot`). A snapshot that fails (a full or read-only disk) is reported
+once and retried with backoff while the stream goes on; the last good snapshot is never touched;
+when the last attempt at the end fails too the exit status is 3. A signal only sets a flag that
+the loop reads between records: the record being processed is finished (state, bookkeeping,
+forecast), then the snapshot is written and the process exits 0; stop it and start it again with
+the same ``--state`` and it continues where it stopped. Re-sending records is safe: a record at or
+before its series' last time is rejected as a duplicate, so after a restart send again everything
+after the last snapshot you are sure of (after a SIGKILL up to ``--snapshot_every`` seconds of
+records are not in it).
+
+``--max_series N`` keeps at most N series (default 100,000; ``none``: no limit): beyond it the
+least recently seen are evicted, one stderr line each.
+
+At the end a summary line on stderr: ``done: {JSON}`` (or ``stopped by SIGTERM: {JSON}``) with the
+counts of lines, records, rejections, series and snapshots. Exit status: 0, 2 for a bad argument,
+checkpoint or state file, 3 when the state could not be saved at the end.
 
 ``--max_gap N`` rejects a record more than N periods after its series' last time (default: twice
 the model's context length; ``none``: no limit); see :class:`forecaster.StreamingForecaster`.
@@ -39,6 +53,7 @@ import json
 import math
 import os
 import queue
+import re
 import signal
 import sys
 import threading
@@ -50,7 +65,7 @@ import polars as pl
 
 from forecaster.evaluation import replay
 from forecaster.lightning_module import load_checkpoint
-from forecaster.streaming import StreamingForecaster, _show
+from forecaster.streaming import MAX_SERIES, StreamingForecaster, show as _show
 
 # A line longer than this is reported and skipped without being held in memory: a record is a few
 # hundred bytes (a thousand covariates fit in well under 64 KiB); this bounds what one line costs.
@@ -65,10 +80,6 @@ def _json_default(v):
     if isinstance(v, np.generic):
         return v.item()
     return str(v)
-
-
-def _clean(v):
-    return None if isinstance(v, float) and math.isnan(v) else v
 
 
 # ---- input: bytes lines from a background reader, decoded and parsed one at a time ---------------
@@ -214,10 +225,30 @@ class _LineParser:
 
     @staticmethod
     def _json(text: str) -> dict:
+        depth = json_depth(text)
+        if depth > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested {depth} levels deep; a record is a flat object of column -> value "
+                             f"(at most MAX_JSON_DEPTH = {MAX_JSON_DEPTH} levels)")
         rec = json.loads(text)
         if not isinstance(rec, dict):
             raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
         return rec
+
+
+# A record is a flat JSON object (depth 1). Deeper values are refused before json.loads, whose
+# recursion would otherwise raise RecursionError (a line of 100,000 "[" is 100 KB).
+MAX_JSON_DEPTH = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: str) -> int:
+    """How deeply ``text``'s JSON arrays and objects nest (brackets inside strings do not count);
+    O(len(text)), and only a few string operations for a line with few brackets."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:  # the common case: cannot be deeper
+        return text.count("[") + text.count("{")
+    code = np.frombuffer(_JSON_STRING.sub('""', text).encode("utf-8", "replace"), dtype=np.uint8)
+    step = np.isin(code, (ord("["), ord("{"))).astype(np.int64) - np.isin(code, (ord("]"), ord("}")))
+    return int(np.cumsum(step).max(initial=0))
 
 
 def _csv_value(v: str):
@@ -233,18 +264,52 @@ def _csv_value(v: str):
 
 class _Snapshotter:
     """Writes the state when records were applied and ``every`` seconds have passed since the last
-    write, and when forced (at the end)."""
+    write, and when forced (at the end). A write that fails (a full or read-only disk, the file
+    replaced) is reported once on ``err`` and retried with backoff (1, 2, 4, ... seconds, at most
+    ``RETRY_MAX_SECONDS``) while the stream goes on; the last good snapshot is untouched meanwhile
+    and the records since it stay in memory, so the next good write holds them all."""
 
-    def __init__(self, stream: StreamingForecaster, path: str | None, every: float):
-        self.stream, self.path, self.every = stream, path, every
+    def __init__(self, stream: StreamingForecaster, path: str | None, every: float, err=None):
+        self.stream, self.path, self.every, self.err = stream, path, every, err or sys.stderr
         self.last = time.monotonic()
         self.dirty = False
+        self.written = 0  # snapshots written
+        self.failures = 0  # failed attempts since the last good write
+        self.failed_total = 0
+        self.retry_at = 0.0
+        self.last_good: str | None = None  # wall-clock time of the last good write
 
-    def maybe(self, force: bool = False) -> None:
-        if self.path and (force or (self.dirty and time.monotonic() - self.last >= self.every)):
+    def maybe(self, force: bool = False) -> bool:
+        """Snapshot if due (or ``force``); False when a due write failed."""
+        if not self.path:
+            return True
+        now = time.monotonic()
+        if not force and (not self.dirty or (now < self.retry_at if self.failures else now - self.last < self.every)):
+            return True
+        try:
             self.stream.save_state(self.path)
-            self.last = time.monotonic()
-            self.dirty = False
+        except Exception as e:  # noqa: BLE001 - SnapshotError for disk faults; anything else the same way
+            self.failures += 1
+            self.failed_total += 1
+            self.retry_at = now + min(RETRY_MAX_SECONDS, 2.0 ** (self.failures - 1))
+            if self.failures == 1:
+                kept = f"the last good one ({self.last_good}) is kept" if self.last_good else "no snapshot yet"
+                print(f"snapshot to {self.path} failed: {_one_line(e)}; {kept}; the stream goes on and retries with "
+                      "backoff", file=self.err, flush=True)
+            return False
+        if self.failures:
+            print(f"snapshot to {self.path} written again after {self.failures} failed attempt(s)", file=self.err,
+                  flush=True)
+        for note in self.stream.state_notes:
+            print(f"note: {note}", file=self.err, flush=True)
+        self.failures, self.last, self.dirty = 0, time.monotonic(), False
+        self.written += 1
+        self.last_good = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        return True
+
+
+# Longest wait between two attempts at a snapshot that keeps failing.
+RETRY_MAX_SECONDS = 60.0
 
 
 class StopFlag:
@@ -275,10 +340,6 @@ def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
             signal.signal(s, h)
 
 
-def _series_key(stream: StreamingForecaster, rec: dict) -> str:
-    return str(rec[stream.id_col]) if stream.id_col else stream.single_id
-
-
 def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", snap: _Snapshotter | None = None,
              stop: StopFlag | None = None) -> dict:
     """Process input lines (``str`` or ``bytes``, or a :class:`LineReader`) until the input ends or
@@ -304,15 +365,26 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
     return counts
 
 
+def _one_line(e: BaseException) -> str:
+    """An exception as one line of at most a few hundred characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:300] + "..."
+
+
 def _process(stream, parser, line, n, out, err, counts, snap) -> None:
-    """One input line: parse, observe, write the forecast; problems are reported on ``err``."""
+    """One input line: parse, observe, write the forecast; problems are reported on ``err``. No
+    exception of a line escapes (whatever its bytes): it is reported with its type and skipped."""
     try:
         if isinstance(line, _Bad):
             raise ValueError(line.why)
         rec = parser.parse(_decode(line, n))
     except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
         counts["malformed"] += 1
-        print(f"line {n}: malformed, skipped: {e}", file=err, flush=True)
+        print(f"line {n}: malformed, skipped: {_one_line(e)}", file=err, flush=True)
+        return
+    except (Exception, RecursionError) as e:  # noqa: BLE001 - a line must never stop the stream
+        counts["malformed"] += 1
+        print(f"line {n}: malformed, skipped: {type(e).__name__}: {_one_line(e)}", file=err, flush=True)
         return
     if rec is None:
         return
@@ -320,8 +392,16 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         report = stream.observe([rec])
     except ValueError as e:
         counts["malformed"] += 1
-        print(f"line {n}: {e}; skipped", file=err, flush=True)
+        print(f"line {n}: {_one_line(e)}; skipped", file=err, flush=True)
         return
+    except Exception as e:  # noqa: BLE001 - observe put every series back as it was; the stream goes on
+        counts["malformed"] += 1
+        print(f"line {n}: not applied ({type(e).__name__}: {_one_line(e)}); the series are as before the line",
+              file=err, flush=True)
+        return
+    for sid in report.evicted:
+        print(f"line {n}: series {_show(sid)} evicted (the least recently seen of more than "
+              f"max_series={stream.max_series}); its state is gone", file=err, flush=True)
     if report.rejected:
         counts["rejected"] += 1
         r = report.rejected[0]
@@ -331,29 +411,54 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
     counts["records"] += 1
     if snap is not None:
         snap.dirty = True
-    try:
-        fc = stream.forecast(_series_key(stream, rec))
-    except ValueError as e:  # e.g. a model with future covariates: the loop has no values for them
-        print(f"line {n}: applied, but no forecast: {e}", file=err, flush=True)
+    if not report.series:  # applied, then evicted at once (cannot happen with max_series >= 1)
         return
-    for row in fc.iter_rows(named=True):
-        out.write(json.dumps({k: _clean(v) for k, v in row.items()}, default=_json_default) + "\n")
+    try:
+        fc = stream.forecast(report.series[0])
+    except Exception as e:  # noqa: BLE001 - e.g. a model with future covariates: the loop has no values for them
+        print(f"line {n}: applied, but no forecast: {_one_line(e)}", file=err, flush=True)
+        return
+    text, dropped = forecast_lines(fc)
+    if dropped:
+        print(f"line {n}: applied; {dropped} forecast value(s) beyond float32's range written as null",
+              file=err, flush=True)
+    out.write(text)
     out.flush()
+
+
+def forecast_lines(fc: pl.DataFrame) -> tuple[str, int]:
+    """A forecast table as NDJSON text (one line per row) that every JSON parser reads: NaN and
+    infinite values become ``null`` (never ``NaN`` / ``Infinity``). Returns ``(text, number of
+    non-finite values nulled)``."""
+    lines, dropped = [], 0
+    for row in fc.iter_rows(named=True):
+        clean = {}
+        for k, v in row.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                dropped += not math.isnan(v)
+                v = None
+            clean[k] = v
+        lines.append(json.dumps(clean, default=_json_default, allow_nan=False) + "\n")
+    return "".join(lines), dropped
 
 
 def serve(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", state: str | None = None,
           snapshot_every: float = 10.0) -> dict:
     """The stream command's loop with its signal handling and snapshots: restore nothing (the
     caller has), process ``lines`` until their end or SIGTERM/SIGINT, snapshot to ``state`` on
-    time and at the end. Returns the counts of :func:`run_loop` plus ``"signal"`` (its number, or
-    None)."""
-    snap = _Snapshotter(stream, state, snapshot_every)
+    time and at the end, then release the state file's lock. Returns the counts of
+    :func:`run_loop` plus ``"signal"`` (its number, or None), ``"series"``, ``"snapshots"``
+    (written), ``"snapshot_failures"`` and ``"state_saved"`` (whether the last snapshot was
+    written; None without ``state``)."""
+    snap = _Snapshotter(stream, state, snapshot_every, err)
     with stop_on_signals() as stop:
         try:
             counts = run_loop(stream, lines, out, err, fmt, snap, stop)
         finally:
-            snap.maybe(force=True)
-    return {**counts, "signal": stop.signal}
+            saved = snap.maybe(force=True)
+            stream.close()  # the state file's lock: the next stream may write it
+    return {**counts, "signal": stop.signal, "series": len(stream), "snapshots": snap.written,
+            "snapshot_failures": snap.failed_total, "state_saved": saved if state else None}
 
 
 def _plot_replay(result, path: str) -> None:
@@ -380,6 +485,18 @@ def _max_gap(v: str) -> int | str | None:
     return n
 
 
+def _max_series(v: str) -> int | None:
+    if v.lower() == "none":
+        return None
+    try:
+        n = int(v.replace(",", "").replace("_", ""))
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{v!r}: give a number of series >= 1, or none (no limit)")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m forecaster stream", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -396,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--history", choices=["carry", "window"],
                    help="per-step model: carry the GRU state over the whole history (default, O(1) per "
                         "observation) or run the look-back window at each forecast (equals predict)")
+    p.add_argument("--max_series", type=_max_series, default=MAX_SERIES, metavar="N",
+                   help=f"keep at most N series (default {MAX_SERIES:,}; none: no limit); beyond it the least "
+                        "recently seen are evicted and reported")
     p.add_argument("--device", default="cpu")
     p.add_argument("--new_series", default="pooled", choices=["pooled", "reject"])
     p.add_argument("--replay", metavar="DATA", help="replay the test part of this dataset and report online errors")
@@ -411,14 +531,20 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         model, ckpt = load_checkpoint(args.ckpt_path, map_location=args.device)
-        # the replay reads a dataset the data module has validated: its gaps are real, never typos
+        # the replay reads a dataset the data module has validated: its gaps are real, never typos, and
+        # its series are all kept
         max_gap = None if args.replay else args.max_gap
         stream = StreamingForecaster(model.net, model.data_spec, device=args.device, new_series=args.new_series,
-                                     max_gap=max_gap, history=args.history)
-        if args.state and Path(args.state).exists():
-            stream.load_state(args.state)
-            print(f"restored {len(stream)} series from {args.state}", file=sys.stderr, flush=True)
-    except ValueError as e:
+                                     max_gap=max_gap, history=args.history,
+                                     max_series=None if args.replay else args.max_series)
+        if args.state:
+            stream.lock_state(args.state)  # one writer per state file: a second stream stops here
+            if Path(args.state).exists():
+                stream.load_state(args.state)
+                print(f"restored {len(stream)} series from {args.state}", file=sys.stderr, flush=True)
+                for note in stream.state_notes:
+                    print(f"note: {note}", file=sys.stderr, flush=True)
+    except ValueError as e:  # CheckpointError and SnapshotError (StateLockedError) are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
 
@@ -450,5 +576,11 @@ def main(argv: list[str] | None = None) -> int:
     counts = serve(stream, LineReader(f), sys.stdout, sys.stderr, args.format, args.state, args.snapshot_every)
     sig = counts.pop("signal")
     how = f"stopped by {signal.Signals(sig).name}" if sig is not None else "done"
-    print(f"{how}: {counts}", file=sys.stderr, flush=True)
+    summary = {"event": "stopped" if sig is not None else "done", "signal": signal.Signals(sig).name if sig else None,
+               **counts}
+    print(f"{how}: {json.dumps(summary)}", file=sys.stderr, flush=True)
+    if counts["state_saved"] is False:
+        print(f"error: the last snapshot to {args.state} could not be written: the state since the last good one is "
+              "not saved (see the snapshot messages above)", file=sys.stderr, flush=True)
+        return 3
     return 0

@@ -2,7 +2,8 @@
 
 Sections: ``kernels`` (FusedGRU vs torch.nn.GRU, the step kernel vs nn.GRUCell), ``data``
 (building windows from a large table), ``stream`` (the streaming predictor vs re-running the
-context window), ``accuracy`` (the default settings on the zoo of public datasets, beside the naive
+context window), ``snapshot`` (the stream's state file at 100,000 and 1,000,000 series: time
+and bytes of a full snapshot, of a delta, of loading and of compacting), ``accuracy`` (the default settings on the zoo of public datasets, beside the naive
 baselines; not run unless asked for: it trains a model per dataset and seed). Each prints the
 device, shapes, dtype, medians and the ratio.
 """
@@ -24,6 +25,7 @@ SECTIONS = {
     "kernels": "forecaster.bench.kernels_bench",
     "data": "forecaster.bench.data_bench",
     "stream": "forecaster.bench.stream_bench",
+    "snapshot": "forecaster.bench.snapshot_bench",
     "accuracy": "forecaster.bench.accuracy",
 }
 DEFAULT_SECTIONS = ("kernels", "data", "stream")

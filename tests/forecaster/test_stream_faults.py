@@ -24,9 +24,11 @@ import torch
 import forecaster
 import kernels
 from forecaster import stream_cli
-from forecaster.snapshot import MAGIC, SnapshotError, read_snapshot, write_snapshot
+from forecaster.snapshot import LOG_MAGIC, MAGIC, SnapshotError, read_snapshot, write_snapshot
 from forecaster.stream_cli import serve
 from forecaster.streaming import MAX_ID_LENGTH, StreamingForecaster
+from forecaster.streaming.history import CarriedState
+from forecaster.streaming.table import SeriesTable
 from tests.forecaster.test_streaming import CONTEXT, T0, make, stream_of
 
 HOUR = dt.timedelta(hours=1)
@@ -64,6 +66,7 @@ def test_value_beyond_float32_is_rejected_and_the_state_stays_finite(col, value,
         assert torch.isfinite(stream.hidden_state()[1]).all()
         assert torch.equal(stream.hidden_state("s1")[1], before["state"][:1])  # s1 untouched, s2 stepped
         stream.save_state(tmp_path / "state.pt")
+        stream.close()  # one writer per state file: the next stream writes it next
         restored = stream_of(model)
         restored.load_state(tmp_path / "state.pt")  # a snapshot never holds NaN (load_state refuses it)
         assert_same(restored, stream)
@@ -75,15 +78,15 @@ def test_a_series_whose_state_would_turn_nonfinite_is_kept_as_before_the_call(mo
     stream = stream_of(model)
     stream.observe(df.filter(pl.col("time") <= T0 + HOUR))
     before = table(stream)
-    step_rows = StreamingForecaster._step_rows
+    step_rows = CarriedState.step_rows
 
-    def poisoned(self, rows, *features):  # a model that blows up on s1's second step of the call
-        step_rows(self, rows, *features)
-        s1 = self._ids["s1"]
-        if s1 in rows and self._n_steps[s1] == 3:
-            self._state[:, s1] = float("nan")
+    def poisoned(self, table, rows, *features):  # a model that blows up on s1's second step of the call
+        step_rows(self, table, rows, *features)
+        s1 = table.ids["s1"]
+        if s1 in rows and table.t["n_steps"][s1] == 3:
+            table.state[:, s1] = float("nan")
 
-    monkeypatch.setattr(StreamingForecaster, "_step_rows", poisoned)
+    monkeypatch.setattr(CarriedState, "step_rows", poisoned)
     recs = df.filter(pl.col("time").is_between(T0 + 2 * HOUR, T0 + 4 * HOUR)).sort("time").to_dicts()
     report = stream.observe(recs)  # s1, s2 at hours 2, 3, 4
     assert torch.isfinite(stream.hidden_state()[1]).all()
@@ -103,7 +106,7 @@ def test_observe_is_atomic_under_an_interrupt(monkeypatch):
     stream.observe(df.filter(pl.col("time") <= T0 + HOUR))
     before = table(stream)
     calls = {"n": 0}
-    step_rows = StreamingForecaster._step_rows
+    step_rows = CarriedState.step_rows
 
     def interrupted(self, *args):
         step_rows(self, *args)  # the state is updated, then the interrupt lands before the bookkeeping
@@ -111,7 +114,7 @@ def test_observe_is_atomic_under_an_interrupt(monkeypatch):
         if calls["n"] == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(StreamingForecaster, "_step_rows", interrupted)
+    monkeypatch.setattr(CarriedState, "step_rows", interrupted)
     recs = df.filter(pl.col("time") == T0 + 6 * HOUR).to_dicts()  # 4 gap steps + the record, per series
     with pytest.raises(KeyboardInterrupt):
         stream.observe(recs)
@@ -248,7 +251,7 @@ def serve_traced(stream, lines, state, tracer=None) -> tuple[dict, str]:
 
 
 def _line_of(text: str) -> int:
-    """Line number in streaming.py of the first line containing ``text`` inside ``_round``."""
+    """Line number in stream.py of the first line containing ``text`` inside ``_round``."""
     src, first = inspect.getsourcelines(StreamingForecaster._round)
     return first + next(i for i, line in enumerate(src) if text in line)
 
@@ -285,7 +288,7 @@ def test_sigterm_at_random_points_changes_nothing(short_stream, tmp_path):
     # and 20 in the window between a round's state update and its bookkeeping (where 2 of 73 runs of
     # the old loop applied a record twice)
     window = [i + 1 for i, (name, line) in enumerate(calibrate.events)
-              if name == "_round" and line > _line_of("self._step_rows(rows,")]
+              if name == "_round" and line > _line_of("self.strategy.step(")]
     rng = np.random.default_rng(16)
     points = sorted(set(rng.integers(1, calibrate.n + 1, size=100).tolist())
                     | set(rng.choice(window, size=20, replace=False).tolist()))
@@ -323,7 +326,7 @@ def test_the_harness_catches_a_non_atomic_round(short_stream, tmp_path, monkeypa
             signal.signal(signal.SIGTERM, old)
 
     monkeypatch.setattr(stream_cli, "stop_on_signals", raising_handlers)
-    monkeypatch.setattr(StreamingForecaster, "_restore_rows", lambda self, saved, which=None: None)
+    monkeypatch.setattr(SeriesTable, "restore_rows", lambda self, saved, which=None: None)
     differ = 0
     for at in at_bookkeeping[:4]:
         state = tmp_path / "state.pt"
@@ -386,12 +389,14 @@ def saved(tmp_path):
     return model, stream, path
 
 
-@pytest.mark.parametrize("where", ["magic", "checksum", "payload_start", "payload_middle", "last_byte"])
+@pytest.mark.parametrize("where", ["magic", "marker", "length", "checksum", "payload_start", "payload_middle",
+                                   "last_byte"])
 def test_a_snapshot_with_a_flipped_bit_is_refused(saved, where):
     model, stream, path = saved
     raw = bytearray(path.read_bytes())
-    pos = {"magic": 3, "checksum": len(MAGIC) + 10, "payload_start": len(MAGIC) + 65 + 2,
-           "payload_middle": (len(MAGIC) + 65 + len(raw)) // 2, "last_byte": len(raw) - 1}[where]
+    head = len(LOG_MAGIC) + 4 + 8 + 32  # magic, then the base segment: marker, length, SHA-256, payload
+    pos = {"magic": 3, "marker": len(LOG_MAGIC) + 1, "length": len(LOG_MAGIC) + 5, "checksum": head - 10,
+           "payload_start": head + 2, "payload_middle": (head + len(raw)) // 2, "last_byte": len(raw) - 1}[where]
     raw[pos] ^= 0x10
     path.write_bytes(bytes(raw))
     target = stream_of(model)
@@ -437,6 +442,7 @@ def test_a_snapshot_that_does_not_fit_is_refused_in_one_line_and_changes_nothing
 def test_a_sigkill_inside_a_save_leaves_no_temp_file_after_the_next_save(saved, tmp_path):
     model, stream, path = saved
     good = path.read_bytes()
+    stream.close()  # its lock: the writer below is the only one
     # a writer killed between writing its temporary file and renaming it over the snapshot
     code = ("import os, signal, torch; import forecaster.snapshot as s\n"
             "os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -2,6 +2,7 @@
 snapshots."""
 
 import datetime as dt
+import os
 
 import numpy as np
 import polars as pl
@@ -9,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from forecaster.baseline import season_width
 from forecaster.data import TimeSeriesDataModule
 from forecaster.nets import StepForecastNet, build_net
 from forecaster.streaming import StreamingForecaster
@@ -174,8 +176,12 @@ def test_null_nan_is_missing_inf_rejected_bad_columns_raise():
     assert report.accepted == 1 and stream.info()["observations"].to_list() == [0]
     report = stream.observe([{**rec, "time": rec["time"] + dt.timedelta(hours=1), "a": float("inf")}])
     assert report.accepted == 0 and "infinite" in report.rejected[0].reason
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['p'\]"):
-        stream.observe([{k: v for k, v in rec.items() if k != "p"}])
+    # a record of a list that lacks a column, or is no dict, is rejected on its own; the others apply
+    nxt = {**rec, "time": rec["time"] + dt.timedelta(hours=1)}
+    report = stream.observe([{k: v for k, v in nxt.items() if k != "p"}, ["not", "a", "dict"], nxt])
+    assert report.accepted == 1 and [r.index for r in report.rejected] == [0, 1]
+    assert "lacks column(s) ['p']" in report.rejected[0].reason and "is a list" in report.rejected[1].reason
+    rec = nxt
     with pytest.raises(ValueError, match="must be numeric"):
         stream.observe(pl.DataFrame({"id": ["s1"], "time": [T0], "a": ["x"], "b": [1.0], "p": [1.0]}))
     report = stream.observe([{**rec, "time": rec["time"] + dt.timedelta(hours=2), "a": "12"}])
@@ -189,7 +195,7 @@ def test_new_series_uses_pooled_scaler_or_is_rejected():
     assert stream.observe([rec]).accepted == 1
     spec = model.data_spec
     expected_loc = np.median([[spec["scalers"][s][c][0] for c in ("a", "b")] for s in ("s1", "s2")], axis=0)
-    np.testing.assert_allclose(stream._t["params"][stream._ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
+    np.testing.assert_allclose(stream.table.t["params"][stream.table.ids["brand-new"], 0, :2], expected_loc, rtol=1e-6)
     strict = stream_of(model, new_series="reject")
     report = strict.observe([rec])
     assert report.accepted == 0 and "unknown series" in report.rejected[0].reason
@@ -210,7 +216,8 @@ def test_snapshot_round_trip_gives_identical_forecasts(tmp_path):
     assert restored.forecast().equals(stream.forecast())
 
 
-def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["base", "delta"])
+def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch, kind):
     df, dm, model = make()
     stream = stream_of(model)
     stream.observe(df.head(5))
@@ -218,16 +225,36 @@ def test_snapshot_is_atomic_under_a_crash_mid_write(tmp_path, monkeypatch):
     stream.save_state(path)
     good = path.read_bytes()
     stream.observe(df.slice(5, 5))
+    expected = stream.forecast()
+    if kind == "base":  # a new stream's first snapshot replaces the file: crash while writing its temporary
+        stream.close()
+        stream = stream_of(model)
+        stream.observe(df.head(10))
+        real_write = os.fdopen
 
-    def crash(obj, f, *a, **k):
-        f.write(b"partial")
-        raise KeyboardInterrupt("killed mid-write")
+        def fdopen(fd, *a, **k):
+            f = real_write(fd, *a, **k)
+            f.write = lambda b: (os.write(fd, b[:7]), (_ for _ in ()).throw(KeyboardInterrupt("killed mid-write")))
+            return f
 
-    monkeypatch.setattr(torch, "save", crash)
+        monkeypatch.setattr(os, "fdopen", fdopen)
+    else:  # a delta appended to the file: crash after part of it is written
+        real_pwrite = os.pwrite
+
+        def pwrite(fd, data, offset):
+            real_pwrite(fd, data[:7], offset)
+            raise KeyboardInterrupt("killed mid-write")
+
+        monkeypatch.setattr(os, "pwrite", pwrite)
     with pytest.raises(KeyboardInterrupt):
         stream.save_state(path)
+    monkeypatch.undo()
     assert path.read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.pt", "state.pt.lock"]
+    stream.save_state(path)  # the next try writes what the interrupted one could not
+    restored = stream_of(model)
+    restored.load_state(path)
+    assert restored.forecast().equals(expected)
 
 
 def test_load_state_errors(tmp_path):
@@ -402,19 +429,20 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
                           d_model=8, head_hidden=16, backend="torch", baseline="blend", season_length=season,
                           context_length=CONTEXT, inputs="relative").eval()
     stream = StreamingForecaster(net, dm.spec)
-    assert "sum_y" in stream._t  # the running summary exists for this model
+    t, width = stream.table.t, season_width(net.season_length, CONTEXT)
+    assert "sum_y" in t  # the running summary exists for this model
     compared = 0
     for rec in df.sort("time").to_dicts():
         report = stream.observe([rec])
         assert report.accepted == 1, report
         rows_ = np.array([0])
-        params = torch.from_numpy(stream._t["base"][rows_])
+        params = torch.from_numpy(t["base"][rows_])
         zero = torch.zeros(1, HORIZON, 2, 3)
-        win_y, win_o, _ = stream._window(rows_)
+        win_y, win_o, _ = stream.lookback.window(t, rows_)
         expected = net.add_baseline(zero, torch.from_numpy(win_y), torch.from_numpy(win_o), params)
-        got = net.add_baseline_from_summary(zero, tuple(torch.from_numpy(a) for a in stream._summary(rows_)),
-                                            params)
+        summary = tuple(torch.from_numpy(a) for a in stream.lookback.summary(t, rows_, width))
+        got = net.add_baseline_from_summary(zero, summary, params)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         compared += 1
     assert compared == n - 6
-    assert stream._t["cnt"][0, 1] == CONTEXT and np.abs(stream._t["sum_y"][0, 1]) < 1e3  # it has left
+    assert t["cnt"][0, 1] == CONTEXT and np.abs(t["sum_y"][0, 1]) < 1e3  # it has left

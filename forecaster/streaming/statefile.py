@@ -1,0 +1,239 @@
+"""The stream's state file (``--state``): one writer, snapshots that cost what changed, a
+checked load. The file format, the lock and the compaction are :mod:`forecaster.snapshot`'s.
+
+A snapshot appends a delta (the series changed and the ids evicted since the last one) to the
+log; the first snapshot of a stream, and one after the file was replaced, writes a base. When the
+deltas outgrow the base, a background :class:`~forecaster.snapshot.Compactor` merges the log into
+one base. Loading merges the base and its deltas, then checks everything against the stream's
+layout before anything is replaced.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotError, StateLock, append_delta,
+                                 read_log, write_base)
+from forecaster.streaming.records import MAX_ID_LENGTH, id_problem, show
+from forecaster.streaming.table import Layout
+
+__all__ = ["StateFile", "merge_payloads", "check_base", "pack_ids", "unpack_ids", "STATE_FORMAT_VERSION", "COMPACT_MIN_BYTES"]
+
+# 4: a log of segments (a base, then deltas) with the born / seen columns; 3: one payload without them
+STATE_FORMAT_VERSION = 4
+# Compact when the deltas exceed the base and at least this many bytes: below it a rewrite is cheap
+# anyway and would run after every few snapshots of a small table.
+COMPACT_MIN_BYTES = 16 << 20
+_META = ("kind", "removed", "ids", "format_version", "fingerprint")
+
+
+def pack_ids(ids: list[str]) -> torch.Tensor:
+    """Ids as one uint8 tensor: their UTF-8 joined by newlines (which no id holds). A list of a
+    million strings costs the weights-only unpickler seconds; one tensor costs nothing."""
+    return torch.frombuffer(bytearray("\n".join(ids).encode("utf-8")), dtype=torch.uint8) if ids else \
+        torch.zeros(0, dtype=torch.uint8)
+
+
+def unpack_ids(packed) -> list[str]:
+    """:func:`pack_ids` undone (a list of strings, format 3, is taken as it is)."""
+    if isinstance(packed, list):
+        if not all(isinstance(x, str) for x in packed):
+            raise SnapshotError("is inconsistent (ids are not a list of strings)")
+        return packed
+    if not isinstance(packed, torch.Tensor) or packed.dtype != torch.uint8 or packed.dim() != 1:
+        raise SnapshotError("is inconsistent (ids are not a list of strings)")
+    if not packed.numel():
+        return []
+    try:
+        return packed.numpy().tobytes().decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise SnapshotError("is inconsistent (ids are not UTF-8 text)") from None
+
+
+def ids_ok(ids: list[str]) -> bool:
+    """Whether every id passes the id rule (:func:`~forecaster.streaming.records.id_problem`),
+    in a few C-level passes for the usual case of plain printable ids."""
+    if not ids:
+        return True
+    if min(map(len, ids)) < 1 or max(map(len, ids)) > MAX_ID_LENGTH or any(map(str.isspace, ids)):
+        return False
+    return "".join(ids).isprintable() or not any(map(id_problem, ids))
+
+
+def merge_payloads(payloads: list[dict]) -> dict:
+    """A base payload and the deltas after it -> one base payload: each id's latest row, ids
+    removed after their last row left out, rows in ``born`` order (the order of first
+    observation). The header (format version, fingerprint) is the base's. Ids packed
+    (:func:`pack_ids`) in and out. The base's tensors are updated in place (the payloads are
+    consumed): O(rows changed) beyond one pass over the base's ids."""
+    base = payloads[0]
+    if len(payloads) == 1 and not len(base.get("removed", [])):
+        return base
+    keys = [k for k in base if k not in _META]
+    dim = {k: 1 if k == "state" else 0 for k in keys}
+    ids = unpack_ids(base["ids"])
+    index = {sid: i for i, sid in enumerate(ids)}
+    alive = np.ones(len(ids), dtype=bool)
+    added: dict[str, tuple[int, int]] = {}  # ids not (or no longer) in the base -> (segment, position)
+    for s, p in enumerate(payloads[1:], start=1):
+        for sid in unpack_ids(p.get("removed", [])):
+            i = index.get(sid)
+            if i is not None:
+                alive[i] = False
+            added.pop(sid, None)
+        into, take = [], []
+        for pos, sid in enumerate(unpack_ids(p["ids"])):
+            i = index.get(sid)
+            if i is not None and alive[i]:
+                into.append(i)
+                take.append(pos)
+            else:
+                added[sid] = (s, pos)
+        if into:
+            into_t, take_t = torch.tensor(into, dtype=torch.int64), torch.tensor(take, dtype=torch.int64)
+            for k in keys:
+                base[k].index_copy_(dim[k], into_t, p[k].index_select(dim[k], take_t))
+    out = {k: base[k] for k in keys}
+    if not alive.all():
+        keep = torch.from_numpy(np.flatnonzero(alive))
+        out = {k: v.index_select(dim[k], keep) for k, v in out.items()}
+        ids = [ids[i] for i in keep.tolist()]
+    if added:
+        seg = np.fromiter((v[0] for v in added.values()), dtype=np.int64, count=len(added))
+        pos = np.fromiter((v[1] for v in added.values()), dtype=np.int64, count=len(added))
+        new_ids = list(added)
+        parts: dict[str, list] = {k: [out[k]] for k in keys}
+        for s in np.unique(seg):
+            sel = np.flatnonzero(seg == s)
+            take = torch.from_numpy(pos[sel])
+            for k in keys:
+                parts[k].append(payloads[s][k].index_select(dim[k], take))
+            ids += [new_ids[i] for i in sel]
+        out = {k: torch.cat(v, dim=dim[k]) for k, v in parts.items()}
+    if "born" in out and len(ids) > 1 and not bool((out["born"][1:] >= out["born"][:-1]).all()):
+        order = torch.from_numpy(np.argsort(out["born"].numpy(), kind="stable"))
+        out = {k: v.index_select(dim[k], order) for k, v in out.items()}
+        ids = [ids[i] for i in order.tolist()]
+    return {**{k: base[k] for k in ("format_version", "fingerprint") if k in base}, "kind": "base",
+            "removed": pack_ids([]), "ids": pack_ids(ids), **out}
+
+
+def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carries: bool) -> tuple:
+    """A merged base checked against the stream's layout: ``(ids, state (L, n, H), tables name ->
+    numpy (n, ...))``, or :class:`SnapshotError` saying what does not fit (the caller adds the
+    file's name). Format-3 payloads get ``born`` (their row order) and ``seen`` (0)."""
+    ids = unpack_ids(payload["ids"])
+    n = len(ids)
+    if len(set(ids)) != n or not ids_ok(ids):
+        raise SnapshotError("is inconsistent (an id is empty, not printable, longer than MAX_ID_LENGTH or repeated)")
+    if payload.get("format_version") == 3:
+        payload = {**payload, "born": torch.arange(n, dtype=torch.int64), "seen": torch.zeros(n, dtype=torch.int64)}
+    arrays = {k: payload[k] for k in ("state", *layout)}
+    floats = {"state", *(k for k, (_, dt, _) in layout.items() if np.dtype(dt).kind == "f")}
+    wrong = [k for k, v in arrays.items() if not isinstance(v, torch.Tensor)
+             or v.is_floating_point() != (k in floats) or v.is_complex()]
+    if wrong:
+        raise SnapshotError(f"is inconsistent ({wrong} are not tensors of the right kind)")
+    L, H = state_shape
+    shapes = {"state": (L, n if carries else 0, H), **{k: (n, *shape) for k, (shape, _, _) in layout.items()}}
+    wrong = [f"{k} {tuple(arrays[k].shape)} (expected {shapes[k]})" for k in shapes
+             if tuple(arrays[k].shape) != shapes[k]]
+    if wrong:
+        raise SnapshotError(f"is inconsistent (array shapes do not match its {n} series: {', '.join(wrong)})")
+    state = arrays["state"].float()
+    tables = {k: arrays[k].numpy().astype(dt, copy=False) for k, (_, dt, _) in layout.items()}
+    if not (torch.isfinite(state).all() and all(np.isfinite(v).all() for k, v in tables.items() if k in floats)):
+        raise SnapshotError("holds non-finite values")
+    n_obs, n_steps = tables["n_obs"], tables["n_steps"]
+    if not ((tables["params"][:, 1] > 0).all() and (n_obs >= 0).all() and (n_obs <= n_steps).all()
+            and (tables["seen"] >= 0).all() and (tables["born"] >= 0).all()):
+        raise SnapshotError("is inconsistent (a scale <= 0 or counts out of range)")
+    return ids, state, tables
+
+
+def _packed(payload: dict) -> dict:
+    return {**payload, "ids": pack_ids(payload["ids"]), "removed": pack_ids(payload["removed"])}
+
+
+class StateFile:
+    """One state file as a stream writes it: its lock (taken by :meth:`acquire` or the first
+    :meth:`save`, kept until :meth:`close`), where its log stands and its compaction."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.lock: StateLock | None = None
+        self.info: LogInfo | None = None
+        self.compactor: Compactor | None = None
+        self.notes: list[str] = []  # what a load or a compaction found worth reporting
+
+    def same(self, path: str | os.PathLike) -> bool:
+        return Path(path).resolve() == self.path.resolve()
+
+    def acquire(self) -> None:
+        """Take the lock (:class:`~forecaster.snapshot.StateLockedError` naming the holder's pid)."""
+        if self.lock is None or not self.lock.held:
+            self.lock = StateLock(self.path)
+
+    def read(self) -> tuple[list[dict], LogInfo]:
+        payloads, info = read_log(self.path)
+        self.notes.extend(info.notes)
+        return payloads, info
+
+    def adopt(self, info: LogInfo) -> None:
+        """The stream now holds exactly what the file holds: the next snapshot may append to it."""
+        self.info = info if info.appendable else None
+
+    def save(self, header: dict, table) -> dict:
+        """Snapshot ``table`` (a :class:`~forecaster.streaming.table.SeriesTable`): a delta appended
+        to the log, or a base; returns ``{"kind", "bytes", "series", "seconds"}``. On a disk fault
+        :class:`SnapshotError` and nothing changed: the last good snapshot is as it was, and the
+        table keeps its changes for the next try."""
+        t0 = time.perf_counter()
+        self.acquire()
+        self._finish_compaction()
+        kind, series = "delta", table.changes()
+        before = self.info.size if self.info is not None else 0
+        if self.info is not None:
+            try:
+                self.info = append_delta(self.info, _packed(table.delta_payload()), self.lock)
+            except LogReplacedError as e:
+                self.notes.append(str(e))
+                self.info = None
+        if self.info is None:
+            kind, series, before = "base", len(table), 0
+            self.info = write_base(self.path, {**header, **_packed(table.base_payload())}, self.lock)
+        table.clean()
+        written = self.info.size - before
+        if (self.compactor is None and self.info.delta_bytes > max(self.info.base_bytes, COMPACT_MIN_BYTES)):
+            self.compactor = Compactor(self.info, self.lock, merge_payloads)
+        return {"kind": kind, "bytes": written, "series": series, "seconds": time.perf_counter() - t0}
+
+    def _finish_compaction(self) -> None:
+        c = self.compactor
+        if c is None or not c.done:
+            return
+        self.compactor = None
+        try:
+            self.info = c.finish(self.info)
+        except SnapshotError as e:  # the log is untouched: go on appending, compact again later
+            self.notes.append(str(e))
+
+    def compact_now(self) -> None:
+        """Wait for a running compaction and put it in place (for tests and the bench)."""
+        if self.compactor is not None:
+            self.compactor.wait()
+            self._finish_compaction()
+
+    def close(self) -> None:
+        """Stop a compaction (its temporary file is removed) and release the lock."""
+        if self.compactor is not None:
+            self.compactor.cancel()
+            self.compactor = None
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

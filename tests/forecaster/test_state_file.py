@@ -1,0 +1,454 @@
+"""Issue 24, cases 3, 4 and 7: one writer per state file, disk faults, bounded memory, snapshots
+that cost what changed.
+
+- Two writers: a second stream (another process, or another stream of this process) is refused
+  in one line naming the holder's pid; a stale temporary file is removed only by the lock's holder.
+- A full or read-only disk (a real tmpfs where this machine lets tests mount one, and injected
+  ENOSPC everywhere): the failure is reported once, the stream goes on, the last good snapshot
+  stays byte for byte as it was, the retry writes everything, the exit status says when the end
+  could not be saved.
+- ``max_series`` evicts the least recently seen series and reports each one.
+- A snapshot appends what changed (a delta) to a checksummed log; a torn last segment is ignored
+  and cut off, a damaged middle one refused; the log is compacted in the background.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from forecaster import stream_cli
+from forecaster.snapshot import (LOG_MAGIC, Compactor, SnapshotError, StateLock, StateLockedError, append_delta,
+                                 read_log)
+from forecaster.stream_cli import serve
+from forecaster.streaming import StreamingForecaster, statefile
+from forecaster.streaming.statefile import merge_payloads
+from tests.forecaster.test_stream_faults import assert_same
+from tests.forecaster.test_streaming import T0, make, stream_of
+
+HOUR = dt.timedelta(hours=1)
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    df, dm, model = make()
+    lines = [json.dumps({**r, "time": r["time"].isoformat()}) for r in df.sort("time", "id").to_dicts()]
+    return df, model, lines
+
+
+def reference(model, lines) -> StreamingForecaster:
+    stream = stream_of(model)
+    serve(stream, lines, io.StringIO(), io.StringIO())
+    return stream
+
+
+def loaded(model, path) -> StreamingForecaster:
+    stream = stream_of(model)
+    stream.load_state(path)
+    return stream
+
+
+# ---- 3. one writer --------------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    from forecaster.snapshot import StateLock
+    path = Path(sys.argv[1])
+    lock = StateLock(path)
+    Path(str(path) + ".x1.tmp").write_text("a temporary file of this writer's")
+    print("locked", flush=True)
+    sys.stdin.readline()
+""")
+
+
+@pytest.fixture()
+def holder(tmp_path):
+    """Another process holding the lock of tmp_path/state.pt (and a temporary file of its own)."""
+    path = tmp_path / "state.pt"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.stdout.readline().strip() == "locked"
+    yield path, proc
+    proc.communicate("\n", timeout=30)
+
+
+def test_a_second_writer_is_refused_naming_the_holders_pid(setup, holder):
+    df, model, lines = setup
+    path, proc = holder
+    stream = stream_of(model)
+    stream.observe(df.head(4))
+    with pytest.raises(StateLockedError, match=f"in use by another stream \\(pid {proc.pid}") as e:
+        stream.save_state(path)
+    assert "\n" not in str(e.value)
+    assert (path.parent / "state.pt.x1.tmp").exists()  # the holder's temporary file is left alone
+    assert not path.exists()
+
+
+def test_a_second_stream_of_this_process_is_refused_until_the_first_closes(setup, tmp_path):
+    df, model, lines = setup
+    path = tmp_path / "state.pt"
+    first, second = stream_of(model), stream_of(model)
+    first.observe(df.head(4))
+    second.observe(df.head(6))
+    first.save_state(path)
+    with pytest.raises(StateLockedError, match="another stream of this process"):
+        second.save_state(path)
+    first.close()
+    second.save_state(path)
+    assert len(loaded(model, path).info()) == len(second.info())
+
+
+def test_two_stream_commands_on_one_state_file(setup, tmp_path):
+    """The probe's case: two `stream` processes on one --state. The second stops at once with the
+    first's pid; the first's series are all in the snapshot."""
+    df, model, lines = setup
+    ckpt = _trained_checkpoint(tmp_path)
+    state = tmp_path / "state.pt"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    args = [sys.executable, "-m", "forecaster", "stream", "--ckpt_path", str(ckpt), "--state", str(state)]
+    first = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env, cwd=REPO)
+    records = _embedded_records(8)
+    first.stdin.write(records[0] + "\n")
+    first.stdin.flush()
+    first.stdout.readline()  # its first forecast: the stream is running and holds the lock
+    second = subprocess.run(args, input="\n".join(records) + "\n", capture_output=True, text=True, env=env,
+                            cwd=REPO, timeout=300)
+    assert second.returncode == 2
+    assert f"pid {first.pid}" in second.stderr and "in use by another stream" in second.stderr
+    assert len([ln for ln in second.stderr.splitlines() if ln.startswith("error:")]) == 1 and second.stdout == ""
+    assert "Traceback" not in second.stderr
+    out, err = first.communicate("\n".join(records[1:]) + "\n", timeout=300)
+    assert first.returncode == 0, err
+    stream = StreamingForecaster.from_checkpoint(ckpt)
+    stream.load_state(state)
+    assert sorted(stream.info()["observations"].to_list()) == [4, 4]
+
+
+def _trained_checkpoint(tmp_path) -> Path:
+    import lightning as L
+
+    from forecaster import GRUForecaster
+    from forecaster.data import TimeSeriesDataModule
+
+    dm = TimeSeriesDataModule(context_length=48, horizon=6, batch_size=32)
+    model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
+                          n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
+                          seasonal_period=dm.season_length, hidden_size=8, d_model=8, head_hidden=8, members=1,
+                          data_spec=dm.spec.to_dict())
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=str(tmp_path))
+    trainer.fit(model, datamodule=dm)
+    path = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(path)
+    return path
+
+
+def _embedded_records(n: int) -> list[str]:
+    from forecaster.data import TimeSeriesDataModule
+
+    frame = TimeSeriesDataModule().frame().collect().sort("time", "station").head(n)
+    return [json.dumps({**r, "time": r["time"].isoformat()}) for r in frame.to_dicts()]
+
+
+# ---- 4. disk faults -------------------------------------------------------------------------------
+
+def _fill(folder: Path) -> Path:
+    """Fill the filesystem of ``folder`` to the last byte; returns the filler file."""
+    filler = folder / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, b"\0" * 4096)
+    except OSError as e:
+        assert e.errno == errno.ENOSPC
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A real 4 MiB tmpfs (skipped where this machine does not let tests mount one)."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip()[:80]}); the injected-fault test covers the logic")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def serve_with(stream, lines, state, actions: dict, every=0.0):
+    """serve() with ``actions[i]()`` run just before line i is read; returns (counts, err text)."""
+    def feed():
+        for i, line in enumerate(lines):
+            if i in actions:
+                actions[i]()
+            yield line
+
+    err = io.StringIO()
+    counts = serve(stream, feed(), io.StringIO(), err, state=str(state), snapshot_every=every)
+    return counts, err.getvalue()
+
+
+def test_a_full_disk_is_reported_once_and_nothing_is_lost(setup, small_disk, monkeypatch):
+    df, model, lines = setup
+    monkeypatch.setattr(stream_cli, "RETRY_MAX_SECONDS", 0.0)  # retry at every line: many failed attempts
+    state = small_disk / "state.pt"
+    seen = {}
+
+    def break_disk():
+        seen["good"] = state.read_bytes()
+        seen["filler"] = _fill(small_disk)
+
+    def still_good():
+        assert state.read_bytes() == seen["good"]  # the last good snapshot, byte for byte
+        assert_same(loaded(model, state), reference(model, lines[:20]))
+
+    def mend_disk():
+        seen["filler"].unlink()
+
+    stream = stream_of(model)
+    counts, err = serve_with(stream, lines, state, {20: break_disk, 60: still_good, 61: mend_disk})
+    assert counts["records"] == len(lines) and counts["state_saved"] is True
+    failed = [ln for ln in err.splitlines() if " failed: " in ln]
+    assert len(failed) == 1 and "No space left" in failed[0], err
+    assert counts["snapshot_failures"] > 1  # retried, reported once
+    assert "written again after" in err
+    assert_same(loaded(model, state), reference(model, lines))
+
+
+def test_the_exit_status_says_when_the_end_could_not_be_saved(setup, small_disk, tmp_path):
+    df, model, lines = setup
+    from forecaster.stream_cli import main
+
+    ckpt = _trained_checkpoint(tmp_path)
+    records = tmp_path / "in.ndjson"
+    records.write_text("\n".join(_embedded_records(6)) + "\n")
+    state = small_disk / "state.pt"
+    _fill(small_disk)
+    err = io.StringIO()
+    old = sys.stderr
+    sys.stderr = err
+    try:
+        code = main(["--ckpt_path", str(ckpt), "--input", str(records), "--state", str(state)])
+    finally:
+        sys.stderr = old
+    text = err.getvalue()
+    assert code == 3, text
+    assert "could not be written" in text and "Traceback" not in text
+    assert not state.exists()
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS], ids=["full", "read_only"])
+def test_injected_disk_faults_keep_the_last_good_snapshot(setup, tmp_path, monkeypatch, code):
+    """The same guarantees without a tmpfs, and for a read-only disk (a mounted filesystem cannot
+    be made read-only while the stream holds its lock file open): the error from every write."""
+    df, model, lines = setup
+    monkeypatch.setattr(stream_cli, "RETRY_MAX_SECONDS", 0.0)
+    state = tmp_path / "state.pt"
+    real = {"pwrite": os.pwrite, "replace": os.replace}
+    seen = {}
+
+    def no_space(*a, **k):
+        raise OSError(code, os.strerror(code))
+
+    def break_disk():
+        seen["good"] = state.read_bytes()
+        monkeypatch.setattr(os, "pwrite", no_space)
+        monkeypatch.setattr(os, "replace", no_space)
+
+    def mend_disk():
+        assert state.read_bytes() == seen["good"]
+        monkeypatch.setattr(os, "pwrite", real["pwrite"])
+        monkeypatch.setattr(os, "replace", real["replace"])
+
+    stream = stream_of(model)
+    counts, err = serve_with(stream, lines, state, {20: break_disk, 70: mend_disk})
+    assert counts["state_saved"] is True and counts["snapshot_failures"] > 1
+    (failed,) = [ln for ln in err.splitlines() if " failed: " in ln]
+    assert os.strerror(code) in failed
+    assert_same(loaded(model, state), reference(model, lines))
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+# ---- 7. bounded memory ----------------------------------------------------------------------------
+
+def rec(sid: str, hour: int) -> dict:
+    return {"id": sid, "time": T0 + hour * HOUR, "a": 1.0, "b": 2.0, "p": 0.0}
+
+
+def test_max_series_evicts_the_least_recently_seen_and_reports_them(setup, tmp_path):
+    df, model, lines = setup
+    stream = stream_of(model, max_series=2)
+    assert stream.observe([rec("s1", 0), rec("s2", 0)]).evicted == []
+    report = stream.observe([rec("x", 0)])
+    assert report.evicted == ["s1"] and stream.series == ["s2", "x"]  # s1 and s2 tie: the older goes
+    stream.observe([rec("s2", 1)])
+    report = stream.observe([rec("s1", 3)])  # back, from zero: x is now the least recently seen
+    assert report.evicted == ["x"] and stream.series == ["s2", "s1"] and report.series == ["s1"]
+    assert stream.info().filter(pl.col("series") == "s1")["observations"].item() == 1
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.observe([rec("y", 0)])  # evicts s2
+    stream.save_state(path)  # a delta: y in, s2 out
+    assert loaded(model, path).series == ["s1", "y"]
+    assert_same(loaded(model, path), stream)
+
+
+def test_an_id_flood_stays_within_max_series(setup):
+    df, model, lines = setup
+    stream = stream_of(model, max_series=100)
+    evicted = 0
+    for i in range(3_000):
+        evicted += len(stream.observe([rec(f"id{i}", 0)]).evicted)
+    assert len(stream) == 100 and evicted == 2_900
+    assert len(stream.table.dirty) <= 256  # rows allocated: bounded too
+    assert stream.series == [f"id{i}" for i in range(2_900, 3_000)]
+
+
+def test_the_stream_command_reports_each_evicted_series(setup):
+    df, model, lines = setup
+    stream = stream_of(model, max_series=1)
+    out, err = io.StringIO(), io.StringIO()
+    stream_cli.run_loop(stream, lines[:4], out, err)
+    evicted = [ln for ln in err.getvalue().splitlines() if "evicted" in ln]
+    assert len(evicted) == 3 and "max_series=1" in evicted[0]
+    with pytest.raises(SystemExit):
+        stream_cli.build_parser().parse_args(["--ckpt_path", "x", "--max_series", "0"])
+    assert stream_cli.build_parser().parse_args(["--ckpt_path", "x", "--max_series", "none"]).max_series is None
+
+
+# ---- snapshots cost what changed -------------------------------------------------------------------
+
+def many(model, n: int) -> StreamingForecaster:
+    stream = stream_of(model, max_series=None)
+    stream.observe([rec(f"k{i}", 0) for i in range(n)])
+    return stream
+
+
+def test_a_snapshot_appends_only_what_changed(setup, tmp_path):
+    df, model, lines = setup
+    stream = many(model, 1_000)
+    path = tmp_path / "state.pt"
+    base = stream.save_state(path)
+    assert base["kind"] == "base" and base["series"] == 1_000
+    stream.observe([rec(f"k{i}", 1) for i in range(10)])
+    delta = stream.save_state(path)
+    assert delta["kind"] == "delta" and delta["series"] == 10
+    assert delta["bytes"] < base["bytes"] / 20
+    assert path.stat().st_size == base["bytes"] + delta["bytes"]
+    nothing = stream.save_state(path)
+    assert nothing["series"] == 0 and nothing["bytes"] < 4_000
+    assert_same(loaded(model, path), stream)
+
+
+def test_a_torn_last_segment_is_ignored_and_cut_off_a_damaged_middle_one_refused(setup, tmp_path):
+    df, model, lines = setup
+    stream = many(model, 20)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.observe([rec("k1", 1)])
+    first_delta = stream.save_state(path)
+    good = path.read_bytes()
+    stream.close()
+    expected = loaded(model, path)
+    with open(path, "ab") as f:  # a crash in the middle of an append
+        f.write(b"SEG\x01" + (10 ** 6).to_bytes(8, "little") + b"\x07" * 50)
+    restored = loaded(model, path)
+    assert_same(restored, expected)
+    (note,) = restored.state_notes
+    assert "interrupted write, ignored" in note
+    restored.observe([rec("k2", 1)])
+    restored.save_state(path)  # cuts the torn tail off before its own segment
+    payloads, info = read_log(path)
+    assert len(payloads) == 3 and info.torn_bytes == 0 and path.read_bytes().startswith(good)
+    raw = bytearray(path.read_bytes())
+    raw[len(good) - first_delta["bytes"] // 2] ^= 0x01  # inside the first delta, with a good one after it
+    path.write_bytes(bytes(raw))
+    with pytest.raises(SnapshotError, match="damaged at byte"):
+        loaded(model, path)
+
+
+def test_the_log_is_compacted_in_the_background_and_keeps_every_later_delta(setup, tmp_path, monkeypatch):
+    df, model, lines = setup
+    monkeypatch.setattr(statefile, "COMPACT_MIN_BYTES", 0)
+    stream = many(model, 50)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    hour = 1
+    while stream._file.compactor is None:  # deltas until they outgrow the base: a compaction starts
+        stream.observe([rec(f"k{i}", hour) for i in range(50)])
+        stream.save_state(path)
+        hour += 1
+    compactor = stream._file.compactor
+    compactor.wait()
+    for _ in range(2):  # deltas appended after the compaction read the file: copied after the new base
+        stream.observe([rec(f"k{i}", hour) for i in range(5)])
+        hour += 1
+        stream.save_state(path)  # the first of these puts the compacted file in place
+    payloads, info = read_log(path)
+    assert stream._file.compactor is None and len(payloads) <= 3 and info.delta_bytes < info.base_bytes
+    assert_same(loaded(model, path), stream)
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_compaction_merges_a_log_into_the_same_state(setup, tmp_path):
+    df, model, lines = setup
+    stream = stream_of(model, max_series=30)
+    path = tmp_path / "state.pt"
+    rng = np.random.default_rng(0)
+    for hour in range(12):  # 40 ids over 30 rows: evictions, returns, deltas with removals
+        stream.observe([rec(f"k{i}", hour) for i in rng.choice(40, size=12, replace=False)])
+        stream.save_state(path)
+    payloads, info = read_log(path)
+    assert len(payloads) == 12 and any(p["removed"].numel() for p in payloads[1:])
+    lock = stream._file.lock
+    c = Compactor(info, lock, merge_payloads)
+    c.wait()
+    stream.observe([rec("k1", 20)])
+    info = append_delta(info, statefile._packed({"kind": "delta", "removed": [], **stream.table.rows_payload(
+        np.array([stream.table.ids["k1"]]))}), lock)
+    stream.table.clean()
+    info = c.finish(info)
+    payloads, _ = read_log(path)
+    assert len(payloads) == 2 and info.segments == 2
+    assert_same(loaded(model, path), stream)
+
+
+def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
+    df, model, lines = setup
+    import hashlib
+
+    from forecaster.snapshot import MAGIC, encode
+
+    stream = many(model, 3)
+    t = stream.table
+    old = {"format_version": 3, "fingerprint": stream._fingerprint(), "ids": list(t.id_list),
+           "state": t.state[:, :3].clone(), **{k: torch.from_numpy(v[:3].copy()) for k, v in t.t.items()
+                                                if k not in ("born", "seen")}}
+    data = encode(old)
+    path = tmp_path / "old.pt"
+    path.write_bytes(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    restored = loaded(model, path)
+    assert_same(restored, stream)
+    assert restored.save_state(path)["kind"] == "base"  # no deltas after a format-3 payload
+    assert path.read_bytes().startswith(LOG_MAGIC)
+    assert_same(loaded(model, path), stream)
