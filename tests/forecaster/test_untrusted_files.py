@@ -32,9 +32,9 @@ class Evil:
 @pytest.fixture(scope="module")
 def good_ckpt(tmp_path_factory):
     root = tmp_path_factory.mktemp("good")
-    dm = TimeSeriesDataModule(context_length=24, horizon=6, batch_size=32)
+    dm = TimeSeriesDataModule(context_length=48, horizon=6, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
-                          n_future_covariates=dm.n_future_covariates, context_length=24, horizon=6,
+                          n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
                           seasonal_period=dm.season_length, hidden_size=8, d_model=8, head_hidden=8, members=1,
                           data_spec=dm.spec.to_dict())
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
