@@ -131,10 +131,14 @@ class Planner:
         last_planned[sid] = t
         report.accepted += 1
 
+    @staticmethod
+    def single_id_of(spec: DataSpec) -> str:
+        """The id of the one series of wide data (no id column), as the data module names it."""
+        return str(spec.series_ids[0]) if spec.series_ids else "0"
+
     @property
     def single_id(self) -> str:
-        # wide data (no id column) is one series, named as the data module names it
-        return str(self.spec.series_ids[0]) if self.spec.series_ids else "0"
+        return self.single_id_of(self.spec)
 
     def gap_reason(self, k: int, last: int) -> str:
         since = f"after the series' last time {self.spec.format_time(last)}"

@@ -28,6 +28,7 @@ from forecaster.snapshot import LOG_MAGIC, MAGIC, SnapshotError, read_snapshot, 
 from forecaster.stream_cli import serve
 from forecaster.streaming import MAX_ID_LENGTH, StreamingForecaster
 from forecaster.streaming.history import CarriedState
+from forecaster.streaming.steps import Stepper
 from forecaster.streaming.table import SeriesTable
 from tests.forecaster.test_streaming import CONTEXT, T0, make, stream_of
 
@@ -251,8 +252,8 @@ def serve_traced(stream, lines, state, tracer=None) -> tuple[dict, str]:
 
 
 def _line_of(text: str) -> int:
-    """Line number in stream.py of the first line containing ``text`` inside ``_round``."""
-    src, first = inspect.getsourcelines(StreamingForecaster._round)
+    """Line number in steps.py of the first line containing ``text`` inside ``Stepper.round``."""
+    src, first = inspect.getsourcelines(Stepper.round)
     return first + next(i for i, line in enumerate(src) if text in line)
 
 
@@ -288,7 +289,7 @@ def test_sigterm_at_random_points_changes_nothing(short_stream, tmp_path):
     # and 20 in the window between a round's state update and its bookkeeping (where 2 of 73 runs of
     # the old loop applied a record twice)
     window = [i + 1 for i, (name, line) in enumerate(calibrate.events)
-              if name == "_round" and line > _line_of("self.strategy.step(")]
+              if name == "round" and line > _line_of("self.strategy.step(")]
     rng = np.random.default_rng(16)
     points = sorted(set(rng.integers(1, calibrate.n + 1, size=100).tolist())
                     | set(rng.choice(window, size=20, replace=False).tolist()))
@@ -312,7 +313,7 @@ def test_the_harness_catches_a_non_atomic_round(short_stream, tmp_path, monkeypa
     calibrate = SignalAt(record=True)
     serve_traced(reference, lines, tmp_path / "reference.pt", calibrate)
     at_bookkeeping = [i + 1 for i, (name, line) in enumerate(calibrate.events)
-                      if name == "_round" and line == _line_of("t[\"last\"][rows] = times")]
+                      if name == "round" and line == _line_of("t[\"last\"][rows] = times")]
 
     @contextlib.contextmanager
     def raising_handlers():
