@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
-from lightning.pytorch.callbacks import BasePredictionWriter, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.trainer.states import TrainerStatus
 
 from forecaster.averaging import ParameterEMA
 from forecaster.checkpoint import CheckpointError, read_checkpoint
@@ -42,6 +45,7 @@ TRAINER_DEFAULTS = {
     "default_root_dir": "runs",
     "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs"}},
     "log_every_n_steps": 20,
+    "enable_model_summary": False,  # --verbose shows it
 }
 DATA_DEFAULTS = {"context_length": 72, "batch_size": 32}
 _LINKED = ("n_targets", "n_past_covariates", "n_future_covariates", "context_length", "horizon",
@@ -89,27 +93,16 @@ class ForecasterCLI(LightningCLI):
             parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate")
         parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
         parser.set_defaults({"seed_everything": 0})
-        parser.set_defaults({f"trainer.{k}": v for k, v in TRAINER_DEFAULTS.items()})
-        parser.set_defaults({"trainer.enable_progress_bar": sys.stderr.isatty()})
         parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
-
-    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
-        # --trainer.enable_checkpointing false switches the default ModelCheckpoint off too
-        if config.get("enable_checkpointing") is False:
-            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
-        return super()._instantiate_trainer(config, callbacks)
+        if not str(parser.prog).endswith(("test", "validate")):  # those have Lightning's own --verbose
+            parser.add_argument("--verbose", type=bool, default=False,
+                                help="show Lightning's own messages: devices, tips, the model summary, its warnings")
 
     def parse_arguments(self, parser, args) -> None:
         """As LightningCLI's, but a bad argument or config key is one ``error:`` line and exit 2 (no
-        usage dump)."""
+        usage dump: the parsers are made with ``exit_on_error=False``, see :func:`main`)."""
         from jsonargparse import ArgumentError
 
-        parsers = [parser]
-        action = getattr(parser, "_subcommands_action", None)
-        if action is not None:
-            parsers += list(action._name_parser_map.values())
-        for p in parsers:
-            p.exit_on_error = False
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as e:
@@ -127,6 +120,41 @@ class ForecasterCLI(LightningCLI):
         n = cfg.get("cpu_threads")
         if n:
             torch.set_num_threads(int(n))
+        trainer = cfg["trainer"]
+        if trainer.get("enable_checkpointing") is False:
+            # --trainer.enable_checkpointing false: the default ModelCheckpoint (a configurable callback)
+            # stays, saving nothing, so that Lightning's check of the flag against it passes
+            trainer["enable_checkpointing"] = True
+            cfg["checkpoint.save_top_k"], cfg["checkpoint.save_last"] = 0, False
+        if self.subcommand != "fit" and _is_default_logger(trainer.get("logger")):
+            trainer["logger"] = False  # evaluating or predicting writes no log folder unless a logger is asked for
+        if cfg.get("verbose") and self.subcommand in ("fit", "predict"):
+            trainer["enable_model_summary"] = True
+
+    # -- test / validate: --verbose also brings Lightning's own metrics table (ours is printed anyway) --
+    def test(self, **kwargs) -> None:
+        self.trainer.test(**{**kwargs, "verbose": VERBOSE["on"]})
+
+    def validate(self, **kwargs) -> None:
+        self.trainer.validate(**{**kwargs, "verbose": VERBOSE["on"]})
+
+    # -- fit: Ctrl-C (SIGINT) stops training, then the best checkpoint so far is tested and reported --
+    def fit(self, model, **kwargs) -> None:
+        try:
+            self.trainer.fit(model, **kwargs)
+        except SystemExit:  # Lightning's answer to a KeyboardInterrupt: graceful shutdown, then exit(1)
+            if not self.trainer.interrupted:
+                raise
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
+            cb = self.trainer.checkpoint_callback
+            best = getattr(cb, "best_model_path", "") if cb is not None else ""
+            if not best or not self.trainer.is_global_zero:
+                print("interrupted before the first validation: no checkpoint to test", file=sys.stderr)
+                raise SystemExit(130) from None
+            print(f"interrupted: evaluating the best checkpoint so far ({best})", file=sys.stderr, flush=True)
+            self.trainer.should_stop, self.trainer.state.status = False, TrainerStatus.FINISHED
+            self.after_fit(interrupted=False)
+            raise SystemExit(130) from None
 
     # -- a checkpoint's hyperparameters and data roles become the defaults of test/validate/predict --
     def _parse_ckpt_path(self) -> None:
@@ -189,8 +217,8 @@ class ForecasterCLI(LightningCLI):
             trainer.val_check_interval = total
 
     # -- fit runs test with the best checkpoint; test prints the metrics beside the baselines --
-    def after_fit(self) -> None:
-        if self.trainer.interrupted:
+    def after_fit(self, interrupted: bool | None = None) -> None:
+        if self.trainer.interrupted if interrupted is None else interrupted:
             return
         cb = self.trainer.checkpoint_callback
         ckpt = "best" if cb is not None and getattr(cb, "best_model_path", "") else None
@@ -223,21 +251,19 @@ class ForecasterCLI(LightningCLI):
             if suffix not in (".parquet", ".csv"):
                 raise UserError(f"--output {out!r}: use a .parquet or .csv file name")
             self.trainer.callbacks.append(ForecastWriter(out))
-        if self.config[self.subcommand].get("plot"):
-            try:
-                import matplotlib  # noqa: F401
-            except ImportError:
-                from forecaster.plot import MISSING_MATPLOTLIB
-
-                raise UserError(f"--plot: {MISSING_MATPLOTLIB}") from None
 
     def after_predict(self) -> None:
         path = self.config[self.subcommand].get("plot")
         preds = self.trainer.predict_loop.predictions
         if not path or not preds or not self.trainer.is_global_zero:
             return
-        from forecaster.plot import plot_forecasts
+        from forecaster.plot import MISSING_MATPLOTLIB, plot_forecasts
 
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:  # the forecasts are written; only the picture is missing
+            out = self.config[self.subcommand].get("output")
+            raise UserError(f"--plot: {MISSING_MATPLOTLIB}; the forecasts were written to {out}") from None
         if isinstance(preds[0], list):  # several dataloaders
             preds = [p for dl in preds for p in dl]
         dm = self.datamodule
@@ -318,10 +344,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return int(stream_main(argv[1:]) or 0)
     debug = bool(os.environ.get("FORECASTER_DEBUG"))
+    VERBOSE["on"] = any(a.lower() in ("--verbose=true",) for a in argv) \
+        or any(a == "--verbose" and b.lower() == "true" for a, b in zip(argv, argv[1:]))
+    quiet(VERBOSE["on"])
     try:
         ForecasterCLI(
             GRUForecaster, _data_module_class(), args=None if from_sys else argv, save_config_kwargs={"overwrite": True},
-            parser_kwargs={"fit": {"default_env": False}}, auto_configure_optimizers=True,
+            # a run's config.yaml beside its logs is for training; evaluating or predicting writes no files of its own
+            save_config_callback=SaveConfigCallback if (argv[:1] or ["fit"])[0] == "fit" else None,
+            trainer_defaults={**TRAINER_DEFAULTS, "enable_progress_bar": sys.stderr.isatty(),
+                              "callbacks": [ProgressLine()]},
+            parser_kwargs={"exit_on_error": False, **{c: {"exit_on_error": False, "prog": f"python -m forecaster {c}"}
+                                                     for c in ("fit", "validate", "test", "predict")}},
+            auto_configure_optimizers=True,
         )
     except SystemExit as e:  # argument errors: jsonargparse already printed the message
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
@@ -340,6 +375,61 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_friendly(e), file=sys.stderr)
         return 2
     return 0
+
+
+# Lightning's messages a forecasting user does not act on (shown with --verbose): device lines,
+# tips, "Seed set", checkpoint restore notes, and warnings about its own internals.
+VERBOSE = {"on": False}  # --verbose true on the command line (read before Lightning is set up)
+_QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)", r"The number of training batches .* is smaller than the "
+                   r"logging interval", r"The dirpath has changed from", r"LightningCLI's args parameter is intended")
+
+
+def quiet(verbose: bool = False) -> None:
+    """Lightning's info messages and the warnings about its internals off (``verbose``: on)."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        logging.getLogger(name).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        for message in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+
+
+def _is_default_logger(logger) -> bool:
+    if logger is None or isinstance(logger, bool):
+        return False
+    d = logger.as_dict() if hasattr(logger, "as_dict") else logger
+    default = TRAINER_DEFAULTS["logger"]
+    return isinstance(d, dict) and d.get("class_path") == default["class_path"] and \
+        (d.get("init_args") or {}).get("save_dir") == default["init_args"]["save_dir"]
+
+
+class ProgressLine(Callback):
+    """One line per validation on stderr when training shows no progress bar (a log file, CI):
+    step, epoch, the validation loss and the best so far, and the time since training began."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.best = math.inf
+        self.on = False
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self.start, self.best = time.monotonic(), math.inf
+        self.on = trainer.progress_bar_callback is None
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if not self.on or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        loss = trainer.callback_metrics.get("val/loss")
+        if loss is None:
+            return
+        loss = float(loss)
+        self.best = min(self.best, loss)
+        uses = trainer.callback_metrics.get("val/uses_network")
+        which = "" if uses is None else ("  (network)" if float(uses) > 0 else "  (a baseline is better)")
+        print(f"step {trainer.global_step}  epoch {trainer.current_epoch}  val/loss {loss:.4f}  best {self.best:.4f}"
+              f"{which}  {time.monotonic() - self.start:.0f} s", file=sys.stderr, flush=True)
 
 
 def _data_module_class():

@@ -1,4 +1,4 @@
-"""Pictures of forecasts (matplotlib, an optional extra: ``pip install 'gru-forecaster[plot]'``).
+"""Pictures of forecasts (matplotlib, an optional extra: ``pip install -e ".[plot]"`` or ``pip install matplotlib``).
 
 - :func:`plot_forecasts`: per series and target, the recent history, the actuals over the forecast
   period (when known), the point forecast and the quantile band.
@@ -22,7 +22,7 @@ from forecaster.timeaxis import to_axis
 
 __all__ = ["plot_forecasts", "plot_online_error", "MISSING_MATPLOTLIB"]
 
-MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install 'gru-forecaster[plot]'"
+MISSING_MATPLOTLIB = "plotting needs matplotlib: pip install matplotlib (the [plot] extra: pip install -e \".[plot]\")"
 
 
 def _pyplot(headless: bool):

@@ -63,8 +63,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from forecaster.evaluation import replay
-from forecaster.lightning_module import load_checkpoint
 from forecaster.streaming import MAX_SERIES, StreamingForecaster, show as _show
 
 # A line longer than this is reported and skipped without being held in memory: a record is a few
@@ -529,6 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from forecaster.lightning_module import load_checkpoint  # here: --help needs neither Lightning nor torch
+
     try:
         model, ckpt = load_checkpoint(args.ckpt_path, map_location=args.device)
         # the replay reads a dataset the data module has validated: its gaps are real, never typos, and
@@ -549,6 +549,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     if args.replay:
+        from forecaster.evaluation import replay
+
         split = ckpt.get("datamodule_hyper_parameters") or {}
         try:
             result = replay(stream, args.replay, split, args.max_steps, compare_window=args.compare_window)

@@ -166,3 +166,61 @@ def test_user_mistakes_are_one_line_errors(fitted, tmp_path, capsys):
     # a validation part too short for one window, while the callbacks monitor val/loss
     (line,) = err_of("fit", *TINY, "--data.val_size", "5", "--trainer.default_root_dir", str(tmp_path))
     assert "validation part has no window" in line and "val/loss" in line and "--data.val_size" in line
+
+
+# ---- a quiet, fast command line (issue 25) ---------------------------------------------------------
+
+def test_the_top_level_help_lists_every_command_without_importing_lightning():
+    code = ("import sys, runpy; sys.argv = ['forecaster', '--help']\n"
+            "try:\n    runpy.run_module('forecaster', run_name='__main__')\nexcept SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "assert 'lightning' not in sys.modules and 'torch' not in sys.modules, 'imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    for command in ("fit", "validate", "test", "predict", "stream", "bench"):
+        assert any(line.startswith(f"  {command} ") for line in r.stdout.splitlines()), command
+    bare = run_module()
+    assert bare.returncode == 2 and "commands:" in bare.stdout
+
+
+def test_commands_are_quiet_unless_verbose_and_evaluation_writes_no_log_folder(fitted, tmp_path):
+    _, ckpt, out = fitted
+    noise = ("GPU available", "TPU available", "Tip:", "Seed set", "LeafSpec", "Restoring states", "| Name")
+    assert not any(n in out for n in noise), out
+    r = run_module("test", "--ckpt_path", str(ckpt), "--trainer.limit_test_batches", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "test metrics" in r.stdout and not any(n in r.stdout + r.stderr for n in noise), r.stdout + r.stderr
+    assert not (tmp_path / "runs").exists()  # no lightning_logs/version_N for an evaluation
+    r = run_module("predict", "--ckpt_path", str(ckpt), "--output", str(tmp_path / "f.csv"), "--verbose", "true",
+                   cwd=tmp_path)
+    assert r.returncode == 0 and "GPU available" in r.stdout + r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_fit_prints_a_line_per_validation_when_not_on_a_terminal(tmp_path):
+    r = run_module("fit", *TINY, "--trainer.limit_train_batches", "4", "--trainer.val_check_interval", "2",
+                   "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("step ")]
+    assert len(lines) == 2 and "val/loss" in lines[0] and "best" in lines[0], r.stderr
+
+
+def test_ctrl_c_in_fit_tests_and_reports_the_best_checkpoint_so_far(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    args = [sys.executable, "-m", "forecaster", "fit", *TINY, "--trainer.limit_train_batches", "1.0",
+            "--trainer.max_epochs", "50", "--trainer.val_check_interval", "5", "--trainer.default_root_dir",
+            str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 180
+    while not list(tmp_path.rglob("*.ckpt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.5)
+    assert list(tmp_path.rglob("*.ckpt")), "no checkpoint before the deadline"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 130, err
+    assert "interrupted: evaluating the best checkpoint so far" in err and "Traceback" not in err
+    assert "test metrics" in out and "best checkpoint:" in out
