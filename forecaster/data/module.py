@@ -85,8 +85,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
 
     Nothing is read in the constructor; the first access to a schema attribute (``n_targets``,
     ``freq``, ``series_ids``, ``spec``, ...) or ``setup()`` builds everything once. Series whose
-    grid is shorter than ``context_length + horizon`` are dropped with a warning. Wide data without
-    ``id_col`` is one series with id ``"0"``.
+    grid is shorter than ``context_length + horizon`` are dropped with a warning. Training data
+    (no ``spec``) are refused (``ValueError`` naming the series and columns) where a series has fewer
+    than ``horizon + 1`` observed values of a target in its training part (an origin and one
+    horizon). Wide data without ``id_col`` is one series with id ``"0"``.
     """
 
     def __init__(
@@ -354,6 +356,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         if given is not None:
             loc, scl, _ = given.scalers_for(grid.series_ids)
         else:
+            self._check_observed_training(grid, C)
             loc, scl = fit_scalers(grid.values[:, :D], grid.offsets, self._splits["train"], self.scaling,
                                    grid.series_ids, [*self._target_cols, *self.past_covariate_cols,
                                                      *self.future_covariate_cols], C)
@@ -406,6 +409,29 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0,
         }
         self._built = True
+
+    def _check_observed_training(self, grid, C: int) -> None:
+        """Refuse series with too little observed target in their training part: from fewer than
+        ``horizon + 1`` values (an origin and one horizon) a model learns nothing, its scaler and
+        baseline are guesses, and the validation loss ends up NaN."""
+        need = self.horizon + 1
+        b, e = self._splits["train"]
+        counts = np.stack([np.count_nonzero(~np.isnan(grid.values[o + b[i]:o + e[i], :C]), axis=0)
+                           for i, o in enumerate(grid.offsets[:-1])])  # (S, C)
+        few = counts < need
+        if not few.any():
+            return
+        cols = self._target_cols
+        bad = np.flatnonzero(few.any(axis=1))
+        shown = "; ".join(f"series {grid.series_ids[i]!r}: " + ", ".join(
+            f"{cols[j]!r} observed at {counts[i, j]} of {e[i] - b[i]} training steps" for j in np.flatnonzero(few[i]))
+            for i in bad[:5])
+        which = sorted({cols[j] for j in np.flatnonzero(few.any(axis=0))}, key=cols.index)
+        raise ValueError(
+            f"too little observed target to train on in {self._where()}: {len(bad)} of {len(grid.series_ids)} series "
+            f"ha{'s' if len(bad) == 1 else 've'} fewer than horizon + 1 = {need} observed values of {which} in the "
+            f"training part ({shown}{'; ...' if len(bad) > 5 else ''}); drop those series or fill their targets, or "
+            "give the training part more steps (val_size, test_size)")
 
     def summary(self) -> str:
         """What was read and how it will be used (printed at the start of ``fit``): series, rows,

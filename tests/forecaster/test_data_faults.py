@@ -1,5 +1,5 @@
-"""What bad data can do to ``fit`` (issue 24, items 6 and 8): scaling and the metrics hold from 1e-12
-to 1e12 (one dataset may mix both)."""
+"""What bad data can do to ``fit`` (issue 24, items 6 and 8): too little observed target is refused
+before training; scaling and the metrics hold from 1e-12 to 1e12 (one dataset may mix both)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,14 @@ import pytest
 import torch
 
 from forecaster import GRUForecaster, TimeSeriesDataModule
+from forecaster.cli import main
 from forecaster.metrics import ForecastMetrics
 
 N = 400  # hourly steps; with the default split: train 0..319, val 320..359, test 360..399
+WINDOW = ["--data.context_length", "48", "--data.horizon", "12"]
+TINY = [*WINDOW, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
+        "false", "--trainer.enable_model_summary", "false", "--model.hidden_size", "8", "--model.d_model", "8",
+        "--model.head_hidden", "16", "--model.members", "1"]
 
 
 def hours(n=N):
@@ -25,6 +30,49 @@ def hours(n=N):
 def wave(n=N, phase=0.0):
     t = np.arange(n)
     return 3.0 + np.sin(2 * np.pi * t / 24 + phase) + 0.3 * np.cos(0.7 * t)
+
+
+def fit(tmp_path, csv, *args):
+    """``python -m forecaster fit`` on ``csv`` (in-process): (exit code, checkpoints written)."""
+    code = main(["fit", "--data.path", str(csv), "--data.time_col", "time", *TINY, *args,
+                 "--trainer.default_root_dir", str(tmp_path / "runs"),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path / "runs")])
+    return code, sorted((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---- item 6: too little observed target ----
+
+def test_fit_refuses_a_target_observed_once_before_training(tmp_path, capsys):
+    y = wave()
+    y[1:] = np.nan  # 399 of 400 target values missing
+    csv = tmp_path / "sparse.csv"
+    pl.DataFrame({"time": hours(), "y": y}).write_csv(csv)
+    code, ckpts = fit(tmp_path, csv)
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and not ckpts
+    assert "too little observed target to train on" in line
+    assert "series '0': 'y' observed at 1 of 320 training steps" in line and "drop those series" in line
+
+
+def test_the_refusal_names_only_the_series_and_targets_short_of_observations():
+    frames = []
+    for sid, (n_y, n_z) in {"ok": (320, 320), "thin": (5, 320), "empty_z": (320, 0)}.items():
+        y, z = wave(), wave(phase=1.0)
+        y[n_y:320], z[n_z:320] = np.nan, np.nan
+        frames.append(pl.DataFrame({"id": sid, "time": hours(), "y": y, "z": z}))
+    dm = TimeSeriesDataModule(data=pl.concat(frames), time_col="time", id_col="id", target_cols=["y", "z"],
+                              context_length=48, horizon=12)
+    with pytest.raises(ValueError, match=r"2 of 3 series have fewer than horizon \+ 1 = 13 observed values of "
+                                         r"\['y', 'z'\] in the training part \(series 'empty_z': 'z' observed at 0 of "
+                                         r"320 training steps; series 'thin': 'y' observed at 5 of 320") as e:
+        dm.setup()
+    assert "'ok'" not in str(e.value) and "\n" not in str(e.value)
 
 
 # ---- item 6: magnitudes ----
