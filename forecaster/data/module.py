@@ -491,6 +491,26 @@ class TimeSeriesDataModule(L.LightningDataModule):
         sizes = (s.n_targets, s.n_past_covariates, len(s.future_covariate_cols))
         return WindowDataset(self._arrays, self._grid.offsets, first, counts, stride, self.window_length, sizes)
 
+    def observed_forecast_steps(self, split: str) -> np.ndarray:
+        """int64 (S, C): observed target values per series and target in the steps that ``split``'s
+        ("val" | "test") windows forecast, the values its loss and metrics are computed from (none at
+        all: the validation loss is 0 / 0)."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r}: choose 'val' or 'test'")
+        self._build()
+        b, e = self._splits[split]
+        first, counts = window_counts(split, b, e, self.context_length, self.horizon, self.eval_stride)
+        obs = self._arrays["observed"].numpy()
+        out = np.zeros((len(b), obs.shape[1]), dtype=np.int64)
+        h, stride = self.horizon, self.eval_stride
+        for i in np.flatnonzero(counts):
+            f0 = int(self._grid.offsets[i] + first[i]) + self.context_length
+            seg = obs[f0:f0 + int(counts[i] - 1) * stride + h]
+            if stride > h:  # the steps between one window's forecast and the next are not scored
+                seg = seg[np.arange(len(seg)) % stride < h]
+            out[i] = np.count_nonzero(seg, axis=0)
+        return out
+
     def train_dataset(self) -> WindowDataset:
         return self._windows("train")
 

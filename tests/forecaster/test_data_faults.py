@@ -1,5 +1,6 @@
 """What bad data can do to ``fit`` (issue 24, items 6 and 8): too little observed target is refused
-before training; scaling and the metrics hold from 1e-12 to 1e12 (one dataset may mix both)."""
+before training and a non-finite validation loss stops the fit without a checkpoint; scaling and
+the metrics hold from 1e-12 to 1e12 (one dataset may mix both)."""
 
 from __future__ import annotations
 
@@ -73,6 +74,50 @@ def test_the_refusal_names_only_the_series_and_targets_short_of_observations():
                                          r"320 training steps; series 'thin': 'y' observed at 5 of 320") as e:
         dm.setup()
     assert "'ok'" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fit_refuses_a_validation_part_without_an_observed_target(tmp_path, capsys):
+    y = wave()
+    y[320:360] = np.nan  # the whole validation part
+    csv = tmp_path / "noval.csv"
+    pl.DataFrame({"time": hours(), "y": y}).write_csv(csv)
+    code, ckpts = fit(tmp_path, csv)
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and not ckpts
+    assert "the validation part holds no observed value of ['y'] in any series" in line
+
+
+def test_a_nan_validation_loss_stops_fit_without_a_checkpoint(tmp_path, capsys):
+    # the validation batches that run (two windows; a third is observed) forecast missing steps only:
+    # val/loss is 0 / 0 (limit_val_batches 1 would read as 1.0, all batches)
+    y = wave()
+    y[320:344] = np.nan
+    csv = tmp_path / "firstval.csv"
+    pl.DataFrame({"time": hours(), "y": y}).write_csv(csv)
+    code, ckpts = fit(tmp_path, csv, "--data.eval_batch_size", "1", "--trainer.limit_val_batches", "2")
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and not ckpts
+    assert "val/loss = nan at step 2" in line and "hold no observed target" in line
+    assert "no checkpoint was saved" in line
+
+
+def test_a_diverged_network_stops_fit_naming_the_series_and_targets(tmp_path):
+    frame = pl.concat([pl.DataFrame({"id": s, "time": hours(), "y": wave(phase=k), "z": wave(phase=k + 1)})
+                       for k, s in enumerate(("a", "b"))])
+    dm = TimeSeriesDataModule(data=frame, time_col="time", id_col="id", target_cols=["y", "z"], context_length=48,
+                              horizon=12)
+    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, members=1)
+    torch.set_num_threads(1)
+    with torch.no_grad():  # what a diverged training leaves behind
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    trainer = L.Trainer(max_steps=2, val_check_interval=2, default_root_dir=tmp_path, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    expected = r"at step 2: the forecasts are not finite for 2 series \(series 'a': \['y', 'z'\]; series 'b': "
+    with pytest.raises(ValueError, match=expected + r"\['y', 'z'\]\): training diverged") as e:
+        trainer.fit(model, dm)
+    assert type(e.value).__name__ == "NonFiniteLossError"
+    assert not list(tmp_path.rglob("*.ckpt"))
 
 
 # ---- item 6: magnitudes ----
