@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from forecaster.baseline import fit_blend
 from forecaster.data.grid import calendar_array, covered_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import SCALINGS, apply_scalers, fit_scalers
-from forecaster.data.table import Roles, read_table, scan
+from forecaster.data.table import Roles, is_csv, read_table, scan
 from forecaster.data.windows import (
     TensorBatches, TensorDictDataset, WindowDataset, collate_batched, compute_splits, window_counts,
 )
@@ -178,6 +178,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self._built = False
+        self._every_row = False  # a CSV's column types read from every row, not the first 100 (see _build)
 
     def _check_against_spec(self, s: DataSpec, freq, time_format) -> None:
         """Role arguments given beside a spec must be the spec's (a model reads only its own columns)."""
@@ -279,7 +280,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
             if isinstance(self.data, pl.LazyFrame):
                 return self.data
             raise ValueError(f"data must be a polars DataFrame or LazyFrame, got {type(self.data).__name__}")
-        return scan(self.path if self.path is not None else str(DEFAULT_DATASET), self.time_col, self.time_format)
+        return scan(self.path if self.path is not None else str(DEFAULT_DATASET), self.time_col, self.time_format,
+                    every_row=self._every_row)
 
     def _where(self) -> str:
         if self.data is not None:
@@ -326,8 +328,17 @@ class TimeSeriesDataModule(L.LightningDataModule):
         given = self._spec_in
         roles = Roles(self.time_col, self.id_col, self._target_cols, self.past_covariate_cols,
                       self.future_covariate_cols)
-        table = read_table(self.frame(), roles, self._where(), self.time_format,
-                           time_kind=given.time_kind if given is not None else None)
+        kind = given.time_kind if given is not None else None
+        try:
+            table = read_table(self.frame(), roles, self._where(), self.time_format, time_kind=kind)
+        except pl.exceptions.ComputeError:
+            # a CSV's column types come from its first 100 rows: a later value of another type (text in a
+            # number column, a time with an offset among naive ones) fails the read. Read the types from
+            # every row: the value then gets the message it gets in row 12 (or the file simply reads).
+            if self.data is not None or self.path is None or not is_csv(self.path) or self._every_row:
+                raise
+            self._every_row = True
+            table = read_table(self.frame(), roles, self._where(), self.time_format, time_kind=kind)
         self._target_cols = table.target_cols
         time_kind, time_zone = table.time_kind, table.time_zone
         if given is not None and given.time_kind == "datetime" and (time_zone is None) != (given.time_zone is None):

@@ -1,6 +1,7 @@
 """What bad data can do to ``fit`` (issue 24, items 6 and 8): too little observed target is refused
 before training and a non-finite validation loss stops the fit without a checkpoint; scaling and
-the metrics hold from 1e-12 to 1e12 (one dataset may mix both)."""
+the metrics hold from 1e-12 to 1e12 (one dataset may mix both); a CSV value of another type past
+the rows Polars infers types from gets one line that says what is wrong."""
 
 from __future__ import annotations
 
@@ -217,3 +218,31 @@ def test_smape_counts_a_zero_forecast_of_a_zero_target_as_exact():
     target = torch.tensor([[[0.0], [1.0]]])
     m.update({"model": torch.tensor([[[0.0], [0.0]]])}, target, torch.ones_like(target), torch.ones(1, 1))
     assert float(m.metrics["smape"].compute()) == pytest.approx((0 + 2) / 2)
+
+
+# ---- item 8: messages ----
+
+
+@pytest.mark.parametrize("value, hint", [("abc", ""), ("NA", " ('NA' looks like a missing-value marker")])
+@pytest.mark.parametrize("row", [12, 150, 2500])
+def test_a_text_value_gets_the_same_message_in_any_row(tmp_path, capsys, row, value, hint):
+    y = [f"{v:.3f}" for v in wave(3000)]
+    y[row] = value
+    csv = tmp_path / "text.csv"
+    pl.DataFrame({"time": hours(3000), "y": y}).write_csv(csv)
+    code = main(["fit", "--data.path", str(csv), "--data.time_col", "time", "--data.target_cols", "[y]", *WINDOW,
+                 "--trainer.logger", "false"])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2
+    assert f"target column 'y' in '{csv}' is String, not numeric: '{value}' is not a number{hint}" in line
+
+
+def test_a_column_whose_type_changes_past_the_inferred_rows_reads(tmp_path):
+    # ids 1..: integers for the first 150 rows, then text; values integers, then decimals
+    csv = tmp_path / "late.csv"
+    pl.DataFrame({"time": hours(150).to_list() * 2, "id": ["1"] * 150 + ["b"] * 150,
+                  "y": [str(i % 24) for i in range(150)] + [f"{v:.2f}" for v in wave(150)]}).write_csv(csv)
+    dm = TimeSeriesDataModule(path=str(csv), time_col="time", id_col="id", target_cols=["y"], context_length=24,
+                              horizon=6)
+    assert dm.series_ids == ["1", "b"]
+    assert dm.frame().collect()["y"].dtype == pl.Float64  # the frame the data module reads, for predict --plot too
