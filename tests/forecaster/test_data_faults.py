@@ -1,7 +1,8 @@
 """What bad data can do to ``fit`` (issue 24, items 6 and 8): too little observed target is refused
 before training and a non-finite validation loss stops the fit without a checkpoint; scaling and
-the metrics hold from 1e-12 to 1e12 (one dataset may mix both); a CSV value of another type past
-the rows Polars infers types from gets one line that says what is wrong."""
+the metrics hold from 1e-12 to 1e12 (one dataset may mix both); a time column mixing naive times
+and UTC offsets, or a CSV value of another type past the rows Polars infers types from, gets one
+line that says what is wrong."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 from forecaster import GRUForecaster, TimeSeriesDataModule
 from forecaster.cli import main
 from forecaster.metrics import ForecastMetrics
+from forecaster.timeaxis import to_axis
 
 N = 400  # hourly steps; with the default split: train 0..319, val 320..359, test 360..399
 WINDOW = ["--data.context_length", "48", "--data.horizon", "12"]
@@ -221,6 +223,25 @@ def test_smape_counts_a_zero_forecast_of_a_zero_target_as_exact():
 
 
 # ---- item 8: messages ----
+
+@pytest.mark.parametrize("first", ["naive", "offset"])
+@pytest.mark.parametrize("row", [12, 150])
+def test_naive_times_mixed_with_offsets_say_so(tmp_path, first, row):
+    naive = hours(300).dt.strftime("%Y-%m-%dT%H:%M").to_list()
+    offset = [t + "+02:00" for t in naive]
+    a, b = (naive, offset) if first == "naive" else (offset, naive)
+    csv = tmp_path / "mixed.csv"
+    pl.DataFrame({"time": a[:row] + b[row:], "y": wave(300)}).write_csv(csv)
+    dm = TimeSeriesDataModule(path=str(csv), time_col="time", context_length=24, horizon=6)
+    with pytest.raises(ValueError, match="time_col 'time' mixes naive times .* and times with a UTC offset .*: give "
+                                         "every time an offset, or none") as e:
+        dm.setup()
+    assert "could not be parsed" not in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_unreadable_time_is_still_called_unreadable():
+    with pytest.raises(ValueError, match="value 'garbage' could not be parsed as an ISO datetime"):
+        to_axis(pl.Series(["2024-01-01T00:00", "garbage"]), "datetime", what="time_col 'time'")
 
 
 @pytest.mark.parametrize("value, hint", [("abc", ""), ("NA", " ('NA' looks like a missing-value marker")])
