@@ -36,6 +36,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from forecaster.baseline import BASELINES
 from forecaster.forecasts import predictions_frame
+from forecaster.guard import FiniteValidationLoss
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
 from forecaster.nets import EnsembleNet, build_net
 from forecaster.spec import DataSpec
@@ -494,6 +495,14 @@ class GRUForecaster(L.LightningModule):
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Tensor]:
         """{"series", "start", "forecast" (B, horizon, C, Q) original scale}."""
         return {"series": batch["series"], "start": batch["start"], "forecast": self.forecast(batch).float()}
+
+    def configure_callbacks(self):
+        """:class:`FiniteValidationLoss`: no fit keeps a checkpoint of a validation loss that is not finite
+        (attached once: ``test`` after ``fit`` finds it on the trainer)."""
+        trainer = self._trainer
+        if trainer is not None and any(isinstance(c, FiniteValidationLoss) for c in trainer.callbacks):
+            return []
+        return [FiniteValidationLoss()]
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)

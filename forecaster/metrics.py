@@ -1,6 +1,11 @@
-"""Forecast metrics on the original scale (MAE, RMSE, sMAPE from torchmetrics; MASE here) and the
-two baselines every run is compared with (last value, seasonal naive), computed from a window's
-context only.
+"""Forecast metrics on the original scale (MAE, RMSE, sMAPE, MASE) and the two baselines every run
+is compared with (last value, seasonal naive), computed from a window's context only.
+
+The metrics sum in float64, from float64 differences: in original units a float32 square overflows
+past errors of 2e19 and underflows below 1e-19, and a float32 running sum loses digits over a long
+test part. sMAPE has no absolute floor under its denominator (torchmetrics clamps ``|y| + |p|`` at
+1.2e-6, which scores every forecast of data at 1e-12 as perfect): an element where forecast and
+target are both 0 counts as 0.
 
 MASE's scale is per window and target: the mean absolute seasonal difference
 ``|y_t - y_{t-m}|`` over the window's context (pairs where both are observed), so it needs no
@@ -15,11 +20,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
-from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError, SymmetricMeanAbsolutePercentageError
 
 from forecaster.baseline import season_offsets
 
-__all__ = ["MeanAbsoluteScaledError", "ForecastMetrics", "last_value_forecast", "seasonal_naive_forecast",
+__all__ = ["MeanAbsoluteError", "RootMeanSquaredError", "SymmetricMeanAbsolutePercentageError",
+           "MeanAbsoluteScaledError", "ForecastMetrics", "last_value_forecast", "seasonal_naive_forecast",
            "seasonal_scale", "METHODS", "METRICS"]
 
 METHODS = ("model", "seasonal_naive", "last_value")
@@ -58,6 +63,57 @@ def seasonal_scale(context: Tensor, observed: Tensor, season_length: int) -> Ten
     return torch.where(n > 0, (d * w).sum(1) / n.clamp_min(1), torch.full_like(n, float("nan")))
 
 
+class _MeanError(Metric):
+    """Mean over elements of an elementwise error of ``(preds, target)``, summed in float64."""
+
+    full_state_update = False
+    higher_is_better = False
+    is_differentiable = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def _error(self, preds: Tensor, target: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        self.total += self._error(preds.double(), target.double()).sum()
+        self.count += target.numel()
+
+    def _mean(self) -> Tensor:
+        return self.total / self.count if self.count > 0 else torch.tensor(float("nan"), dtype=torch.float64)
+
+    def compute(self) -> Tensor:
+        return self._mean().float()
+
+
+class MeanAbsoluteError(_MeanError):
+    """Mean of ``|pred - target|``."""
+
+    def _error(self, preds: Tensor, target: Tensor) -> Tensor:
+        return (preds - target).abs()
+
+
+class RootMeanSquaredError(_MeanError):
+    """Square root of the mean of ``(pred - target)^2``."""
+
+    def _error(self, preds: Tensor, target: Tensor) -> Tensor:
+        return (preds - target).square()
+
+    def compute(self) -> Tensor:
+        return self._mean().sqrt().float()
+
+
+class SymmetricMeanAbsolutePercentageError(_MeanError):
+    """Mean of ``2 |pred - target| / (|pred| + |target|)`` (in [0, 2]); 0 where both are 0."""
+
+    def _error(self, preds: Tensor, target: Tensor) -> Tensor:
+        den = preds.abs() + target.abs()
+        return torch.where(den > 0, 2 * (preds - target).abs() / torch.where(den > 0, den, 1.0), 0.0)
+
+
 class MeanAbsoluteScaledError(Metric):
     """Mean over observed elements of ``|pred - target| / scale`` (scale: per window and target,
     broadcast to the element; elements whose scale is 0 or NaN are left out)."""
@@ -73,7 +129,7 @@ class MeanAbsoluteScaledError(Metric):
 
     def update(self, preds: Tensor, target: Tensor, scale: Tensor) -> None:
         ok = torch.isfinite(scale) & (scale > 0)
-        self.total += ((preds - target).abs()[ok] / scale[ok]).double().sum()
+        self.total += ((preds.double() - target.double()).abs()[ok] / scale[ok].double()).sum()
         self.count += ok.sum().double()
 
     def compute(self) -> Tensor:
@@ -93,7 +149,7 @@ class ForecastMetrics(nn.Module):
         for method in METHODS:
             suffix = "" if method == "model" else f"_{method}"
             self.metrics[f"mae{suffix}"] = MeanAbsoluteError()
-            self.metrics[f"rmse{suffix}"] = MeanSquaredError(squared=False)
+            self.metrics[f"rmse{suffix}"] = RootMeanSquaredError()
             self.metrics[f"smape{suffix}"] = SymmetricMeanAbsolutePercentageError()
             self.metrics[f"mase{suffix}"] = MeanAbsoluteScaledError()
 

@@ -345,6 +345,25 @@ def _first_bad(raw: pl.Series, parsed: pl.Series) -> object | None:
     return bad[0] if bad.len() else None
 
 
+def _raise_if_mixed(raw: pl.Series, parsed: pl.Series, bad: str, what: str) -> None:
+    """Polars reads a text column in the ISO form of its first value, so a valid ISO time written
+    another way comes back null: say that the column mixes forms, not that the value is unreadable."""
+    try:
+        alone = pl.Series([bad]).str.to_datetime(time_unit="us", strict=False)
+    except pl.exceptions.PolarsError:  # no ISO form reads it
+        return
+    if alone.null_count():
+        return
+    first = raw.drop_nulls()[0]
+    if (alone.dtype.time_zone is None) != (parsed.dtype.time_zone is None):
+        naive, offset = (bad, first) if alone.dtype.time_zone is None else (first, bad)
+        raise ValueError(f"{what} mixes naive times (e.g. {naive!r}) and times with a UTC offset (e.g. {offset!r}); "
+                         "zone-aware times are converted to UTC and naive ones taken as given, so a column is one or "
+                         "the other: give every time an offset, or none")
+    raise ValueError(f"{what}: {bad!r} and {first!r} are both ISO times but written differently; write every time "
+                     "the same way (or set time_format)")
+
+
 def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str = "time",
             strict: bool = True) -> tuple[np.ndarray, np.ndarray, bool]:
     """Times -> int64 on the axis (the module docstring's rule).
@@ -400,6 +419,8 @@ def to_axis(values, time_kind: str, time_format: str | None = None, *, what: str
                 raise ValueError(f"{what}: {ex!r} is not an ISO datetime; set time_format to its strptime "
                                  "format (e.g. '%b %d %Y' for 'Jan 1 2000')") from None
             bad = _first_bad(raw, s)
+            if bad is not None and strict and time_format is None:
+                _raise_if_mixed(raw, s, bad, what)
             if bad is not None and strict:
                 how = f"with time_format {time_format!r}" if time_format else "as an ISO datetime"
                 raise ValueError(f"{what}: value {bad!r} could not be parsed {how}; "

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampl
 from forecaster.baseline import fit_blend
 from forecaster.data.grid import calendar_array, covered_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import SCALINGS, apply_scalers, fit_scalers
-from forecaster.data.table import Roles, read_table, scan
+from forecaster.data.table import Roles, is_csv, read_table, scan
 from forecaster.data.windows import (
     TensorBatches, TensorDictDataset, WindowDataset, collate_batched, compute_splits, window_counts,
 )
@@ -85,8 +85,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
 
     Nothing is read in the constructor; the first access to a schema attribute (``n_targets``,
     ``freq``, ``series_ids``, ``spec``, ...) or ``setup()`` builds everything once. Series whose
-    grid is shorter than ``context_length + horizon`` are dropped with a warning. Wide data without
-    ``id_col`` is one series with id ``"0"``.
+    grid is shorter than ``context_length + horizon`` are dropped with a warning. Training data
+    (no ``spec``) are refused (``ValueError`` naming the series and columns) where a series has fewer
+    than ``horizon + 1`` observed values of a target in its training part (an origin and one
+    horizon). Wide data without ``id_col`` is one series with id ``"0"``.
     """
 
     def __init__(
@@ -176,6 +178,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self.shuffle = shuffle
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
         self._built = False
+        self._every_row = False  # a CSV's column types read from every row, not the first 100 (see _build)
 
     def _check_against_spec(self, s: DataSpec, freq, time_format) -> None:
         """Role arguments given beside a spec must be the spec's (a model reads only its own columns)."""
@@ -277,7 +280,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
             if isinstance(self.data, pl.LazyFrame):
                 return self.data
             raise ValueError(f"data must be a polars DataFrame or LazyFrame, got {type(self.data).__name__}")
-        return scan(self.path if self.path is not None else str(DEFAULT_DATASET), self.time_col, self.time_format)
+        return scan(self.path if self.path is not None else str(DEFAULT_DATASET), self.time_col, self.time_format,
+                    every_row=self._every_row)
 
     def _where(self) -> str:
         if self.data is not None:
@@ -324,8 +328,17 @@ class TimeSeriesDataModule(L.LightningDataModule):
         given = self._spec_in
         roles = Roles(self.time_col, self.id_col, self._target_cols, self.past_covariate_cols,
                       self.future_covariate_cols)
-        table = read_table(self.frame(), roles, self._where(), self.time_format,
-                           time_kind=given.time_kind if given is not None else None)
+        kind = given.time_kind if given is not None else None
+        try:
+            table = read_table(self.frame(), roles, self._where(), self.time_format, time_kind=kind)
+        except pl.exceptions.ComputeError:
+            # a CSV's column types come from its first 100 rows: a later value of another type (text in a
+            # number column, a time with an offset among naive ones) fails the read. Read the types from
+            # every row: the value then gets the message it gets in row 12 (or the file simply reads).
+            if self.data is not None or self.path is None or not is_csv(self.path) or self._every_row:
+                raise
+            self._every_row = True
+            table = read_table(self.frame(), roles, self._where(), self.time_format, time_kind=kind)
         self._target_cols = table.target_cols
         time_kind, time_zone = table.time_kind, table.time_zone
         if given is not None and given.time_kind == "datetime" and (time_zone is None) != (given.time_zone is None):
@@ -354,6 +367,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         if given is not None:
             loc, scl, _ = given.scalers_for(grid.series_ids)
         else:
+            self._check_observed_training(grid, C)
             loc, scl = fit_scalers(grid.values[:, :D], grid.offsets, self._splits["train"], self.scaling,
                                    grid.series_ids, [*self._target_cols, *self.past_covariate_cols,
                                                      *self.future_covariate_cols], C)
@@ -406,6 +420,29 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0,
         }
         self._built = True
+
+    def _check_observed_training(self, grid, C: int) -> None:
+        """Refuse series with too little observed target in their training part: from fewer than
+        ``horizon + 1`` values (an origin and one horizon) a model learns nothing, its scaler and
+        baseline are guesses, and the validation loss ends up NaN."""
+        need = self.horizon + 1
+        b, e = self._splits["train"]
+        counts = np.stack([np.count_nonzero(~np.isnan(grid.values[o + b[i]:o + e[i], :C]), axis=0)
+                           for i, o in enumerate(grid.offsets[:-1])])  # (S, C)
+        few = counts < need
+        if not few.any():
+            return
+        cols = self._target_cols
+        bad = np.flatnonzero(few.any(axis=1))
+        shown = "; ".join(f"series {grid.series_ids[i]!r}: " + ", ".join(
+            f"{cols[j]!r} observed at {counts[i, j]} of {e[i] - b[i]} training steps" for j in np.flatnonzero(few[i]))
+            for i in bad[:5])
+        which = sorted({cols[j] for j in np.flatnonzero(few.any(axis=0))}, key=cols.index)
+        raise ValueError(
+            f"too little observed target to train on in {self._where()}: {len(bad)} of {len(grid.series_ids)} series "
+            f"ha{'s' if len(bad) == 1 else 've'} fewer than horizon + 1 = {need} observed values of {which} in the "
+            f"training part ({shown}{'; ...' if len(bad) > 5 else ''}); drop those series or fill their targets, or "
+            "give the training part more steps (val_size, test_size)")
 
     def summary(self) -> str:
         """What was read and how it will be used (printed at the start of ``fit``): series, rows,
@@ -464,6 +501,26 @@ class TimeSeriesDataModule(L.LightningDataModule):
         s = self._spec
         sizes = (s.n_targets, s.n_past_covariates, len(s.future_covariate_cols))
         return WindowDataset(self._arrays, self._grid.offsets, first, counts, stride, self.window_length, sizes)
+
+    def observed_forecast_steps(self, split: str) -> np.ndarray:
+        """int64 (S, C): observed target values per series and target in the steps that ``split``'s
+        ("val" | "test") windows forecast, the values its loss and metrics are computed from (none at
+        all: the validation loss is 0 / 0)."""
+        if split not in ("val", "test"):
+            raise ValueError(f"split={split!r}: choose 'val' or 'test'")
+        self._build()
+        b, e = self._splits[split]
+        first, counts = window_counts(split, b, e, self.context_length, self.horizon, self.eval_stride)
+        obs = self._arrays["observed"].numpy()
+        out = np.zeros((len(b), obs.shape[1]), dtype=np.int64)
+        h, stride = self.horizon, self.eval_stride
+        for i in np.flatnonzero(counts):
+            f0 = int(self._grid.offsets[i] + first[i]) + self.context_length
+            seg = obs[f0:f0 + int(counts[i] - 1) * stride + h]
+            if stride > h:  # the steps between one window's forecast and the next are not scored
+                seg = seg[np.arange(len(seg)) % stride < h]
+            out[i] = np.count_nonzero(seg, axis=0)
+        return out
 
     def train_dataset(self) -> WindowDataset:
         return self._windows("train")

@@ -21,7 +21,7 @@ import polars as pl
 
 from forecaster.timeaxis import format_time, to_axis
 
-__all__ = ["Roles", "Table", "scan", "read_table"]
+__all__ = ["Roles", "Table", "scan", "read_table", "is_csv"]
 
 
 @dataclass
@@ -52,9 +52,12 @@ class Table:
     where: str                     # how messages name the source
 
 
-def scan(path: str | os.PathLike, time_col: str | None = None, time_format: str | None = None) -> pl.LazyFrame:
+def scan(path: str | os.PathLike, time_col: str | None = None, time_format: str | None = None,
+         every_row: bool = False) -> pl.LazyFrame:
     """Lazily scan a CSV / Parquet / Arrow IPC file or glob (one Polars scan over all files). With
-    ``time_format``, a CSV's time column is read as text and parsed with that format later."""
+    ``time_format``, a CSV's time column is read as text and parsed with that format later. A CSV's
+    column types are read from its first 100 rows (of the first 10 files), or with ``every_row``
+    from all of them (a second pass over the files)."""
     p = str(path)
     files = sorted(_glob.glob(p)) if any(ch in p for ch in "*?[") else [p]
     if not files:
@@ -75,8 +78,14 @@ def scan(path: str | os.PathLike, time_col: str | None = None, time_format: str 
             raise ValueError(f"path {p!r}: {which} empty (0 bytes: no header, no rows)"
                              + ("" if empty == [p] else f", e.g. {empty[0]!r}"))
         overrides = {time_col: pl.String} if time_format and time_col else None
-        return pl.scan_csv(p, try_parse_dates=True, separator=sep, schema_overrides=overrides)
+        extent = {"infer_schema_length": None, "infer_schema_files": len(files)} if every_row else {}
+        return pl.scan_csv(p, try_parse_dates=True, separator=sep, schema_overrides=overrides, **extent)
     raise ValueError(f"path {p!r}: unknown file type {suffix!r}; use .csv, .parquet or .arrow/.ipc")
+
+
+def is_csv(path: str | os.PathLike) -> bool:
+    """Whether :func:`scan` reads ``path`` (a file or glob) as CSV (types inferred from the text)."""
+    return Path(str(path)).suffix.lower() in (".csv", ".txt", ".tsv")
 
 
 _NULL_MARKERS = {"na", "n/a", "nan", "null", "none", "-", "?", "missing", "#n/a"}
