@@ -425,6 +425,8 @@ class ProgressLine(Callback):
         if loss is None:
             return
         loss = float(loss)
+        if not math.isfinite(loss):  # forecaster.guard stops the fit with the reason
+            return
         self.best = min(self.best, loss)
         uses = trainer.callback_metrics.get("val/uses_network")
         which = "" if uses is None else ("  (network)" if float(uses) > 0 else "  (a baseline is better)")
