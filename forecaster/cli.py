@@ -381,7 +381,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 # tips, "Seed set", checkpoint restore notes, and warnings about its own internals.
 VERBOSE = {"on": False}  # --verbose true on the command line (read before Lightning is set up)
 _QUIET_WARNINGS = (r".*isinstance\(treespec, LeafSpec\)", r"The number of training batches .* is smaller than the "
-                   r"logging interval", r"The dirpath has changed from", r"LightningCLI's args parameter is intended")
+                   r"logging interval", r"The dirpath has changed from", r"LightningCLI's args parameter is intended",
+                   r"It is recommended to use `self.log\(.*sync_dist=True\)`")  # the deciding metrics are torchmetrics (synced); train/loss is per process
 
 
 def quiet(verbose: bool = False) -> None:
