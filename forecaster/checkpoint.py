@@ -23,7 +23,9 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["CheckpointError", "read_checkpoint"]
+from forecaster.snapshot import check_zip
+
+__all__ = ["CheckpointError", "read_checkpoint", "check_sizes", "LIMITS"]
 
 
 class CheckpointError(ValueError):
@@ -50,6 +52,11 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{where} not found")
+    with open(p, "rb") as f:
+        head = f.read(2)
+        if head == b"PK":  # torch's zip format: no compressed entries (a small file must not inflate to gigabytes)
+            f.seek(0)
+            check_zip(f, p.stat().st_size, where, CheckpointError)
     try:
         with warnings.catch_warnings():  # a foreign pickle's protocol warning: the refusal below says it all
             warnings.simplefilter("ignore", UserWarning)
@@ -69,4 +76,32 @@ def read_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
         raise CheckpointError(f"cannot read {where}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise CheckpointError(f"{where} is not a Lightning checkpoint (no state_dict)")
+    sd, hp = ckpt["state_dict"], ckpt.get("hyper_parameters", {})
+    if not isinstance(sd, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in sd.items()):
+        raise CheckpointError(f"{where} is not a Lightning checkpoint (its state_dict is not names -> tensors)")
+    if not isinstance(hp, dict) or not all(isinstance(k, str) for k in hp):
+        raise CheckpointError(f"{where} is not a Lightning checkpoint (its hyper_parameters are not a dict)")
     return ckpt
+
+
+# Upper bounds on the sizes a checkpoint's settings may ask for before a model is built from them:
+# far above any real model, far below what would exhaust memory while building it.
+LIMITS = {"n_targets": 100_000, "n_past_covariates": 100_000, "n_future_covariates": 100_000,
+          "context_length": 10_000_000, "horizon": 1_000_000, "seasonal_period": 10_000_000, "hidden_size": 65_536,
+          "num_layers": 64, "d_model": 65_536, "head_hidden": 1_000_000, "segment_length": 1_000_000, "members": 64,
+          "min_origin": 10_000_000, "train_windows": 10 ** 15}
+
+
+def check_sizes(hp: dict, where: str = "the checkpoint") -> None:
+    """:class:`CheckpointError` (one line) for a size setting that is not a sane whole number (a
+    crafted ``hidden_size=2**40`` would try to allocate it); other values are the model's to check."""
+    for k, top in LIMITS.items():
+        v = hp.get(k)
+        if v is None or (k == "members" and v == "auto"):
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= top:
+            raise CheckpointError(f"{where} has {k}={str(v)[:40]}: not a whole number in [0, {top:,}]; "
+                                  "it was not written by `python -m forecaster fit`")
+    q = hp.get("quantiles")
+    if q is not None and (not isinstance(q, (list, tuple)) or len(q) > 1000):
+        raise CheckpointError(f"{where} has quantiles that are not a short list")

@@ -25,7 +25,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerStatus
 
 from forecaster.averaging import ParameterEMA
-from forecaster.checkpoint import CheckpointError, read_checkpoint
+from forecaster.checkpoint import CheckpointError, check_sizes, read_checkpoint
 from forecaster.forecasts import predictions_frame
 from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint, checkpoint_hparams
 from forecaster.metrics import METRICS
@@ -173,6 +173,10 @@ class ForecasterCLI(LightningCLI):
             raise UserError(str(e)) from None
         check_checkpoint(ckpt)
         hp = checkpoint_hparams(ckpt)
+        try:
+            check_sizes(hp, f"checkpoint {ckpt_path!r}")
+        except CheckpointError as e:
+            raise UserError(str(e)) from None
         for k, v in hp.items():
             if k not in _LINKED and f"model.{k}" in cfg:
                 cfg[f"model.{k}"] = v

@@ -581,6 +581,10 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in theirs.items()
            if k in own and tuple(v.shape) != tuple(own[k].shape)]
     missing = [k for k in own if k not in theirs and k not in _CHOICE_KEYS]
+    extra = [k for k in theirs if k not in own]
+    if extra and not bad and not missing:
+        raise CheckpointMismatchError(f"the checkpoint holds weights this model does not have ({extra[:3]}); it was "
+                                      "not written for this model or this version of gru-forecaster")
     if bad or missing:
         hp = checkpoint.get("forecaster_shape") or checkpoint.get("hyper_parameters", {})
         diff = [f"{k}={hp.get(k)!r} (model: {model.hparams.get(k)!r})" for k in _SHAPE_KEYS
@@ -612,12 +616,18 @@ def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:
     and plain data (refused without running it: :func:`forecaster.checkpoint.read_checkpoint`)."""
     import inspect
 
-    from forecaster.checkpoint import read_checkpoint
+    from forecaster.checkpoint import check_sizes, read_checkpoint
 
     ckpt = read_checkpoint(path, map_location=map_location)  # tensors and plain data only: runs no code
     check_checkpoint(ckpt)
+    hp = checkpoint_hparams(ckpt)
+    check_sizes(hp, f"checkpoint {str(path)!r}")
     params = inspect.signature(GRUForecaster.__init__).parameters
-    model = GRUForecaster(**{k: v for k, v in checkpoint_hparams(ckpt).items() if k in params})
+    try:
+        model = GRUForecaster(**{k: v for k, v in hp.items() if k in params})
+    except (TypeError, RuntimeError, OverflowError, KeyError, AttributeError) as e:  # settings of no model we build
+        raise CheckpointMismatchError(f"checkpoint {str(path)!r} describes no model this code can build "
+                                      f"({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     model.on_load_checkpoint(ckpt)
     model.load_state_dict(ckpt["state_dict"])
     return model.to(map_location).eval(), ckpt

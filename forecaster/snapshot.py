@@ -33,10 +33,13 @@ import errno
 import hashlib
 import io
 import os
+import re
 import struct
 import tempfile
 import threading
 import weakref
+import zipfile
+import atexit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -83,16 +86,22 @@ class StateLock:
     def __init__(self, path: str | os.PathLike):
         import fcntl
 
-        self.path = Path(path)
+        self.path = real_path(path)  # a symbolic link to a state file locks (and writes) the file it names
         self.lock_path = self.path.with_name(self.path.name + ".lock")
-        key = str(self.lock_path.resolve())
+        key = str(self.lock_path)
         with _HELD_GUARD:
             other = _HELD.get(key)
             if other is not None and other() is not None:
                 raise StateLockedError(f"state file {str(self.path)!r} is in use by another stream of this process "
                                        f"(pid {os.getpid()}): close() that one first; one writer per state file")
-            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+                # O_NOFOLLOW: a symbolic link planted at the lock's name is refused, not written through
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                why = "a symbolic link, refused" if e.errno == errno.ELOOP else (e.strerror or str(e))
+                raise SnapshotError(f"cannot lock state file {str(self.path)!r}: {str(self.lock_path)!r}: {why}") \
+                    from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -150,8 +159,13 @@ def _read_pid(fd: int) -> int | None:
         return None
 
 
+def real_path(path: str | os.PathLike) -> Path:
+    """``path`` with every symbolic link resolved (also when the file does not exist yet)."""
+    return Path(os.path.realpath(path))
+
+
 def _check_lock(lock: StateLock | None, path: Path) -> None:
-    if lock is None or not lock.held or lock.path.resolve() != path.resolve():
+    if lock is None or not lock.held or lock.path != real_path(path):
         raise SnapshotError(f"writing state file {str(path)!r} needs its StateLock")
 
 
@@ -186,17 +200,19 @@ class _HashingWriter:
 
 def _write_log_file(f, payload: dict) -> int:
     """Write ``LOG_MAGIC`` and one base segment of ``payload`` to the new file ``f`` (streamed:
-    the header is filled in after the payload), synced; returns the bytes written."""
+    the header is filled in after the payload), synced; returns the bytes written and the
+    payload's SHA-256."""
     f.write(LOG_MAGIC)
     f.write(b"\0" * _HEAD)
     w = _HashingWriter(f)
     torch.save(payload, w)
     f.flush()
+    digest = w.sha.digest()
     f.seek(len(LOG_MAGIC))
-    f.write(SEGMENT + struct.pack("<Q", w.n) + w.sha.digest())
+    f.write(SEGMENT + struct.pack("<Q", w.n) + digest)
     f.flush()
     os.fsync(f.fileno())
-    return len(LOG_MAGIC) + _HEAD + w.n
+    return len(LOG_MAGIC) + _HEAD + w.n, digest
 
 
 class _Reader:
@@ -246,6 +262,9 @@ class LogInfo:
     appendable: bool = True
     torn_bytes: int = 0  # bytes after the last good segment (an interrupted append), ignored
     notes: list[str] = field(default_factory=list)
+    # what the next delta names as the segment it follows ("after"): the base's "log_id", then each delta's
+    # SHA-256 (hex); a segment spliced in from another file breaks the chain and is refused
+    chain: str = ""
 
 
 def _inode(st: os.stat_result) -> tuple[int, int]:
@@ -263,13 +282,30 @@ def _fsync_dir(folder: Path) -> None:
         pass
 
 
-def _remove_stale(path: Path) -> None:
-    """Temporary files a killed writer left behind (only the lock's holder calls this)."""
-    for stale in path.parent.glob(path.name + ".*.tmp"):
-        try:
-            stale.unlink()
-        except OSError:
-            pass
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path``: ``NAME.<8 random characters>.tmp``."""
+    return tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+
+
+def remove_stale(path: str | os.PathLike) -> list[str]:
+    """Remove the temporary files of ``path`` that a killed writer or compaction left behind (only
+    the lock's holder calls this). Only ``NAME.<8 random characters>.tmp`` matches: the state
+    file ``shop`` never touches ``shop.eu``'s. Returns their names."""
+    path = Path(path)
+    own = re.compile(re.escape(path.name) + r"\.[a-z0-9_]{8}\.tmp")
+    gone = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return gone
+    for entry in entries:
+        if own.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                gone.append(entry.name)
+            except OSError:
+                pass
+    return gone
 
 
 def _disk_error(path: Path, what: str, e: OSError) -> SnapshotError:
@@ -289,14 +325,15 @@ def write_base(path: str | os.PathLike, payload: dict, lock: StateLock) -> LogIn
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale(path)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        remove_stale(path)
+        fd, tmp = _mkstemp(path)
+        log_id = payload.get("log_id") or os.urandom(16).hex()
         with os.fdopen(fd, "wb") as f:
-            size = _write_log_file(f, payload)
+            size, _ = _write_log_file(f, {**payload, "log_id": log_id})
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(path.parent)
-        return LogInfo(path, size, size, inode=_inode(os.stat(path)))
+        return LogInfo(path, size, size, inode=_inode(os.stat(path)), chain=log_id)
     except OSError as e:
         raise _disk_error(path, "writing", e) from None
     finally:
@@ -317,17 +354,21 @@ def append_delta(info: LogInfo, payload: dict, lock: StateLock) -> LogInfo:
     """
     path = info.path
     _check_lock(lock, path)
-    data = encode(payload)
-    seg = _segment(data) + data
+    data = encode({**payload, "after": info.chain})  # the segment it follows: no splicing
+    head = _segment(data)
+    seg = head + data
     try:
         fd = os.open(path, os.O_RDWR)
     except OSError as e:
         raise _disk_error(path, "appending to", e) from None
     try:
         st = os.fstat(fd)
-        if _inode(st) != info.inode or st.st_size < info.size:
-            raise LogReplacedError(f"state file {str(path)!r} was replaced or cut short by someone else since this "
-                                   "stream last wrote or read it")
+        if _inode(st) != info.inode or st.st_size < info.size or (st.st_size > info.size
+                                                                   and _whole_segment_at(fd, info.size, st.st_size)):
+            # replaced, cut short, or grown by a whole segment of another writer (a second name for the
+            # file, such as a hard link): not an interrupted append of ours to cut off
+            raise LogReplacedError(f"state file {str(path)!r} was replaced, cut short or written by someone else "
+                                   "since this stream last wrote or read it")
         try:
             if st.st_size > info.size:  # an interrupted append (ours, or before a crash): cut it off
                 os.ftruncate(fd, info.size)
@@ -347,12 +388,36 @@ def append_delta(info: LogInfo, payload: dict, lock: StateLock) -> LogInfo:
     finally:
         os.close(fd)
     return LogInfo(path, info.size + len(seg), info.base_bytes, info.delta_bytes + len(seg), info.segments + 1,
-                   info.inode)
+                   info.inode, chain=head[12:].hex())
+
+
+def _whole_segment_at(fd: int, pos: int, size: int) -> bool:
+    head = os.pread(fd, _HEAD, pos)
+    if len(head) < _HEAD or head[:4] != SEGMENT:
+        return False
+    end = pos + _HEAD + struct.unpack("<Q", head[4:12])[0]
+    return end <= size and hashlib.sha256(os.pread(fd, end - pos - _HEAD, pos + _HEAD)).digest() == head[12:]
+
+
+def check_zip(source, size: int, where: str, error=None) -> None:
+    """Refuse what ``torch.load`` would inflate: ``torch.save`` writes a zip archive of *stored*
+    (uncompressed) entries, so an archive with compressed entries, or entries larger in all than
+    the archive, is not one of ours (a 1 MB file of deflated zeros would become gigabytes)."""
+    error = error or SnapshotError
+    try:
+        with zipfile.ZipFile(source) as z:
+            infos = z.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+        raise error(f"{where} is not a torch zip archive ({type(e).__name__})") from None
+    if any(i.compress_type != zipfile.ZIP_STORED for i in infos) or sum(i.file_size for i in infos) > size:
+        raise error(f"{where} holds compressed or oversized entries (torch.save writes neither): refused")
 
 
 def _load_payload(data, where: str) -> dict:
+    view = memoryview(data)
+    check_zip(_Reader(view), len(view), where)
     try:
-        source = io.BytesIO(data) if isinstance(data, bytes) else _Reader(memoryview(data))
+        source = io.BytesIO(data) if isinstance(data, bytes) else _Reader(view)
         payload = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - anything the unpickler refuses is a foreign file
         raise SnapshotError(f"{where} is not a readable snapshot: {type(e).__name__}") from None
@@ -362,14 +427,19 @@ def _load_payload(data, where: str) -> dict:
 
 
 def _later_segment(raw: bytes, start: int) -> bool:
-    """Whether a whole segment (marker, length, matching checksum) starts anywhere from ``start``."""
+    """Whether a whole segment (marker, length, matching checksum) starts anywhere from ``start``.
+    The hashing is bounded (4x the bytes searched): a tail crafted of many overlapping headers
+    counts as damage rather than costing quadratic time (a crash leaves at most one header)."""
+    budget = 4 * len(raw) + (1 << 20)
     pos = raw.find(SEGMENT, start)
     while pos >= 0:
         head = raw[pos:pos + _HEAD]
         if len(head) == _HEAD:
             end = pos + _HEAD + struct.unpack("<Q", head[4:12])[0]
-            if end <= len(raw) and hashlib.sha256(raw[pos + _HEAD:end]).digest() == head[12:]:
-                return True
+            if end <= len(raw):
+                budget -= end - pos
+                if budget < 0 or hashlib.sha256(raw[pos + _HEAD:end]).digest() == head[12:]:
+                    return True
         pos = raw.find(SEGMENT, pos + 1)
     return False
 
@@ -418,6 +488,7 @@ def _read_segments(f, where: str, path: Path, st: os.stat_result, size: int) -> 
         raise SnapshotError(f"{where} is not a readable snapshot (not written by save_state)")
     payloads, pos, notes = [], len(LOG_MAGIC), []
     base_bytes = delta_bytes = 0
+    chain = ""
     while pos < size:
         f.seek(pos)
         head = f.read(min(_HEAD, size - pos))
@@ -441,8 +512,13 @@ def _read_segments(f, where: str, path: Path, st: os.stat_result, size: int) -> 
             notes.append(f"{where}: {size - pos} bytes after byte {pos} are an interrupted write, ignored (the "
                          "state is that of the snapshot before it)")
             break
-        payloads.append(_load_payload(data, where))
+        payload = _load_payload(data, where)
         del data
+        if payloads and payload.get("after") != chain:
+            raise SnapshotError(f"{where} is damaged at byte {pos}: segment {len(payloads)} does not follow the one "
+                                "before it (pieces of other files?): restore a backup, or delete it")
+        payloads.append(payload)
+        chain = head[12:].hex() if len(payloads) > 1 else str(payload.get("log_id", ""))
         if len(payloads) == 1:
             base_bytes = end
         else:
@@ -451,10 +527,21 @@ def _read_segments(f, where: str, path: Path, st: os.stat_result, size: int) -> 
     if not payloads:
         raise SnapshotError(f"{where} is damaged (no segment): restore a backup or delete it")
     return payloads, LogInfo(path, pos, base_bytes, delta_bytes, len(payloads), _inode(st),
-                             torn_bytes=size - pos, notes=notes)
+                             torn_bytes=size - pos, notes=notes, chain=chain)
 
 
 # ---- compaction ----------------------------------------------------------------------------------
+
+_RUNNING: "weakref.WeakSet[Compactor]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_compactions() -> None:
+    """At exit, stop every compaction and wait for it: a thread inside torch when the interpreter
+    goes down aborts the process."""
+    for c in list(_RUNNING):
+        c.cancel()
+
 
 class Compactor:
     """Merges a log's segments into one base in a background thread, from the file (the live
@@ -472,6 +559,7 @@ class Compactor:
         self.error: BaseException | None = None
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="state-compaction", daemon=True)
+        _RUNNING.add(self)
         self._thread.start()
 
     @property
@@ -484,14 +572,16 @@ class Compactor:
             payloads, _ = read_log(path, upto=self.upto)
             if self._cancel.is_set():
                 return
-            merged = self.merge(payloads)
+            # the merged base takes the chain of the last segment it holds: the deltas appended after
+            # it meanwhile name that one, and follow the new base as they followed it
+            merged = {**self.merge(payloads), "log_id": self.info.chain}
             del payloads
             if self._cancel.is_set():
                 return
-            fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+            fd, tmp = _mkstemp(path)
             self.tmp = Path(tmp)
             with os.fdopen(fd, "wb") as f:
-                self.base_bytes = _write_log_file(f, merged)
+                self.base_bytes, _ = _write_log_file(f, merged)
         except BaseException as e:  # noqa: BLE001 - reported by finish(); the log itself is untouched
             self.error = e
 
@@ -526,12 +616,17 @@ class Compactor:
             if self.error is not None or self.tmp is None:
                 e = self.error
                 raise SnapshotError(f"compacting state file {str(path)!r} failed: {type(e).__name__}: {e}")
+            if info.inode != self.info.inode or info.size < self.upto or info.path != self.info.path:
+                raise SnapshotError(f"state file {str(path)!r} was rewritten during its compaction; the compaction "
+                                    "is dropped")
             with open(path, "rb") as src:
-                if _inode(os.fstat(src.fileno())) != info.inode:
-                    raise SnapshotError(f"state file {str(path)!r} was replaced during its compaction")
+                if _inode(os.fstat(src.fileno())) != self.info.inode:
+                    raise SnapshotError(f"state file {str(path)!r} was replaced during its compaction; the compaction "
+                                        "is dropped")
                 src.seek(self.upto)
                 tail = src.read(info.size - self.upto)
-            with open(self.tmp, "ab") as f:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_APPEND)  # no O_CREAT: a vanished temporary is a failure
+            with os.fdopen(fd, "ab") as f:
                 f.write(tail)
                 f.flush()
                 os.fsync(f.fileno())
@@ -543,7 +638,7 @@ class Compactor:
         finally:
             self._discard()
         return LogInfo(path, self.base_bytes + len(tail), self.base_bytes, len(tail),
-                       1 + info.segments - self.info.segments, _inode(os.stat(path)))
+                       1 + info.segments - self.info.segments, _inode(os.stat(path)), chain=info.chain)
 
 
 # ---- one payload (the tests' and the library's plain use) -----------------------------------------

@@ -200,11 +200,11 @@ class _LineParser:
         return row
 
     def parse(self, text: str) -> dict | None:
-        text = text.strip()
-        if not text:
+        text = text.rstrip("\r\n")  # a CSV field keeps its spaces (an id " a" is not "a")
+        if not text.strip():
             return None
         if self.fmt == "auto":
-            if text.startswith("{"):
+            if text.lstrip().startswith("{"):
                 rec = self._json(text)
                 self.fmt = "ndjson"
                 return rec
@@ -249,13 +249,22 @@ def json_depth(text: str) -> int:
     return int(np.cumsum(step).max(initial=0))
 
 
+# A number in a CSV field: ASCII digits only (int() and float() also take "١٢", "1_000" and " 5 ").
+_CSV_INT = re.compile(r"[+-]?[0-9]+")
+_CSV_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?(?:inf|infinity)", re.I)
+
+
 def _csv_value(v: str):
-    if v == "" or v.lower() in ("nan", "null", "none", "na"):
+    """A CSV field as a record value: None for empty / nan / null / none / na, an int or a float
+    for an ASCII number (surrounding spaces allowed), else the text (rejected as not a number)."""
+    t = v.strip()
+    if t == "" or t.lower() in ("nan", "null", "none", "na"):
         return None
-    try:
-        return float(v) if any(c in v for c in ".eE") or v.lower() in ("inf", "-inf") else int(v)
-    except ValueError:
-        return v
+    if _CSV_INT.fullmatch(t):
+        return int(t)
+    if _CSV_FLOAT.fullmatch(t):
+        return float(t)
+    return v
 
 
 # ---- the loop ------------------------------------------------------------------------------------
@@ -292,14 +301,13 @@ class _Snapshotter:
             self.retry_at = now + min(RETRY_MAX_SECONDS, 2.0 ** (self.failures - 1))
             if self.failures == 1:
                 kept = f"the last good one ({self.last_good}) is kept" if self.last_good else "no snapshot yet"
-                print(f"snapshot to {self.path} failed: {_one_line(e)}; {kept}; the stream goes on and retries with "
-                      "backoff", file=self.err, flush=True)
+                _say(self.err, f"snapshot to {self.path} failed: {_one_line(e)}; {kept}; the stream goes on and "
+                     "retries with backoff")
             return False
         if self.failures:
-            print(f"snapshot to {self.path} written again after {self.failures} failed attempt(s)", file=self.err,
-                  flush=True)
+            _say(self.err, f"snapshot to {self.path} written again after {self.failures} failed attempt(s)")
         for note in self.stream.state_notes:
-            print(f"note: {note}", file=self.err, flush=True)
+            _say(self.err, f"note: {note}")
         self.failures, self.last, self.dirty = 0, time.monotonic(), False
         self.written += 1
         self.last_good = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -355,7 +363,12 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
             continue
         n += 1
         counts["lines"] += 1
-        _process(stream, parser, line, n, out, err, counts, snap)
+        try:
+            _process(stream, parser, line, n, out, err, counts, snap)
+        except OutputClosed:
+            counts["output_closed"] = True
+            _say(err, f"line {n}: the output was closed; stopping")
+            break
         if snap is not None:
             snap.maybe()
         if stop:
@@ -378,11 +391,11 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         rec = parser.parse(_decode(line, n))
     except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
         counts["malformed"] += 1
-        print(f"line {n}: malformed, skipped: {_one_line(e)}", file=err, flush=True)
+        _say(err, f"line {n}: malformed, skipped: {_one_line(e)}")
         return
     except (Exception, RecursionError) as e:  # noqa: BLE001 - a line must never stop the stream
         counts["malformed"] += 1
-        print(f"line {n}: malformed, skipped: {type(e).__name__}: {_one_line(e)}", file=err, flush=True)
+        _say(err, f"line {n}: malformed, skipped: {type(e).__name__}: {_one_line(e)}")
         return
     if rec is None:
         return
@@ -390,21 +403,19 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         report = stream.observe([rec])
     except ValueError as e:
         counts["malformed"] += 1
-        print(f"line {n}: {_one_line(e)}; skipped", file=err, flush=True)
+        _say(err, f"line {n}: {_one_line(e)}; skipped")
         return
     except Exception as e:  # noqa: BLE001 - observe put every series back as it was; the stream goes on
         counts["malformed"] += 1
-        print(f"line {n}: not applied ({type(e).__name__}: {_one_line(e)}); the series are as before the line",
-              file=err, flush=True)
+        _say(err, f"line {n}: not applied ({type(e).__name__}: {_one_line(e)}); the series are as before the line")
         return
     for sid in report.evicted:
-        print(f"line {n}: series {_show(sid)} evicted (the least recently seen of more than "
-              f"max_series={stream.max_series}); its state is gone", file=err, flush=True)
+        _say(err, f"line {n}: series {_show(sid)} evicted (the least recently seen of more than "
+                  f"max_series={stream.max_series}); its state is gone")
     if report.rejected:
         counts["rejected"] += 1
         r = report.rejected[0]
-        print(f"line {n}: record for series {_show(r.series)} at {_show(r.time)} rejected: {r.reason}", file=err,
-              flush=True)
+        _say(err, f"line {n}: record for series {_show(r.series)} at {_show(r.time)} rejected: {r.reason}")
         return
     counts["records"] += 1
     if snap is not None:
@@ -414,14 +425,33 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
     try:
         fc = stream.forecast(report.series[0])
     except Exception as e:  # noqa: BLE001 - e.g. a model with future covariates: the loop has no values for them
-        print(f"line {n}: applied, but no forecast: {_one_line(e)}", file=err, flush=True)
+        _say(err, f"line {n}: applied, but no forecast: {_one_line(e)}")
         return
     text, dropped = forecast_lines(fc)
     if dropped:
-        print(f"line {n}: applied; {dropped} forecast value(s) beyond float32's range written as null",
-              file=err, flush=True)
-    out.write(text)
-    out.flush()
+        _say(err, f"line {n}: applied; {dropped} forecast value(s) beyond float32's range written as null")
+    try:
+        out.write(text)
+        out.flush()
+    except BrokenPipeError:  # the reader is gone: stop reading (a snapshot is still written)
+        raise OutputClosed from None
+    except (OSError, ValueError) as e:  # a full disk under stdout: the state is right, this forecast is lost
+        counts["unwritten"] = counts.get("unwritten", 0) + 1
+        if counts["unwritten"] == 1:
+            _say(err, f"line {n}: applied, but its forecast could not be written ({_one_line(e)}); the stream goes "
+                      "on (counted as 'unwritten')")
+
+
+class OutputClosed(Exception):
+    """The forecasts' reader closed its end (``| head``): the loop stops after a snapshot."""
+
+
+def _say(err, text: str) -> None:
+    """A message on ``err``; a full disk or closed stream under it never stops the loop."""
+    try:
+        print(text, file=err, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 def forecast_lines(fc: pl.DataFrame) -> tuple[str, int]:
@@ -453,8 +483,10 @@ def serve(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", state
         try:
             counts = run_loop(stream, lines, out, err, fmt, snap, stop)
         finally:
-            saved = snap.maybe(force=True)
-            stream.close()  # the state file's lock: the next stream may write it
+            try:
+                saved = snap.maybe(force=True)
+            finally:
+                stream.close()  # the state file's lock (and a compaction): released whatever happened
     return {**counts, "signal": stop.signal, "series": len(stream), "snapshots": snap.written,
             "snapshot_failures": snap.failed_total, "state_saved": saved if state else None}
 
@@ -576,13 +608,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --input {args.input!r}: {e.strerror or e}", file=sys.stderr)
         return 2
     counts = serve(stream, LineReader(f), sys.stdout, sys.stderr, args.format, args.state, args.snapshot_every)
+    if counts.get("output_closed"):  # no flush of the closed pipe at exit (Python would report it)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sig = counts.pop("signal")
     how = f"stopped by {signal.Signals(sig).name}" if sig is not None else "done"
     summary = {"event": "stopped" if sig is not None else "done", "signal": signal.Signals(sig).name if sig else None,
                **counts}
-    print(f"{how}: {json.dumps(summary)}", file=sys.stderr, flush=True)
+    _say(sys.stderr, f"{how}: {json.dumps(summary)}")
     if counts["state_saved"] is False:
-        print(f"error: the last snapshot to {args.state} could not be written: the state since the last good one is "
-              "not saved (see the snapshot messages above)", file=sys.stderr, flush=True)
+        _say(sys.stderr, f"error: the last snapshot to {args.state} could not be written: the state since the last "
+                         "good one is not saved (see the snapshot messages above)")
         return 3
     return 0

@@ -24,7 +24,7 @@ import polars as pl
 
 from forecaster.spec import DataSpec
 
-__all__ = ["MAX_ID_LENGTH", "SHOW", "NO_TIME", "F32_MAX", "show", "id_problem", "RecordReader"]
+__all__ = ["MAX_ID_LENGTH", "SHOW", "NO_TIME", "F32_MAX", "TIME_MAX", "show", "id_problem", "RecordReader"]
 
 # Longest series id accepted, in characters. Ids are keys of the state table, repeated in every
 # forecast row and in snapshots: a 10 MB id (a whole file pasted into the id field) would cost
@@ -35,6 +35,10 @@ SHOW = 60
 # "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
 NO_TIME = np.iinfo(np.int64).min
 F32_MAX = float(np.finfo(np.float32).max)
+# Times (int64 axis values: nanoseconds since 1970 for datetimes) beyond this, about 2244 and 1696,
+# are refused: 18 years from int64's ends (2262, 1677), so that later steps and forecast times of
+# a stream do not overflow.
+TIME_MAX = (1 << 63) - (1 << 59)
 
 
 def show(value) -> str:
@@ -135,9 +139,11 @@ class RecordReader:
                 except Exception:  # noqa: BLE001 - this record's time cannot be read: it is rejected
                     pass
         null = null | (t == NO_TIME)  # NaT as an int64 is the state table's "no time yet"
+        far = ~null & (np.abs(t) > TIME_MAX)
         vals = raw.to_list() if isinstance(raw, pl.Series) else list(raw)
-        why = [None if not n else ("null time" if v is None else f"time {show(v)} could not be read")
-               for v, n in zip(vals, null)]
+        why = [None if not n and not f else ("null time" if v is None and n else f"time {show(v)} is out of range"
+                                             if f else f"time {show(v)} could not be read")
+               for v, n, f in zip(vals, null, far)]
         return t, why
 
     def series_id(self, value, known) -> tuple[str, str | None]:

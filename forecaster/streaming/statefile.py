@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotError, StateLock, append_delta,
-                                 read_log, write_base)
-from forecaster.streaming.records import MAX_ID_LENGTH, id_problem, show
+                                 read_log, real_path, remove_stale, write_base)
+from forecaster.streaming.records import MAX_ID_LENGTH, NO_TIME, TIME_MAX, id_problem, show
 from forecaster.streaming.table import Layout
 
 __all__ = ["StateFile", "merge_payloads", "check_base", "pack_ids", "unpack_ids", "STATE_FORMAT_VERSION", "COMPACT_MIN_BYTES"]
@@ -29,7 +29,7 @@ STATE_FORMAT_VERSION = 4
 # Compact when the deltas exceed the base and at least this many bytes: below it a rewrite is cheap
 # anyway and would run after every few snapshots of a small table.
 COMPACT_MIN_BYTES = 16 << 20
-_META = ("kind", "removed", "ids", "format_version", "fingerprint")
+_META = ("kind", "removed", "ids", "format_version", "fingerprint", "after", "log_id")
 
 
 def pack_ids(ids: list[str]) -> torch.Tensor:
@@ -65,18 +65,35 @@ def ids_ok(ids: list[str]) -> bool:
     return "".join(ids).isprintable() or not any(map(id_problem, ids))
 
 
+def _plain(v, name: str, s: int, n: int, dim: int) -> None:
+    """A row-aligned tensor of a payload as torch.save writes it: dense, contiguous, owning its
+    bytes (a stride-0 tensor of a tiny storage would expand to gigabytes), ``n`` rows on ``dim``."""
+    if not isinstance(v, torch.Tensor) or v.layout != torch.strided or not v.is_contiguous() \
+            or v.untyped_storage().nbytes() < v.numel() * v.element_size() or v.dim() <= dim or v.shape[dim] != n:
+        raise SnapshotError(f"is inconsistent (segment {s}: {name} is not a dense tensor of {n} rows)")
+
+
 def merge_payloads(payloads: list[dict]) -> dict:
     """A base payload and the deltas after it -> one base payload: each id's latest row, ids
     removed after their last row left out, rows in ``born`` order (the order of first
-    observation). The header (format version, fingerprint) is the base's. Ids packed
-    (:func:`pack_ids`) in and out. The base's tensors are updated in place (the payloads are
-    consumed): O(rows changed) beyond one pass over the base's ids."""
+    observation). The header (format version, fingerprint) is the base's; every delta must carry
+    the same fingerprint. Ids packed (:func:`pack_ids`) in and out. The base's tensors are updated
+    in place (the payloads are consumed): O(rows changed) beyond one pass over the base's ids."""
     base = payloads[0]
+    keys = [k for k in base if k not in _META]
+    # a stream that runs its window keeps no state rows: its "state" is (L, 0, H) in every segment
+    rowless = isinstance(base.get("state"), torch.Tensor) and base["state"].dim() == 3 and base["state"].shape[1] == 0
+    rows = [k for k in keys if not (k == "state" and rowless)]
+    dim = {k: 1 if k == "state" else 0 for k in keys}
+    all_ids = [unpack_ids(p["ids"]) for p in payloads]
+    for s, p in enumerate(payloads):
+        if s and p.get("fingerprint") != base.get("fingerprint"):
+            raise SnapshotError(f"is inconsistent (segment {s} was written for another model than the base)")
+        for k in rows:
+            _plain(p.get(k), k, s, len(all_ids[s]), dim[k])
     if len(payloads) == 1 and not len(base.get("removed", [])):
         return base
-    keys = [k for k in base if k not in _META]
-    dim = {k: 1 if k == "state" else 0 for k in keys}
-    ids = unpack_ids(base["ids"])
+    ids = all_ids[0]
     index = {sid: i for i, sid in enumerate(ids)}
     alive = np.ones(len(ids), dtype=bool)
     added: dict[str, tuple[int, int]] = {}  # ids not (or no longer) in the base -> (segment, position)
@@ -87,7 +104,7 @@ def merge_payloads(payloads: list[dict]) -> dict:
                 alive[i] = False
             added.pop(sid, None)
         into, take = [], []
-        for pos, sid in enumerate(unpack_ids(p["ids"])):
+        for pos, sid in enumerate(all_ids[s]):
             i = index.get(sid)
             if i is not None and alive[i]:
                 into.append(i)
@@ -96,9 +113,9 @@ def merge_payloads(payloads: list[dict]) -> dict:
                 added[sid] = (s, pos)
         if into:
             into_t, take_t = torch.tensor(into, dtype=torch.int64), torch.tensor(take, dtype=torch.int64)
-            for k in keys:
-                base[k].index_copy_(dim[k], into_t, p[k].index_select(dim[k], take_t))
-    out = {k: base[k] for k in keys}
+            for k in rows:
+                base[k].index_copy_(dim[k], into_t, p[k].index_select(dim[k], take_t).to(base[k].dtype))
+    out = {k: base[k] for k in rows}
     if not alive.all():
         keep = torch.from_numpy(np.flatnonzero(alive))
         out = {k: v.index_select(dim[k], keep) for k, v in out.items()}
@@ -107,18 +124,20 @@ def merge_payloads(payloads: list[dict]) -> dict:
         seg = np.fromiter((v[0] for v in added.values()), dtype=np.int64, count=len(added))
         pos = np.fromiter((v[1] for v in added.values()), dtype=np.int64, count=len(added))
         new_ids = list(added)
-        parts: dict[str, list] = {k: [out[k]] for k in keys}
+        parts: dict[str, list] = {k: [out[k]] for k in rows}
         for s in np.unique(seg):
             sel = np.flatnonzero(seg == s)
             take = torch.from_numpy(pos[sel])
-            for k in keys:
-                parts[k].append(payloads[s][k].index_select(dim[k], take))
+            for k in rows:
+                parts[k].append(payloads[s][k].index_select(dim[k], take).to(out[k].dtype))
             ids += [new_ids[i] for i in sel]
         out = {k: torch.cat(v, dim=dim[k]) for k, v in parts.items()}
     if "born" in out and len(ids) > 1 and not bool((out["born"][1:] >= out["born"][:-1]).all()):
         order = torch.from_numpy(np.argsort(out["born"].numpy(), kind="stable"))
         out = {k: v.index_select(dim[k], order) for k, v in out.items()}
         ids = [ids[i] for i in order.tolist()]
+    if rowless:
+        out["state"] = base["state"]
     return {**{k: base[k] for k in ("format_version", "fingerprint") if k in base}, "kind": "base",
             "removed": pack_ids([]), "ids": pack_ids(ids), **out}
 
@@ -149,11 +168,18 @@ def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carr
     tables = {k: arrays[k].numpy().astype(dt, copy=False) for k, (_, dt, _) in layout.items()}
     if not (torch.isfinite(state).all() and all(np.isfinite(v).all() for k, v in tables.items() if k in floats)):
         raise SnapshotError("holds non-finite values")
-    n_obs, n_steps = tables["n_obs"], tables["n_steps"]
+    n_obs, n_steps, last = tables["n_obs"], tables["n_steps"], tables["last"]
+    counters = (n_steps, tables["seen"], tables["born"])
     if not ((tables["params"][:, 1] > 0).all() and (n_obs >= 0).all() and (n_obs <= n_steps).all()
-            and (tables["seen"] >= 0).all() and (tables["born"] >= 0).all()):
-        raise SnapshotError("is inconsistent (a scale <= 0 or counts out of range)")
+            and all(((c >= 0) & (c <= _COUNT_MAX)).all() for c in counters)
+            and ((last == NO_TIME) | (np.abs(last) <= TIME_MAX)).all()):
+        raise SnapshotError("is inconsistent (a scale <= 0, or counts or times out of range)")
     return ids, state, tables
+
+
+# counters (steps, the observe clock, the order of first observation) and times far from int64's
+# ends: a later step or forecast time must not overflow
+_COUNT_MAX = 1 << 62
 
 
 def _packed(payload: dict) -> dict:
@@ -165,19 +191,22 @@ class StateFile:
     :meth:`save`, kept until :meth:`close`), where its log stands and its compaction."""
 
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
+        self.path = real_path(path)  # through a symbolic link: the file it names (which stays a link's target)
         self.lock: StateLock | None = None
         self.info: LogInfo | None = None
         self.compactor: Compactor | None = None
         self.notes: list[str] = []  # what a load or a compaction found worth reporting
 
     def same(self, path: str | os.PathLike) -> bool:
-        return Path(path).resolve() == self.path.resolve()
+        return real_path(path) == self.path
 
     def acquire(self) -> None:
         """Take the lock (:class:`~forecaster.snapshot.StateLockedError` naming the holder's pid)."""
         if self.lock is None or not self.lock.held:
             self.lock = StateLock(self.path)
+            gone = remove_stale(self.path)  # temporaries of a writer or compaction killed before us
+            if gone:
+                self.notes.append(f"removed {len(gone)} temporary file(s) a killed writer left beside {self.path}")
 
     def read(self) -> tuple[list[dict], LogInfo]:
         payloads, info = read_log(self.path)
@@ -200,11 +229,15 @@ class StateFile:
         before = self.info.size if self.info is not None else 0
         if self.info is not None:
             try:
-                self.info = append_delta(self.info, _packed(table.delta_payload()), self.lock)
+                self.info = append_delta(self.info, _packed({**table.delta_payload(), "fingerprint": header["fingerprint"]}),
+                                         self.lock)
             except LogReplacedError as e:
-                self.notes.append(str(e))
+                self.notes.append(f"{e}; writing every series anew")
                 self.info = None
         if self.info is None:
+            if self.compactor is not None:  # it merged the file being replaced: drop it before writing
+                self.compactor.cancel()
+                self.compactor = None
             kind, series, before = "base", len(table), 0
             self.info = write_base(self.path, {**header, **_packed(table.base_payload())}, self.lock)
         table.clean()

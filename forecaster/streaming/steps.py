@@ -91,6 +91,7 @@ class Stepper:
         and its records of the call are rejected; any exception puts every series back."""
         table = self.table
         sids = list(plan)
+        new = [sid for sid in sids if sid not in table.ids]
         rows_all = np.array([self.row(sid) for sid in sids], dtype=np.int64)
         steps = list(plan.values())
         lengths = np.array([len(s) for s in steps])
@@ -121,8 +122,10 @@ class Stepper:
                             self.reject_series(report, sids[m], steps[m], j, raw_times)
             except BaseException:
                 table.restore_rows(saved)
+                table.drop(new)
                 raise
-        table.touch(rows_all)
+        table.touch(rows_all[alive])
+        table.drop([sids[m] for m in np.flatnonzero(~alive) if sids[m] in new])  # never stepped: no phantom rows
         report.steps = int(run[alive].sum())
 
     def row(self, sid: str) -> int:

@@ -33,7 +33,9 @@ __all__ = ["StreamingForecaster", "MAX_SERIES"]
 # StreamingForecaster for why.
 _AUTO_MAX_GAP_CONTEXTS = 2
 # Default max_series: a bound on memory that any id flood (a bug upstream, random ids) hits long
-# before the machine does: 100,000 series of the default model take about 170 MB.
+# before the machine does. memory_per_series() of fit's default model is 968 bytes for one target
+# (the bench's model) and 2,320 for the embedded data's three targets and four covariates: 100,000
+# series take 100 to 250 MB.
 MAX_SERIES = 100_000
 
 
@@ -388,30 +390,41 @@ class StreamingForecaster:
         file = self._state_file(path)
         payloads, info = file.read()
         where = f"state file {str(path)!r}"
-        base = payloads[0]
-        version = base.get("format_version")
-        if version not in (3, STATE_FORMAT_VERSION):
-            raise SnapshotError(f"{where} has format version {show(version)}, expected {STATE_FORMAT_VERSION}")
-        fp, mine = base.get("fingerprint"), self._fingerprint()
-        if isinstance(fp, dict) and fp.get("history") != mine.get("history") and \
-                {k: v for k, v in fp.items() if k != "history"} == {k: v for k, v in mine.items() if k != "history"}:
-            theirs = fp.get("history") or "carry"
-            raise SnapshotError(f"{where} was written with history={theirs!r}, this stream uses "
-                                f"history={self.history!r}; start it with history={theirs!r} (--history {theirs}) "
-                                "to continue from it")
-        if not isinstance(fp, dict) or fp != mine:
-            raise SnapshotError(f"{where} was written for another model ({show(fp)}), this one is "
-                                f"{mine}; delete it to start the series from zero")
         try:
+            self._check_header(payloads[0], where)
             ids, state, tables = check_base(merge_payloads(payloads), self.table.layout, self.net.state_shape,
                                             not self.windowed)
         except SnapshotError as e:
-            raise SnapshotError(f"{where} {e}") from None
+            raise SnapshotError(str(e) if str(e).startswith(where) else f"{where} {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever a foreign structure raises: one line, no traceback
             raise SnapshotError(f"{where} is not a snapshot of this format ({type(e).__name__}: "
                                 f"{show(str(e))})") from None
         self.table.install(ids, state, tables)
         file.adopt(info)
+        if self.max_series is not None and len(self.table) > self.max_series:
+            gone = self.table.evict(self.max_series)  # one note, not a line per series
+            file.notes.append(f"{where} holds {len(ids):,} series, more than max_series={self.max_series:,}: the "
+                              f"{len(gone):,} least recently seen were evicted at load")
+
+    def _check_header(self, base: dict, where: str) -> None:
+        """The base's format version and fingerprint against this stream's (one-line refusals)."""
+        version = base.get("format_version")
+        if type(version) is not int or version not in (3, STATE_FORMAT_VERSION):
+            raise SnapshotError(f"{where} has format version {show(version)}, expected {STATE_FORMAT_VERSION}")
+        fp, mine = base.get("fingerprint"), self._fingerprint()
+        plain = lambda v: type(v) in (str, int) or (type(v) is list and all(type(x) is str for x in v))  # noqa: E731
+        if not (isinstance(fp, dict) and all(type(k) is str and plain(v) for k, v in fp.items())):
+            raise SnapshotError(f"{where} was written for another model ({show(fp)}), this one is "
+                                f"{mine}; delete it to start the series from zero")
+        if fp.get("history") != mine.get("history") and \
+                {k: v for k, v in fp.items() if k != "history"} == {k: v for k, v in mine.items() if k != "history"}:
+            theirs = fp.get("history") or "carry"
+            raise SnapshotError(f"{where} was written with history={theirs!r}, this stream uses "
+                                f"history={self.history!r}; start it with history={theirs!r} (--history {theirs}) "
+                                "to continue from it")
+        if fp != mine:
+            raise SnapshotError(f"{where} was written for another model ({show(fp)}), this one is "
+                                f"{mine}; delete it to start the series from zero")
 
     @property
     def state_notes(self) -> list[str]:

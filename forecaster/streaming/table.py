@@ -126,14 +126,30 @@ class SeriesTable:
         k = n - keep
         if k <= 0:
             return []
-        seen = self.t["seen"][:n]
-        victims = np.argpartition(seen, k - 1)[:k] if k < n else np.arange(n)
-        victims = victims[np.lexsort((self.t["born"][victims], seen[victims]))]  # oldest first, ties by age
+        seen, born = self.t["seen"][:n], self.t["born"][:n]
+        if k < n:
+            # the k least recently seen; among those seen in the same call as the k-th, the oldest
+            # (ties by age, so a stream restored from a snapshot evicts exactly what the live one would)
+            cut = seen[np.argpartition(seen, k - 1)[k - 1]]
+            below = np.flatnonzero(seen < cut)
+            tied = np.flatnonzero(seen == cut)
+            need = k - len(below)
+            tied = tied[np.argpartition(born[tied], need - 1)[:need]] if need < len(tied) else tied
+            victims = np.concatenate([below, tied])
+        else:
+            victims = np.arange(n)
+        victims = victims[np.lexsort((born[victims], seen[victims]))]  # least recently seen first, ties by age
         gone = [self.id_list[r] for r in victims]
         for r in np.sort(victims)[::-1]:  # from the highest row: the last row is never a pending victim
             self._remove_row(int(r))
         self.removed.update(gone)
         return gone
+
+    def drop(self, ids: list[str]) -> None:
+        """Remove rows that were added in this call and never stepped (their records were all
+        rejected): they are not evictions and were never in a snapshot."""
+        for r in sorted((self.ids[sid] for sid in ids if sid in self.ids), reverse=True):
+            self._remove_row(int(r))
 
     def _remove_row(self, row: int) -> None:
         last = len(self.id_list) - 1

@@ -424,8 +424,8 @@ def test_a_compaction_merges_a_log_into_the_same_state(setup, tmp_path):
     c = Compactor(info, lock, merge_payloads)
     c.wait()
     stream.observe([rec("k1", 20)])
-    info = append_delta(info, statefile._packed({"kind": "delta", "removed": [], **stream.table.rows_payload(
-        np.array([stream.table.ids["k1"]]))}), lock)
+    info = append_delta(info, statefile._packed({"kind": "delta", "removed": [], "fingerprint": stream._fingerprint(),
+                                                 **stream.table.rows_payload(np.array([stream.table.ids["k1"]]))}), lock)
     stream.table.clean()
     info = c.finish(info)
     payloads, _ = read_log(path)
@@ -452,3 +452,336 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert restored.save_state(path)["kind"] == "base"  # no deltas after a format-3 payload
     assert path.read_bytes().startswith(LOG_MAGIC)
     assert_same(loaded(model, path), stream)
+
+
+# ---- the review's probes (each failed before its fix) ------------------------------------------------
+
+def test_a_window_history_stream_restarts_from_a_log_with_deltas(setup, tmp_path, monkeypatch):
+    df, model, lines = setup
+    monkeypatch.setattr(statefile, "COMPACT_MIN_BYTES", 0)
+    stream = stream_of(model, history="window")
+    path = tmp_path / "w.pt"
+    serve(stream, lines[:30], io.StringIO(), io.StringIO(), state=str(path), snapshot_every=0)  # a base, deltas,
+    payloads, _ = read_log(path)  # and compactions (every snapshot)
+    assert len(payloads) > 1
+    restored = stream_of(model, history="window")
+    restored.load_state(path)
+    expected = stream_of(model, history="window")
+    serve(expected, lines[:30], io.StringIO(), io.StringIO())
+    assert_same_window(restored, expected)
+
+
+def assert_same_window(a, b):
+    from tests.forecaster.test_stream_faults import same_tables
+
+    assert a.series == b.series and same_tables(a, b) and a.forecast().equals(b.forecast())
+
+
+def test_a_compaction_of_a_file_replaced_meanwhile_is_dropped(setup, tmp_path, monkeypatch):
+    df, model, lines = setup
+    import threading
+
+    release = threading.Event()
+
+    def slow_merge(payloads):
+        release.wait(30)
+        return merge_payloads(payloads)
+
+    stream = many(model, 30)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.observe([rec(f"k{i}", 1) for i in range(30)])
+    stream.save_state(path)
+    file = stream._file
+    file.compactor = compactor = Compactor(file.info, file.lock, slow_merge)  # a compaction slow to finish
+    copy = tmp_path / "copy.pt"
+    copy.write_bytes(path.read_bytes())
+    os.replace(copy, path)  # an operator restores a copy: another inode
+    stream.observe([rec("k0", 2)])
+    assert stream.save_state(path)["kind"] == "base"  # the file was replaced: every series anew, compaction dropped
+    release.set()
+    compactor.wait()  # done (or dropped): the next snapshot would put it in place
+    stream.observe([rec("k1", 2)])
+    assert stream.save_state(path)["kind"] == "delta"
+    stream.close()
+    assert_same(loaded(model, path), stream)
+
+
+def test_stale_temporaries_of_one_state_file_are_not_another_ones(tmp_path):
+    from forecaster.snapshot import remove_stale
+
+    mine, theirs = tmp_path / "shop.abc12345.tmp", tmp_path / "shop.eu.abc12345.tmp"
+    mine.write_text("x")
+    theirs.write_text("y")
+    (tmp_path / "shop.abc12345.tmp.keep").write_text("z")
+    assert remove_stale(tmp_path / "shop") == ["shop.abc12345.tmp"]
+    assert theirs.exists() and not mine.exists()
+
+
+def test_a_compactions_temporary_file_left_by_a_kill_goes_at_the_next_start(setup, tmp_path):
+    df, model, lines = setup
+    stream = many(model, 3)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.close()
+    (tmp_path / "state.pt.k1ll3d00.tmp").write_bytes(b"half a compaction")
+    restarted = stream_of(model)
+    restarted.lock_state(path)
+    assert not (tmp_path / "state.pt.k1ll3d00.tmp").exists()
+    assert any("temporary file" in n for n in restarted.state_notes)
+
+
+class FullFile(io.StringIO):
+    def write(self, s):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_under_stderr_or_stdout_does_not_stop_the_stream(setup, tmp_path):
+    df, model, lines = setup
+    bad = ["{not json", *lines[:10]]
+    stream = stream_of(model)
+    counts = serve(stream, bad, io.StringIO(), FullFile(), state=str(tmp_path / "a.pt"))  # messages lost, loop on
+    assert counts["records"] == 10 and counts["malformed"] == 1 and counts["state_saved"]
+    stream = stream_of(model)
+    counts = serve(stream, lines[:10], FullFile(), io.StringIO(), state=str(tmp_path / "b.pt"))
+    assert counts["records"] == 10 and counts["unwritten"] == 10  # the state is right; the forecasts are counted
+
+
+class ClosedPipe(io.StringIO):
+    def write(self, s):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+
+def test_a_closed_output_pipe_stops_the_stream_after_a_snapshot(setup, tmp_path):
+    df, model, lines = setup
+    stream = stream_of(model)
+    err = io.StringIO()
+    counts = serve(stream, lines[:10], ClosedPipe(), err, state=str(tmp_path / "c.pt"))
+    assert counts.get("output_closed") and counts["lines"] == 1 and counts["state_saved"]
+    assert "output was closed" in err.getvalue()
+    assert len(loaded(model, tmp_path / "c.pt")) == 1
+
+
+def test_the_lock_file_is_never_written_through_a_link_or_into_a_folder(setup, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious data")
+    (tmp_path / "s.pt.lock").symlink_to(victim)
+    with pytest.raises(SnapshotError, match="a symbolic link, refused") as e:
+        StateLock(tmp_path / "s.pt")
+    assert victim.read_text() == "precious data" and "\n" not in str(e.value)
+    (tmp_path / "d.pt.lock").mkdir()
+    with pytest.raises(SnapshotError, match="cannot lock state file"):
+        StateLock(tmp_path / "d.pt")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(SnapshotError, match="cannot lock state file"):
+        StateLock(tmp_path / "afile" / "s.pt")
+
+
+def test_a_link_to_the_state_file_is_the_same_file_to_the_lock(setup, tmp_path):
+    df, model, lines = setup
+    a, b = many(model, 2), many(model, 3)
+    real = tmp_path / "real.pt"
+    a.save_state(real)
+    (tmp_path / "link.pt").symlink_to(real)
+    with pytest.raises(StateLockedError):
+        b.save_state(tmp_path / "link.pt")
+    a.close()
+    b.save_state(tmp_path / "link.pt")  # writes the file the link names; the link stays a link
+    assert (tmp_path / "link.pt").is_symlink() and len(loaded(model, real)) == 3
+
+
+def _deflated(data: bytes) -> bytes:
+    import zipfile
+
+    src, out = zipfile.ZipFile(io.BytesIO(data)), io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for info in src.infolist():
+            z.writestr(info.filename, src.read(info.filename))
+    return out.getvalue()
+
+
+def test_compressed_or_expanded_tensors_are_refused_before_they_inflate(setup, tmp_path):
+    import hashlib
+
+    from forecaster.checkpoint import CheckpointError, read_checkpoint
+    from forecaster.snapshot import MAGIC, encode
+
+    df, model, lines = setup
+    stream = many(model, 2)
+    big = {"format_version": 3, "fingerprint": stream._fingerprint(), "ids": ["a", "b"],
+           "state": torch.zeros(stream.num_layers, 2, stream.hidden_size), "zeros": torch.zeros(50_000_000)}
+    data = _deflated(encode(big))  # 200 MB of zeros in well under 1 MB
+    assert len(data) < 1_000_000
+    path = tmp_path / "bomb.pt"
+    path.write_bytes(MAGIC + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
+    with pytest.raises(SnapshotError, match="compressed or oversized"):
+        stream_of(model).load_state(path)
+    ckpt = tmp_path / "bomb.ckpt"
+    ckpt.write_bytes(_deflated(encode({"state_dict": {"w": torch.zeros(50_000_000)}})))
+    with pytest.raises(CheckpointError, match="compressed or oversized"):
+        read_checkpoint(ckpt)
+    # a tensor whose rows all share one tiny storage (stride 0) would expand on install
+    t = stream.table
+    payload = {**statefile._packed(t.base_payload()), "format_version": 4, "fingerprint": stream._fingerprint()}
+    payload["params"] = payload["params"][:1].expand(2, *payload["params"].shape[1:])
+    from forecaster.snapshot import write_snapshot
+    write_snapshot(tmp_path / "stride0.pt", payload)
+    with pytest.raises(SnapshotError, match="not a dense tensor"):
+        stream_of(model).load_state(tmp_path / "stride0.pt")
+
+
+def test_a_crafted_tail_of_many_headers_is_refused_in_linear_time(setup, tmp_path):
+    df, model, lines = setup
+    stream = many(model, 2)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.close()
+    size = path.stat().st_size
+    n = (512 << 10) // 44
+    tail = b"".join(b"SEG\x01" + (n * 44 - i * 44 - 44).to_bytes(8, "little") + b"\x00" * 32 for i in range(n))
+    with open(path, "ab") as f:
+        f.write(tail)
+    t0 = time.perf_counter()
+    try:
+        loaded(model, path)
+    except SnapshotError:
+        pass
+    assert time.perf_counter() - t0 < 5, "quadratic"
+    assert path.stat().st_size == size + len(tail)
+
+
+def test_header_values_of_the_wrong_type_are_one_line_refusals(setup, tmp_path):
+    from forecaster.snapshot import read_snapshot, write_snapshot
+
+    df, model, lines = setup
+    stream = many(model, 2)
+    stream.save_state(tmp_path / "ok.pt")
+    stream.close()
+    for change in ({"format_version": torch.tensor([4, 4])}, {"fingerprint": {"weights": torch.ones(2)}},
+                   {"fingerprint": {"target_cols": [torch.ones(2)]}}):
+        payload = {**read_snapshot(tmp_path / "ok.pt"), **change}
+        write_snapshot(tmp_path / "bad.pt", payload)
+        with pytest.raises(SnapshotError) as e:
+            stream_of(model).load_state(tmp_path / "bad.pt")
+        assert "\n" not in str(e.value)
+
+
+def test_counters_and_times_near_int64s_ends_are_refused(setup, tmp_path):
+    from forecaster.snapshot import read_snapshot, write_snapshot
+
+    df, model, lines = setup
+    stream = many(model, 2)
+    stream.save_state(tmp_path / "ok.pt")
+    stream.close()
+    big = np.iinfo(np.int64).max
+    for key in ("seen", "born", "last", "n_steps"):
+        payload = read_snapshot(tmp_path / "ok.pt")
+        payload[key] = torch.full_like(payload[key], big)
+        write_snapshot(tmp_path / "bad.pt", payload)
+        with pytest.raises(SnapshotError, match="out of range|counts"):
+            stream_of(model).load_state(tmp_path / "bad.pt")
+    report = stream_of(model).observe([rec("x", 0), {**rec("y", 0), "time": dt.datetime(2250, 1, 1)}])
+    assert report.accepted == 1 and "out of range" in report.rejected[0].reason
+
+
+def test_a_delta_of_another_model_or_file_is_refused(setup, tmp_path):
+    from forecaster.snapshot import read_log, write_snapshot
+
+    df, model, lines = setup
+    a = many(model, 3)
+    path = tmp_path / "a.pt"
+    a.save_state(path)
+    a.observe([rec("k1", 1)])
+    a.save_state(path)
+    a.close()
+    other = tmp_path / "b.pt"
+    b = many(model, 3)
+    b.save_state(other)
+    b.observe([rec("k2", 1)])
+    b.save_state(other)
+    b.close()
+    raw_a, raw_b = path.read_bytes(), other.read_bytes()
+    _, info_a = read_log(path)
+    spliced = raw_a[:info_a.base_bytes] + raw_b[read_log(other)[1].base_bytes:]  # b's delta after a's base
+    path.write_bytes(spliced)
+    with pytest.raises(SnapshotError, match="does not follow"):
+        loaded(model, path)
+
+
+def test_rejected_new_series_leave_no_rows(setup, monkeypatch):
+    from forecaster.streaming.history import CarriedState
+
+    df, model, lines = setup
+    step_rows = CarriedState.step_rows
+
+    def poisoned(self, table, rows, *features):
+        step_rows(self, table, rows, *features)
+        table.state[:, rows] = float("nan")
+
+    monkeypatch.setattr(CarriedState, "step_rows", poisoned)
+    stream = stream_of(model)
+    report = stream.observe([rec("n1", 0), rec("n2", 0)])
+    assert report.accepted == 0 and len(report.rejected) == 2
+    assert len(stream) == 0 and stream.series == []
+
+
+def test_eviction_follows_least_recently_seen_then_age_through_saves_and_reloads(setup, tmp_path):
+    """Calls of one to three of 30 ids over 7 rows, snapshots and reloads at random: every call
+    evicts what a plain model of the rule (least recently seen, ties by first observation) does,
+    in the live stream and in one restored from its snapshots again and again."""
+    import random
+
+    df, model, lines = setup
+    rng = random.Random(0)
+    path = tmp_path / "state.pt"
+    live, restored = stream_of(model, max_series=7), stream_of(model, max_series=7)
+    seen, born, hour, clock = {}, {}, {}, 0
+    for _ in range(150):
+        batch = [f"id{i}" for i in rng.sample(range(30), rng.choice([1, 1, 2, 3]))]
+        recs = [rec(sid, hour.setdefault(sid, 0)) for sid in batch]
+        clock += 1
+        for sid in batch:
+            born.setdefault(sid, len(born) + 100_000 * clock)  # order of first observation
+            seen[sid] = clock
+            hour[sid] += 1
+        expected = []
+        while len(seen) > 7:
+            victim = min(seen, key=lambda sid: (seen[sid], born[sid]))
+            expected.append(victim)
+            del seen[victim], born[victim], hour[victim]
+        assert live.observe(recs).evicted == restored.observe(recs).evicted == expected
+        if rng.random() < 0.5:
+            restored.save_state(path)
+            if rng.random() < 0.3:
+                restored.close()
+                restored = stream_of(model, max_series=7)
+                restored.load_state(path)
+    assert live.series == restored.series
+
+
+def test_a_file_with_more_series_than_max_series_is_trimmed_at_load(setup, tmp_path):
+    df, model, lines = setup
+    stream = many(model, 50)
+    path = tmp_path / "state.pt"
+    stream.save_state(path)
+    stream.close()
+    small = stream_of(model, max_series=10)
+    small.load_state(path)
+    (note,) = small.state_notes
+    assert len(small) == 10 and "evicted at load" in note and small.series == [f"k{i}" for i in range(40, 50)]
+
+
+def test_csv_fields_keep_their_spaces_and_numbers_are_ascii(setup):
+    df, model, lines = setup
+    stream = stream_of(model)
+    t = (T0 + HOUR).isoformat()
+    counts, out, err = _loop(stream, ["id,time,a,b,p", f" s1,{t},1,2,3", f"s2,{t},\u0661\u0662,2,3",
+                                      f"s2,{t},1_000,2,3", f"s2,{t}, 5 ,2,3"])
+    assert stream.series == [" s1", "s2"] and counts["records"] == 2 and counts["rejected"] == 2
+    assert all("not a number" in e for e in err)
+
+
+def _loop(stream, lines):
+    out, err = io.StringIO(), io.StringIO()
+    counts = stream_cli.run_loop(stream, lines, out, err)
+    return counts, out.getvalue().splitlines(), err.getvalue().splitlines()

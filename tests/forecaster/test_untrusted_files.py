@@ -111,3 +111,32 @@ def test_a_good_checkpoint_still_loads_everywhere(good_ckpt):
     stream = StreamingForecaster.from_checkpoint(good_ckpt)
     assert stream.horizon == 6
     assert GRUForecaster.load_from_checkpoint(good_ckpt).hparams.horizon == 6
+
+
+CRAFTED = {
+    "hparams_list": lambda ck: ck.update(hyper_parameters=[1, 2]),
+    "state_dict_list": lambda ck: ck.update(state_dict=[1]),
+    "extra_weight": lambda ck: ck["state_dict"].update(surprise=torch.zeros(3)),
+    "hidden_2e40": lambda ck: ck["hyper_parameters"].update(hidden_size=2 ** 40),
+    "members_1e9": lambda ck: ck["hyper_parameters"].update(members=10 ** 9),
+    "context_1e12": lambda ck: ck["hyper_parameters"].update(context_length=10 ** 12),
+}
+
+
+@pytest.mark.parametrize("change", list(CRAFTED), ids=list(CRAFTED))
+def test_a_crafted_checkpoint_is_a_one_line_refusal_not_a_traceback_or_an_allocation(good_ckpt, tmp_path, change,
+                                                                                    capsys):
+    ck = torch.load(good_ckpt, weights_only=True)
+    CRAFTED[change](ck)
+    path = tmp_path / "crafted.ckpt"
+    torch.save(ck, path)
+    with pytest.raises(ValueError) as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value)
+    for args in (["stream", "--ckpt_path", str(path)],
+                 ["predict", "--ckpt_path", str(path), "--output", str(tmp_path / "f.csv"), "--trainer.logger",
+                  "false"]):
+        code = main(args)
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert len([ln for ln in err.splitlines() if ln.startswith("error:")]) == 1, err
