@@ -84,11 +84,12 @@ def _signature(job: Job):
     if job.kernel == "fwd":
         fn = fr._gru_fwd_kernel
         ptrs = {"GI": "*fp32", "HS": "*fp32", "W": w, "BHN": "*fp32", "MASK": "*u8", "GATES": "*fp32",
-                "RH": "*fp32", "SYNC": "*i64"}
+                "RH": "*fp32", "SYNC": "*i64", "STATUS": "*i64"}
     elif job.kernel == "bwd":
         fn = fr._gru_bwd_kernel
         ptrs = {"DOUT": "*fp32", "HS": "*fp32", "GATES": "*fp32", "W": w, "MASK": "*u8", "DG": "*fp32", "DGHN": "*fp32",
-                "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64"}
+                "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64",
+                "STATUS": "*i64"}
     else:
         fn = fr._gru_step_kernel
         ptrs = {"X": w, "WIH": w, "BIAS": "*fp32", "GI": "*u8" if job.gi_fused else "*fp32", "S": "*fp32",
