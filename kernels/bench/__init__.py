@@ -11,7 +11,8 @@ Needs only torch, triton and numpy (no forecasting code, no polars).
   sm_80 and sm_90 (float32 with TF32 and IEEE dots, bfloat16) and reports registers, spills, shared
   memory, whether each fits its arch's per-block limits, CTAs per launch, persistence and the
   step's W_hh L2 traffic (``kernels.bench.compile_report``); exit 1 where a variant fails to
-  compile or one that ``auto`` would launch does not fit.
+  compile, or one that ``auto`` would launch does not fit or (at the bench shapes, mask off, runtime
+  hints) spills more than ``plan.SPILL_BUDGET``.
 
 ``--json PATH`` writes the header and every row. Examples::
 
@@ -192,10 +193,18 @@ def _compile_only(args, dtypes, formulations) -> int:
     for r in auto_misfits:
         print(f"  does not fit: sm_{r['arch']} {r['kernel']} {r['dtype']} {r['formulation']} H={r['H']} {r['path']}: "
               f"{r['problem']}")
+    from kernels.gru.plan import SPILL_BUDGET
+
+    bench_shapes = {tuple(s) for s in cr.SHAPES} | {(M, I, H) for M, I, H in cr.STEP_SHAPES[:1]}
+    over = [r for r in rows if r["auto"] and not r["mask"] and r["hints"] == "runtime" and tuple(r["shape"]) in
+            bench_shapes and (r.get("spill_bytes") or 0) > SPILL_BUDGET[r["arch"]].get(r["dtype"], 0)]
+    for r in over:
+        print(f"  over the spill budget ({SPILL_BUDGET[r['arch']].get(r['dtype'], 0)} B): sm_{r['arch']} {r['kernel']} {r['dtype']} "
+              f"{r['formulation']} H={r['H']} {r['path']} stage {r['stage']}: {r['spill_bytes']} B")
     if args.markdown:
         print()
         print(cr.markdown(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": head, "summary": summary, "rows": rows}, f, indent=1, default=str)
-    return 1 if errors or auto_misfits else 0
+    return 1 if errors or auto_misfits or over else 0

@@ -990,13 +990,13 @@ def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_
     _check_launchable(_gru_fwd_kernel, args(0, T), plan, ces, gi.device)
     if plan.path == "stepwise":
         for t in range(T):
-            for ce in ces:
-                k = _gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce)
+            ks = [_gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
     else:
-        k = _gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ces[0])
+        ks = [_gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ces[0])]
         if plan.persistent:
             watch.after_launch("forward", limit)
-    _record("_gru_fwd_kernel", k, ces[-1], nw, ns)
+    for k, ce in zip(ks, ces):
+        _record("_gru_fwd_kernel", k, ce, nw, ns)
     return hs, gates, plan
 
 
@@ -1036,13 +1036,13 @@ def fused_gru_bwd(dout, dh_n, hs, gates, weight_hh, mask, reset_after, path="aut
     _check_launchable(_gru_bwd_kernel, args(T - 1, T), plan, ces, dout.device)
     if plan.path == "stepwise":
         for t in range(T - 1, -1, -1):
-            for ce in ces:
-                k = _gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce)
+            ks = [_gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
     else:
-        k = _gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ces[0])
+        ks = [_gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ces[0])]
         if plan.persistent:
             watch.after_launch("backward", limit)
-    _record("_gru_bwd_kernel", k, ces[-1], nw, ns)
+    for k, ce in zip(ks, ces):
+        _record("_gru_bwd_kernel", k, ce, nw, ns)
     return dG, dh, plan, (dghn if reset_after else None)
 
 

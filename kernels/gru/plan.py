@@ -134,6 +134,15 @@ def _half(dtype: torch.dtype) -> bool:
 #: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
 #: half precision the compile report showed up to 564 B of spills without divisibility hints
 BATCH_MAX_H = {"float32": 64, "half": 64}
+#: spill bytes allowed in a variant that ``auto`` launches at the bench shapes (mask off), per arch
+#: and dtype label of the compile report (``float32``: TF32 dots, ``float32-ieee``: IEEE dots,
+#: torch's default). The compile-only report (exit 1) and the GPU test of the loaded kernels hold
+#: every such variant to it. None on sm_90 (the H100/H200); on sm_80 the IEEE backward
+#: reset-before at H=256 spilled 16 B with 4 warps under Triton 3.6 (0 under 3.9) and 4-8 B with 8.
+SPILL_BUDGET = {
+    90: {"float32": 0, "float32-ieee": 0, "bfloat16": 0, "float16": 0},
+    80: {"float32": 0, "float32-ieee": 16, "bfloat16": 0, "float16": 0},
+}
 #: split programs own this many hidden columns (the tl.dot minimum): the most programs per tile
 SPLIT_BLOCK_N = 16
 #: the resident W_hh slice is NCHUNK tiles of BLOCK_K rows of the reduction, at most this many
@@ -204,16 +213,19 @@ def split_blocks(kernel: str, H: int, dtype: torch.dtype, block_b: int = 16, dot
     Measured with the compile report (Triton 3.9, sm_80 and sm_90): BLOCK_K 128 made the A operand
     of a chunk 64 registers per thread in float32 and ptxas spilled; 8 warps made ptxas aim at 80
     or 128 registers per thread and spill to get there; 4 warps and BLOCK_K 64 did not. IEEE
-    float32 (``dot_prec="ieee"``: FMA dots, the B operand of a chunk in registers too) takes 8
-    warps: with 4, the forward at H=512 spilled 292 B (persistent) and 148 B (stepwise), the
-    backward 4-20 B (Triton 3.6, sm_90); with 8, none at the four bench shapes on sm_90."""
+    float32 (``dot_prec="ieee"``: FMA dots, the B operand of a chunk in registers too) with more
+    than four chunks (H > 256) takes 8 warps: with 4, the forward at H=512 spilled 292 B
+    (persistent) and 148 B (stepwise), the backward 4-20 B (Triton 3.6, sm_90); with 8, none. At
+    H <= 256, 8 warps made ptxas take 198-226 registers in some sm_80 variants (one CTA per SM:
+    the persistent grid at H=64 no longer co-resident) and spill 8 B in one, 4 warps did not
+    (Triton 3.9)."""
     kp = max(16, _next_pow2(H))
     bk = min(kp, 64)
     nchunk = math.ceil(H / bk)
     resident = nchunk <= MAX_CHUNKS
-    ieee = dtype == torch.float32 and dot_prec == "ieee"
+    wide_ieee = dtype == torch.float32 and dot_prec == "ieee" and nchunk > 4
     return Blocks(block_b=block_b, block_n=SPLIT_BLOCK_N, block_k=bk, nchunk=nchunk,
-                  resident=resident, one_block=False, num_warps=8 if ieee else 4)
+                  resident=resident, one_block=False, num_warps=8 if wide_ieee else 4)
 
 
 def split_block_b(B: int, n_col: int, dm: DeviceModel) -> int:

@@ -155,11 +155,12 @@ def test_resource_problem_names_the_limit():
 
 
 @pytest.mark.parametrize("kernel", ["fwd", "bwd"])
-def test_ieee_float32_blocks_take_eight_warps(kernel):
+def test_ieee_float32_blocks_take_eight_warps_above_four_chunks(kernel):
     # with 4 warps the IEEE forward spilled 292 B at H=512 (Triton 3.6, sm_90); 8 warps none
     assert P.plan_sequence(kernel, 32, 512, torch.float32, dot_prec="ieee").blocks.num_warps == 8
     assert P.plan_sequence(kernel, 32, 512, torch.float32, dot_prec="tf32").blocks.num_warps == 4
     assert P.plan_sequence(kernel, 32, 512, torch.bfloat16, dot_prec="ieee").blocks.num_warps == 4
+    assert P.plan_sequence(kernel, 64, 256, torch.float32, dot_prec="ieee").blocks.num_warps == 4
 
 
 def test_persistent_that_cannot_launch_at_all_falls_back():
