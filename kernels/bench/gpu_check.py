@@ -21,9 +21,11 @@ and a rerun fit the 15 minutes of a session's device time):
    loaded binaries; in parallel processes.
 6. ``tests``: ``pytest -m gpu tests/kernels``, the test ids split over several processes.
 
-Every part writes its JSON (or JSON lines) under ``$OUT`` as it goes, so a part cut at its
+Every part writes its JSON (or JSON lines) into a work folder as it goes, so a part cut at its
 deadline leaves what it did; ``status.json`` is rewritten after each part; ``summary.json`` and a
-short table come last. Exit 0 only when every part ran and passed (tests: at least one passed,
+short table come last. ``$OUT`` (what the device tool brings back: at most 8 files) gets the work
+folder as one archive, ``gpu_check.tar.gz``, rewritten every 10 s and after each part, and copies
+of ``summary.json``, ``status.json`` and ``env.json``. Exit 0 only when every part ran and passed (tests: at least one passed,
 none failed).
 
     OUT=/path python -m kernels.bench.gpu_check            # all parts
@@ -63,6 +65,12 @@ DEFAULT_BUDGET_S = 300
 CAPS = {"env": (45, 5), "warm": (100, 10), "bench": (100, 15), "step": (45, 10), "loaded": (60, 15),
         "tests": (150, 30)}
 RESERVE_S = 8  # for the summary after the last part
+PACK_EVERY_S = 10
+CASE_TIMEOUT_S = 45  # one bench or step case (its compiles were warmed; a hung barrier gives up in ~2 s)
+#: what comes back from the GPU machine: at most 8 files under $OUT, so the parts' many files go
+#: into one archive there, rewritten every PACK_EVERY_S while a part runs and after each part
+ARCHIVE = "gpu_check.tar.gz"
+COPIED = ("summary.json", "status.json", "env.json")
 #: rehearsal (CPU, interpreter): small shapes of the same kinds
 REHEARSE_SHAPES = [(4, 3, 2, 16), (3, 2, 1, 17)]
 REHEARSE_STEP = (600, 300, 8, 32)
@@ -133,11 +141,18 @@ def _launch(cmd: list[str], log: str, env: dict) -> subprocess.Popen:
     return p
 
 
-def _wait(procs: list[subprocess.Popen], deadline: float) -> list[int | None]:
-    """Wait for every process until ``deadline`` (time.time()); kill the process groups left.
-    Returns each return code, None for a killed one."""
+def _wait(procs: list[subprocess.Popen], deadline: float, every=None, stop=None) -> list[int | None]:
+    """Wait for every process until ``deadline`` (time.time()) or until ``stop()`` says so; kill
+    the process groups left; ``every()`` is called every PACK_EVERY_S meanwhile. Returns each
+    return code, None for a killed one."""
     rcs: list[int | None] = [None] * len(procs)
+    last = time.time()
     while True:
+        if every is not None and time.time() - last >= PACK_EVERY_S:
+            every()
+            last = time.time()
+        if stop is not None and stop():
+            break
         for i, p in enumerate(procs):
             if rcs[i] is None and p.poll() is not None:
                 rcs[i] = p.returncode
@@ -152,15 +167,39 @@ def _wait(procs: list[subprocess.Popen], deadline: float) -> list[int | None]:
                 pass
             p.wait()
             rcs[i] = None
+        else:
+            rcs[i] = p.returncode
         p._log.close()
     return rcs
 
 
-class Runner:
-    """Runs the parts in order within one budget; status.json after each."""
+def pack(work: str, dest: str) -> None:
+    """$OUT gets the work folder as one archive (written aside, then renamed: a kill leaves the
+    last whole one) and copies of the summary, status and env JSON."""
+    import shutil
+    import tarfile
 
-    def __init__(self, out: str, budget: float, rehearse: bool, quick: bool, workers: int):
+    if os.path.abspath(work) == os.path.abspath(dest):
+        return
+    tmp = os.path.join(dest, ARCHIVE + ".part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for name in sorted(os.listdir(work)):
+            if not name.endswith(".tmp"):
+                tar.add(os.path.join(work, name), arcname=os.path.join("gpu_check", name))
+    os.replace(tmp, os.path.join(dest, ARCHIVE))
+    for name in COPIED:
+        if os.path.exists(os.path.join(work, name)):
+            shutil.copyfile(os.path.join(work, name), os.path.join(dest, name + ".part"))
+            os.replace(os.path.join(dest, name + ".part"), os.path.join(dest, name))
+
+
+class Runner:
+    """Runs the parts in order within one budget, in the work folder ``out``; status.json after
+    each; ``dest`` ($OUT) gets the archive of it (:func:`pack`)."""
+
+    def __init__(self, out: str, budget: float, rehearse: bool, quick: bool, workers: int, dest: str | None = None):
         self.out, self.budget, self.rehearse, self.quick, self.workers = out, budget, rehearse, quick, workers
+        self.dest = dest or out
         self.start = time.time()
         self.status: dict = {"budget_s": budget, "rehearse": rehearse, "quick": quick, "parts": {}}
         self.py = sys.executable
@@ -184,16 +223,23 @@ class Runner:
         self.status["parts"][part] = facts
         self.status["elapsed_s"] = round(time.time() - self.start, 1)
         _write_json(os.path.join(self.out, "status.json"), self.status)
+        self.pack()
         rc = facts.get("rc")
         what = facts.get("skipped") or ("TIMEOUT" if facts.get("timeout") else f"rc={rc}")
         print(f"[{part}] {what} in {facts.get('seconds', 0)} s{(': ' + facts['note']) if facts.get('note') else ''}",
               flush=True)
 
-    def run_parallel(self, part: str, cmds: list[list[str]], timeout: float) -> list[int | None]:
+    def pack(self) -> None:
+        try:
+            pack(self.out, self.dest)
+        except OSError as e:  # a full disk must not stop the check
+            print(f"could not write {ARCHIVE} to {self.dest}: {e}", flush=True)
+
+    def run_parallel(self, part: str, cmds: list[list[str]], timeout: float, stop=None) -> list[int | None]:
         env = _env(self.rehearse)
         log = os.path.join(self.out, f"{part}.log")
         procs = [_launch(c, log, env) for c in cmds]
-        return _wait(procs, time.time() + timeout)
+        return _wait(procs, time.time() + timeout, every=self.pack, stop=stop)
 
     def part(self, name: str) -> bool:
         """Run one part; False: stop the check (env found no usable device)."""
@@ -209,6 +255,8 @@ class Runner:
             note = ""
             if not self.rehearse and not env.get("cuda_available"):
                 go_on, note = False, "no CUDA device: the check stops here (use --rehearse for a CPU run)"
+            elif not env.get("triton"):
+                go_on, note = False, "no triton: the check stops here"
             elif env.get("problems"):
                 note = "; ".join(env["problems"])
             self.record(name, rc=rcs[0] if go_on else 2, timeout=rcs[0] is None, seconds=round(time.time() - t0, 1),
@@ -225,20 +273,28 @@ class Runner:
                         processes=n, **facts)
             return go_on
         # bench, step: one process at a time (timing alone on the GPU); a case that kills the
-        # process is recorded as failed and the rest go on in a new process
+        # process, or runs past CASE_TIMEOUT_S, is recorded as failed and the rest go on in a new
+        # process
         deadline = t0 + timeout
         restarts = 0
         rc = None
+        current_path = os.path.join(self.out, f"{name}_current.json")
+
+        def case_too_long() -> bool:
+            current = _load(current_path)
+            return bool(current) and time.time() - current.get("started", time.time()) > CASE_TIMEOUT_S
+
         while True:
-            rcs = self.run_parallel(name, [self.cmd(name)], max(1.0, deadline - time.time()))
+            rcs = self.run_parallel(name, [self.cmd(name)], max(1.0, deadline - time.time()), stop=case_too_long)
             rc = rcs[0]
             if rc == 0 or time.time() >= deadline - 2:
                 break
-            current = _load(os.path.join(self.out, f"{name}_current.json"))
+            current = _load(current_path)
             if not current:
                 break
-            _append_jsonl(os.path.join(self.out, f"{name}.jsonl"),
-                          {"case": current["case"], "error": f"the process died in this case (rc={rc})"})
+            why = f"ran past {CASE_TIMEOUT_S} s" if rc is None else f"the process died in this case (rc={rc})"
+            _append_jsonl(os.path.join(self.out, f"{name}.jsonl"), {"case": current["case"], "error": why})
+            os.remove(current_path)
             restarts += 1
         facts = _part_facts(name, self.out)
         facts["ok"] = rc == 0 and facts.get("ok", True)
@@ -252,6 +308,7 @@ class Runner:
         self.status["elapsed_s"] = round(time.time() - self.start, 1)
         _write_json(os.path.join(self.out, "status.json"), self.status)
         rc = summary(self.out)
+        self.pack()
         env_part = self.status["parts"].get("env", {})
         return 2 if env_part.get("rc") == 2 else rc
 
@@ -394,7 +451,7 @@ def part_timed(name: str, out: str, rehearse: bool, quick: bool) -> int:
     for case in cases:
         if json.dumps(case, sort_keys=True) in seen:
             continue
-        _write_json(os.path.join(out, f"{name}_current.json"), {"case": case})
+        _write_json(os.path.join(out, f"{name}_current.json"), {"case": case, "started": time.time()})
         t0 = time.time()
         dt = speed.DTYPES[case["dtype"]]
         try:
@@ -715,12 +772,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rehearse", action="store_true", help="run every part on the CPU (interpreter)")
     parser.add_argument("--quick", action="store_true", help="with --rehearse: the smallest set of each part")
     parser.add_argument("--shard", default=None, help="(internal) k/n")
+    parser.add_argument("--work", default=os.environ.get("GPU_CHECK_WORK"),
+                        help="where the parts write (default: a folder in the temp dir; $OUT gets its archive)")
     args = parser.parse_args(argv)
     if args.out:
         os.environ["OUT"] = args.out
     out = _out()
     if args.what == "summary":
-        return summary(out)
+        return summary(_unpacked(out))
     if args.what == "part":
         name = args.name
         if name == "env":
@@ -732,12 +791,37 @@ def main(argv: list[str] | None = None) -> int:
         if name == "tests":
             return part_tests(out, args.shard, args.rehearse, args.quick)
         parser.error(f"unknown part {name!r}")
+    import tempfile
+
+    work = args.work or tempfile.mkdtemp(prefix="gpu_check_work_")
+    os.makedirs(work, exist_ok=True)
+    for folder in {work, out}:  # a fresh run: results of an earlier one would mix in
+        for stale in os.listdir(folder):
+            if stale.endswith((".json", ".jsonl", ".log", ".xml", ".txt", ".tmp", ".part")) or stale == ARCHIVE:
+                os.remove(os.path.join(folder, stale))
     workers = args.workers or max(1, min(12, (os.cpu_count() or 2) - 2))
     parts = list(PARTS) if args.what == "all" else ["env", args.what]
-    for stale in os.listdir(out):  # a fresh $OUT per run: results of an earlier run would mix in
-        if stale.endswith((".json", ".jsonl", ".log", ".xml", ".txt", ".tmp")):
-            os.remove(os.path.join(out, stale))
-    return Runner(out, args.budget, args.rehearse, args.quick, workers).run(parts)
+    print(f"GPU check: parts {', '.join(parts)}; budget {args.budget:.0f} s; work folder {work}; "
+          f"$OUT {out} gets {ARCHIVE} and {', '.join(COPIED)}", flush=True)
+    return Runner(work, args.budget, args.rehearse, args.quick, workers, dest=out).run(parts)
+
+
+def _unpacked(out: str) -> str:
+    """The folder to summarise: $OUT itself where it holds the parts' files, else its archive
+    unpacked into a temporary folder (results fetched from the GPU machine)."""
+    import tarfile
+    import tempfile
+
+    archive = os.path.join(out, ARCHIVE)
+    if os.path.exists(os.path.join(out, "bench.jsonl")) or not os.path.exists(archive):
+        return out
+    tmp = tempfile.mkdtemp(prefix="gpu_check_")
+    with tarfile.open(archive) as tar:
+        try:
+            tar.extractall(tmp, filter="data")
+        except TypeError:  # a Python without extraction filters
+            tar.extractall(tmp)
+    return os.path.join(tmp, "gpu_check")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from tests.kernels.test_bench import ROOT, run_python
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the run without a CUDA device")
 def test_without_cuda_the_check_stops_after_the_environment(tmp_path):
     t0 = time.time()
-    result = run_python("-m", "kernels.bench.gpu_check", "--out", str(tmp_path), timeout=120)
+    result = run_python("-m", "kernels.bench.gpu_check", "--out", str(tmp_path), "--work", str(tmp_path / "work"),
+                        timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert time.time() - t0 < 60
     status = json.loads((tmp_path / "status.json").read_text())
@@ -83,14 +84,20 @@ def test_pytest_progress_writes_one_line_per_test(tmp_path):
 @requires_triton
 def test_rehearsal_of_the_bench_part_writes_rows_as_it_goes(tmp_path):
     # env and bench on the CPU stack: Triton's interpreter at one small shape
-    result = run_python("-m", "kernels.bench.gpu_check", "bench", "--rehearse", "--quick", "--out", str(tmp_path),
-                        timeout=600)
+    out, work = tmp_path / "out", tmp_path / "work"
+    result = run_python("-m", "kernels.bench.gpu_check", "bench", "--rehearse", "--quick", "--out", str(out),
+                        "--work", str(work), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    records = gc._read_jsonl(str(tmp_path / "bench.jsonl"))
+    # what comes back from the GPU machine: at most 8 files under $OUT
+    assert sorted(os.listdir(out)) == ["env.json", "gpu_check.tar.gz", "status.json", "summary.json"]
+    records = gc._read_jsonl(str(work / "bench.jsonl"))
     assert len(records) == len(gc._bench_cases(True, True)) == 4
     rows = [r for rec in records for r in rec["rows"]]
     assert all(r["ours"].startswith("triton-") and r["speedup"] > 0 for r in rows)
     assert all(float(r["rel_err_vs_nn.GRU"]) < 1e-2 for r in rows if r["rel_err_vs_nn.GRU"])
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert len(summary["sequence"]) == 8 and not summary["failures"]
     assert "fwd+bwd ratio" in result.stdout
+    # and the table again, from the archive alone
+    again = run_python("-m", "kernels.bench.gpu_check", "summary", "--out", str(out))
+    assert again.returncode == 0 and "fwd+bwd ratio" in again.stdout, again.stdout + again.stderr
