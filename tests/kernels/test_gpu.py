@@ -169,32 +169,38 @@ def fused_sequence(x, params, path):
 def test_gpu_loaded_kernels_do_not_spill(tf32):
     # every sequence variant the bench shapes launch (persistent and stepwise), in bfloat16 and in
     # float32 with the TF32 switch on and off (IEEE dots: torch's default, other blocks), and the
-    # step at 100,000 x 128; as loaded on this GPU (its ptxas, not the report's)
-    fused_recurrent.LOADED.clear()
+    # step at 100,000 x 128; as loaded on this GPU (its ptxas, not the report's), held to
+    # plan.SPILL_BUDGET of this arch (none on sm_90)
+    major, minor = torch.cuda.get_device_capability()
+    budget = P.SPILL_BUDGET.get(10 * major + minor, P.SPILL_BUDGET[90])
     prev = torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32
+    loaded = []
     try:
-        for B, T, I, H in BENCH_LIKE:
-            for dtype in (torch.float32, torch.bfloat16):
+        for dtype in (torch.float32, torch.bfloat16):
+            label = "bfloat16" if dtype == torch.bfloat16 else ("float32" if tf32 else "float32-ieee")
+            fused_recurrent.LOADED.clear()
+            for B, T, I, H in BENCH_LIKE:
                 for reset_after in (True, False):
                     for path in ("persistent", "stepwise"):
                         params = gru_params(I, H, dtype, "cuda")
                         x = torch.randn(2, B, I, device="cuda", dtype=dtype, requires_grad=True)
                         out, hn = fused_sequence_ra(x, params, path, reset_after)
                         (out.float().sum() + hn.float().sum()).backward()
-                    N, I_s, H_s = 100_000, 8, 128
-                    p = [q.detach() for q in gru_params(I_s, H_s, dtype, "cuda")]
-                    gru_step_(torch.randn(N, H_s, device="cuda"), torch.randperm(N, device="cuda"),
-                              torch.randn(N, I_s, device="cuda", dtype=dtype), *p, reset_after=reset_after,
-                              impl="triton", assume_unique=True)
-        torch.cuda.synchronize()
+            for reset_after in (True, False):
+                N, I_s, H_s = 100_000, 8, 128
+                p = [q.detach() for q in gru_params(I_s, H_s, dtype, "cuda")]
+                gru_step_(torch.randn(N, H_s, device="cuda"), torch.randperm(N, device="cuda"),
+                          torch.randn(N, I_s, device="cuda", dtype=dtype), *p, reset_after=reset_after,
+                          impl="triton", assume_unique=True)
+            torch.cuda.synchronize()
+            loaded += [{**r, "label": label} for r in fused_recurrent.LOADED.values()]
     finally:
         torch.backends.cuda.matmul.allow_tf32 = prev
-    loaded = list(fused_recurrent.LOADED.values())
     assert loaded and all("n_spills" in r for r in loaded), loaded[:3]
     assert any(r["kernel"] == "_gru_step_kernel" for r in loaded)
-    spilling = [r for r in loaded if r["n_spills"]]
-    assert not spilling, spilling
+    over = [r for r in loaded if r["n_spills"] > budget[r["label"]]]
+    assert not over, over
 
 
 def fused_sequence_ra(x, params, path, reset_after):
