@@ -441,8 +441,10 @@ def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = 
       rows; float32 96-172 registers, bfloat16 121-178, no spills; BLOCK_N 32 spilled on sm_80),
       64 rows with BLOCK_N 32 for fewer, 16 for few; then BLOCK_N 16 and 16-row tiles as
       fallbacks. BLOCK_N 32 only where the three tiles fit :data:`STEP_STREAM_TILE_BYTES`.
-    - IEEE float32 (FMA dots, both operands in registers): 16-row tiles, BLOCK_N 32 first (at H=128
-      116 registers, no spills; BLOCK_N 16 spilled 308 B).
+    - IEEE float32 (FMA dots, both operands in registers): 16-row tiles, BLOCK_N 16, 8 warps (at
+      H=128 58-100 registers and no spills under Triton 3.6 and 3.9, sm_80 and sm_90; BLOCK_N 32
+      with 4 warps spilled 500 B under 3.6 on sm_90, with 8 warps 164-336 B; the old 64-row tiles
+      8-12 KB).
 
     The old state of a tile (BLOCK_B x H) stays in registers."""
     check_step_path(path)
@@ -466,7 +468,7 @@ def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = 
 
         first = []  # (block_b, block_n, warps)
         if ieee:
-            first = [(16, 32, 4 if kp <= 256 else 8)]
+            first = [(16, 16, 8)]
         elif kp <= 128 and M >= 128 * dm.n_sm:
             first = [(128, 16, 8)]
         elif kp <= 128 and M >= 64 * dm.n_sm:
