@@ -446,6 +446,10 @@ def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = 
       with 4 warps spilled 500 B under 3.6 on sm_90, with 8 warps 164-336 B; the old 64-row tiles
       8-12 KB).
 
+    - float32 at H > 256 (BLOCK_K 512): 16 warps. With 8, the TF32 step at H=512 spilled 372-440 B
+      and the IEEE one 4.2 KB (reset-after); with 16 none, but 2 KB remain in the IEEE reset-before
+      on sm_90 (Triton 3.6 and 3.9).
+
     The old state of a tile (BLOCK_B x H) stays in registers."""
     check_step_path(path)
     kp = max(16, _next_pow2(H))
@@ -479,6 +483,8 @@ def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = 
             first = [(16, 32, 4 if kp <= 256 else 8)]
         bb0 = first[0][0]
         for bb, bn, nw in first + [(bb0, 16, first[0][2]), (16, 16, 4 if kp <= 256 else 8)]:
+            if dtype == torch.float32 and kp >= 512:
+                nw = 16  # the (16, 512) old state and the (512, 16) tiles in fewer registers each
             cand = StepPlan(M, H, I, dtype, bb, bn, kp, bi, fuse, nw, 2)
             if bn_fits(bn) and cand not in out:
                 out.append(cand)
