@@ -482,7 +482,8 @@ def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = 
         else:
             first = [(16, 32, 4 if kp <= 256 else 8)]
         bb0 = first[0][0]
-        for bb, bn, nw in first + [(bb0, 16, first[0][2]), (16, 16, 4 if kp <= 256 else 8)]:
+        fallbacks = [(bb0, 16, first[0][2])] + ([] if ieee else [(16, 16, 4 if kp <= 256 else 8)])
+        for bb, bn, nw in first + fallbacks:
             if dtype == torch.float32 and kp >= 512:
                 nw = 16  # the (16, 512) old state and the (512, 16) tiles in fewer registers each
             cand = StepPlan(M, H, I, dtype, bb, bn, kp, bi, fuse, nw, 2)

@@ -116,8 +116,11 @@ def test_step_candidates_keep_their_weight_tiles_within_the_block_limit(H, dtype
     for c in cands:
         tiles = 3 * c.block_k * c.block_n * elt + (3 * c.block_i * c.block_k * elt if c.resident else 0)
         assert tiles <= (P.STEP_RESIDENT_SHARE * dm.smem_per_block if c.resident else P.STEP_STREAM_TILE_BYTES), c
-    # the last resort is the smallest: 16 rows, 16 columns
+    # the last resort is the smallest: 16 rows, 16 columns (IEEE: the only one; with 4 warps it
+    # spilled 112-368 B)
     assert (cands[-1].block_b, cands[-1].block_n, cands[-1].resident) == (16, 16, False)
+    if prec == "ieee" and dtype == torch.float32:
+        assert len(cands) == 1 and cands[0].num_warps >= 8
     if H == 512 and dtype == torch.float32:
         assert cands[0].block_n == 16
 
