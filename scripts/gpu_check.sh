@@ -16,7 +16,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 if [ "${1:-}" = "stamp" ]; then
-    exec "$PY" -m kernels.bench.provenance stamp
+    # by path, not -m: the standard library only (``import kernels`` would need torch)
+    exec "$PY" kernels/bench/provenance.py stamp
 fi
 export OUT="${OUT:-$PWD/gpu_out}"
 mkdir -p "$OUT"

@@ -13,7 +13,8 @@ cannot answer there. In order:
    The file is gitignored: carry it (``carry=[".gpu_check_commit"]``).
 4. ``unknown``.
 
-Needs only the standard library.
+Needs only the standard library: ``python3 kernels/bench/provenance.py stamp`` works with a Python
+that has no torch (``-m kernels.bench.provenance`` imports the ``kernels`` package, which does).
 """
 
 from __future__ import annotations
