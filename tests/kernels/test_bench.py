@@ -125,3 +125,13 @@ def test_provenance_blob_hash_is_gits():
     if expected.returncode != 0:
         pytest.skip("not a git checkout")
     assert provenance.blob_hash(path) == expected.stdout.strip()
+
+
+def test_provenance_runs_without_torch():
+    # `scripts/gpu_check.sh stamp` runs it by path with whatever python3 is there
+    code = ("import sys; import importlib.util as u; "
+            "s = u.spec_from_file_location('p', 'kernels/bench/provenance.py'); "
+            "m = u.module_from_spec(s); s.loader.exec_module(m); d = m.describe(); "
+            "assert 'torch' not in sys.modules and d['commit'], d")
+    result = run_python("-c", code)
+    assert result.returncode == 0, result.stderr
