@@ -6,6 +6,7 @@
 from kernels.gru import (
     BACKENDS,
     FusedGRU,
+    check_barriers,
     gru_cell_reference,
     gru_reference,
     gru_sequence,
@@ -18,6 +19,7 @@ from kernels.gru import (
 __all__ = [
     "BACKENDS",
     "FusedGRU",
+    "check_barriers",
     "gru_cell_reference",
     "gru_reference",
     "gru_sequence",

@@ -8,8 +8,11 @@ Needs only torch, triton and numpy (no forecasting code, no polars).
   (100,000 series, H=128) vs ``nn.GRUCell`` with index_select/index_copy_. ``--quick``: small
   shapes for a CPU look.
 - ``--compile-only``: no GPU needed. Compiles every kernel variant the bench shapes launch for
-  sm_80 and sm_90 and reports registers, spills, shared memory, CTAs per launch and persistence
-  (``kernels.bench.compile_report``).
+  sm_80 and sm_90 (float32 with TF32 and IEEE dots, bfloat16) and reports registers, spills, shared
+  memory, whether each fits its arch's per-block limits, CTAs per launch, persistence and the
+  step's W_hh L2 traffic (``kernels.bench.compile_report``); exit 1 where a variant fails to
+  compile, or one that ``auto`` would launch does not fit or (at the bench shapes, mask off, runtime
+  hints) spills more than ``plan.SPILL_BUDGET``.
 
 ``--json PATH`` writes the header and every row. Examples::
 
@@ -88,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="small shapes, for a fast look on a CPU")
     parser.add_argument("--json", help="write the header and every row to this JSON file")
-    parser.add_argument("--dtypes", default="float32,bfloat16", help="comma-separated (float32 runs TF32)")
+    parser.add_argument("--dtypes", default=None,
+                        help="comma-separated; float32 runs TF32 (default: float32,bfloat16; with --compile-only "
+                             "also float32-ieee, the IEEE dots of torch's default)")
     parser.add_argument("--formulations", default="reset_after,reset_before")
     parser.add_argument("--shapes", type=_shapes, default=None, help="'B,T,I,H;...' (default: the four issue-17 shapes)")
     parser.add_argument("--modes", default="forward,forward+backward")
@@ -107,11 +112,17 @@ def main(argv: list[str] | None = None) -> int:
     cg.add_argument("--hints", default="runtime,none",
                     help="runtime: the variant the JIT builds at the bench shapes; none: no divisibility hints")
     cg.add_argument("--paths", default="persistent,stepwise,batch")
+    cg.add_argument("--step-shapes", default=None,
+                    help="'M,I,H;...' of the step (default: 100000,8,128 and 1000,8,512)")
     cg.add_argument("--workers", type=int, default=None)
     cg.add_argument("--full", action="store_true", help="print every compiled row, not the summary")
     cg.add_argument("--markdown", action="store_true", help="print the markdown tables (kernels/README.md) last")
     args = parser.parse_args(argv)
 
+    if args.dtypes is None:
+        from kernels.bench.compile_report import REPORT_DTYPES
+
+        args.dtypes = ",".join(REPORT_DTYPES) if args.compile_only else "float32,bfloat16"
     dtypes = _csv(args.dtypes)
     formulations = _formulations(_csv(args.formulations))
     if args.compile_only:
@@ -150,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 def _compile_only(args, dtypes, formulations) -> int:
     from kernels.bench import compile_report as cr
 
-    if cr.ptxas_path() is None:
-        print("compile-only needs the ptxas binary bundled with the triton wheel; none found", file=sys.stderr)
+    missing = [a for a in _csv(args.archs) if cr.ptxas_path(int(a)) is None]
+    if missing:
+        print(f"compile-only needs the ptxas binary Triton runs for sm_{missing[0]} (bundled with the triton "
+              f"wheel); none found", file=sys.stderr)
         return 2
     bad = [d for d in dtypes if d not in cr.DTYPES]
     if bad:
@@ -163,6 +176,8 @@ def _compile_only(args, dtypes, formulations) -> int:
         shapes=args.shapes or cr.SHAPES, dtypes=dtypes, formulations=formulations,
         kernels=tuple(_csv(args.kernels)), archs=tuple(int(a) for a in _csv(args.archs)), masks=masks,
         hints=tuple(_csv(args.hints)), paths=tuple(_csv(args.paths)), workers=args.workers,
+        step_shapes=[tuple(int(v) for v in s.split(",")) for s in args.step_shapes.split(";")] if args.step_shapes
+        else cr.STEP_SHAPES,
         progress=lambda i, n: (i == n or i % max(1, n // 20) == 0) and print(
             f"  compiled {i}/{n}", file=sys.stderr, flush=True),
     )
@@ -170,12 +185,26 @@ def _compile_only(args, dtypes, formulations) -> int:
     print_table(rows if args.full else summary)
     spills = [r for r in rows if r.get("spill_bytes")]
     errors = [r for r in rows if r.get("error")]
-    print(f"{len(rows)} variants: {len(spills)} spill, {len(errors)} failed to compile "
+    misfits = [r for r in rows if r.get("problem") and not r.get("error")]
+    auto_misfits = [r for r in misfits if r["auto"]]
+    print(f"{len(rows)} variants: {len(spills)} spill, {len(errors)} failed to compile, {len(misfits)} do not fit "
+          f"their arch's per-block limits ({len(auto_misfits)} of them where 'auto' would launch them) "
           f"(path* = the one 'auto' takes at that shape)")
+    for r in auto_misfits:
+        print(f"  does not fit: sm_{r['arch']} {r['kernel']} {r['dtype']} {r['formulation']} H={r['H']} {r['path']}: "
+              f"{r['problem']}")
+    from kernels.gru.plan import SPILL_BUDGET
+
+    bench_shapes = {tuple(s) for s in cr.SHAPES} | {(M, I, H) for M, I, H in cr.STEP_SHAPES[:1]}
+    over = [r for r in rows if r["auto"] and not r["mask"] and r["hints"] == "runtime" and tuple(r["shape"]) in
+            bench_shapes and (r.get("spill_bytes") or 0) > SPILL_BUDGET[r["arch"]].get(r["dtype"], 0)]
+    for r in over:
+        print(f"  over the spill budget ({SPILL_BUDGET[r['arch']].get(r['dtype'], 0)} B): sm_{r['arch']} {r['kernel']} {r['dtype']} "
+              f"{r['formulation']} H={r['H']} {r['path']} stage {r['stage']}: {r['spill_bytes']} B")
     if args.markdown:
         print()
         print(cr.markdown(rows))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"header": head, "summary": summary, "rows": rows}, f, indent=1, default=str)
-    return 1 if errors else 0
+    return 1 if errors or auto_misfits or over else 0

@@ -3,11 +3,19 @@ on a machine with no GPU, with the registers, spills and shared memory ptxas rep
 each launch puts on the GPU.
 
 Method (see the project's KERNEL_NOTES): ``triton.compile(ASTSource(...), target=GPUTarget("cuda",
-arch, 32))`` builds PTX; ``ptxas-blackwell -v`` (bundled with the triton wheel; the older ``ptxas``
-beside it rejects Triton 3.9's PTX) prints registers, stack frame and spill bytes; the compiled
-kernel's ``metadata.shared`` is its shared memory. CTAs per launch come from ``kernels.gru.plan``
-with a device model (H100: 132 SMs for sm_90; A100: 108 SMs for sm_80) and, for the persistent
-path, the occupancy those registers and that shared memory allow.
+arch, 32))`` builds PTX and runs ptxas exactly as Triton does at run time: the binary and flags
+are Triton's own (``triton.backends.nvidia.compiler.get_ptxas(arch)``: Triton 3.6 takes the legacy
+bundled ``ptxas`` for sm_80 and sm_90, 3.9 ``ptxas-blackwell`` for sm_90), and the registers, stack
+frame and spill bytes are read from that run's log; the compiled kernel's ``metadata.shared`` is its
+shared memory. Each variant is checked against the arch's per-block limits
+(``plan.resource_problem``: shared memory, registers), as the launchers do before a launch. CTAs
+per launch come from ``kernels.gru.plan`` with a device model (H100: 132 SMs for sm_90; A100: 108
+SMs for sm_80) and, for the persistent path and the resident step, the occupancy those registers
+and that shared memory allow; the step rows add the bytes of W_hh (and W_ih) read from L2 per call.
+
+Dtypes: ``float32`` is TF32 (what cuDNN runs under nn.GRU and the bench switches on),
+``float32-ieee`` the IEEE float32 dots of torch's default (``allow_tf32`` off: other block sizes,
+FMA dots), ``bfloat16``, ``float16``.
 
 Specialisation hints: at run time Triton's JIT compiles a variant per divisibility of its integer
 arguments and pointers (16-byte-aligned pointers, B and H multiples of 16 get ``tt.divisibility``).
@@ -36,7 +44,9 @@ import torch
 from kernels.gru import plan as P
 
 SHAPES = [(256, 168, 8, 128), (64, 720, 7, 256), (1024, 96, 16, 64), (32, 336, 1, 512)]
-STEP_SHAPE = (100_000, 8, 128)  # rows M (all of a table of N = M), I, H
+#: (rows M, I, H) of the step: the bench's 100,000 x 128 and the GPU test's H=512 (1,000 rows)
+STEP_SHAPES = [(100_000, 8, 128), (1_000, 8, 512)]
+REPORT_DTYPES = ("float32", "float32-ieee", "bfloat16")
 #: dtype label -> (weight dtype, dot precision); float32 runs TF32 as cuDNN does under nn.GRU
 DTYPES = {
     "float32": (torch.float32, "tf32"),
@@ -47,18 +57,21 @@ DTYPES = {
 _PTR = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16"}
 
 
-def ptxas_path() -> str | None:
-    """The bundled ``ptxas-blackwell`` (or ``ptxas``) of the triton wheel, or None."""
+def ptxas_tool(arch: int):
+    """Triton's own ptxas for ``arch`` (``NvidiaTool``: ``.path``, ``.version``), or None."""
     try:
-        import triton
-    except ImportError:
+        from triton.backends.nvidia.compiler import get_ptxas
+
+        return get_ptxas(arch)
+    except Exception:  # no triton, or a Triton without the NVIDIA backend
         return None
-    d = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
-    for name in ("ptxas-blackwell", "ptxas"):
-        p = os.path.join(d, name)
-        if os.path.isfile(p) and os.access(p, os.X_OK):
-            return p
-    return shutil.which("ptxas")
+
+
+def ptxas_path(arch: int = 90) -> str | None:
+    """The ptxas binary Triton runs for ``arch`` (bundled with the triton wheel), or None."""
+    tool = ptxas_tool(arch)
+    path = getattr(tool, "path", None)
+    return path if path and os.path.isfile(path) and os.access(path, os.X_OK) else None
 
 
 @dataclass(frozen=True)
@@ -84,11 +97,12 @@ def _signature(job: Job):
     if job.kernel == "fwd":
         fn = fr._gru_fwd_kernel
         ptrs = {"GI": "*fp32", "HS": "*fp32", "W": w, "BHN": "*fp32", "MASK": "*u8", "GATES": "*fp32",
-                "RH": "*fp32", "SYNC": "*i64"}
+                "RH": "*fp32", "SYNC": "*i64", "STATUS": "*i64"}
     elif job.kernel == "bwd":
         fn = fr._gru_bwd_kernel
         ptrs = {"DOUT": "*fp32", "HS": "*fp32", "GATES": "*fp32", "W": w, "MASK": "*u8", "DG": "*fp32", "DGHN": "*fp32",
-                "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64"}
+                "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64",
+                "STATUS": "*i64"}
     else:
         fn = fr._gru_step_kernel
         ptrs = {"X": w, "WIH": w, "BIAS": "*fp32", "GI": "*u8" if job.gi_fused else "*fp32", "S": "*fp32",
@@ -117,36 +131,49 @@ def compile_job(job: Job) -> dict:
     """Compile one job and read the resources of the cubin Triton itself built. Runs in a worker
     process (whose Triton cache is a fresh directory, so that ptxas really runs).
 
-    Triton runs ptxas with its own flags (Triton 3.9: ``-lineinfo -v --regAllocOptLevel=2``, the
-    legacy ``ptxas`` for sm_80, ``ptxas-blackwell`` for sm_90), and those change the register
-    allocation: a plain ``ptxas -v`` run on the same PTX reported 12 B of spills where Triton's
-    binary has 48 B. So the numbers come from Triton's own ptxas log (``dump_ptxas_log``)."""
-    import contextlib
-    import io
+    Triton runs ptxas with its own binary and flags (Triton 3.9: ``-lineinfo -v
+    --regAllocOptLevel=2``, ``ptxas-blackwell`` for sm_90; 3.6: ``-lineinfo -v``, the legacy
+    ``ptxas`` 12.8 for both archs), and the flags change the register allocation: a plain
+    ``ptxas -v`` on the same PTX reported 12 B of spills where Triton's binary has 48 B. So the
+    command and its log are taken from Triton's own call (``subprocess.run`` watched while it
+    compiles), and the row names the binary and flags."""
+    import subprocess as sp
 
     import triton
-    from triton import knobs
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     fn, sig, ce, attrs = _signature(job)
-    log = io.StringIO()
-    prev = knobs.nvidia.dump_ptxas_log
-    knobs.nvidia.dump_ptxas_log = True
+    calls = []
+    run = sp.run
+
+    def watched(cmd, *args, **kwargs):
+        result = run(cmd, *args, **kwargs)
+        if isinstance(cmd, (list, tuple)) and cmd and os.path.basename(str(cmd[0])).startswith("ptxas"):
+            err = kwargs.get("stderr")
+            text = ""
+            if hasattr(err, "name"):
+                with open(err.name) as f:
+                    text = f.read()
+            calls.append((list(map(str, cmd)), text))
+        return result
+
+    sp.run = watched
     try:
-        with contextlib.redirect_stdout(log):
-            k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=ce, attrs=attrs),
-                               target=GPUTarget("cuda", job.arch, 32),
-                               options={"num_warps": job.num_warps, "num_stages": job.num_stages,
-                                        **({"maxnreg": job.maxnreg} if job.maxnreg else {})})
+        k = triton.compile(ASTSource(fn=fn, signature=sig, constexprs=ce, attrs=attrs),
+                           target=GPUTarget("cuda", job.arch, 32),
+                           options={"num_warps": job.num_warps, "num_stages": job.num_stages,
+                                    **({"maxnreg": job.maxnreg} if job.maxnreg else {})})
     finally:
-        knobs.nvidia.dump_ptxas_log = prev
+        sp.run = run
     out = {"shared_bytes": int(k.metadata.shared), "registers": None, "spill_bytes": None,
-           "spill_load_bytes": None, "stack_bytes": None, "ptxas_log": "triton"}
-    text = log.getvalue()
-    if "Used" not in text:  # Triton's cache answered, or the knob is missing: replay its flags
-        text = _replay_ptxas(k.asm["ptx"], job.arch)
-        out["ptxas_log"] = "replayed"
+           "spill_load_bytes": None, "stack_bytes": None}
+    if not calls:
+        out["error"] = "Triton ran no ptxas (its cache answered?): no register report"
+        return out
+    cmd, text = calls[-1]
+    flags = [c for c in cmd[1:] if c.startswith("-") and not c.startswith("--gpu-name") and c != "-o"]
+    out["ptxas"] = os.path.basename(cmd[0]) + " " + " ".join(flags)
     m = re.search(r"Used (\d+) registers", text)
     if m is None:
         out["error"] = f"no ptxas report: {text.strip()[-300:]}"
@@ -156,20 +183,6 @@ def compile_job(job: Job) -> dict:
     if spills:
         out["stack_bytes"], out["spill_bytes"], out["spill_load_bytes"] = map(int, spills.groups())
     return out
-
-
-def _replay_ptxas(ptx: str, arch: int) -> str:
-    ptxas = ptxas_path()
-    if ptxas is None:
-        return "no ptxas binary"
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "k.ptx")
-        with open(src, "w") as f:
-            f.write(ptx)
-        gpu = "sm_90a" if arch == 90 else f"sm_{arch}"
-        res = subprocess.run([ptxas, "-lineinfo", "-v", "--regAllocOptLevel=2", f"--gpu-name={gpu}", src,
-                              "-o", os.path.join(d, "k.cubin")], capture_output=True, text=True)
-    return res.stdout + res.stderr
 
 
 def _worker_init() -> None:
@@ -218,14 +231,14 @@ def _pool(workers: int):
 
 def run(
     shapes=SHAPES,
-    dtypes=("float32", "bfloat16"),
+    dtypes=REPORT_DTYPES,
     formulations=(True, False),
     kernels=("fwd", "bwd", "step"),
     archs=(80, 90),
     masks=(False, True),
     hints=("runtime", "none"),
     paths=("persistent", "stepwise", "batch"),
-    step_shape=STEP_SHAPE,
+    step_shapes=STEP_SHAPES,
     workers: int | None = None,
     progress=None,
 ) -> list[dict]:
@@ -237,19 +250,22 @@ def run(
         masks: HAS_MASK values (the bench launches none; masked training does).
         hints: "runtime" (the variant the JIT builds at these shapes) and/or "none".
         paths: which sequence paths to compile where they apply (``auto`` marks the one auto takes).
-        step_shape: (M, I, H) of the step launch.
+        step_shapes: (M, I, H) of the step launches; every candidate of ``plan.step_candidates``
+            is compiled, ``auto`` marks the first that fits the arch (what the launcher takes).
         workers: compile processes (default: CPU count).
         progress: optional callable(done, total).
 
-    The persistent grid is sized as at run time, from the occupancy of the compiled variant
-    (``plan.plan_sequence`` with ``occupancy_of``), so its variant is compiled before its row.
+    The persistent grid and the resident step's grid are sized as at run time, from the occupancy
+    of the compiled variant, so that variant is compiled before its row is planned.
 
     Rows: kernel, arch, dtype, formulation, mask, hints, shape, H, path, auto (bool: the path
     "auto" takes there), stage, block_b, block_n, block_k, nchunk, resident, tile_loop,
     num_warps, num_stages, registers, spill_bytes, spill_load_bytes, stack_bytes, shared_bytes,
-    occupancy (CTAs/SM), ctas (per launch, on the arch's device model), persistent.
+    ptxas (binary and flags), problem (why it cannot launch on the arch's model, or None),
+    occupancy (CTAs/SM), ctas (per launch, on the arch's device model), persistent; step rows also
+    w_l2_bytes (W_hh and W_ih read per call) and dram_bytes (state, output, input, indices).
     """
-    from kernels.gru.fused_recurrent import seq_constexprs, step_constexprs
+    from kernels.gru.fused_recurrent import step_constexprs
 
     futures: dict[Job, cf.Future] = {}
     done = [0]
@@ -267,15 +283,24 @@ def run(
                  "shared_bytes": None}
         return r
 
+    def fit(r: dict, num_warps: int, dm: P.DeviceModel) -> tuple[str | None, int]:
+        """(problem, CTAs per SM) of a compiled row on ``dm``."""
+        if r.get("registers") is None:
+            return r.get("error") or "not compiled", 0
+        problem = P.resource_problem(r["registers"], r["shared_bytes"], num_warps, dm)
+        return problem, 0 if problem else max(1, P.occupancy(r["registers"], r["shared_bytes"], num_warps, dm))
+
     def occupancy_of(job_of, dm):
         def occ(blocks: P.Blocks, tile_loop: bool) -> int:
-            r = result(job_of(blocks, tile_loop))
-            if r.get("registers") is None:
-                return 1
-            return max(1, P.occupancy(r["registers"], r["shared_bytes"], blocks.num_warps, dm))
+            return fit(result(job_of(blocks, tile_loop)), blocks.num_warps, dm)[1]
         return occ
 
-    cases = []  # (row base, plan-or-None, job builder)
+    def step_job(sp: P.StepPlan, ra, prec, arch, hint) -> Job:
+        ce = step_constexprs(sp, ra, False, prec, False)
+        return Job("step", arch, _wname(sp.dtype), tuple(sorted(ce.items())), sp.num_warps, sp.num_stages,
+                   (("M", sp.M), ("H", sp.H), ("I", sp.I)), hint, gi_fused=sp.fuse_input)
+
+    cases = []  # (row base, spec, ...): spec a sequence planning tuple or a list of step candidates
     with _pool(workers or os.cpu_count() or 1) as ex:
         for arch in archs:
             dm = P.ARCH_MODELS[arch]
@@ -298,7 +323,7 @@ def run(
 
                                     for path in paths:
                                         try:
-                                            plan = P.plan_sequence(kernel, B, H, dtype, path, dm=dm)
+                                            plan = P.plan_sequence(kernel, B, H, dtype, path, dm=dm, dot_prec=prec)
                                         except ValueError:
                                             continue  # e.g. batch at a large H
                                         if plan.persistent:
@@ -306,26 +331,37 @@ def run(
                                         cases.append(({**base, "kernel": kernel, "shape": (B, T, I, H), "H": H},
                                                       (kernel, B, H, dtype, path, dm, job_of), ra, mask, prec, arch, hint))
                             if "step" in kernels and not mask:
-                                M, I, H = step_shape
-                                sp = P.plan_step(M, H, I, dtype)
-                                ce = step_constexprs(sp, ra, False, prec, False)
-                                job = Job("step", arch, _wname(dtype), tuple(sorted(ce.items())), sp.num_warps,
-                                          sp.num_stages, (("M", M), ("H", H), ("I", I)), hint, gi_fused=sp.fuse_input)
-                                submit(job)
-                                cases.append(({**base, "kernel": "step", "shape": (M, I, H), "H": H, "path": sp.path,
-                                               "auto": True, "stage": 0, "block_b": sp.block_b, "block_n": sp.block_n,
-                                               "block_k": sp.block_k, "nchunk": 1, "resident": False, "tile_loop": False,
-                                               "num_warps": sp.num_warps, "num_stages": sp.num_stages, "ctas": sp.ctas,
-                                               "persistent": False}, job, ra, mask, prec, arch, hint))
+                                for M, I, H in step_shapes:
+                                    cands = P.step_candidates(M, H, I, dtype, prec, "auto", dm)
+                                    for sp in cands:
+                                        submit(step_job(sp, ra, prec, arch, hint))
+                                    cases.append(({**base, "kernel": "step", "shape": (M, I, H), "H": H}, cands,
+                                                  ra, mask, prec, arch, hint))
         # plan (the persistent sizing waits for its variant's compile), then compile the rest
         rows_jobs = []
         for row, spec, ra, mask, prec, arch, hint in cases:
-            if isinstance(spec, Job):
-                rows_jobs.append((row, spec))
+            dm = P.ARCH_MODELS[arch]
+            if isinstance(spec, list):  # the step: candidates in order, the first that fits runs
+                chosen = False
+                for sp in spec:
+                    job = step_job(sp, ra, prec, arch, hint)
+                    problem, occ = fit(result(job), sp.num_warps, dm)
+                    if sp.resident and not problem:
+                        sp = P.replace(sp, n_programs=dm.n_sm * occ)
+                    auto = not chosen and problem is None
+                    chosen = chosen or auto
+                    rows_jobs.append(({**row, "path": sp.path, "auto": auto, "stage": 0, "block_b": sp.block_b,
+                                       "block_n": sp.block_n, "block_k": sp.block_k, "nchunk": 1,
+                                       "resident": sp.resident, "tile_loop": sp.row_loop, "num_warps": sp.num_warps,
+                                       "num_stages": sp.num_stages, "ctas": sp.ctas, "persistent": sp.resident,
+                                       "w_l2_bytes": sp.weight_bytes_per_call(),
+                                       "dram_bytes": sp.state_bytes_per_call()}, job))
                 continue
             kernel, B, H, dtype, path, dm, job_of = spec
-            plan = P.plan_sequence(kernel, B, H, dtype, path, dm=dm, occupancy_of=occupancy_of(job_of, dm))
-            auto = P.plan_sequence(kernel, B, H, dtype, "auto", dm=dm, occupancy_of=occupancy_of(job_of, dm))
+            plan = P.plan_sequence(kernel, B, H, dtype, path, dm=dm, occupancy_of=occupancy_of(job_of, dm),
+                                   dot_prec=prec)
+            auto = P.plan_sequence(kernel, B, H, dtype, "auto", dm=dm, occupancy_of=occupancy_of(job_of, dm),
+                                   dot_prec=prec)
             b = plan.blocks
             for stage, job in _seq_jobs(plan, ra, mask, prec, arch, hint):
                 submit(job)
@@ -343,8 +379,9 @@ def run(
                 progress(done[0], total)
         for row, job in rows_jobs:
             r = {**row, **result(job)}
+            r["problem"], occ = fit(r, r["num_warps"], P.ARCH_MODELS[r["arch"]])
             if r.get("registers") is not None:
-                r["occupancy"] = P.occupancy(r["registers"], r["shared_bytes"], r["num_warps"], P.ARCH_MODELS[r["arch"]])
+                r["occupancy"] = occ
             rows.append(r)
     return rows
 
@@ -352,26 +389,20 @@ def run(
 def header() -> dict:
     import triton
 
-    d = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
     versions = {}
-    for name, arch in (("ptxas", "sm_80 (Triton's legacy ptxas below sm_90)"), ("ptxas-blackwell", "sm_90")):
-        path = os.path.join(d, name)
-        if os.path.isfile(path):
-            v = subprocess.run([path, "--version"], capture_output=True, text=True).stdout
-            m = re.search(r"release ([\d.]+)", v)
-            versions[arch] = f"{name} {m.group(1) if m else '?'}"
+    for arch in (80, 90):
+        tool = ptxas_tool(arch)
+        if tool is not None:
+            versions[f"sm_{arch}"] = f"{os.path.basename(tool.path)} {tool.version}"
     return {"date": datetime.date.today().isoformat(), "commit": _commit(), "triton": triton.__version__,
             "torch": torch.__version__, "ptxas": versions,
             "device_models": {str(a): dataclasses.asdict(m) for a, m in P.ARCH_MODELS.items()}}
 
 
 def _commit() -> str:
-    try:
-        here = os.path.dirname(os.path.abspath(__file__))
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              check=True, cwd=here).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from kernels.bench.provenance import commit
+
+    return commit()
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -387,6 +418,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         spills = [r["spill_bytes"] for r in rs if r.get("spill_bytes") is not None]
         shared = [r["shared_bytes"] for r in rs if r.get("shared_bytes") is not None]
         errors = [r["error"] for r in rs if r.get("error")]
+        problems = [r["problem"] for r in rs if r.get("problem") and not r.get("error")]
         r0 = rs[0]
         out.append({
             "arch": f"sm_{arch}", "kernel": kernel, "dtype": dtype, "form": "RA" if form == "reset_after" else "RB",
@@ -397,7 +429,9 @@ def summarize(rows: list[dict]) -> list[dict]:
             "smem_KB": round(max(shared) / 1024, 1) if shared else "?",
             "occ": min((r.get("occupancy") or 0) for r in rs),
             "ctas": max(r["ctas"] for r in rs), "persistent": r0["persistent"],
+            **({"w_l2_MB": round(r0["w_l2_bytes"] / 1e6, 1)} if "w_l2_bytes" in r0 else {}),
             "variants": len(rs), **({"error": errors[0][:80]} if errors else {}),
+            **({"does_not_fit": problems[0][:80]} if problems else {}),
         })
     return out
 
@@ -405,7 +439,8 @@ def summarize(rows: list[dict]) -> list[dict]:
 def markdown(rows: list[dict]) -> str:
     """The report as markdown, one table per arch: a row per (kernel, dtype, formulation), a column
     per H, each cell ``registers / spill bytes / shared KB / CTAs`` of the path "auto" takes
-    (worst over masks and hints; ``P`` = persistent); the spill column counts every path compiled."""
+    (worst over masks and hints; ``P`` = persistent, for the step: resident); the spill column
+    counts every path compiled. Step rows name the variant auto takes and its W_hh L2 traffic."""
     out = []
     for arch in sorted({r["arch"] for r in rows}):
         rs = [r for r in rows if r["arch"] == arch]
@@ -434,13 +469,22 @@ def markdown(rows: list[dict]) -> str:
             out.append(f"| {kernel} | {dtype} | {'RA' if form == 'reset_after' else 'RB'} | " + " | ".join(cells)
                        + f" | {total} |")
         steps = [r for r in rs if r["kernel"] == "step"]
-        for dtype in sorted({r["dtype"] for r in steps}):
-            for form in ("reset_after", "reset_before"):
-                g = [r for r in steps if r["dtype"] == dtype and r["formulation"] == form]
-                if g:
-                    out.append(f"| step (M={g[0]['shape'][0]}) | {dtype} | {'RA' if form == 'reset_after' else 'RB'} | "
-                               f"H={g[0]['H']}: {max(r['registers'] for r in g)} / {max(r['spill_bytes'] for r in g)} / "
-                               f"{max(r['shared_bytes'] for r in g) / 1024:.0f} / {g[0]['ctas']}"
-                               + " |" * (len(Hs) - 1) + f" | {max(r['spill_bytes'] for r in g)} |")
+        for shape in sorted({r["shape"] for r in steps}, key=lambda sh: -sh[0]):
+            for dtype in sorted({r["dtype"] for r in steps}):
+                for form in ("reset_after", "reset_before"):
+                    g = [r for r in steps if r["dtype"] == dtype and r["formulation"] == form and r["shape"] == shape]
+                    auto = [r for r in g if r["auto"]]
+                    if not g:
+                        continue
+                    if auto:
+                        a = auto[0]
+                        cell = (f"H={a['H']} {a['path']} {a['block_b']}x{a['block_n']}: {max(r['registers'] for r in auto)} / "
+                                f"{max(r['spill_bytes'] for r in auto)} / {max(r['shared_bytes'] for r in auto) / 1024:.0f} / "
+                                f"{a['ctas']}{' P' if a['resident'] else ''}; W from L2 {a['w_l2_bytes'] / 1e6:.1f} MB/call")
+                    else:
+                        cell = f"H={g[0]['H']}: no variant fits ({g[0].get('problem') or g[0].get('error')})"
+                    out.append(f"| step (M={shape[0]}) | {dtype} | {'RA' if form == 'reset_after' else 'RB'} | {cell}"
+                               + " |" * (len(Hs) - 1)
+                               + f" | {max((r['spill_bytes'] or 0) for r in g)} |")
         out.append("")
     return "\n".join(out)

@@ -87,8 +87,9 @@ def sequence_rows(B: int, T: int, I: int, H: int, device: str, dtype: torch.dtyp
 
 
 def step_rows(N: int, M: int, I: int, H: int, device: str, dtype: torch.dtype, backend: str = "auto",
-              repeats: int = 5) -> list[dict]:
-    """ours.step_ on a (1, N, H) float32 table vs nn.GRUCell between index_select and index_copy_."""
+              repeats: int = 5, step_path: str = "auto") -> list[dict]:
+    """ours.step_ on a (1, N, H) float32 table vs nn.GRUCell between index_select and index_copy_;
+    ``step_path`` forces a Triton step variant ("resident", "streaming") for comparison."""
     g = torch.Generator(device="cpu").manual_seed(0)
     ours = FusedGRU(I, H, backend=backend).to(device, dtype)
     cell = torch.nn.GRUCell(I, H).to(device, dtype)
@@ -102,7 +103,7 @@ def step_rows(N: int, M: int, I: int, H: int, device: str, dtype: torch.dtype, b
     x = torch.randn(M, I, generator=g).to(device, dtype)
 
     def ours_step():
-        ours.step_(state, idx, x, assume_unique=True)
+        ours.step_(state, idx, x, assume_unique=True, step_path=step_path)
 
     @torch.no_grad()
     def cell_step():
@@ -110,9 +111,16 @@ def step_rows(N: int, M: int, I: int, H: int, device: str, dtype: torch.dtype, b
 
     inner = 20 if torch.device(device).type == "cuda" else 1
     t_ours, t_ref = measure_pair(ours_step, cell_step, device, repeats, min_seconds=0.2, inner=inner)
+    check = ""
+    if torch.device(device).type == "cuda" or backend != "auto":
+        h = state[0].clone()  # one starting state for both
+        with torch.no_grad():
+            got = ours.step_(h.unsqueeze(0).clone(), idx, x, assume_unique=True, step_path=step_path)
+            want = cell(x, h.to(dtype).index_select(0, idx)).float()
+        check = f"{_rel(got, want):.1e}"
     return [{
         "bench": "step", "N": N, "M": M, "I": I, "H": H, "dtype": str(dtype).replace("torch.", ""),
-        "ours": ours.last_step,
+        "step_path": step_path, "ours": ours.last_step, "rel_err_vs_GRUCell": check,
         "ours_us": round(t_ours["median_ms"] * 1e3, 1), "ours_iqr_us": round((t_ours["p75_ms"] - t_ours["p25_ms"]) * 1e3, 1),
         "GRUCell+gather/scatter_us": round(t_ref["median_ms"] * 1e3, 1),
         "GRUCell_iqr_us": round((t_ref["p75_ms"] - t_ref["p25_ms"]) * 1e3, 1),

@@ -63,3 +63,16 @@ def log_backend(requested: str, path: str) -> None:
     if key not in _logged:
         _logged.add(key)
         log.info("GRU backend %r runs %s", requested, path)
+
+
+def check_barriers(device: torch.device | str | None = None) -> None:
+    """Wait for ``device`` (every device used so far when None) and raise ``RuntimeError`` if a grid
+    barrier of a persistent Triton launch timed out since the last report. The launchers check
+    without a per-launch host sync (the next persistent launch reports a time-out once a copy of
+    the device's count has arrived; ``KERNELS_GRU_BARRIER_CHECK=sync`` checks after every launch):
+    call this where a result must be known valid now, e.g. after replaying a CUDA graph."""
+    if not triton_available():
+        return  # no Triton: no persistent launch ran
+    from kernels.gru.fused_recurrent import check_barriers as check
+
+    check(device)

@@ -39,9 +39,12 @@ Layout and why:
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
+from triton.runtime.errors import OutOfResources
 
 from kernels.gru import plan as _plan
 from kernels.gru.backend import interpreter_enabled, log
@@ -162,11 +165,12 @@ def _mv3(acc_r, acc_z, acc_n, a, wr, wz, wn, THREE: tl.constexpr, DOT_PREC: tl.c
 
 
 @triton.jit
-def _group_barrier(SYNC, target, spin_limit):
+def _group_barrier(SYNC, target, spin_limit, STATUS):
     """Grid barrier among the programs sharing SYNC: each adds 1 (release: its stores of this step,
     ordered before the add by the CTA barrier, become visible), then polls (acquire) until the
     counter reaches ``target``. Past ``spin_limit`` polls it adds POISON: every member passes this
-    and every later barrier at once, the launch ends, and the host sees counter >= POISON."""
+    and every later barrier at once and the launch ends; and it adds 1 to STATUS, the device's
+    count of timed-out waits, which the host reads without a per-launch sync (``BarrierWatch``)."""
     tl.debug_barrier()
     cur = tl.atomic_add(SYNC, 1, sem="acq_rel", scope="gpu") + 1
     spins = 0
@@ -175,12 +179,13 @@ def _group_barrier(SYNC, target, spin_limit):
         spins += 1
     if cur < target:
         tl.atomic_add(SYNC, _POISON, sem="release", scope="gpu")
+        tl.atomic_add(STATUS, 1, sem="relaxed", scope="gpu")
     tl.debug_barrier()
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "spin_limit"])
 def _gru_fwd_kernel(
-    GI, HS, W, BHN, MASK, GATES, RH, SYNC, t_start, n_steps, B, H, spin_limit,
+    GI, HS, W, BHN, MASK, GATES, RH, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
     RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
@@ -316,7 +321,7 @@ def _gru_fwd_kernel(
                 # reset-before: W_hn (r * h) needs r of every column of the tile
                 if PERSISTENT:
                     target += n_col
-                    _group_barrier(SYNC + pg, target, spin_limit)
+                    _group_barrier(SYNC + pg, target, spin_limit, STATUS)
                 rb = RH + row0 * H
                 acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
                 if RESIDENT:
@@ -338,14 +343,14 @@ def _gru_fwd_kernel(
             if PERSISTENT:
                 # step t+1 reads the columns every program of the tile wrote
                 target += n_col
-                _group_barrier(SYNC + pg, target, spin_limit)
+                _group_barrier(SYNC + pg, target, spin_limit, STATUS)
             if ONE_BLOCK:
                 h = h_new
 
 
 @triton.jit(do_not_specialize=["t_start", "n_steps", "spin_limit"])
 def _gru_bwd_kernel(
-    DOUT, HS, GATES, W, MASK, DG, DGHN, DH, CARRY, SYNC, t_start, n_steps, B, H, spin_limit,
+    DOUT, HS, GATES, W, MASK, DG, DGHN, DH, CARRY, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
     RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
@@ -475,7 +480,7 @@ def _gru_bwd_kernel(
                 # d(r*h)[:, cols] = da_n (all columns) @ W_hn[:, cols]
                 if PERSISTENT:
                     target += n_col
-                    _group_barrier(SYNC + pg, target, spin_limit)
+                    _group_barrier(SYNC + pg, target, spin_limit, STATUS)
                 if STAGE == 2:
                     carry = tl.load(CARRY + sb + o_h, mask=m2, other=0.0)
                     hp = tl.load(hb + o_h, mask=m2, other=0.0)
@@ -499,7 +504,7 @@ def _gru_bwd_kernel(
                 # dL/dh_{t-1}[:, cols] = carry + [da_r, da_z(, dgh_n)] (all columns) @ W_hh[:, cols]
                 if PERSISTENT:
                     target += n_col
-                    _group_barrier(SYNC + pg, target, spin_limit)
+                    _group_barrier(SYNC + pg, target, spin_limit, STATUS)
                 if STAGE == 3:
                     carry = tl.load(CARRY + sb + o_h, mask=m2, other=0.0)
                 acc = carry
@@ -537,111 +542,172 @@ def _gru_step_kernel(
     X, WIH, BIAS, GI, S, IDX, W, BHN, MASK, OUT, RH, M, H, I,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_I: tl.constexpr,
     FUSE_INPUT: tl.constexpr, RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr,
-    DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
+    RESIDENT: tl.constexpr, ROW_LOOP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
-    """One step of BLOCK_B gathered rows, every column, in place on the table S (N, H).
+    """One step of gathered rows, every column, in place on the table S (N, H), BLOCK_B rows at a
+    time. A program never reads a row another program writes (it owns whole rows), and it reads a
+    row's old state before it writes the row.
 
-    The old state of the tile, h = S[idx] (BLOCK_B, BLOCK_K >= H), is held in registers for the
-    whole program, so each column block can write its new state straight into S: nothing reads a
-    column after it is written. FUSE_INPUT computes gi = x W_ih^T + BIAS per column block from
-    X (M, I) instead of reading a precomputed GI (M, 3H): for small I that saves the (M, 3H) float32
-    round trip, 3x the bytes of the state itself. Reset-before needs r of every column before
-    W_hn (r * h): a first pass writes r * h to RH (M, H) and z to OUT, a second finishes."""
+    RESIDENT (BLOCK_N == BLOCK_K >= H: one column block): W_hh, W_ih and the biases are loaded once,
+    before the loop over row tiles, and stay on chip for every tile of the program; with ROW_LOOP
+    the grid is a few programs per SM, each looping over tiles pid, pid + G, ..., so W_hh is read
+    about once per program instead of once per tile (100,000 rows at H=128 in tiles of 64: 1,563
+    reads of the 192 KB of float32 W_hh). Reset-before computes r * h in registers.
+
+    Streaming (not RESIDENT: W_hh too large to keep): one tile per program; the tile's old state
+    h = S[idx] (BLOCK_B, BLOCK_K >= H) is held in registers while the columns are done in blocks
+    of BLOCK_N, re-reading their W_hh tiles, so each column block can write its new state straight
+    into S. Reset-before needs r of every column before W_hn (r * h): a first pass writes r * h to
+    RH (M, H) and z to OUT, a second finishes.
+
+    FUSE_INPUT computes gi = x W_ih^T + BIAS from X (M, I) instead of reading a precomputed GI
+    (M, 3H): for small I that saves the (M, 3H) float32 round trip, 3x the bytes of the state."""
+    pid = tl.program_id(0)
+    n_prog = tl.num_programs(0)
     rl = tl.arange(0, BLOCK_B)
-    row0 = tl.program_id(0) * BLOCK_B
-    rmask = row0 + rl < M
-    keep = rmask
-    if HAS_MASK:
-        keep = tl.load(MASK + row0 + rl, mask=rmask, other=0) != 0
-    srow = tl.load(IDX + row0 + rl, mask=rmask, other=0) * H  # int64: the table can be large
     ks = tl.arange(0, BLOCK_K)
-    h = tl.load(S + srow[:, None] + ks[None, :], mask=rmask[:, None] & (ks < H)[None, :], other=0.0)
-    ob = OUT + row0.to(tl.int64) * H
-    if FUSE_INPUT:
-        ii = tl.arange(0, BLOCK_I)
-        x = tl.load(X + row0.to(tl.int64) * I + rl[:, None] * I + ii[None, :],
-                    mask=rmask[:, None] & (ii < I)[None, :], other=0.0)
-    else:
-        ib = GI + row0.to(tl.int64) * (3 * H)
-    cols_n = tl.arange(0, BLOCK_N)
-    for j0 in range(0, H, BLOCK_N):
-        cols = j0 + cols_n
-        cm = cols < H
-        m2 = rmask[:, None] & cm[None, :]
-        o_h = rl[:, None] * H + cols[None, :]
-        acc_r = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        acc_z = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-        acc_r, acc_z, acc_n = _mv3(
-            acc_r, acc_z, acc_n, h,
-            _w_tile(W, H, 0, 0, cols, cm, BLOCK_K, False),
-            _w_tile(W, H, 1, 0, cols, cm, BLOCK_K, False),
-            _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False),
-            RESET_AFTER, DOT_PREC, UPCAST)
+    km = ks < H
+    ii = tl.arange(0, BLOCK_I)
+    if RESIDENT:
+        wr = _w_tile(W, H, 0, 0, ks, km, BLOCK_K, False)
+        wz = _w_tile(W, H, 1, 0, ks, km, BLOCK_K, False)
+        wn = _w_tile(W, H, 2, 0, ks, km, BLOCK_K, False)
+        b_hn = tl.load(BHN + ks, mask=km, other=0.0)
         if FUSE_INPUT:
-            gi_r = _input_gate(tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), x, WIH, BIAS, 0, cols, cm,
-                               H, I, BLOCK_I, DOT_PREC, UPCAST)
-            gi_z = _input_gate(tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), x, WIH, BIAS, 1, cols, cm,
-                               H, I, BLOCK_I, DOT_PREC, UPCAST)
+            ur = _wih_tile(WIH, H, I, 0, ks, km, BLOCK_I)
+            uz = _wih_tile(WIH, H, I, 1, ks, km, BLOCK_I)
+            un = _wih_tile(WIH, H, I, 2, ks, km, BLOCK_I)
+            br = tl.load(BIAS + ks, mask=km, other=0.0)
+            bz = tl.load(BIAS + H + ks, mask=km, other=0.0)
+            bn = tl.load(BIAS + 2 * H + ks, mask=km, other=0.0)
+    if ROW_LOOP:
+        n_rounds = tl.cdiv(tl.cdiv(M, BLOCK_B) - pid, n_prog)
+    else:
+        n_rounds = 1  # one tile per program: the one-trip loop is compiled away
+    for i in range(0, n_rounds):
+        row0 = (pid + i * n_prog) * BLOCK_B
+        rmask = row0 + rl < M
+        keep = rmask
+        if HAS_MASK:
+            keep = tl.load(MASK + row0 + rl, mask=rmask, other=0) != 0
+        srow = tl.load(IDX + row0 + rl, mask=rmask, other=0) * H  # int64: the table can be large
+        ob = OUT + row0.to(tl.int64) * H
+        if FUSE_INPUT:
+            x = tl.load(X + row0.to(tl.int64) * I + rl[:, None] * I + ii[None, :],
+                        mask=rmask[:, None] & (ii < I)[None, :], other=0.0)
         else:
-            o_i = rl[:, None] * (3 * H) + cols[None, :]
-            gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
-            gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
-        r = tl.sigmoid(gi_r + acc_r)
-        z = tl.sigmoid(gi_z + acc_z)
-        sp = S + srow[:, None] + cols[None, :]
-        hp = tl.load(sp, mask=m2, other=0.0)
-        if RESET_AFTER:
+            ib = GI + row0.to(tl.int64) * (3 * H)
+        if RESIDENT:
+            m2 = rmask[:, None] & km[None, :]
+            sp = S + srow[:, None] + ks[None, :]
+            h = tl.load(sp, mask=m2, other=0.0)
+            zero = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
             if FUSE_INPUT:
-                gi_n = _input_gate(tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), x, WIH, BIAS, 2, cols,
-                                   cm, H, I, BLOCK_I, DOT_PREC, UPCAST)
+                gi_r = _dot(x, ur, zero, DOT_PREC, UPCAST) + br[None, :]
+                gi_z = _dot(x, uz, zero, DOT_PREC, UPCAST) + bz[None, :]
+                gi_n = _dot(x, un, zero, DOT_PREC, UPCAST) + bn[None, :]
             else:
+                o_i = rl[:, None] * (3 * H) + ks[None, :]
+                gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
+                gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
                 gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-            n = _tanh(gi_n + r * (acc_n + tl.load(BHN + cols, mask=cm, other=0.0)[None, :]))
-            h_new = n + z * (hp - n)
+            r = tl.sigmoid(gi_r + _dot(h, wr, zero, DOT_PREC, UPCAST))
+            z = tl.sigmoid(gi_z + _dot(h, wz, zero, DOT_PREC, UPCAST))
+            if RESET_AFTER:
+                n = _tanh(gi_n + r * (_dot(h, wn, zero, DOT_PREC, UPCAST) + b_hn[None, :]))
+            else:
+                n = _tanh(gi_n + _dot(r * h, wn, zero, DOT_PREC, UPCAST))
+            h_new = n + z * (h - n)
             if HAS_MASK:
-                h_new = tl.where(keep[:, None], h_new, hp)
-            tl.store(ob + o_h, h_new, mask=m2)
+                h_new = tl.where(keep[:, None], h_new, h)
+            tl.store(ob + rl[:, None] * H + ks[None, :], h_new, mask=m2)
             tl.store(sp, h_new, mask=m2)
         else:
-            tl.store(RH + row0.to(tl.int64) * H + o_h, r * hp, mask=m2)
-            tl.store(ob + o_h, z, mask=m2)
-    if not RESET_AFTER:
-        # r * h of every column is in RH, written by other threads of this program
-        tl.debug_barrier()
-        rh = tl.load(RH + row0.to(tl.int64) * H + rl[:, None] * H + ks[None, :],
-                     mask=rmask[:, None] & (ks < H)[None, :], other=0.0)
-        for j0 in range(0, H, BLOCK_N):
-            cols = j0 + cols_n
-            cm = cols < H
-            m2 = rmask[:, None] & cm[None, :]
-            o_h = rl[:, None] * H + cols[None, :]
-            acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-            acc_n = _dot(rh, _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-            if FUSE_INPUT:
-                gi_n = _input_gate(tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), x, WIH, BIAS, 2, cols,
-                                   cm, H, I, BLOCK_I, DOT_PREC, UPCAST)
-            else:
-                gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
-            n = _tanh(gi_n + acc_n)
-            z = tl.load(ob + o_h, mask=m2, other=0.0)
-            sp = S + srow[:, None] + cols[None, :]
-            hp = tl.load(sp, mask=m2, other=0.0)
-            h_new = n + z * (hp - n)
-            if HAS_MASK:
-                h_new = tl.where(keep[:, None], h_new, hp)
-            tl.store(ob + o_h, h_new, mask=m2)
-            tl.store(sp, h_new, mask=m2)
+            h = tl.load(S + srow[:, None] + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
+            cols_n = tl.arange(0, BLOCK_N)
+            for j0 in range(0, H, BLOCK_N):
+                cols = j0 + cols_n
+                cm = cols < H
+                m2 = rmask[:, None] & cm[None, :]
+                o_h = rl[:, None] * H + cols[None, :]
+                acc_r = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                acc_z = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                acc_r, acc_z, acc_n = _mv3(
+                    acc_r, acc_z, acc_n, h,
+                    _w_tile(W, H, 0, 0, cols, cm, BLOCK_K, False),
+                    _w_tile(W, H, 1, 0, cols, cm, BLOCK_K, False),
+                    _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False),
+                    RESET_AFTER, DOT_PREC, UPCAST)
+                if FUSE_INPUT:
+                    gi_r = _input_gate(x, WIH, BIAS, 0, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC, UPCAST)
+                    gi_z = _input_gate(x, WIH, BIAS, 1, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC, UPCAST)
+                else:
+                    o_i = rl[:, None] * (3 * H) + cols[None, :]
+                    gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
+                    gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
+                r = tl.sigmoid(gi_r + acc_r)
+                z = tl.sigmoid(gi_z + acc_z)
+                sp = S + srow[:, None] + cols[None, :]
+                hp = tl.load(sp, mask=m2, other=0.0)
+                if RESET_AFTER:
+                    if FUSE_INPUT:
+                        gi_n = _input_gate(x, WIH, BIAS, 2, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC,
+                                           UPCAST)
+                    else:
+                        gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
+                    n = _tanh(gi_n + r * (acc_n + tl.load(BHN + cols, mask=cm, other=0.0)[None, :]))
+                    h_new = n + z * (hp - n)
+                    if HAS_MASK:
+                        h_new = tl.where(keep[:, None], h_new, hp)
+                    tl.store(ob + o_h, h_new, mask=m2)
+                    tl.store(sp, h_new, mask=m2)
+                else:
+                    tl.store(RH + row0.to(tl.int64) * H + o_h, r * hp, mask=m2)
+                    tl.store(ob + o_h, z, mask=m2)
+            if not RESET_AFTER:
+                # r * h of every column is in RH, written by other threads of this program
+                tl.debug_barrier()
+                rh = tl.load(RH + row0.to(tl.int64) * H + rl[:, None] * H + ks[None, :],
+                             mask=rmask[:, None] & km[None, :], other=0.0)
+                for j0 in range(0, H, BLOCK_N):
+                    cols = j0 + cols_n
+                    cm = cols < H
+                    m2 = rmask[:, None] & cm[None, :]
+                    o_h = rl[:, None] * H + cols[None, :]
+                    acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
+                    acc_n = _dot(rh, _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
+                    if FUSE_INPUT:
+                        gi_n = _input_gate(x, WIH, BIAS, 2, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC,
+                                           UPCAST)
+                    else:
+                        gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
+                    n = _tanh(gi_n + acc_n)
+                    z = tl.load(ob + o_h, mask=m2, other=0.0)
+                    sp = S + srow[:, None] + cols[None, :]
+                    hp = tl.load(sp, mask=m2, other=0.0)
+                    h_new = n + z * (hp - n)
+                    if HAS_MASK:
+                        h_new = tl.where(keep[:, None], h_new, hp)
+                    tl.store(ob + o_h, h_new, mask=m2)
+                    tl.store(sp, h_new, mask=m2)
 
 
 @triton.jit
-def _input_gate(acc, x, WIH, BIAS, gate, cols, cm, H, I, BLOCK_I: tl.constexpr, DOT_PREC: tl.constexpr,
-                UPCAST: tl.constexpr):
-    """acc (zeros) + x (BB, BLOCK_I) @ W_ih[gate*H + cols, :]^T + BIAS[gate*H + cols]; BIAS (3H,)
-    float32 holds every bias that adds to this gate's input part."""
+def _wih_tile(WIH, H, I, gate, cols, cm, BLOCK_I: tl.constexpr):
+    """(BLOCK_I, BN) tile of gate ``gate`` of W_ih (3H, I): [i, c] = W_ih[gate*H + c, i]."""
     ii = tl.arange(0, BLOCK_I)
-    w = tl.load(WIH + (gate * H + cols[None, :]) * I + ii[:, None], mask=(ii < I)[:, None] & cm[None, :], other=0.0)
-    acc = _dot(x, w, acc, DOT_PREC, UPCAST)
+    return tl.load(WIH + (gate * H + cols[None, :]) * I + ii[:, None], mask=(ii < I)[:, None] & cm[None, :],
+                   other=0.0)
+
+
+@triton.jit
+def _input_gate(x, WIH, BIAS, gate, cols, cm, H, I, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_I: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
+    """x (BB, BLOCK_I) @ W_ih[gate*H + cols, :]^T + BIAS[gate*H + cols]; BIAS (3H,) float32 holds
+    every bias that adds to this gate's input part."""
+    acc = _dot(x, _wih_tile(WIH, H, I, gate, cols, cm, BLOCK_I), tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32),
+               DOT_PREC, UPCAST)
     return acc + tl.load(BIAS + gate * H + cols, mask=cm, other=0.0)[None, :]
 
 
@@ -652,7 +718,10 @@ def _input_gate(acc, x, WIH, BIAS, gate, cols, cm, H, I, BLOCK_I: tl.constexpr, 
 #: registers and spills of the loaded binary, shared memory, warps. The GPU check reports them.
 LOADED: dict[tuple, dict] = {}
 
-_occupancy_cache: dict[tuple, int] = {}
+#: (kernel, constexprs, warps, stages, device, argument specialisation) -> facts of the compiled
+#: variant: {"problem": why it cannot launch here or None, "occupancy": CTAs per SM}
+_variant_cache: dict[tuple, dict] = {}
+_step_choice: dict[tuple, _plan.StepPlan] = {}
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -668,6 +737,10 @@ def _upcast(dtype: torch.dtype) -> bool:
 
 def _dummy(t: torch.Tensor) -> torch.Tensor:
     return t.new_empty(1, dtype=torch.uint8)
+
+
+def _on_gpu(device: torch.device) -> bool:
+    return device.type == "cuda" and not interpreter_enabled()
 
 
 def seq_constexprs(plan: _plan.SeqPlan, reset_after: bool, has_mask: bool, stage: int,
@@ -700,48 +773,187 @@ def _record(kernel_name: str, compiled, constexprs: dict, num_warps: int, num_st
         LOADED[key] = {"kernel": kernel_name, "error": repr(e)}
 
 
-def _occupancy_fn(kernel, args: tuple, reset_after: bool, has_mask: bool, dot_prec: str, dm):
-    """``f(blocks, tile_loop) -> CTAs per SM`` of the compiled persistent kernel on this device."""
+def _specialisation(args: tuple) -> tuple:
+    """What Triton's JIT specialises a variant on besides the constexprs: 16-byte alignment of the
+    pointers, integers divisible by 16 or equal to 1."""
+    out = []
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            out.append(a.data_ptr() % 16 == 0)
+        elif isinstance(a, int):
+            out.append((a % 16 == 0, a == 1))
+    return tuple(out)
+
+
+def _variant(kernel, args: tuple, ce: dict, num_warps: int, num_stages: int, dm: _plan.DeviceModel,
+             device: torch.device) -> dict:
+    """Compile (without launching) the variant these arguments select and check it against the
+    device: {"problem": str or None, "occupancy": CTAs per SM}. Cached: one compile per variant.
+    ``problem`` says why it cannot launch (shared memory or registers over the per-block limits);
+    the launchers then take another variant or raise, instead of failing at launch."""
+    key = (kernel.fn.__name__ if hasattr(kernel, "fn") else str(kernel), tuple(sorted(ce.items())), num_warps,
+           num_stages, device.index, _specialisation(args))
+    facts = _variant_cache.get(key)
+    if facts is None:
+        compiled = kernel.warmup(*args, grid=(1,), num_warps=num_warps, num_stages=num_stages, **ce)
+        shared = int(compiled.metadata.shared)
+        problem = None
+        n_regs = None
+        if shared > dm.smem_per_block:
+            problem = _plan.resource_problem(0, shared, num_warps, dm)
+        else:
+            try:
+                compiled._init_handles()
+                n_regs = compiled.n_regs
+                problem = _plan.resource_problem(n_regs, shared, num_warps, dm)
+            except OutOfResources as e:
+                problem = str(e)
+        occ = 0 if problem else max(1, _plan.occupancy(n_regs or 255, shared, num_warps, dm))
+        facts = _variant_cache[key] = {"problem": problem, "occupancy": occ, "shared": shared, "n_regs": n_regs}
+    return facts
+
+
+def _occupancy_fn(kernel, args: tuple, reset_after: bool, has_mask: bool, dot_prec: str, dm, device):
+    """``f(blocks, tile_loop) -> CTAs per SM`` of the compiled persistent kernel on this device
+    (0 where it cannot launch at all)."""
 
     def occ(blocks: _plan.Blocks, tile_loop: bool) -> int:
         probe = _plan.SeqPlan("", "persistent", 0, 0, torch.float32, blocks, 1, 1, 1, tile_loop)
         ce = seq_constexprs(probe, reset_after, has_mask, 0, dot_prec, False)
-        key = (kernel.__name__ if hasattr(kernel, "__name__") else str(kernel), tuple(sorted(ce.items())),
-               blocks.num_warps, dm)
-        if key not in _occupancy_cache:
-            try:
-                compiled = kernel.warmup(*args, grid=(1, 1), num_warps=blocks.num_warps,
-                                         num_stages=blocks.num_stages, **ce)
-                compiled._init_handles()
-                occ = _plan.occupancy(compiled.n_regs, compiled.metadata.shared, blocks.num_warps, dm)
-            except Exception as e:  # a Triton without these internals: one CTA per SM is always safe
-                log.warning("GRU kernels: could not read the compiled kernel's resources (%r); "
-                            "sizing the persistent grid for one program per SM", e)
-                occ = 1
-            _occupancy_cache[key] = max(occ, 1)
-        return _occupancy_cache[key]
+        return _variant(kernel, args, ce, blocks.num_warps, blocks.num_stages, dm, device)["occupancy"]
 
     return occ
 
 
 def _plan_for(kernel_name: str, kernel, B: int, H: int, dtype, path: str, device, args,
               reset_after: bool, has_mask: bool, dot_prec: str) -> _plan.SeqPlan:
-    on_gpu = device.type == "cuda" and not interpreter_enabled()
+    on_gpu = _on_gpu(device)
     dm = _plan.device_model(device)
-    occ = _occupancy_fn(kernel, args, reset_after, has_mask, dot_prec, dm) if on_gpu else None
-    return _plan.plan_sequence(kernel_name, B, H, dtype, path, dm=dm, can_persist=on_gpu, occupancy_of=occ)
+    occ = _occupancy_fn(kernel, args, reset_after, has_mask, dot_prec, dm, device) if on_gpu else None
+    return _plan.plan_sequence(kernel_name, B, H, dtype, path, dm=dm, can_persist=on_gpu, occupancy_of=occ,
+                               dot_prec=dot_prec)
 
 
-def _check_barrier(sync: torch.Tensor, what: str, limit: int) -> None:
-    if int(sync.max()) >= _plan.POISON:
+def _check_launchable(kernel, args, plan: _plan.SeqPlan, ces: list[dict], device) -> None:
+    """Raise, before anything is launched, where a variant of the plan does not fit the device."""
+    if not _on_gpu(device):
+        return
+    dm = _plan.device_model(device)
+    for ce in ces:
+        problem = _variant(kernel, args, ce, plan.blocks.num_warps, plan.blocks.num_stages, dm, device)["problem"]
+        if problem:
+            raise RuntimeError(
+                f"GRU {plan.kernel}: the {plan.path} kernel at H={plan.H} ({plan.dtype}) {problem}; "
+                f"kernels/gru/plan.py plans no other variant for it")
+
+
+# ---- the persistent kernels' barrier time-outs, checked without a per-launch host sync ----------
+
+BARRIER_CHECKS = ("lazy", "sync")
+
+
+class BarrierWatch:
+    """The device's count of timed-out grid-barrier waits (the kernels add to it; it never
+    decreases) and what the host has already reported of it.
+
+    ``KERNELS_GRU_BARRIER_CHECK``: ``sync`` reads the count after every persistent launch (one host
+    sync each: the default under Triton's interpreter, where it is free); ``lazy`` (the default on
+    a GPU) never waits: after a launch it queues a copy of the count into pinned host memory on a
+    side stream, and the next launch raises if a finished copy shows a new time-out. Either way
+    :func:`check_barriers` syncs and raises on request; call it after replaying a CUDA graph (no
+    copy is queued while a graph is being captured)."""
+
+    _watches: dict[tuple, "BarrierWatch"] = {}
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.count = torch.zeros(1, dtype=torch.int64, device=device)
+        self.reported = 0
+        cuda = device.type == "cuda"
+        self.host = torch.zeros(1, dtype=torch.int64, pin_memory=cuda)
+        self.side = torch.cuda.Stream(device) if cuda else None
+        self.copied = None  # event: the last queued copy into ``host`` has finished
+
+    @classmethod
+    def of(cls, device: torch.device) -> "BarrierWatch":
+        key = _watch_key(device)
+        if key not in cls._watches:
+            cls._watches[key] = cls(device)
+        return cls._watches[key]
+
+    @staticmethod
+    def mode() -> str:
+        value = os.environ.get("KERNELS_GRU_BARRIER_CHECK", "")
+        if not value:
+            return "sync" if interpreter_enabled() else "lazy"
+        if value not in BARRIER_CHECKS:
+            raise ValueError(f"KERNELS_GRU_BARRIER_CHECK must be one of {BARRIER_CHECKS}, got {value!r}")
+        return value
+
+    def _raise_if_new(self, value: int, what: str, limit: int | None, earlier: bool) -> None:
+        if value <= self.reported:
+            return
+        new, self.reported = value - self.reported, value
+        when = ("a persistent launch before this call" if earlier else "this call") if what else "a persistent launch"
         raise RuntimeError(
-            f"GRU {what}: a grid barrier of the persistent kernel timed out after {limit} polls "
-            f"(its programs were not all running at once, or one stalled); the results of this call are "
-            f"invalid. Use path='stepwise' (FusedGRU(..., path='stepwise') or gru_sequence(..., "
-            f"path='stepwise')), the same kernel launched once per step, which needs no co-residency; "
-            f"KERNELS_GRU_SPIN_LIMIT sets the poll limit"
-        )
+            f"GRU {what or 'kernels'}: {new} grid barrier wait(s) of {when} timed out"
+            f"{f' after {limit} polls' if limit is not None else ''} (its programs were not all running at once, "
+            f"or one stalled); the results of that launch, and of everything computed from them, are invalid. "
+            f"Use path='stepwise' (FusedGRU(..., path='stepwise') or gru_sequence(..., path='stepwise')), the same "
+            f"kernel launched once per step, which needs no co-residency; KERNELS_GRU_SPIN_LIMIT sets the poll limit")
 
+    def before_launch(self, what: str) -> None:
+        """Lazy mode: raise if a finished copy of the count shows a time-out not yet reported."""
+        if self.side is not None and torch.cuda.is_current_stream_capturing():
+            return  # no event queries while a graph is captured
+        if self.side is None:
+            self._raise_if_new(int(self.count[0]), what, None, earlier=True)
+        elif self.copied is not None and self.copied.query():
+            self.copied = None
+            self._raise_if_new(int(self.host[0]), what, None, earlier=True)
+
+    def after_launch(self, what: str, limit: int) -> None:
+        if self.mode() == "sync":
+            self._raise_if_new(int(self.count[0]), what, limit, earlier=False)
+            return
+        if self.side is None or self.copied is not None or torch.cuda.is_current_stream_capturing():
+            return
+        done = torch.cuda.Event()
+        done.record()
+        with torch.cuda.stream(self.side):
+            self.side.wait_event(done)
+            self.host.copy_(self.count, non_blocking=True)
+            self.copied = torch.cuda.Event()
+            self.copied.record(self.side)
+
+    def check(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.copied = None  # superseded by the count read now
+        self._raise_if_new(int(self.count[0]), "", None, earlier=True)
+
+
+def check_barriers(device: torch.device | str | None = None) -> None:
+    """Wait for the device (all devices used so far when None) and raise ``RuntimeError`` if a grid
+    barrier of a persistent launch timed out since the last report; the launchers check lazily
+    (see :class:`BarrierWatch`), so call this where a result must be known valid now, e.g. after a
+    CUDA graph replay or at the end of a training step."""
+    if device is not None:
+        watch = BarrierWatch._watches.get(_watch_key(torch.device(device)))
+        if watch is not None:
+            watch.check()
+        return
+    for watch in list(BarrierWatch._watches.values()):
+        watch.check()
+
+
+def _watch_key(device: torch.device) -> tuple:
+    if device.type == "cuda":
+        return ("cuda", device.index if device.index is not None else torch.cuda.current_device())
+    return (device.type, 0)
+
+
+# ---- sequence and step launchers ------------------------------------------------------------------
 
 def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_limit=None, plan=None):
     """Forward over time. gi (T, B, 3H) float32, h0 (B, H) float32, weight_hh (3H, H), b_hn (H,)
@@ -749,6 +961,7 @@ def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_
     overrides the choice (tests, the GPU check), ``spin_limit`` the grid barrier's poll limit.
     Returns hs (T + 1, B, H) float32 (h0 then the state after every step), gates (T, B, NG*H)
     float32 ([r, z, n, hn] for reset-after, [r, z, n] for reset-before) and the ``SeqPlan`` run."""
+    _check_interpreter()
     T, B, G = gi.shape
     H = G // 3
     ng = 4 if reset_after else 3
@@ -759,30 +972,31 @@ def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_
     dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
     limit = _plan.spin_limit() if spin_limit is None else spin_limit
     rh = gi.new_empty(B, H) if not reset_after else gi.new_empty(1)
+    watch = BarrierWatch.of(gi.device)
     sync = torch.zeros(1, dtype=torch.int64, device=gi.device)
 
     def args(t_start, n_steps):
-        return (gi, hs, weight_hh, b_hn, mask_u8, gates, rh, sync, t_start, n_steps, B, H, limit)
+        return (gi, hs, weight_hh, b_hn, mask_u8, gates, rh, sync, watch.count, t_start, n_steps, B, H, limit)
 
     if plan is None:
         plan = _plan_for("fwd", _gru_fwd_kernel, B, H, weight_hh.dtype, path, gi.device, args(0, T),
                          reset_after, mask is not None, dot_prec)
     if plan.persistent:
+        watch.before_launch("forward")
         sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=gi.device)  # a counter per group
     nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
+    stages = ((0,) if reset_after else (1, 2)) if plan.path == "stepwise" else (0,)
+    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
+    _check_launchable(_gru_fwd_kernel, args(0, T), plan, ces, gi.device)
     if plan.path == "stepwise":
-        stages = (0,) if reset_after else (1, 2)
         for t in range(T):
-            for stage in stages:
-                ce = seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast)
-                k = _gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce)
-        _record("_gru_fwd_kernel", k, ce, nw, ns)
+            ks = [_gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
     else:
-        ce = seq_constexprs(plan, reset_after, mask is not None, 0, dot_prec, upcast)
-        k = _gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ce)
-        _record("_gru_fwd_kernel", k, ce, nw, ns)
+        ks = [_gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ces[0])]
         if plan.persistent:
-            _check_barrier(sync, "forward", limit)
+            watch.after_launch("forward", limit)
+    for k, ce in zip(ks, ces):
+        _record("_gru_fwd_kernel", k, ce, nw, ns)
     return hs, gates, plan
 
 
@@ -792,6 +1006,7 @@ def fused_gru_bwd(dout, dh_n, hs, gates, weight_hh, mask, reset_after, path="aut
     :func:`fused_gru_fwd`, path one of ``plan.PATHS``; ``plan`` and ``spin_limit`` as there.
     Returns dG (T, B, 3H) float32 (dL/d(gi), exact zeros at masked steps), dh0 (B, H) float32,
     the ``SeqPlan`` run, and dgh_n (T, B, H) float32 = da_n * r for reset-after (None otherwise)."""
+    _check_interpreter()
     T, B, H = dout.shape
     ng = gates.shape[-1] // H
     dG = dout.new_empty(T, B, 3 * H)
@@ -801,31 +1016,33 @@ def fused_gru_bwd(dout, dh_n, hs, gates, weight_hh, mask, reset_after, path="aut
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(dout)
     dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
     limit = _plan.spin_limit() if spin_limit is None else spin_limit
+    watch = BarrierWatch.of(dout.device)
     sync = torch.zeros(1, dtype=torch.int64, device=dout.device)
 
     def args(t_start, n_steps):
-        return (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry, sync, t_start, n_steps, B, H, limit)
+        return (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry, sync, watch.count, t_start, n_steps,
+                B, H, limit)
 
     if plan is None:
         plan = _plan_for("bwd", _gru_bwd_kernel, B, H, weight_hh.dtype, path, dout.device, args(T - 1, T),
                          reset_after, mask is not None, dot_prec)
     if plan.persistent:
+        watch.before_launch("backward")
         sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=dout.device)  # a counter per group
     assert ng == (4 if reset_after else 3)
     nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
+    stages = ((1, 3) if reset_after else (1, 2, 3)) if plan.path == "stepwise" else (0,)
+    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
+    _check_launchable(_gru_bwd_kernel, args(T - 1, T), plan, ces, dout.device)
     if plan.path == "stepwise":
-        stages = (1, 3) if reset_after else (1, 2, 3)
         for t in range(T - 1, -1, -1):
-            for stage in stages:
-                ce = seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast)
-                k = _gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce)
-        _record("_gru_bwd_kernel", k, ce, nw, ns)
+            ks = [_gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
     else:
-        ce = seq_constexprs(plan, reset_after, mask is not None, 0, dot_prec, upcast)
-        k = _gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ce)
-        _record("_gru_bwd_kernel", k, ce, nw, ns)
+        ks = [_gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ces[0])]
         if plan.persistent:
-            _check_barrier(sync, "backward", limit)
+            watch.after_launch("backward", limit)
+    for k, ce in zip(ks, ces):
+        _record("_gru_bwd_kernel", k, ce, nw, ns)
     return dG, dh, plan, (dghn if reset_after else None)
 
 
@@ -833,35 +1050,113 @@ def step_constexprs(plan: _plan.StepPlan, reset_after: bool, has_mask: bool, dot
                     upcast: bool) -> dict:
     return dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, BLOCK_I=plan.block_i,
                 FUSE_INPUT=plan.fuse_input, RESET_AFTER=reset_after, HAS_MASK=has_mask,
-                DOT_PREC=dot_prec, UPCAST=upcast)
+                RESIDENT=plan.resident, ROW_LOOP=plan.resident, DOT_PREC=dot_prec, UPCAST=upcast)
 
 
-def fused_gru_step(state, idx, x, weight_ih, bias, gi, weight_hh, b_hn, mask, reset_after):
+def fused_gru_step(state, idx, x, weight_ih, bias, gi, weight_hh, b_hn, mask, reset_after, path="auto",
+                   plan=None):
     """One launch: gather ``state[idx]``, step, scatter back.
 
     state (N, H) float32 (updated in place), idx (M,) int64 unique rows, x (M, I) in the weights'
     dtype, weight_ih (3H, I), bias (3H,) float32 (every bias added to the input part, see
     ``common.folded_bias``), gi (M, 3H) float32 or None (None: the kernel computes x W_ih^T + bias
     itself, for I <= ``plan.STEP_FUSE_MAX_I``), weight_hh (3H, H), b_hn (H,) float32, mask (M,) bool
-    or None. Returns the new state of the rows, (M, H) float32, and the ``StepPlan`` run."""
+    or None, path one of ``plan.STEP_PATHS``; ``plan`` (a ``StepPlan``) overrides the choice.
+    Returns the new state of the rows, (M, H) float32, and the ``StepPlan`` run.
+
+    On a GPU the first of ``plan.step_candidates`` whose compiled kernel fits the device runs (a
+    resident plan with SMs x its CTAs per SM programs); the choice is cached per configuration."""
+    _check_interpreter()
     M = idx.shape[0]
     H = state.shape[1]
     I = x.shape[1]
-    plan = _plan.plan_step(M, H, I, weight_hh.dtype)
-    if gi is None and not plan.fuse_input:
+    if gi is None and I > _plan.STEP_FUSE_MAX_I:
         raise ValueError(f"the step kernel fuses the input projection only up to I={_plan.STEP_FUSE_MAX_I}; "
                          f"pass gi for I={I}")
-    if gi is not None:
-        plan = _plan.replace(plan, fuse_input=False)
     out = state.new_empty(M, H)
-    rh = state.new_empty(M, H) if not reset_after else state.new_empty(1)
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(state)
     dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
-    ce = step_constexprs(plan, reset_after, mask is not None, dot_prec, upcast)
     gi_arg = gi if gi is not None else _dummy(state)
-    k = _gru_step_kernel[(plan.ctas,)](
-        x, weight_ih, bias, gi_arg, state, idx, weight_hh, b_hn, mask_u8, out, rh, M, H, I,
-        num_warps=plan.num_warps, num_stages=plan.num_stages, **ce,
-    )
+
+    def args(p):
+        # RH: r * h between the two passes of a streaming reset-before step (resident: registers)
+        rh = state.new_empty(M, H) if not (reset_after or p.resident) else state.new_empty(1)
+        return (x, weight_ih, bias, gi_arg, state, idx, weight_hh, b_hn, mask_u8, out, rh, M, H, I)
+
+    if plan is None:
+        plan = _choose_step(M, H, I, weight_hh.dtype, dot_prec, upcast, path, reset_after, mask is not None,
+                            gi is not None, state.device, args)
+    elif gi is not None:
+        plan = _plan.replace(plan, fuse_input=False)
+    ce = step_constexprs(plan, reset_after, mask is not None, dot_prec, upcast)
+    k = _gru_step_kernel[(plan.ctas,)](*args(plan), num_warps=plan.num_warps, num_stages=plan.num_stages, **ce)
     _record("_gru_step_kernel", k, ce, plan.num_warps, plan.num_stages)
     return out, plan
+
+
+def _choose_step(M, H, I, dtype, dot_prec, upcast, path, reset_after, has_mask, has_gi, device, args):
+    """The first step candidate that fits the device, with the resident plan's grid at SMs x CTAs
+    per SM of its compiled kernel. Cached per configuration; the row count only picks the tile
+    size (many rows: bigger tiles), so the cache stays small."""
+    dm = _plan.device_model(device)
+    on_gpu = _on_gpu(device)
+    key = (device.type, device.index, H, I, dtype, dot_prec, path, reset_after, has_mask, has_gi,
+           M >= 64 * dm.n_sm, M >= 32 * dm.n_sm)
+    chosen = _step_choice.get(key)
+    if chosen is None:
+        problems = []
+        for cand in _plan.step_candidates(M, H, I, dtype, dot_prec, path, dm):
+            if has_gi:
+                cand = _plan.replace(cand, fuse_input=False)
+            if on_gpu:
+                ce = step_constexprs(cand, reset_after, has_mask, dot_prec, upcast)
+                facts = _variant(_gru_step_kernel, args(cand), ce, cand.num_warps, cand.num_stages, dm, device)
+                if facts["problem"]:
+                    problems.append(f"{cand.path} (BLOCK_B {cand.block_b}, BLOCK_N {cand.block_n}): {facts['problem']}")
+                    log.info("GRU step: %s", problems[-1])
+                    continue
+                if cand.resident:
+                    cand = _plan.replace(cand, n_programs=dm.n_sm * facts["occupancy"])
+            chosen = cand
+            break
+        if chosen is None:
+            raise RuntimeError(f"GRU step: no kernel variant fits {dm.name} at H={H}, {dtype}: " + "; ".join(problems))
+        _step_choice[key] = chosen
+    return chosen if chosen.M == M else _plan.replace(chosen, M=M)
+
+
+# ---- Triton's interpreter and NumPy ---------------------------------------------------------------
+
+_interpreter_ok: bool | None = None
+
+
+def _check_interpreter() -> None:
+    """Under Triton's interpreter, fail once with the fix where this Triton cannot run our kernels
+    with the installed NumPy: Triton 3.6's interpreter turns a scalar argument into a one-element
+    array and calls ``int()`` on it (``range(0, H, ...)``), which NumPy 2.4 refuses (``TypeError:
+    only 0-dimensional arrays can be converted to Python scalars``); Triton 3.9's does not."""
+    global _interpreter_ok
+    if _interpreter_ok or not interpreter_enabled():
+        return
+    if _interpreter_ok is None:
+        n = torch.zeros(1, dtype=torch.int32)
+        try:
+            _interpreter_probe[(1,)](n, 3)
+            _interpreter_ok = int(n[0]) == 3
+        except Exception:  # the interpreter wraps the TypeError in its own error type
+            _interpreter_ok = False
+    if not _interpreter_ok:
+        import numpy
+
+        raise RuntimeError(
+            f"Triton {triton.__version__}'s interpreter (TRITON_INTERPRET=1) cannot run a loop over a scalar "
+            f"argument with NumPy {numpy.__version__} (Triton before 3.9 calls int() on one-element arrays, which "
+            f"NumPy 2.4 refuses); install NumPy < 2.4 beside this Triton (pip install 'numpy<2.4'), or Triton >= 3.9")
+
+
+@triton.jit
+def _interpreter_probe(N, n):
+    acc = 0
+    for _ in range(0, n):
+        acc += 1
+    tl.store(N, acc)

@@ -227,6 +227,7 @@ class FusedGRU(nn.Module):
         input: Tensor,
         mask: Tensor | None = None,
         assume_unique: bool = False,
+        step_path: str = "auto",
     ) -> Tensor:
         """Advance rows ``idx`` of a state table by one step, in place (inference, no autograd).
 
@@ -237,6 +238,8 @@ class FusedGRU(nn.Module):
             mask: (M,) bool or {0, 1}, or None; where False the row's state is left unchanged.
             assume_unique: skip the repeated-index check (a device sync on CUDA) when the caller
                 guarantees ``idx`` has no repeats.
+            step_path: the Triton step variant, see :func:`kernels.gru_step_` ("auto",
+                "resident", "streaming"); "auto" on the torch backend.
 
         Returns:
             (M, H) float32: the last layer's new state of each advanced row (the model's output).
@@ -254,7 +257,7 @@ class FusedGRU(nn.Module):
             x = gru_step_(
                 state[k], idx, x, *self.layer_weights(k), mask=mask,
                 reset_after=self.reset_after, impl=impl, assume_unique=assume_unique or k > 0,
-                info=info,
+                info=info, path=step_path,
             )
             if k + 1 < self.num_layers:
                 x = x.to(input.dtype)

@@ -54,7 +54,7 @@ def spin_limit() -> int:
 
 @dataclass(frozen=True)
 class DeviceModel:
-    """What co-residency depends on: SMs and the per-SM limits."""
+    """What co-residency and launchability depend on: SMs, the per-SM and the per-block limits."""
 
     name: str
     n_sm: int
@@ -62,10 +62,16 @@ class DeviceModel:
     smem_per_sm: int = 233472  # bytes a CTA's shared memory can come from (H100: 228 KB)
     max_threads_per_sm: int = 2048
     max_blocks_per_sm: int = 32
+    #: the most shared memory one CTA may ask for (opt-in; H100 227 KB, A100 163 KB): a launch that
+    #: asks for more fails with OutOfResources
+    smem_per_block: int = 232448
+    regs_per_block: int = 65536
+    l2_bytes: int = 50 * 2**20
 
 
-H100 = DeviceModel("H100 SXM (model: 132 SMs, 228 KB shared/SM)", 132, smem_per_sm=233472)
-A100 = DeviceModel("A100 (model: 108 SMs, 164 KB shared/SM)", 108, smem_per_sm=167936)
+H100 = DeviceModel("H100 SXM (model: 132 SMs, 228 KB shared/SM, 227 KB/block)", 132)
+A100 = DeviceModel("A100 (model: 108 SMs, 164 KB shared/SM, 163 KB/block)", 108, smem_per_sm=167936,
+                   smem_per_block=166912, l2_bytes=40 * 2**20)
 #: where compile-only answers are given for each arch
 ARCH_MODELS = {80: A100, 90: H100}
 
@@ -80,14 +86,29 @@ def device_model(device: torch.device) -> DeviceModel:
     index = device.index if device.index is not None else torch.cuda.current_device()
     if index not in _device_models:
         p = torch.cuda.get_device_properties(index)
-        smem = getattr(p, "shared_memory_per_multiprocessor", 0) or (233472 if p.major >= 9 else 167936)
+        fallback = H100 if p.major >= 9 else A100
         _device_models[index] = DeviceModel(
             name=p.name, n_sm=p.multi_processor_count,
             regs_per_sm=getattr(p, "regs_per_multiprocessor", 0) or 65536,
-            smem_per_sm=smem,
+            smem_per_sm=getattr(p, "shared_memory_per_multiprocessor", 0) or fallback.smem_per_sm,
             max_threads_per_sm=getattr(p, "max_threads_per_multi_processor", 0) or 2048,
+            smem_per_block=getattr(p, "shared_memory_per_block_optin", 0) or fallback.smem_per_block,
+            l2_bytes=getattr(p, "L2_cache_size", 0) or fallback.l2_bytes,
         )
     return _device_models[index]
+
+
+def resource_problem(n_regs: int, shared: int, num_warps: int, dm: DeviceModel) -> str | None:
+    """Why a compiled variant cannot be launched on ``dm`` (None: it can): shared memory over the
+    per-block limit, or registers over the per-block or per-thread limit."""
+    if shared > dm.smem_per_block:
+        return f"needs {shared:,} B of shared memory; a block may have {dm.smem_per_block:,} B on {dm.name}"
+    if n_regs > 255:
+        return f"needs {n_regs} registers per thread; a thread may have 255"
+    if n_regs * 32 * num_warps > dm.regs_per_block:
+        return (f"needs {n_regs} registers x {32 * num_warps} threads = {n_regs * 32 * num_warps:,}; "
+                f"a block may have {dm.regs_per_block:,} on {dm.name}")
+    return None
 
 
 def occupancy(n_regs: int, shared: int, num_warps: int, dm: DeviceModel) -> int:
@@ -113,6 +134,15 @@ def _half(dtype: torch.dtype) -> bool:
 #: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
 #: half precision the compile report showed up to 564 B of spills without divisibility hints
 BATCH_MAX_H = {"float32": 64, "half": 64}
+#: spill bytes allowed in a variant that ``auto`` launches at the bench shapes (mask off), per arch
+#: and dtype label of the compile report (``float32``: TF32 dots, ``float32-ieee``: IEEE dots,
+#: torch's default). The compile-only report (exit 1) and the GPU test of the loaded kernels hold
+#: every such variant to it. None on sm_90 (the H100/H200); on sm_80 the IEEE backward
+#: reset-before at H=256 spilled 16 B with 4 warps under Triton 3.6 (0 under 3.9) and 4-8 B with 8.
+SPILL_BUDGET = {
+    90: {"float32": 0, "float32-ieee": 0, "bfloat16": 0, "float16": 0},
+    80: {"float32": 0, "float32-ieee": 16, "bfloat16": 0, "float16": 0},
+}
 #: split programs own this many hidden columns (the tl.dot minimum): the most programs per tile
 SPLIT_BLOCK_N = 16
 #: the resident W_hh slice is NCHUNK tiles of BLOCK_K rows of the reduction, at most this many
@@ -176,19 +206,26 @@ def batch_blocks(kernel: str, H: int, dtype: torch.dtype) -> Blocks:
                   num_warps=8)
 
 
-def split_blocks(kernel: str, H: int, dtype: torch.dtype, block_b: int = 16) -> Blocks:
+def split_blocks(kernel: str, H: int, dtype: torch.dtype, block_b: int = 16, dot_prec: str = "tf32") -> Blocks:
     """16 columns per program; the reduction dimension in chunks of BLOCK_K (<= 64) so that the
     dot operands live at once stay small. Resident while H <= 8 BLOCK_K (512).
 
     Measured with the compile report (Triton 3.9, sm_80 and sm_90): BLOCK_K 128 made the A operand
     of a chunk 64 registers per thread in float32 and ptxas spilled; 8 warps made ptxas aim at 80
-    or 128 registers per thread and spill to get there; 4 warps and BLOCK_K 64 did not."""
+    or 128 registers per thread and spill to get there; 4 warps and BLOCK_K 64 did not. IEEE
+    float32 (``dot_prec="ieee"``: FMA dots, the B operand of a chunk in registers too) with more
+    than four chunks (H > 256) takes 8 warps: with 4, the forward at H=512 spilled 292 B
+    (persistent) and 148 B (stepwise), the backward 4-20 B (Triton 3.6, sm_90); with 8, none. At
+    H <= 256, 8 warps made ptxas take 198-226 registers in some sm_80 variants (one CTA per SM:
+    the persistent grid at H=64 no longer co-resident) and spill 8 B in one, 4 warps did not
+    (Triton 3.9)."""
     kp = max(16, _next_pow2(H))
     bk = min(kp, 64)
     nchunk = math.ceil(H / bk)
     resident = nchunk <= MAX_CHUNKS
+    wide_ieee = dtype == torch.float32 and dot_prec == "ieee" and nchunk > 4
     return Blocks(block_b=block_b, block_n=SPLIT_BLOCK_N, block_k=bk, nchunk=nchunk,
-                  resident=resident, one_block=False, num_warps=4)
+                  resident=resident, one_block=False, num_warps=8 if wide_ieee else 4)
 
 
 def split_block_b(B: int, n_col: int, dm: DeviceModel) -> int:
@@ -215,6 +252,7 @@ def plan_sequence(
     dm: DeviceModel = H100,
     can_persist: bool = True,
     occupancy_of=None,
+    dot_prec: str = "tf32",
 ) -> SeqPlan:
     """Choose the path, blocks and grid of a sequence launch.
 
@@ -226,8 +264,10 @@ def plan_sequence(
         can_persist: False where a grid barrier cannot run (Triton's interpreter runs programs one
             after another).
         occupancy_of: ``f(blocks, tile_loop) -> CTAs per SM`` of the compiled persistent kernel
-            (with or without the loop over batch tiles); None takes 1 (every program on its own
-            SM), which is always safe.
+            (with or without the loop over batch tiles; 0 where it cannot launch at all: its
+            shared memory or registers are over the device's per-block limits); None takes 1
+            (every program on its own SM), which is always safe.
+        dot_prec: "tf32" or "ieee" (float32 only: the blocks differ, see :func:`split_blocks`).
 
     Raises:
         ValueError: an explicit path that cannot run here, saying why and what to use instead.
@@ -244,7 +284,7 @@ def plan_sequence(
         return SeqPlan(kernel, "batch", H, B, dtype, blocks, 1, n_tiles, n_tiles)
 
     def split_plan(which: str) -> SeqPlan | None:
-        blocks = split_blocks(kernel, H, dtype, split_block_b(B, n_col, dm))
+        blocks = split_blocks(kernel, H, dtype, split_block_b(B, n_col, dm), dot_prec)
         n_tiles = math.ceil(B / blocks.block_b)
         if which == "stepwise":
             return SeqPlan(kernel, "stepwise", H, B, dtype, blocks, n_col, n_tiles, n_tiles)
@@ -300,11 +340,24 @@ def plan_sequence(
 
 #: the step kernel fuses the input projection (x W_ih^T inside the kernel) up to this input width
 STEP_FUSE_MAX_I = 64
+STEP_PATHS = ("auto", "resident", "streaming")
+#: resident step: W_hh (3 x KP x KP) plus the fused W_ih tiles (3 x BLOCK_I x KP) kept on chip may
+#: take at most this share of a block's shared memory (the rest: the dot operands' staging and
+#: layout conversions; the compiled variant is checked against the device's limit before launch)
+STEP_RESIDENT_SHARE = 0.75
+#: streaming step: the three W_hh tiles of one column block (3 x KP x BLOCK_N) at most this many
+#: bytes. At H=512 in float32, BLOCK_N 32 took 196,608 B for the tiles and 238,592 B in all (Triton
+#: 3.6 and 3.9, sm_90), over the 232,448 B a block may have
+STEP_STREAM_TILE_BYTES = 96 * 1024
 
 
 @dataclass(frozen=True)
 class StepPlan:
-    """The single-step kernel: programs of BLOCK_B gathered rows, every column, in BLOCK_N blocks."""
+    """The single-step kernel: programs own BLOCK_B gathered rows at a time, every column.
+
+    ``resident``: one column block (BLOCK_N = BLOCK_K >= H) whose W_hh stays on chip while each of
+    ``n_programs`` programs loops over row tiles pid, pid + n_programs, ...; otherwise one tile per
+    program, column blocks of BLOCK_N re-reading their W_hh tiles."""
 
     M: int
     H: int
@@ -317,30 +370,132 @@ class StepPlan:
     fuse_input: bool
     num_warps: int
     num_stages: int
+    resident: bool = False
+    n_programs: int = 0  # 0: one program per row tile
 
     @property
-    def ctas(self) -> int:
+    def n_tiles(self) -> int:
         return math.ceil(self.M / self.block_b)
 
     @property
+    def ctas(self) -> int:
+        return min(self.n_programs, self.n_tiles) if self.n_programs else self.n_tiles
+
+    @property
+    def row_loop(self) -> bool:
+        return self.ctas < self.n_tiles
+
+    @property
     def path(self) -> str:
-        return "step-fused-input" if self.fuse_input else "step"
+        return "step" + ("-resident" if self.resident else "") + ("-fused-input" if self.fuse_input else "")
+
+    def weight_bytes_per_call(self) -> int:
+        """Bytes of W_hh and the fused W_ih the programs read from L2 in one call (the padding
+        rows past H are masked, not read): once per program when resident, once per tile else."""
+        elt = torch.finfo(self.dtype).bits // 8
+        per_read = 3 * self.H * self.H * elt + (3 * self.H * self.I * elt if self.fuse_input else 0)
+        return self.ctas * per_read
+
+    def state_bytes_per_call(self) -> int:
+        """DRAM bytes every variant moves: the old state gathered, the new state scattered and
+        returned (float32), the input (or the projected gi), the indices."""
+        elt = torch.finfo(self.dtype).bits // 8
+        inp = self.M * self.I * elt if self.fuse_input else self.M * 3 * self.H * 4
+        return 3 * self.M * self.H * 4 + inp + 8 * self.M
 
 
-def plan_step(M: int, H: int, I: int, dtype: torch.dtype) -> StepPlan:
-    """Bigger row tiles for many rows (each program reads W_hh once, so rows per program divide
-    the W_hh traffic); the old state of a tile (BLOCK_B x H) stays in registers."""
+def _elt(dtype: torch.dtype) -> int:
+    return torch.finfo(dtype).bits // 8
+
+
+def check_step_path(path: str) -> None:
+    if path not in STEP_PATHS:
+        raise ValueError(f"step path must be one of {STEP_PATHS}, got {path!r}")
+
+
+def step_resident_ok(H: int, I: int, dtype: torch.dtype, dot_prec: str, dm: DeviceModel = H100) -> bool:
+    """Whether W_hh can stay on chip across row tiles: a tensor-core dot (TF32 or half precision;
+    an IEEE float32 dot runs on the FMA units with both operands in registers) and the tiles within
+    :data:`STEP_RESIDENT_SHARE` of a block's shared memory."""
+    if dtype == torch.float32 and dot_prec == "ieee":
+        return False
     kp = max(16, _next_pow2(H))
-    if kp <= 128:
-        bb = 64 if M >= 64 * 132 else 16
-    elif kp <= 256:
-        bb = 32 if M >= 32 * 132 else 16
-    else:
-        bb = 16
-    bn = min(kp, 32)
-    num_warps = 4 if bb * kp <= 4096 else 8
     bi = max(16, _next_pow2(I))
-    return StepPlan(M, H, I, dtype, bb, bn, kp, bi, I <= STEP_FUSE_MAX_I, num_warps, 2)
+    nbytes = 3 * kp * kp * _elt(dtype) + (3 * bi * kp * _elt(dtype) if I <= STEP_FUSE_MAX_I else 0)
+    return nbytes <= STEP_RESIDENT_SHARE * dm.smem_per_block
+
+
+def step_candidates(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = "tf32", path: str = "auto",
+                    dm: DeviceModel = H100) -> list[StepPlan]:
+    """The step variants worth launching, best first; the launcher takes the first whose compiled
+    kernel fits the device (:func:`resource_problem`).
+
+    Chosen with the compile report (Triton 3.9, sm_80 and sm_90, 100,000 x 128, reset-after):
+
+    - resident (where :func:`step_resident_ok`): 32-row tiles, 8 warps, 2 stages (the next tile's
+      rows are fetched while this one computes: one CTA per SM, 119-135 KB of shared memory,
+      187 registers in bfloat16, no spills); n_programs = SMs, raised by the launcher to SMs x
+      the compiled variant's CTAs per SM. W_hh is then read ~132 times per call (13.8 MB in
+      bfloat16) instead of once per 64-row tile (1,563 times, 163 MB).
+    - streaming, many rows: tiles of 128 rows with BLOCK_N 16 and 8 warps (W_hh read once per 128
+      rows; float32 96-172 registers, bfloat16 121-178, no spills; BLOCK_N 32 spilled on sm_80),
+      64 rows with BLOCK_N 32 for fewer, 16 for few; then BLOCK_N 16 and 16-row tiles as
+      fallbacks. BLOCK_N 32 only where the three tiles fit :data:`STEP_STREAM_TILE_BYTES`.
+    - IEEE float32 (FMA dots, both operands in registers): 16-row tiles, BLOCK_N 16, 8 warps (at
+      H=128 58-100 registers and no spills under Triton 3.6 and 3.9, sm_80 and sm_90; BLOCK_N 32
+      with 4 warps spilled 500 B under 3.6 on sm_90, with 8 warps 164-336 B; the old 64-row tiles
+      8-12 KB).
+
+    - float32 at H > 256 (BLOCK_K 512): 16 warps. With 8, the TF32 step at H=512 spilled 372-440 B
+      and the IEEE one 4.2 KB (reset-after); with 16 none, but 2 KB remain in the IEEE reset-before
+      on sm_90 (Triton 3.6 and 3.9).
+
+    The old state of a tile (BLOCK_B x H) stays in registers."""
+    check_step_path(path)
+    kp = max(16, _next_pow2(H))
+    bi = max(16, _next_pow2(I))
+    fuse = I <= STEP_FUSE_MAX_I
+    elt = _elt(dtype)
+    out = []
+    if path in ("auto", "resident") and step_resident_ok(H, I, dtype, dot_prec, dm):
+        out.append(StepPlan(M, H, I, dtype, 32, kp, kp, bi, fuse, 8, 2, resident=True, n_programs=dm.n_sm))
+    if path == "resident" and not out:
+        raise ValueError(
+            f"step path 'resident' keeps W_hh (3 x {kp} x {kp}, {dtype}) on chip, which needs tensor-core dots "
+            f"(TF32 or half precision) and at most {STEP_RESIDENT_SHARE:.0%} of {dm.smem_per_block:,} B of "
+            f"shared memory; use step path 'streaming' or 'auto'")
+    if path in ("auto", "streaming"):
+        ieee = dtype == torch.float32 and dot_prec == "ieee"
+
+        def bn_fits(bn: int) -> bool:
+            return bn <= kp and (bn == 16 or 3 * kp * bn * elt <= STEP_STREAM_TILE_BYTES)
+
+        first = []  # (block_b, block_n, warps)
+        if ieee:
+            first = [(16, 16, 8)]
+        elif kp <= 128 and M >= 128 * dm.n_sm:
+            first = [(128, 16, 8)]
+        elif kp <= 128 and M >= 64 * dm.n_sm:
+            first = [(64, 32, 8)]
+        elif kp <= 256 and M >= 32 * dm.n_sm:
+            first = [(32, 32, 8)]
+        else:
+            first = [(16, 32, 4 if kp <= 256 else 8)]
+        bb0 = first[0][0]
+        fallbacks = [(bb0, 16, first[0][2])] + ([] if ieee else [(16, 16, 4 if kp <= 256 else 8)])
+        for bb, bn, nw in first + fallbacks:
+            if dtype == torch.float32 and kp >= 512:
+                nw = 16  # the (16, 512) old state and the (512, 16) tiles in fewer registers each
+            cand = StepPlan(M, H, I, dtype, bb, bn, kp, bi, fuse, nw, 2)
+            if bn_fits(bn) and cand not in out:
+                out.append(cand)
+    return out
+
+
+def plan_step(M: int, H: int, I: int, dtype: torch.dtype, dot_prec: str = "tf32", path: str = "auto",
+              dm: DeviceModel = H100) -> StepPlan:
+    """The first of :func:`step_candidates` (what runs where it fits the device)."""
+    return step_candidates(M, H, I, dtype, dot_prec, path, dm)[0]
 
 
 def replace(plan, **changes):

@@ -43,6 +43,7 @@ def gru_step_(
     impl: str = "triton",
     assume_unique: bool = False,
     info: dict | None = None,
+    path: str = "auto",
 ) -> Tensor:
     """Advance ``state[idx]`` by one GRU step in place (inference; no autograd).
 
@@ -56,7 +57,11 @@ def gru_step_(
         impl: "triton" (one fused launch) or "torch".
         assume_unique: skip the check that ``idx`` has no repeats (a device sync on CUDA).
         info: a dict that receives "step" (the kernel variant that ran, e.g.
-            "triton-step-fused-input") and its plan, or None.
+            "triton-step-resident-fused-input") and its plan, or None.
+        path: the Triton step variant (``kernels.gru.plan.STEP_PATHS``): "auto" (the first that
+            fits the device), "resident" (W_hh on chip while each program loops over row tiles:
+            half precision or TF32, H <= 128 or so) or "streaming" (one row tile per program,
+            W_hh re-read per tile). Only "auto" with impl="torch".
 
     Returns:
         (M, H) float32: the new state of each row (equal to ``state[idx]`` after the call).
@@ -95,6 +100,11 @@ def gru_step_(
     mask = None if mask is None else mask.bool()
     if impl not in ("triton", "torch"):
         raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
+    from kernels.gru.plan import check_step_path
+
+    check_step_path(path)
+    if impl == "torch" and path != "auto":
+        raise ValueError(f"step path {path!r} selects a Triton kernel variant; impl='torch' takes only path='auto'")
     if impl == "triton":
         from kernels.gru.backend import require_triton
 
@@ -109,7 +119,7 @@ def gru_step_(
         # small I: the kernel computes x W_ih^T itself (no (M, 3H) float32 round trip)
         gi = None if x.shape[1] <= STEP_FUSE_MAX_I else input_projection(x, weight_ih, bias_ih, bias_hh, reset_after)[0]
         out, plan = fused_gru_step(state, idx, x.contiguous(), weight_ih.contiguous(), bias, gi,
-                                   weight_hh.contiguous(), b_hn, mask, reset_after)
+                                   weight_hh.contiguous(), b_hn, mask, reset_after, path)
         if info is not None:
             info["step"], info["step_plan"] = f"triton-{plan.path}", plan
         return out

@@ -98,7 +98,7 @@ def test_sequence_matches_reference(impl, path, T, B, I, H, use_mask, use_h0, re
 def test_split_path_reduction_chunks(monkeypatch, reset_after, H, resident):
     # the real blocks chunk the reduction by 64 (H = 512: eight chunks on chip; H > 512: W_hh
     # re-read every step); chunks of 16 reach the same code at a size the interpreter runs quickly
-    def blocks(kernel, H_, dtype, block_b=16):
+    def blocks(kernel, H_, dtype, block_b=16, dot_prec="tf32"):
         return P.Blocks(block_b=16, block_n=16, block_k=16, nchunk=math.ceil(H_ / 16), resident=resident,
                         one_block=False, num_warps=4)
 
@@ -174,6 +174,31 @@ def test_barrier_timeout_raises_naming_the_fallback(monkeypatch, direction):
         forced_plan(monkeypatch, B, H, n_groups=1, spin_limit=3)
         with pytest.raises(RuntimeError, match=r"grid barrier .* timed out after 3 polls.*path='stepwise'"):
             gru_sequence(x, h0, *params, impl="triton")
+
+
+@requires_triton
+def test_lazy_barrier_check_raises_on_request_or_at_the_next_launch(monkeypatch):
+    # lazy (the default on a GPU): no host sync per launch; a time-out is reported by
+    # check_barriers() or by the next persistent launch, once, and the count never goes back
+    from kernels.gru import check_barriers
+
+    T, B, I, H = 3, 2, 2, 17
+    x, h0, params, _, dout, dhn = make_case(T, B, I, H, False, True)
+    forced_plan(monkeypatch, B, H, n_groups=1, spin_limit=3)
+    monkeypatch.setenv("KERNELS_GRU_BARRIER_CHECK", "lazy")
+    watch = fused_recurrent.BarrierWatch.of(torch.device("cpu"))
+    count = int(watch.count[0])
+    gru_sequence(x, h0, *params, impl="triton")  # times out and says nothing yet
+    assert int(watch.count[0]) > count
+    with pytest.raises(RuntimeError, match=r"grid barrier wait\(s\) of a persistent launch timed out.*path='stepwise'"):
+        check_barriers()
+    check_barriers()  # reported once
+    gru_sequence(x, h0, *params, impl="triton")
+    with pytest.raises(RuntimeError, match="of a persistent launch before this call timed out"):
+        gru_sequence(x, h0, *params, impl="triton")
+    monkeypatch.setenv("KERNELS_GRU_BARRIER_CHECK", "never")
+    with pytest.raises(ValueError, match="KERNELS_GRU_BARRIER_CHECK must be one of"):
+        gru_sequence(x, h0, *params, impl="triton")
 
 
 def test_spin_limit_setting(monkeypatch):
@@ -270,7 +295,64 @@ def test_step_matches_sequence_on_gathered_rows(impl, reset_after, H, I):
     torch.testing.assert_close(state[idx], expected_hn, rtol=1e-5, atol=1e-5)
     assert torch.equal(state[untouched], before[untouched])
     if impl == "triton":
+        # float32 with TF32 off: IEEE dots, so the streaming variant (resident needs tensor cores)
         assert info["step"] == ("triton-step-fused-input" if I <= P.STEP_FUSE_MAX_I else "triton-step")
+
+
+def _step_args(M, I, H, reset_after, gi_input, dtype=torch.float32, N=None):
+    from kernels.gru.common import folded_bias, input_projection
+
+    params = [p.detach() for p in gru_params(I, H, dtype)]
+    N = N or M + 7
+    state = torch.randn(N, H)
+    idx = torch.randperm(N)[:M]
+    x = torch.randn(M, I).to(dtype)
+    bias, b_hn = folded_bias(params[2], params[3], H, reset_after, torch.float32, x.device)
+    gi = input_projection(x, params[0], params[2], params[3], reset_after)[0] if gi_input else None
+    return params, state, idx, x, bias, b_hn, gi
+
+
+@requires_triton
+@pytest.mark.parametrize("reset_after", [True, False], ids=["reset_after", "reset_before"])
+@pytest.mark.parametrize("gi_input", [False, True], ids=["fused_input", "gi_input"])
+@pytest.mark.parametrize("variant", ["resident_row_loop", "resident_one_tile_each", "streaming_bn16"])
+def test_step_kernel_variants_match_torch(variant, gi_input, reset_after):
+    # 70 rows are 3 resident tiles of 32: two programs loop over 2 and 1 of them, W_hh loaded once
+    # each; H = 20 pads the column block to 32; streaming with BLOCK_N 16 takes two column blocks
+    M, I, H = 70, 3, 20
+    params, state, idx, x, bias, b_hn, gi = _step_args(M, I, H, reset_after, gi_input)
+    mask = torch.rand(M) > 0.25
+    expected_state = state.clone()
+    expected = gru_step_(expected_state, idx, x, *params, mask=mask, reset_after=reset_after, impl="torch")
+    base = P.plan_step(M, H, I, torch.float32, "tf32", "resident" if variant.startswith("resident") else "streaming")
+    plan = {"resident_row_loop": P.replace(base, n_programs=2),
+            "resident_one_tile_each": P.replace(base, n_programs=64),
+            "streaming_bn16": P.replace(base, block_b=16, block_n=16)}[variant]
+    assert plan.row_loop == (variant == "resident_row_loop") and plan.resident == variant.startswith("resident")
+    result, ran = fused_recurrent.fused_gru_step(state, idx, x, params[0], bias, gi, params[1], b_hn, mask,
+                                                 reset_after, plan=plan)
+    assert ran.ctas == {"resident_row_loop": 2, "resident_one_tile_each": 3, "streaming_bn16": 5}[variant]
+    torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, expected_state, rtol=1e-5, atol=1e-5)
+
+
+@requires_triton
+def test_step_path_resident_in_half_precision_and_its_errors():
+    M, I, H = 40, 3, 24
+    params, state, idx, x, *_ = _step_args(M, I, H, True, False, dtype=torch.bfloat16)
+    expected_state = state.clone()
+    info = {}
+    result = gru_step_(state, idx, x, *params, impl="triton", path="resident", info=info)
+    expected = gru_step_(expected_state, idx, x, *params, impl="torch")
+    assert info["step"] == "triton-step-resident-fused-input" and info["step_plan"].resident
+    assert rel_rms(result, expected) < REL_RMS_TOL[torch.bfloat16]
+    p32 = [p.detach() for p in gru_params(I, H)]
+    with pytest.raises(ValueError, match="step path 'resident' keeps W_hh .* tensor-core dots"):
+        gru_step_(torch.randn(M + 7, H), idx, x.float(), *p32, impl="triton", path="resident")  # IEEE (TF32 off)
+    with pytest.raises(ValueError, match="step path must be one of"):
+        gru_step_(torch.randn(M + 7, H), idx, x.float(), *p32, impl="triton", path="fast")
+    with pytest.raises(ValueError, match="impl='torch' takes only path='auto'"):
+        gru_step_(torch.randn(M + 7, H), idx, x.float(), *p32, impl="torch", path="streaming")
 
 
 @requires_triton

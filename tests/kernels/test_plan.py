@@ -93,8 +93,80 @@ def test_occupancy_limits():
 
 
 def test_step_plan_uses_big_row_tiles_for_many_rows():
-    big = P.plan_step(100_000, 128, 8, torch.float32)
-    assert big.block_b == 64 and big.fuse_input and big.ctas == math.ceil(100_000 / 64)
-    small = P.plan_step(100, 128, 8, torch.float32)
+    big = P.plan_step(100_000, 128, 8, torch.float32, "ieee")
+    assert big.block_b == 16 and big.fuse_input and not big.resident  # IEEE: FMA dots, small tiles
+    big = P.plan_step(100_000, 128, 8, torch.float32, "tf32", "streaming")
+    assert (big.block_b, big.block_n) == (128, 16) and big.fuse_input and big.ctas == math.ceil(100_000 / 128)
+    assert P.plan_step(64 * 132, 128, 8, torch.float32, "tf32", "streaming").block_b == 64
+    small = P.plan_step(100, 128, 8, torch.float32, "tf32", "streaming")
     assert small.block_b == 16
     assert not P.plan_step(100, 128, P.STEP_FUSE_MAX_I + 1, torch.float32).fuse_input
+
+
+@pytest.mark.parametrize("dm", [P.H100, P.A100], ids=["sm_90", "sm_80"])
+@pytest.mark.parametrize("dtype,prec", [(torch.float32, "tf32"), (torch.float32, "ieee"), (torch.bfloat16, "ieee")],
+                         ids=["float32", "float32-ieee", "bfloat16"])
+@pytest.mark.parametrize("H", [17, 64, 128, 256, 512])
+def test_step_candidates_keep_their_weight_tiles_within_the_block_limit(H, dtype, prec, dm):
+    # at H=512 in float32, BLOCK_N 32 asked for 238,592 B of shared memory (232,448 B allowed on
+    # sm_90): its three W_hh tiles alone are 196,608 B
+    cands = P.step_candidates(100_000, H, 8, dtype, prec, dm=dm)
+    assert cands and all(c.block_k >= H and c.block_n <= c.block_k for c in cands)
+    elt = torch.finfo(dtype).bits // 8
+    for c in cands:
+        tiles = 3 * c.block_k * c.block_n * elt + (3 * c.block_i * c.block_k * elt if c.resident else 0)
+        assert tiles <= (P.STEP_RESIDENT_SHARE * dm.smem_per_block if c.resident else P.STEP_STREAM_TILE_BYTES), c
+    # the last resort is the smallest: 16 rows, 16 columns (IEEE: the only one; with 4 warps it
+    # spilled 112-368 B)
+    assert (cands[-1].block_b, cands[-1].block_n, cands[-1].resident) == (16, 16, False)
+    if prec == "ieee" and dtype == torch.float32:
+        assert len(cands) == 1 and cands[0].num_warps >= 8
+    if H == 512 and dtype == torch.float32:
+        assert cands[0].block_n == 16
+
+
+def test_step_resident_needs_tensor_core_dots_and_room_on_chip():
+    assert P.plan_step(100_000, 128, 8, torch.bfloat16, "ieee").resident
+    assert P.plan_step(100_000, 64, 8, torch.float32, "tf32").resident
+    assert not P.plan_step(100_000, 64, 8, torch.float32, "ieee").resident  # FMA: operands in registers
+    assert not P.plan_step(100_000, 128, 8, torch.float32, "tf32").resident  # 192 KB of W_hh alone
+    assert not P.plan_step(100_000, 256, 8, torch.bfloat16, "ieee").resident
+    plan = P.plan_step(100_000, 128, 8, torch.bfloat16, "ieee")
+    assert plan.ctas == P.H100.n_sm and plan.row_loop  # the launcher raises it to SMs x CTAs per SM
+    with pytest.raises(ValueError, match="step path 'resident' keeps W_hh"):
+        P.plan_step(100, 128, 8, torch.float32, "ieee", "resident")
+    with pytest.raises(ValueError, match="step path must be one of"):
+        P.plan_step(100, 128, 8, torch.float32, "ieee", "persistent")
+
+
+def test_step_weight_traffic_resident_against_streaming():
+    # 100,000 x 128 in bfloat16: streaming reads W_hh (96 KB) once per 128-row tile, resident once
+    # per program (132 here; SMs x CTAs per SM at run time)
+    streaming = P.plan_step(100_000, 128, 8, torch.bfloat16, "ieee", "streaming")
+    resident = P.plan_step(100_000, 128, 8, torch.bfloat16, "ieee", "resident")
+    per_read = 3 * 128 * 128 * 2 + 3 * 128 * 8 * 2
+    assert streaming.weight_bytes_per_call() == 782 * per_read
+    assert resident.weight_bytes_per_call() == 132 * per_read
+    assert resident.state_bytes_per_call() == streaming.state_bytes_per_call() == 3 * 100_000 * 128 * 4 + 100_000 * 8 * 2 + 8 * 100_000
+
+
+def test_resource_problem_names_the_limit():
+    assert P.resource_problem(128, 100_000, 4, P.H100) is None
+    assert "238,592 B of shared memory; a block may have 232,448 B" in P.resource_problem(64, 238_592, 8, P.H100)
+    assert "a block may have 166,912 B" in P.resource_problem(64, 200_000, 8, P.A100)
+    assert "65,536" in P.resource_problem(255, 0, 16, P.H100)
+
+
+@pytest.mark.parametrize("kernel", ["fwd", "bwd"])
+def test_ieee_float32_blocks_take_eight_warps_above_four_chunks(kernel):
+    # with 4 warps the IEEE forward spilled 292 B at H=512 (Triton 3.6, sm_90); 8 warps none
+    assert P.plan_sequence(kernel, 32, 512, torch.float32, dot_prec="ieee").blocks.num_warps == 8
+    assert P.plan_sequence(kernel, 32, 512, torch.float32, dot_prec="tf32").blocks.num_warps == 4
+    assert P.plan_sequence(kernel, 32, 512, torch.bfloat16, dot_prec="ieee").blocks.num_warps == 4
+    assert P.plan_sequence(kernel, 64, 256, torch.float32, dot_prec="ieee").blocks.num_warps == 4
+
+
+def test_persistent_that_cannot_launch_at_all_falls_back():
+    # occupancy 0: the compiled variant is over a per-block limit
+    plan = P.plan_sequence("fwd", 32, 512, torch.float32, "auto", dm=P.H100, occupancy_of=lambda b, loop: 0)
+    assert plan.path == "stepwise"
