@@ -20,23 +20,19 @@ checkpoint's spec, :meth:`forecaster.TimeSeriesDataModule.from_spec`).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal, Sequence
 
 import lightning as L
-from lightning.fabric.plugins.precision.amp import _optimizer_handles_unscaling
 from lightning.pytorch.plugins.precision import DoublePrecision, HalfPrecision, MixedPrecision, Precision
 from lightning.pytorch.utilities import rank_zero_warn
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torchmetrics.aggregation import CatMetric, MeanMetric
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
-from torchmetrics.utilities import dim_zero_cat
 
-from forecaster.baseline import BASELINES
+from forecaster.choice import BaselineChoice
 from forecaster.forecasts import predictions_frame
 from forecaster.guard import FiniteValidationLoss
+from forecaster.losses import make_loss
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
 from forecaster.nets import EnsembleNet, build_net
 from forecaster.spec import DataSpec
@@ -48,7 +44,6 @@ FORMAT_VERSION = 3
 # 1: a version-1 data spec (read by DataSpec.from_dict); 1 and 2: models without a baseline
 READABLE_FORMAT_VERSIONS = (1, 2, 3)
 _CHOICE_KEYS = ("net.use_network", "net.fallback")  # buffers of the validation's choice (format 3)
-LOSSES = ("mae", "mse", "huber", "quantile")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs", "members")
 
@@ -162,11 +157,7 @@ class GRUForecaster(L.LightningModule):
         train_windows: int | None = None,
     ) -> None:
         super().__init__()
-        if loss not in LOSSES:
-            raise ValueError(f"loss={loss!r}: choose one of {list(LOSSES)}")
-        if not huber_delta > 0.0:
-            raise ValueError(f"huber_delta={huber_delta!r}: must be > 0 (the error size, in scaled units, where the "
-                             "Huber loss turns from quadratic to linear)")
+        self.loss_fn = make_loss(loss, quantiles, huber_delta)
         if not 0.0 < lr_decay <= 1.0:
             raise ValueError(f"lr_decay={lr_decay!r}: must be in (0, 1]")
         if min_origin is None:
@@ -174,9 +165,7 @@ class GRUForecaster(L.LightningModule):
         if not 0 <= min_origin < context_length:
             raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length}) (or null for "
                              f"min(24, context_length // 3))")
-        quantiles = [float(q) for q in quantiles] if loss == "quantile" else []
-        if loss == "quantile" and not quantiles:
-            raise ValueError("loss='quantile' needs at least one quantile")
+        quantiles = list(self.loss_fn.quantiles)
         self._members_auto = members == "auto"
         members = resolve_members(members, train_windows)
         self.save_hyperparameters()
@@ -200,16 +189,10 @@ class GRUForecaster(L.LightningModule):
             raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
                              "baseline anchors; add 0.5 (or set baseline='none')")
 
-        self.register_buffer("_q", torch.tensor(quantiles or [0.5], dtype=torch.float32), persistent=False)
         self.val_metrics = ForecastMetrics()
         self.test_metrics = ForecastMetrics()
         self.val_scaled = ScaledMetrics()
         self.test_scaled = ScaledMetrics()
-        # the validation's candidates: the network on its baseline, then each plain baseline
-        self._candidates = ("network", "blend", "seasonal", "last", "mean") if baseline != "none" else ()
-        # per candidate its validation loss, and its point forecast's loss in every validation window
-        self._cand_loss = nn.ModuleDict({name: MeanMetric() for name in self._candidates})
-        self._cand_point = nn.ModuleDict({name: CatMetric() for name in self._candidates})
 
     @classmethod
     def from_datamodule(cls, dm, **kwargs) -> "GRUForecaster":
@@ -290,32 +273,17 @@ class GRUForecaster(L.LightningModule):
 
     def _loss(self, pred: Tensor, y: Tensor, w: Tensor) -> Tensor:
         """pred (..., Q), y and w (...): observed-weighted mean of the elementwise loss."""
-        el = self._elementwise(pred, y)
+        el = self.loss_fn.elementwise(pred, y)
         return (el * w).sum() / w.sum().clamp_min(1.0)
 
-    def _window_point_losses(self, pred: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
-        """The point forecast's (the anchor quantile's) loss in each window: pred (B, h, C, Q), y and
-        w (B, h, C) -> the mean over the window's observed elements (B,) and whether it has any (B,).
-        Absolute error for the quantile loss (its median's pinball loss, doubled), else the model's
-        loss."""
+    def window_point_losses(self, pred: Tensor, y: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
+        """The point forecast's (the anchor quantile's) error in each window: pred (B, h, C, Q), y
+        and w (B, h, C) -> the mean over the window's observed elements (B,) and whether it has any
+        (B,) (:meth:`forecaster.losses.ForecastLoss.point_error`)."""
         point = pred[..., self.net.anchor:self.net.anchor + 1]
-        el = (point[..., 0] - y).abs() if self.hparams.loss == "quantile" else self._elementwise(point, y)
+        el = self.loss_fn.point_error(point, y)
         n = w.flatten(1).sum(1)
         return (el * w).flatten(1).sum(1) / n.clamp_min(1.0), n > 0
-
-    def _elementwise(self, pred: Tensor, y: Tensor) -> Tensor:
-        kind = self.hparams.loss
-        if kind == "quantile":
-            e = y.unsqueeze(-1) - pred
-            q = self._q.to(pred.dtype)
-            el = torch.maximum(q * e, (q - 1) * e).mean(-1)
-        elif kind == "mae":
-            el = (pred[..., 0] - y).abs()
-        elif kind == "huber":
-            el = F.huber_loss(pred[..., 0], y, reduction="none", delta=self.hparams.huber_delta)
-        else:
-            el = (pred[..., 0] - y) ** 2
-        return el
 
     def _member_loss(self, pred: Tensor, y: Tensor, w: Tensor) -> Tensor:
         """:meth:`_loss` of pred (..., Q) against y and w (...); with an ensemble pred has a leading
@@ -380,8 +348,8 @@ class GRUForecaster(L.LightningModule):
         (which Lightning refuses to clip), Lightning's clipping of the whole model runs instead."""
         plugin = self._trainer.precision_plugin if self._trainer is not None else None
         own = plugin is None or type(plugin) in (Precision, MixedPrecision, HalfPrecision, DoublePrecision)
-        if isinstance(plugin, MixedPrecision) and _optimizer_handles_unscaling(optimizer):
-            own = False
+        if isinstance(plugin, MixedPrecision) and getattr(optimizer, "defaults", {}).get("fused"):
+            own = False  # a fused optimizer unscales in its step: Lightning's own check refuses to clip it
         if not isinstance(self.net, EnsembleNet) or not gradient_clip_val or not own:
             return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
         for params in self.net.member_parameters():
@@ -396,18 +364,14 @@ class GRUForecaster(L.LightningModule):
         T, h = self.context_length, self.horizon
         B = batch["target"].shape[0]
         y_s, w = batch["target"][:, T:T + h], batch["observed"][:, T:T + h]
-        gated = stage == "val" and self.net.baseline != "none" and self._fitting()
-        if gated:  # the network and each plain baseline, scored for the choice at the epoch's end
+        gated = stage == "val" and BaselineChoice.active(self._trainer, self)
+        r = None
+        if gated:  # the residual too: BaselineChoice scores the network and each plain baseline on it
             net = self.net
             r = net.forecast_last(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"], T,
                                   batch.get("baseline"), residual=True)
-            args = (batch["target"][:, :T], batch["observed"][:, :T], batch.get("baseline"))
-            pred_s = net.add_baseline(r, *args, mode=net.baseline)
-            for name in self._candidates:
-                cand = pred_s if name == "network" else net.add_baseline(r, *args, mode=name, plain=True)
-                self._cand_loss[name].update(self._loss(cand.float(), y_s.float(), w.float()), w.sum().float())
-                per_window, seen = self._window_point_losses(cand.float(), y_s.float(), w.float())
-                self._cand_point[name].update(per_window[seen])
+            pred_s = net.add_baseline(r, batch["target"][:, :T], batch["observed"][:, :T], batch.get("baseline"),
+                                      mode=net.baseline)
         else:
             pred_s = self._forecast_scaled(batch)
         loss = self._loss(pred_s.float(), y_s.float(), w.float())
@@ -434,60 +398,12 @@ class GRUForecaster(L.LightningModule):
         scaled.update({k: (v - loc) / sc for k, v in forecasts.items()}, y_s.float(), w)
         for name, metric in scaled.items():
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=B)
-        return loss
+        return {"loss": loss, "residual": r, "pred": pred_s} if gated else loss
 
-    def _fitting(self) -> bool:
-        trainer = self._trainer
-        return trainer is not None and trainer.state.fn == "fit"
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int):
+        """The validation loss; while fitting a model with a baseline, also the forecast and its
+        residual, for :class:`forecaster.choice.BaselineChoice`."""
         return self._evaluate(batch, "val")
-
-    MIN_SWITCH_WINDOWS = 10  # validation windows it takes to choose between the network and a plain baseline
-    SWITCH_Z = 2.0  # standard errors by which the network must beat the best plain baseline
-
-    def on_validation_epoch_end(self) -> None:
-        """With a baseline: choose the point forecast from the network and the plain baselines (the
-        fitted blend, seasonal naive, the last value, the look-back mean) by their losses in every
-        validation window (absolute error for the quantile loss). The simpler forecast is the
-        default: the network is kept only if its mean loss is below the best plain baseline's by
-        more than ``SWITCH_Z`` standard errors of the per-window difference (a few windows where a
-        noisy network happens to win, as on a random walk, are no evidence); else the best plain
-        baseline, with the network's quantile spread re-centred on it. With fewer than
-        ``MIN_SWITCH_WINDOWS`` windows (a 12-month validation part is one window) nothing can be
-        told apart and the network is kept. The choice is about the point (the candidates differ
-        only there, and it is what MAE scores). ``val/loss`` is the chosen candidate's loss (the
-        checkpoint's criterion), the choice goes into the checkpoint; ``val/loss_network`` stays the
-        network's (the early-stopping criterion: training goes on while the network improves, even
-        while a plain baseline is still better)."""
-        if self.net.baseline == "none" or not self._cand_loss["network"].update_called:
-            return
-        metrics = [*self._cand_loss.values(), *self._cand_point.values()]
-        if self._trainer is not None and self._trainer.sanity_checking:  # two batches of an untrained net
-            for m in metrics:
-                m.reset()
-            return
-        losses = {name: float(m.compute()) for name, m in self._cand_loss.items()}
-        points = {name: _cat(m.compute()) for name, m in self._cand_point.items()}
-        for m in metrics:
-            m.reset()
-        n = points["network"].numel()
-        means = {name: float(v.mean()) if n else float("nan") for name, v in points.items()}
-        best = "network"
-        if n >= self.MIN_SWITCH_WINDOWS:
-            plain = min((k for k in points if k != "network"), key=lambda k: means[k])
-            d = points["network"] - points[plain]
-            if not float(d.mean()) < -self.SWITCH_Z * float(d.std()) / math.sqrt(n):
-                best = plain
-        self.net.use_network.fill_(best == "network")
-        if best != "network":
-            self.net.fallback.fill_(BASELINES.index(best))
-        for name, value in losses.items():
-            if name != "network":
-                self.log(f"val/loss_{name}", value)
-            self.log(f"val/point_loss_{name}", means[name])
-        self.log("val/loss", losses[best], prog_bar=True)
-        self.log("val/uses_network", float(best == "network"))
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._evaluate(batch, "test")
@@ -497,12 +413,12 @@ class GRUForecaster(L.LightningModule):
         return {"series": batch["series"], "start": batch["start"], "forecast": self.forecast(batch).float()}
 
     def configure_callbacks(self):
-        """:class:`FiniteValidationLoss`: no fit keeps a checkpoint of a validation loss that is not finite
-        (attached once: ``test`` after ``fit`` finds it on the trainer)."""
-        trainer = self._trainer
-        if trainer is not None and any(isinstance(c, FiniteValidationLoss) for c in trainer.callbacks):
-            return []
-        return [FiniteValidationLoss()]
+        """:class:`~forecaster.choice.BaselineChoice` (the point forecast: the network or a plain
+        baseline) and :class:`~forecaster.guard.FiniteValidationLoss` (no fit keeps a checkpoint of
+        a validation loss that is not finite); each attached once (``test`` after ``fit`` finds
+        them on the trainer)."""
+        have = self._trainer.callbacks if self._trainer is not None else []
+        return [cb() for cb in (BaselineChoice, FiniteValidationLoss) if not any(isinstance(c, cb) for c in have)]
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
@@ -526,14 +442,6 @@ class GRUForecaster(L.LightningModule):
         check_checkpoint(checkpoint, self)
         if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # trained before the option existed
             self.hparams["baseline"] = self.net.baseline = "none"
-
-
-def _cat(value: Tensor | list[Tensor]) -> Tensor:
-    """A CatMetric's value as one float64 vector (empty when nothing was added: no validation window
-    had an observed target)."""
-    if isinstance(value, list) and not value:
-        return torch.empty(0, dtype=torch.float64)
-    return dim_zero_cat(value).flatten().double()
 
 
 class ScaledMetrics(nn.Module):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import lightning as L
 import numpy as np
 import polars as pl
 import pytest
@@ -12,6 +13,7 @@ import torch
 
 from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_summary, blend_knots, blend_weights,
                                  fit_blend, season_width)
+from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 
@@ -166,7 +168,7 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
                          "y": np.cumsum(rng.normal(size=n))})
     dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=48, horizon=12,
                               calendar_features="none", val_size=0.2, test_size=0.1)
-    assert len(dm.val_dataset()) >= GRUForecaster.MIN_SWITCH_WINDOWS
+    assert len(dm.val_dataset()) >= MIN_WINDOWS
     torch.manual_seed(0)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
     with torch.no_grad():
@@ -259,10 +261,11 @@ def test_the_choice_needs_the_network_to_beat_the_best_plain_baseline_by_two_sta
                "worse": last + 0.05, "too few windows": last + 0.05}[case]
     assert (network.mean() < last.mean()) == (case in ("clearly better", "noisy win"))  # lower on average
     points = {"network": network, "blend": last + 0.01, "seasonal": last + 1.0, "last": last, "mean": last + 2.0}
+    choice = BaselineChoice()
     for name in points:
-        model._cand_loss[name].update(torch.tensor(0.1 if name == "network" else 0.2))
-        model._cand_point[name].update(points[name].float())
-    model.on_validation_epoch_end()
+        choice.loss[name].update(torch.tensor(0.1 if name == "network" else 0.2))
+        choice.point[name].update(points[name].float())
+    choice.on_validation_epoch_end(L.Trainer(logger=False, enable_progress_bar=False), model)
     assert bool(model.net.use_network) == (chosen == "network")
     if chosen != "network":
         assert BASELINES[int(model.net.fallback)] == chosen
@@ -319,9 +322,9 @@ def test_point_loss_scores_the_anchor(loss):
     else:
         pred = point[..., None]
         expected = (0.5 + 2.0) / 2 if loss == "mae" else (0.25 + 4.0) / 2
-    per_window, seen = model._window_point_losses(pred, y, w)
+    per_window, seen = model.window_point_losses(pred, y, w)
     assert per_window.shape == (1,) and float(per_window[0]) == pytest.approx(expected) and bool(seen[0])
-    none_seen = model._window_point_losses(pred, y, torch.zeros_like(w))[1]
+    none_seen = model.window_point_losses(pred, y, torch.zeros_like(w))[1]
     assert not bool(none_seen[0])
 
 
@@ -331,10 +334,11 @@ def test_no_observed_validation_window_keeps_the_network():
     dm = tiny_dm(target_cols=["y"], val_size=0.3)
     model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
     model.net.use_network.fill_(True)
-    for name in model._candidates:
-        model._cand_loss[name].update(torch.tensor(0.0), torch.tensor(0.0))
-        model._cand_point[name].update(torch.empty(0))
-    model.on_validation_epoch_end()
+    choice = BaselineChoice()
+    for name in CANDIDATES:
+        choice.loss[name].update(torch.tensor(0.0), torch.tensor(0.0))
+        choice.point[name].update(torch.empty(0))
+    choice.on_validation_epoch_end(L.Trainer(logger=False, enable_progress_bar=False), model)
     assert bool(model.net.use_network)
 
 
