@@ -27,7 +27,8 @@ from lightning.pytorch.trainer.states import TrainerStatus
 from forecaster.averaging import ParameterEMA
 from forecaster.checkpoint import CheckpointError, check_sizes, read_checkpoint
 from forecaster.forecasts import predictions_frame
-from forecaster.lightning_module import CheckpointMismatchError, GRUForecaster, check_checkpoint, checkpoint_hparams
+from forecaster.lightning_module import (ENSEMBLE_WINDOWS, MAX_AUTO_MEMBERS, CheckpointMismatchError, GRUForecaster,
+                                         check_checkpoint, checkpoint_hparams)
 from forecaster.metrics import METRICS
 
 __all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
@@ -189,8 +190,8 @@ class ForecasterCLI(LightningCLI):
         dm, trainer = self.datamodule, self.trainer
         if trainer.is_global_zero and hasattr(dm, "summary"):
             print(dm.summary(), flush=True)
-            if hasattr(self.model, "members_summary"):
-                print(self.model.members_summary(), flush=True)
+            if isinstance(self.model, GRUForecaster):
+                print(members_line(self.model), flush=True)
         self._validate_before_the_end(dm, trainer)
         if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
             return
@@ -275,6 +276,20 @@ class ForecasterCLI(LightningCLI):
         plot_forecasts(dm.frame(), fc, time_col=dm.time_col, id_col=dm.id_col, time_format=dm.time_format,
                        title="Forecasts from the last observation", path=path)
         print(f"wrote forecast plot to {path}")
+
+
+def members_line(model: GRUForecaster) -> str:
+    """One line: how many networks the model averages and why (printed by ``fit``)."""
+    k, n = model.n_members, model.hparams.get("train_windows")
+    what = f"model: {k} networks averaged" if k > 1 else "model: 1 network"
+    if not model.members_auto:
+        return f"{what} (members={k})"
+    if n is None:
+        return f"{what} (members=auto without the number of training windows)"
+    if k > 1:
+        return (f"{what} (members=auto: {n:,} training windows, {ENSEMBLE_WINDOWS:,} // {n:,} networks, at most "
+                f"{MAX_AUTO_MEMBERS}; --model.members sets the number)")
+    return f"{what} (members=auto: {n:,} training windows; an ensemble up to {ENSEMBLE_WINDOWS // 2:,})"
 
 
 def format_metrics(m: dict[str, float], stage: str = "test") -> str:

@@ -41,9 +41,9 @@ __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_c
            "checkpoint_hparams"]
 
 FORMAT_VERSION = 3
-# 1: a version-1 data spec (read by DataSpec.from_dict); 1 and 2: models without a baseline
-READABLE_FORMAT_VERSIONS = (1, 2, 3)
-_CHOICE_KEYS = ("net.use_network", "net.fallback")  # buffers of the validation's choice (format 3)
+# Settings a checkpoint must hold (those of checkpoints before a setting existed are not migrated:
+# train again with this version).
+REQUIRED_HPARAMS = ("baseline", "inputs", "members")
 _SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
                "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs", "members")
 
@@ -166,7 +166,7 @@ class GRUForecaster(L.LightningModule):
             raise ValueError(f"min_origin={min_origin} must be in [0, context_length={context_length}) (or null for "
                              f"min(24, context_length // 3))")
         quantiles = list(self.loss_fn.quantiles)
-        self._members_auto = members == "auto"
+        self.members_auto = members == "auto"  # how the number was chosen (fit's line about it)
         members = resolve_members(members, train_windows)
         self.save_hyperparameters()
         self.hparams["quantiles"] = quantiles
@@ -328,19 +328,6 @@ class GRUForecaster(L.LightningModule):
         """Networks averaged (``members``)."""
         return self.net.n_members if isinstance(self.net, EnsembleNet) else 1
 
-    def members_summary(self) -> str:
-        """One line: how many networks are averaged and why (printed by ``fit``)."""
-        k, n = self.n_members, self.hparams.get("train_windows")
-        what = f"model: {k} networks averaged" if k > 1 else "model: 1 network"
-        if not self._members_auto:
-            return f"{what} (members={k})"
-        if n is None:
-            return f"{what} (members=auto without the number of training windows)"
-        if k > 1:
-            return (f"{what} (members=auto: {n:,} training windows, {ENSEMBLE_WINDOWS:,} // {n:,} networks, at most "
-                    f"{MAX_AUTO_MEMBERS}; --model.members sets the number)")
-        return f"{what} (members=auto: {n:,} training windows; an ensemble up to {ENSEMBLE_WINDOWS // 2:,})"
-
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Lightning's clipping (``trainer.gradient_clip_val``), but member by member for an
         ensemble: one member's large gradient does not shrink the others' steps. Under a precision
@@ -435,13 +422,7 @@ class GRUForecaster(L.LightningModule):
         checkpoint["forecaster_shape"] = {k: self.hparams.get(k) for k in _SHAPE_KEYS}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        state = checkpoint.setdefault("state_dict", {})
-        for k, v in self.state_dict().items():  # format 1-2: no validation choice yet, the network is used
-            if k in _CHOICE_KEYS and k not in state:
-                state[k] = v.clone().fill_(True) if k.endswith("use_network") else v.clone()
         check_checkpoint(checkpoint, self)
-        if "baseline" not in (checkpoint.get("hyper_parameters") or {}):  # trained before the option existed
-            self.hparams["baseline"] = self.net.baseline = "none"
 
 
 class ScaledMetrics(nn.Module):
@@ -478,17 +459,22 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
     ver = checkpoint.get("forecaster_format_version")
     if ver is None:
         raise CheckpointMismatchError("the checkpoint was not written by GRUForecaster (no forecaster_format_version)")
-    if ver not in READABLE_FORMAT_VERSIONS:
+    if ver != FORMAT_VERSION:
         raise CheckpointMismatchError(
-            f"the checkpoint has format version {ver} but this code reads version {FORMAT_VERSION}; "
+            f"the checkpoint has format version {str(ver)[:20]} but this code reads version {FORMAT_VERSION}; "
             "retrain or use the matching gru-forecaster version")
+    hp = checkpoint.get("hyper_parameters") or {}
+    lacking = [k for k in REQUIRED_HPARAMS if k not in hp]
+    if lacking:
+        raise CheckpointMismatchError(f"the checkpoint predates the settings {lacking} (an older gru-forecaster); "
+                                      "train it again with this version")
     if model is None:
         return
     own = model.state_dict()
     theirs = checkpoint.get("state_dict", {})
     bad = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in theirs.items()
            if k in own and tuple(v.shape) != tuple(own[k].shape)]
-    missing = [k for k in own if k not in theirs and k not in _CHOICE_KEYS]
+    missing = [k for k in own if k not in theirs]
     extra = [k for k in theirs if k not in own]
     if extra and not bad and not missing:
         raise CheckpointMismatchError(f"the checkpoint holds weights this model does not have ({extra[:3]}); it was "
@@ -498,23 +484,14 @@ def check_checkpoint(checkpoint: dict[str, Any], model: GRUForecaster | None = N
         diff = [f"{k}={hp.get(k)!r} (model: {model.hparams.get(k)!r})" for k in _SHAPE_KEYS
                 if k in hp and hp.get(k) != model.hparams.get(k)]
         what = ", ".join(diff) if diff else "; ".join(bad[:3] + [f"missing {k}" for k in missing[:3]])
-        hp_ck = checkpoint.get("hyper_parameters") or {}
-        legacy = " (it predates these options: load it with inputs='level', baseline='none', or through " \
-                 "forecaster.lightning_module.load_checkpoint)" if "inputs" not in hp_ck or "baseline" not in hp_ck else ""
         raise CheckpointMismatchError(
             f"the checkpoint does not fit this model/data: checkpoint has {what}. Use the data columns and model settings "
-            f"the checkpoint was trained with{legacy}")
-
+            "the checkpoint was trained with")
 
 
 def checkpoint_hparams(checkpoint: dict) -> dict:
-    """A checkpoint's hyperparameters, with the settings a checkpoint was trained with where it
-    predates an option (no ``baseline``: none; no ``inputs``: the scaled values, ``level``)."""
-    hp = dict(checkpoint.get("hyper_parameters") or {})
-    hp.setdefault("baseline", "none")  # a checkpoint without the option predates it
-    hp.setdefault("inputs", "level")
-    hp.setdefault("members", 1)
-    return hp
+    """A checkpoint's hyperparameters (a copy)."""
+    return dict(checkpoint.get("hyper_parameters") or {})
 
 
 def load_checkpoint(path, map_location="cpu") -> tuple[GRUForecaster, dict]:

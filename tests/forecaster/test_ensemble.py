@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from forecaster.baseline import BASELINES
+from forecaster.cli import members_line
 from forecaster.lightning_module import GRUForecaster
 from forecaster.nets import EnsembleNet, StepForecastNet, WindowForecastNet, build_net
 from tests.forecaster.test_model import synthetic_batch, small_model
@@ -118,10 +119,10 @@ def test_auto_members_follow_the_training_windows():
     assert resolve_members(4, 10**6) == 4  # a number is kept
     model = small_model(train_windows=ENSEMBLE_WINDOWS // 4)
     assert model.n_members == 4 and model.hparams.members == 4  # the checkpoint holds the number
-    assert "4 networks averaged (members=auto: 500 training windows" in model.members_summary()
-    assert small_model(train_windows=ENSEMBLE_WINDOWS).members_summary() == \
+    assert "4 networks averaged (members=auto: 500 training windows" in members_line(model)
+    assert members_line(small_model(train_windows=ENSEMBLE_WINDOWS)) == \
         "model: 1 network (members=auto: 2,000 training windows; an ensemble up to 1,000)"
-    assert small_model(members=1, train_windows=10).members_summary() == "model: 1 network (members=1)"
+    assert members_line(small_model(members=1, train_windows=10)) == "model: 1 network (members=1)"
 
 
 def _short_series(path):
@@ -136,7 +137,7 @@ def _short_series(path):
                   "y": np.sin(np.arange(160) * 2 * np.pi / 24) * 3 + rng.normal(size=160) * 0.3}).write_csv(path)
 
 
-def test_a_small_dataset_fits_an_ensemble_that_predicts_streams_and_old_checkpoints_stay_single(tmp_path, capsys):
+def test_a_small_dataset_fits_an_ensemble_that_predicts_and_streams_and_old_checkpoints_are_refused(tmp_path, capsys):
     """``fit`` with the defaults on a short series picks an ensemble (and says so); its checkpoint
     predicts and streams; a checkpoint written before ``members`` existed loads as one network even
     where ``auto`` would pick several."""
@@ -168,26 +169,14 @@ def test_a_small_dataset_fits_an_ensemble_that_predicts_streams_and_old_checkpoi
     streamed = stream.forecast()
     assert streamed.height == fc.height == 6 and stream.info()["memory_bytes"][0] > 5 * 8 * 4
 
-    # an old checkpoint: one network, no members / train_windows hyperparameters
-    one = _single_network_like(model)
+    # a checkpoint of before `members`: refused in one line (one checkpoint format; train it again)
     raw["hyper_parameters"].pop("members")
-    raw["hyper_parameters"].pop("train_windows")
-    raw["state_dict"] = {f"net.{k}": v for k, v in one.state_dict().items()}
     torch.save(raw, tmp_path / "old.ckpt")
-    old, _ = load_checkpoint(tmp_path / "old.ckpt")
-    assert not isinstance(old.net, EnsembleNet)
+    with pytest.raises(ValueError, match=r"predates the settings \['members'\].*train it again"):
+        load_checkpoint(tmp_path / "old.ckpt")
     assert main(["predict", "--ckpt_path", str(tmp_path / "old.ckpt"), "--data.path", str(csv), "--output",
-                 str(tmp_path / "g.csv"), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]) == 0
-    assert pl.read_csv(tmp_path / "g.csv").height == 6
-
-
-def _single_network_like(model):
-    """A one-network model with an ensemble model's settings (as a checkpoint of before ``members``)."""
-    from forecaster.lightning_module import GRUForecaster
-
-    hp = {k: v for k, v in model.hparams.items() if k not in ("members", "train_windows")}
-    single = GRUForecaster(**hp, members=1)
-    return single.net
+                 str(tmp_path / "g.csv"), "--trainer.logger", "false", "--trainer.enable_progress_bar", "false"]) == 2
+    assert "predates the settings" in capsys.readouterr().err
 
 
 def test_train_windows_count_the_data_whatever_the_stride():
