@@ -459,12 +459,15 @@ def forecast_lines(fc: pl.DataFrame) -> tuple[str, int]:
     infinite values become ``null`` (never ``NaN`` / ``Infinity``). Returns ``(text, number of
     non-finite values nulled)``."""
     lines, dropped = [], 0
-    for row in fc.iter_rows(named=True):
+    f32 = {k for k, dt in fc.schema.items() if dt == pl.Float32}  # written as float32's shortest form: 6.0, not
+    for row in fc.iter_rows(named=True):                           # 5.999999523162842
         clean = {}
         for k, v in row.items():
             if isinstance(v, float) and not math.isfinite(v):
                 dropped += not math.isnan(v)
                 v = None
+            elif k in f32 and v is not None:
+                v = float(str(np.float32(v)))
             clean[k] = v
         lines.append(json.dumps(clean, default=_json_default, allow_nan=False) + "\n")
     return "".join(lines), dropped
