@@ -71,11 +71,21 @@ class GRUForecaster(L.LightningModule):
     """GRU forecaster on ``kernels.FusedGRU``.
 
     Args:
-        n_targets, n_past_covariates, n_future_covariates, context_length, horizon: the data's shape
-            (linked from ``TimeSeriesDataModule`` by the CLI; pass them from the data module in Python).
-        seasonal_period: period of the seasonal-naive baseline and of MASE's scale.
-        hidden_size, num_layers, dropout, reset_after, backend: the GRU (``backend``: auto | torch | triton).
-        d_model: width of the input projection; head_hidden: hidden width of the head MLP.
+        n_targets: targets C (linked from the data module by the CLI; :meth:`from_datamodule` in Python).
+        n_past_covariates: past covariates P (linked from the data module).
+        n_future_covariates: future covariates F, user and calendar (linked from the data module).
+        context_length: steps the model reads (linked from ``data.context_length``).
+        horizon: steps it forecasts (linked from ``data.horizon``).
+        seasonal_period: period of the seasonal-naive baseline and of MASE's scale (linked from the data).
+        hidden_size: the GRU's hidden units.
+        num_layers: stacked GRU layers.
+        dropout: dropout between GRU layers (with num_layers > 1).
+        reset_after: the GRU formulation: True applies the reset gate after the recurrent matmul
+            (PyTorch and cuDNN), False before it (the classic GRU).
+        backend: where the GRU runs: ``auto`` (the Triton kernels on CUDA tensors when Triton is
+            installed, else PyTorch), ``torch`` or ``triton`` (never a silent fallback).
+        d_model: width of the input projection in front of the GRU.
+        head_hidden: hidden width of the forecast head (an MLP).
         loss: ``mae``, ``mse``, ``huber`` (point forecasts) or ``quantile`` (pinball loss over ``quantiles``).
             All are computed on the data module's scaled values (z-scores with ``scaling: standard``).
         huber_delta: for ``loss="huber"``: errors up to this size (in scaled units) cost ``e**2 / 2``,
@@ -95,16 +105,18 @@ class GRUForecaster(L.LightningModule):
             series that trends beyond its training range stays in known territory; the level comes in
             through the baseline) or ``level`` (the scaled value). The window model normalises with
             ``revin`` instead.
-        channel_independent, revin, segment_length, decoder, head_dropout: the long-look-back options
-            of :class:`forecaster.nets.WindowForecastNet` (defaults: off, the per-step forking model
-            :class:`forecaster.nets.StepForecastNet`).
-            ``channel_independent``: targets as univariate series sharing weights (no covariates);
-            ``revin``: none | last | mean | std, per-window level (and, for std, scale) removed and restored;
-            ``segment_length``: steps per GRU input (needs context_length % segment_length == 0);
-            ``decoder``: forking (every origin) | last (final state only; needed by segments/revin) |
-                pmf (SegRNN's parallel multi-step decoder: one GRU step per output segment);
-            ``head_dropout``: dropout in front of the head.
-        lr, weight_decay: AdamW (overridden by ``--optimizer`` on the CLI).
+        decoder: the network: ``forking`` (the per-step model, :class:`forecaster.nets.StepForecastNet`:
+            a forecast from every origin, streams one observation at a time), ``last`` (the window
+            model, :class:`forecaster.nets.WindowForecastNet`, final state only; needed by segments
+            and RevIN) or ``pmf`` (the window model with SegRNN's parallel multi-step decoder: one
+            GRU step per output segment). The next four options are the window model's.
+        channel_independent: window model: targets as univariate series sharing weights (no covariates).
+        revin: window model: ``none``, ``last``, ``mean`` or ``std``: each window's level (and for
+            std its scale) removed before the network and restored after.
+        segment_length: window model: steps per GRU input (context_length must be a multiple).
+        head_dropout: window model: dropout in front of the head.
+        lr: AdamW's learning rate (the CLI's ``--optimizer`` replaces the optimizer).
+        weight_decay: AdamW's weight decay.
         members: networks averaged (:class:`forecaster.nets.EnsembleNet`), each initialised on its own
             and trained as it would be alone, their forecasts (quantiles and all) averaged: an int
             >= 1, or ``auto``: ``ENSEMBLE_WINDOWS // train_windows`` between 1 and

@@ -224,3 +224,16 @@ def test_ctrl_c_in_fit_tests_and_reports_the_best_checkpoint_so_far(tmp_path):
     assert proc.returncode == 130, err
     assert "interrupted: evaluating the best checkpoint so far" in err and "Traceback" not in err
     assert "test metrics" in out and "best checkpoint:" in out
+
+
+def test_every_model_option_has_a_help_text(capsys):
+    import re
+
+    assert main(["fit", "--help"]) == 0
+    text = capsys.readouterr().out
+    blocks = re.split(r"\n(?=  --)", text)
+    opts = {m.group(1): b for b in blocks if (m := re.match(r"  --(model\.[a-z_]+)\b", b))}
+    assert len(opts) > 20
+    bare = [k for k, b in opts.items() if not re.sub(r"\(type:.*?\)|--\S+|[A-Z_]{2,}|\{.*?\}|\s", "", b,
+                                                       flags=re.S)]
+    assert not bare, f"options without a help text: {bare}"
