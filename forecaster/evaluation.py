@@ -136,6 +136,28 @@ def _mae(errors: pl.DataFrame, by: list) -> pl.DataFrame:
             .sort(by[0]))
 
 
+def _forecast_before(stream, ids: list[str], frame: pl.DataFrame, t_next: int):
+    """The stream's forecasts of ``ids`` before the observations at ``t_next``; a model with
+    future covariates reads them from the table (the rows from ``t_next`` on, a horizon of them),
+    and a series whose horizon runs past the table's covariates is not forecast."""
+    if not stream.future_cols:
+        return stream.forecast_values(ids)
+    ahead = frame.filter(pl.col("__t") >= t_next).drop("__sid", "__t", "__start")
+    try:
+        return stream.forecast_values(ids, ahead)
+    except ValueError:  # near the table's end: forecast the series whose covariates are all there
+        done = []
+        for sid in ids:
+            try:
+                done.append(stream.forecast_values([sid], ahead))
+            except ValueError:
+                pass
+        if not done:
+            return [], None, None
+        return ([i for d in done for i in d[0]], np.concatenate([d[1] for d in done]),
+                np.concatenate([d[2] for d in done]))
+
+
 @torch.inference_mode()
 def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_steps: int | None = None,
            compare_window: bool = False) -> ReplayResult:
@@ -177,10 +199,11 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     for part in test.filter(pl.col("__t").is_in(stamps.implode())).partition_by("__t", maintain_order=True):
         seen = [s for s in part["__sid"].unique(maintain_order=True).to_list() if s in stream.table.ids]
         if seen:
-            f_ids, f_origin, f_values = stream.forecast_values(seen)
-            series += [index[s] for s in f_ids]
-            origins.append(f_origin)
-            values.append(f_values[..., stream.net.anchor])
+            f_ids, f_origin, f_values = _forecast_before(stream, seen, frame, int(part["__t"][0]))
+            if f_ids:
+                series += [index[s] for s in f_ids]
+                origins.append(f_origin)
+                values.append(f_values[..., stream.net.anchor])
         t0 = time.perf_counter()
         rejected += stream.observe(part.drop("__sid", "__t")).rejected
         t_obs += time.perf_counter() - t0

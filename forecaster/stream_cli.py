@@ -420,7 +420,7 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
     counts["records"] += 1
     if snap is not None:
         snap.dirty = True
-    if not report.series:  # applied, then evicted at once (cannot happen with max_series >= 1)
+    if not report.series:  # future covariates kept for later forecasts (no step), or applied then evicted
         return
     try:
         fc = stream.forecast(report.series[0])

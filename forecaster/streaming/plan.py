@@ -11,11 +11,13 @@ import numpy as np
 from forecaster.spec import DataSpec
 from forecaster.streaming.records import NO_TIME, RecordReader, show
 
-__all__ = ["Rejected", "ObserveReport", "Planner", "Step"]
+__all__ = ["Rejected", "ObserveReport", "Planner", "Step", "Ahead"]
 
 # One planned step of a series: (time, scaled values or None for a gap step, reset the state to
 # zero first, the record's index or None for a gap step).
 Step = tuple[int, "np.ndarray | None", bool, "int | None"]
+# Future covariate values of a record ahead: (index, series, time, scaled values (F,), which are given (F,), raw time).
+Ahead = tuple[int, str, int, "np.ndarray", "np.ndarray", object]
 
 
 @dataclass
@@ -32,13 +34,15 @@ class Rejected:
 class ObserveReport:
     """What ``observe`` did: records applied, steps run (including gap steps), records rejected,
     the ids of the series it advanced (in the order of their first record) and of the series it
-    evicted to stay within ``max_series`` (least recently seen first)."""
+    evicted to stay within ``max_series`` (least recently seen first), and how many of the records
+    were future covariate values (kept for the forecasts, no step)."""
 
     accepted: int = 0
     steps: int = 0
     rejected: list[Rejected] = field(default_factory=list)
     series: list[str] = field(default_factory=list)
     evicted: list[str] = field(default_factory=list)
+    ahead: int = 0  # records of future covariate values kept for the forecasts (counted in ``accepted``)
 
 
 class Planner:
@@ -55,20 +59,58 @@ class Planner:
         self.T = max(1, int(spec.context_length))
         self.max_gap, self.new_series = max_gap, new_series
 
-    def plan(self, cols: dict, problems: list, raw_times: list, report: ObserveReport) -> dict[str, list[Step]]:
-        """Per series, the steps to run in order (records rejected go to ``report``)."""
+    def plan(self, cols: dict, problems: list, raw_times: list, report: ObserveReport,
+             aheads: list | None = None) -> tuple[dict[str, list[Step]], list[Ahead]]:
+        """Per series, the steps to run in order, and the future covariate values to keep (records
+        rejected go to ``report``). ``aheads``: per record whether it carries future covariates
+        ahead rather than an observation."""
         times, why = self.reader.times(cols[self.spec.time_col])
         plan: dict[str, list[Step]] = {}
         last_planned: dict[str, int] = {}
         new_params: dict[str, np.ndarray] = {}  # scalers of series not in the table yet
+        ahead: list[Ahead] = []
         for i in range(len(raw_times)):
             try:
-                self._record(i, cols, problems[i], raw_times[i], times, why, plan, last_planned, new_params, report)
+                if aheads is not None and aheads[i]:
+                    self._ahead(i, cols, raw_times[i], times, why, plan, new_params, ahead, report)
+                else:
+                    self._record(i, cols, problems[i], raw_times[i], times, why, plan, last_planned, new_params,
+                                 report)
             except Exception as e:  # noqa: BLE001 - a record nothing here foresaw: rejected, never raised
                 sid = cols[self.spec.id_col][i] if self.spec.id_col else ""
                 report.rejected.append(Rejected(i, show(sid), raw_times[i], f"could not be read "
                                                                             f"({type(e).__name__}: {show(str(e))})"))
-        return plan
+        return plan, ahead
+
+    def _ahead(self, i, cols, raw_t, times, why, plan, new_params, ahead, report) -> None:
+        """A record of future covariate values (no observation): checked and kept for after the
+        steps, when it is placed relative to its series' last time."""
+        spec = self.spec
+        sid, bad_id = self.reader.series_id(cols[spec.id_col][i], self.table.ids) if spec.id_col else \
+            (self.single_id, None)
+
+        def reject(reason: str) -> None:
+            report.rejected.append(Rejected(i, sid, raw_t, reason))
+
+        if bad_id is not None:
+            return reject(bad_id)
+        if why[i] is not None:
+            return reject(why[i])
+        row = self.table.ids.get(sid)
+        params = self.table.t["params"][row] if row is not None else new_params.get(sid)
+        if params is None:
+            return reject("future covariates of a series with no observation yet: send an observation of it first")
+        k = len(self.reader.value_cols) - len(self.reader.future_cols)
+        try:
+            vals = np.array([self.reader.number(cols[c][i], c) for c in self.reader.future_cols], dtype=np.float64)
+        except ValueError as e:
+            return reject(str(e))
+        if np.isnan(vals).all():
+            return reject(f"no value for any future covariate {self.reader.future_cols}")
+        scaled = self.reader.scale(vals, params[0, k:], params[1, k:])
+        if self.reader.out_of_range(vals, scaled).any():
+            return reject(f"a future covariate value is infinite or overflows float32 (as given or once scaled)")
+        ahead.append((i, sid, int(times[i]), scaled, ~np.isnan(vals), raw_t))
 
     def _record(self, i, cols, problem, raw_t, times, why, plan, last_planned, new_params, report) -> None:
         spec, table, freq, T = self.spec, self.table, self.spec.freq, self.T

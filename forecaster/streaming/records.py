@@ -81,29 +81,52 @@ class RecordReader:
         self.required: list[str] = (([self.id_col] if self.id_col else []) + [self.time_col]
                                     + list(spec.target_cols) + list(spec.past_covariate_cols))
 
-    def columns(self, data) -> tuple[dict[str, list], list[str | None]]:
+    def columns(self, data) -> tuple[dict[str, list], list[str | None], list[bool]]:
         """Records (a Polars DataFrame, or a list of dicts) -> (column lists (the time column as
-        given), per record None or why it cannot be read). A record of a list that is not a dict
-        or lacks a required column is refused on its own (its values are None); a DataFrame must
-        have every required column (:meth:`check_frame`)."""
+        given), per record None or why it cannot be read, per record whether it carries future
+        covariates ahead rather than an observation). A record with the id and time, future
+        covariate columns and none of the targets and past covariates is such a record (see
+        :meth:`StreamingForecaster.observe`). A record of a list that is not a dict or lacks a
+        required column is refused on its own (its values are None); a DataFrame must have every
+        required column, or be all future covariates (:meth:`check_frame`)."""
         need = self.required
         if isinstance(data, pl.DataFrame):
-            cols = {c: data[c] if c == self.time_col else data[c].to_list() for c in need}
+            ahead = self.frame_is_ahead(data)
+            cols = {c: data[c] if c == self.time_col else (data[c].to_list() if c in data.columns
+                                                             else [None] * data.height) for c in need}
             for c in self.future_cols:  # optional: absent = missing values
                 cols[c] = data[c].to_list() if c in data.columns else [None] * data.height
-            return cols, [None] * data.height
+            return cols, [None] * data.height, [ahead] * data.height
         if isinstance(data, dict):
             data = [data]
         cols: dict[str, list] = {c: [] for c in need + self.future_cols}
-        problems = []
+        problems, aheads = [], []
         for rec in data:
-            why = self._missing(rec)
+            ahead = self._ahead(rec)
+            why = None if ahead else self._missing(rec)
             problems.append(why)
+            aheads.append(ahead)
             for c in need:
-                cols[c].append(None if why else rec[c])
+                cols[c].append(None if why or c not in rec else rec[c])
             for c in self.future_cols:
                 cols[c].append(None if why else rec.get(c))
-        return cols, problems
+        return cols, problems, aheads
+
+    @property
+    def observed_cols(self) -> list[str]:
+        """The columns of an observation beyond its id and time: targets and past covariates."""
+        return [c for c in self.required if c not in (self.id_col, self.time_col)]
+
+    def _ahead(self, rec) -> bool:
+        return (bool(self.future_cols) and isinstance(rec, dict) and self.time_col in rec
+                and (self.id_col is None or self.id_col in rec) and not any(c in rec for c in self.observed_cols)
+                and any(c in rec for c in self.future_cols))
+
+    def frame_is_ahead(self, df: pl.DataFrame) -> bool:
+        """Whether a DataFrame holds future covariates ahead (id, time and future covariate columns,
+        none of the targets and past covariates)."""
+        return (bool(self.future_cols) and not any(c in df.columns for c in self.observed_cols)
+                and any(c in df.columns for c in self.future_cols))
 
     def _missing(self, rec) -> str | None:
         if not isinstance(rec, dict):
@@ -116,7 +139,8 @@ class RecordReader:
 
     def check_frame(self, df: pl.DataFrame) -> None:
         """``ValueError`` naming a DataFrame's missing or non-numeric columns."""
-        need = self.required
+        need = [c for c in self.required if c in (self.id_col, self.time_col)] if self.frame_is_ahead(df) \
+            else self.required
         missing = [c for c in need if c not in df.columns]
         if missing:
             raise ValueError(f"observations lack column(s) {missing}; expected {need} "

@@ -150,8 +150,10 @@ def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carr
     n = len(ids)
     if len(set(ids)) != n or not ids_ok(ids):
         raise SnapshotError("is inconsistent (an id is empty, not printable, longer than MAX_ID_LENGTH or repeated)")
-    if payload.get("format_version") == 3:
-        payload = {**payload, "born": torch.arange(n, dtype=torch.int64), "seen": torch.zeros(n, dtype=torch.int64)}
+    if payload.get("format_version") == 3:  # before born / seen and the future covariates kept ahead
+        payload = {**payload, "born": torch.arange(n, dtype=torch.int64), "seen": torch.zeros(n, dtype=torch.int64),
+                   **{k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
+                      if k.startswith("ahead_") and k not in payload}}
     arrays = {k: payload[k] for k in ("state", *layout)}
     floats = {"state", *(k for k, (_, dt, _) in layout.items() if np.dtype(dt).kind == "f")}
     wrong = [k for k, v in arrays.items() if not isinstance(v, torch.Tensor)

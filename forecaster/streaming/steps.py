@@ -158,6 +158,8 @@ class Stepper:
         whose state is not finite after the step (the caller restores them)."""
         C, P = len(self.spec.target_cols), len(self.spec.past_covariate_cols)
         t = self.table.t
+        if "ahead_x" in t:  # future covariates sent ahead: this step's fill what the record left out
+            scaled = self._take_ahead(rows, times, scaled, C + P)
         observed = ~np.isnan(scaled)
         scaled = np.where(observed, scaled, np.float32(0.0))
         future = np.concatenate([scaled[:, C + P:], self.spec.calendar_features(times)], axis=1)
@@ -171,3 +173,70 @@ class Stepper:
         t["n_obs"][rows] += obs_t.any(axis=1)
         self.lookback.record(t, rows, scaled, obs_t, C)
         return ~finite
+
+    def _take_ahead(self, rows: np.ndarray, times: np.ndarray, scaled: np.ndarray, k: int) -> np.ndarray:
+        """The step's future covariates (columns ``k:`` of ``scaled``, NaN where the record has
+        none) filled from the values kept ahead for its time, and each row's kept window moved on
+        to start after this step (part of the round: rolled back with it)."""
+        t = self.table.t
+        last = t["last"][rows]
+        has = last != NO_TIME
+        if not has.any():
+            return scaled
+        shift = np.ones(len(rows), dtype=np.int64)
+        shift[has] = self.spec.freq.index(last[has], times[has])[0]
+        A = t["ahead_x"].shape[1]
+        use = np.flatnonzero(has & (shift >= 1) & (shift <= A))
+        scaled = scaled.copy()
+        if use.size:
+            r, slot = rows[use], shift[use] - 1
+            kept, ok = t["ahead_x"][r, slot], t["ahead_ok"][r, slot]
+            fut = scaled[use, k:]
+            scaled[use, k:] = np.where(np.isnan(fut) & ok, kept, fut)
+        one = has & (shift == 1)
+        for name, fill in (("ahead_x", 0.0), ("ahead_ok", False)):
+            col = t[name]
+            if one.any():  # the usual step: the window moves by one period
+                r = rows[one]
+                col[r, :-1] = col[r, 1:]
+                col[r, -1] = fill
+            for q in np.flatnonzero(has & (shift != 1)):  # a restart after a long gap: moved by its length
+                s_ = int(shift[q])
+                row = col[rows[q]]
+                if 1 <= s_ < A:
+                    row[:-s_] = row[s_:].copy()
+                    row[-s_:] = fill
+                else:
+                    row[:] = fill
+        return scaled
+
+    def keep_ahead(self, ahead: list, report: ObserveReport) -> None:
+        """Keep future covariate values sent ahead (:data:`~forecaster.streaming.plan.Ahead`), each
+        at its time relative to its series' last time (after this call's steps): 1 to
+        ``ahead_x.shape[1]`` periods ahead, on the grid; others are rejected with a reason."""
+        t, freq = self.table.t, self.spec.freq
+        A = t["ahead_x"].shape[1]
+        for i, sid, time_, scaled, given, raw_t in ahead:
+            row = self.table.ids.get(sid)
+            last = NO_TIME if row is None else int(t["last"][row])
+            if last == NO_TIME:
+                report.rejected.append(Rejected(i, sid, raw_t, "future covariates of a series with no observation "
+                                                               "yet: send an observation of it first"))
+                continue
+            k, on = freq.index(last, time_)
+            k = int(k)
+            why = None if on else f"time is off the {freq} grid of the series (last {self.spec.format_time(last)})"
+            if why is None and k < 1:
+                why = (f"future covariates for a time at or before the series' last time "
+                       f"{self.spec.format_time(last)}: they are kept for the times ahead")
+            if why is None and k > A:
+                why = f"future covariates {k} periods ahead: they are kept for the next {A} periods"
+            if why is not None:
+                report.rejected.append(Rejected(i, sid, raw_t, why))
+                continue
+            t["ahead_x"][row, k - 1] = np.where(given, scaled, t["ahead_x"][row, k - 1])
+            t["ahead_ok"][row, k - 1] |= given
+            self.table.touch(np.array([row]))
+            report.accepted += 1
+            report.ahead += 1
+

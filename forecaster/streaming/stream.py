@@ -32,6 +32,9 @@ __all__ = ["StreamingForecaster", "MAX_SERIES"]
 # max_gap="auto" allows a record up to this many context lengths after its series' last time; see
 # StreamingForecaster for why.
 _AUTO_MAX_GAP_CONTEXTS = 2
+# Future covariate values are kept for up to this many horizons ahead of a series' last time, so
+# that the values of the next origin's horizon may arrive before the observation that moves it.
+AHEAD_HORIZONS = 2
 # Default max_series: a bound on memory that any id flood (a bug upstream, random ids) hits long
 # before the machine does. memory_per_series() of fit's default model is 968 bytes for one target
 # (the bench's model) and 2,320 for the embedded data's three targets and four covariates: 100,000
@@ -146,11 +149,15 @@ class StreamingForecaster:
 
     def _layout(self) -> dict:
         """The per-series columns: name -> (shape after the row axis, dtype, initial value)."""
-        C, D = len(self.target_cols), len(self.spec.value_cols)
+        C, D, F = len(self.target_cols), len(self.spec.value_cols), len(self.future_cols)
+        ahead = {}
+        if F:  # future covariate values known for the next AHEAD periods (scaled; slot j: last + j + 1)
+            A = AHEAD_HORIZONS * self.horizon
+            ahead = {"ahead_x": ((A, F), np.float32, 0.0), "ahead_ok": ((A, F), np.bool_, False)}
         return {"last": ((), np.int64, NO_TIME), "n_obs": ((), np.int64, 0), "n_steps": ((), np.int64, 0),
                 "params": ((2, D), np.float32, 0.0),
                 "base": ((C, self.spec.baseline_for([]).shape[-1]), np.float32, 0.0),
-                **self.lookback.layout(C, D)}
+                **self.lookback.layout(C, D), **ahead}
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu", **kwargs):
@@ -233,18 +240,20 @@ class StreamingForecaster:
             fast = self.stepper.observe_frame_fast(data)
             if fast is not None:
                 return fast
-        cols, problems = self.reader.columns(data)
+        cols, problems, aheads = self.reader.columns(data)
         raw = cols[self.time_col]
         raw_list = raw.to_list() if isinstance(raw, pl.Series) else raw
         report = ObserveReport()
         if not raw_list:
             return report
-        plan = self.planner.plan(cols, problems, raw_list, report)
+        plan, ahead = self.planner.plan(cols, problems, raw_list, report, aheads)
         if plan:
             self.stepper.advance(plan, report, raw_list)
-            report.rejected.sort(key=lambda r: r.index)
             report.series = [sid for sid, steps in plan.items() if any(st[3] is not None for st in steps)
                              and sid in self.table.ids]
+        if ahead:
+            self.stepper.keep_ahead(ahead, report)
+        report.rejected.sort(key=lambda r: r.index)
         if self.max_series is not None and len(self.table) > self.max_series:
             report.evicted = self.table.evict(self.max_series)
             gone = set(report.evicted)
@@ -278,8 +287,11 @@ class StreamingForecaster:
         steps = np.arange(1, H + 1, dtype=np.int64)
         times = self.spec.grid_times(t["last"][rows][:, None], steps[None, :])  # (M, H)
         cal = self.spec.calendar_features(times.reshape(-1)).reshape(len(rows), H, -1)
-        ahead = np.concatenate([self._future_values(ids, rows, times, future), cal], axis=2) if self.future_cols \
-            else cal
+        if self.future_cols:
+            known = self._future_values(ids, rows, times, future) if future is not None else self._kept_ahead(ids, rows)
+            ahead = np.concatenate([known, cal], axis=2)
+        else:
+            ahead = cal
         y = self.strategy.forecast(self.table, rows, ahead)
         loc = t["params"][rows, 0, :C][:, None, :, None]
         scl = t["params"][rows, 1, :C][:, None, :, None]
@@ -292,7 +304,9 @@ class StreamingForecaster:
         Args:
             series: ids (default: every series observed so far).
             future: when the model has user future covariates, their values for the forecast
-                periods: a DataFrame with the id column, the time column and those columns.
+                periods: a DataFrame with the id column, the time column and those columns. None
+                (default): the values observed ahead (records of the id, a future time and those
+                columns, :meth:`observe`).
 
         Returns:
             The forecast table of :mod:`forecaster.forecasts` (``series``, ``origin`` (the last
@@ -304,10 +318,22 @@ class StreamingForecaster:
             return empty_forecast_frame(self.spec, self.net.quantiles)
         return forecast_frame(self.spec, ids, origins, y, self.net.quantiles, self.net.anchor)
 
+    def _kept_ahead(self, ids, rows) -> np.ndarray:
+        """The future covariates observed ahead (records with the id, a future time and those
+        columns) for the next ``horizon`` periods: (M, horizon, F) scaled, or a ``ValueError``
+        naming what is missing."""
+        H, t = self.horizon, self.table.t
+        ok = t["ahead_ok"][rows, :H]  # (M, H, F)
+        if not ok.all():
+            m = int(np.flatnonzero(~ok.all(axis=(1, 2)))[0])
+            steps = (np.flatnonzero(~ok[m].all(axis=1)) + 1).tolist()
+            raise ValueError(f"the model uses future covariates {self.future_cols}: series {show(ids[m])} lacks their "
+                             f"values for step(s) {steps[:8]} of the next {H} periods; send records with the id, "
+                             "the time and those columns (no targets) before the observation, or pass "
+                             "forecast(future=DataFrame)")
+        return t["ahead_x"][rows, :H].copy()
+
     def _future_values(self, ids, rows, times, future: pl.DataFrame | None) -> np.ndarray:
-        if future is None:
-            raise ValueError(f"the model uses future covariates {self.future_cols}: pass their values for the "
-                             f"next {self.horizon} periods as forecast(future=DataFrame)")
         key = [self.id_col] if self.id_col else []
         missing = [c for c in key + [self.time_col] + self.future_cols if c not in future.columns]
         if missing:
