@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Literal, Optional, Sequence
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
@@ -82,6 +82,14 @@ class ForecasterCLI(LightningCLI):
                             help="fit: evaluate the best checkpoint on the test part when training ends; false "
                                  "evaluates it on the validation part instead, for choosing hyperparameters "
                                  "without looking at the test part")
+        parser.add_argument("--warm_start", type=Optional[str], default=None,
+                            help="fit: start from this checkpoint's weights and settings on the data given (newer "
+                                 "data of the same columns): a new run, with a fresh optimizer, schedule and early "
+                                 "stopping (--ckpt_path resumes an interrupted run of the same data instead; with "
+                                 "other data it warm-starts too)")
+        parser.add_argument("--warm_start_scalers", type=Literal["keep", "refit"], default="keep",
+                            help="fit --warm_start: keep the checkpoint's per-series scalers and baseline blends "
+                                 "(default; new series get the pooled ones) or fit them anew on the new data")
         parser.add_argument("--output", type=Optional[str], default="runs/forecasts.parquet",
                             help="predict: where to write the forecasts (.parquet or .csv)")
         parser.add_argument("--plot", type=Optional[str], default=None,
@@ -140,7 +148,16 @@ class ForecasterCLI(LightningCLI):
         self.trainer.validate(**{**kwargs, "verbose": VERBOSE["on"]})
 
     # -- fit: Ctrl-C (SIGINT) stops training, then the best checkpoint so far is tested and reported --
+    warm: tuple[str, dict] | None = None  # (checkpoint, its state_dict): fit starts from its weights
+
     def fit(self, model, **kwargs) -> None:
+        if self.warm is not None:
+            path, state = self.warm
+            model.load_state_dict(state)
+            kept = "refitted on these data" if self.config[self.subcommand].get("warm_start_scalers") == "refit" \
+                else "the checkpoint's (--warm_start_scalers refit fits them anew)"
+            print(f"warm start from {path}: its weights and settings; the optimizer, the schedule, early stopping "
+                  f"and the best checkpoint start anew; scalers {kept}", flush=True)
         try:
             self.trainer.fit(model, **kwargs)
         except SystemExit:  # Lightning's answer to a KeyboardInterrupt: graceful shutdown, then exit(1)
@@ -165,7 +182,8 @@ class ForecasterCLI(LightningCLI):
         cfg = self.config[sub]
         if "weights_only" in cfg and cfg.get("weights_only") is None:
             cfg["weights_only"] = True  # Lightning's own restore: tensors and plain data, as read_checkpoint
-        ckpt_path = cfg.get("ckpt_path")
+        warm = cfg.get("warm_start") if sub == "fit" else None
+        ckpt_path = warm or cfg.get("ckpt_path")
         if not ckpt_path or ckpt_path in ("best", "last", "hpc", "registry"):
             return
         try:
@@ -178,11 +196,24 @@ class ForecasterCLI(LightningCLI):
             check_sizes(hp, f"checkpoint {ckpt_path!r}")
         except CheckpointError as e:
             raise UserError(str(e)) from None
+        if sub == "fit" and not warm and _other_data(ckpt, cfg):  # fit --ckpt_path OLD --data.path NEW
+            warm = ckpt_path
+        if warm:  # a new run from the checkpoint's weights: Lightning must not resume its loop and optimizer
+            cfg["ckpt_path"] = None
+            self.warm = (warm, ckpt["state_dict"])
         for k, v in hp.items():
             if k not in _LINKED and f"model.{k}" in cfg:
                 cfg[f"model.{k}"] = v
-        if hp.get("data_spec"):  # the data are read with the checkpoint's roles, axis and scalers
-            cfg["data.spec"] = hp["data_spec"]
+        spec = hp.get("data_spec")
+        if spec and warm and cfg.get("warm_start_scalers") == "refit":
+            # the checkpoint's roles and axis, scalers and baseline blends fitted anew on the new data
+            for key, value in _roles_of(spec).items():
+                cfg[f"data.{key}"] = value
+        elif spec:  # the data are read with the checkpoint's roles, axis and scalers
+            cfg["data.spec"] = spec
+            for key in ("context_length", "horizon"):  # the data module's recorded arguments agree with the spec
+                if cfg.get(f"data.{key}") == DATA_DEFAULTS.get(key, cfg.get(f"data.{key}")):
+                    cfg[f"data.{key}"] = spec[key]
 
     # -- the data summary first; an empty validation part fails here with what to change, not later
     #    inside a callback --
@@ -414,6 +445,24 @@ def quiet(verbose: bool = False) -> None:
     if not verbose:
         for message in _QUIET_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
+
+
+def _other_data(ckpt: dict, cfg) -> bool:
+    """Whether ``fit``'s data are not the checkpoint's (another file): then ``--ckpt_path`` warm-starts."""
+    theirs = (ckpt.get("datamodule_hyper_parameters") or {}).get("path")
+    mine = cfg.get("data.path")
+    if mine is None or theirs is None:
+        return (mine is None) != (theirs is None)
+    return os.path.realpath(str(mine)) != os.path.realpath(str(theirs))
+
+
+def _roles_of(spec: dict) -> dict:
+    """The data module arguments that rebuild a spec's roles, axis and windows (not its scalers)."""
+    keys = ("time_col", "id_col", "target_cols", "past_covariate_cols", "future_covariate_cols", "time_format",
+            "freq", "season_length", "context_length", "horizon", "scaling")
+    out = {k: spec[k] for k in keys if k in spec}
+    out["calendar_features"] = list(spec.get("calendar") or []) or "none"
+    return out
 
 
 def _is_default_logger(logger) -> bool:

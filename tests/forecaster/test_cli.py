@@ -237,3 +237,31 @@ def test_every_model_option_has_a_help_text(capsys):
     bare = [k for k, b in opts.items() if not re.sub(r"\(type:.*?\)|--\S+|[A-Z_]{2,}|\{.*?\}|\s", "", b,
                                                        flags=re.S)]
     assert not bare, f"options without a help text: {bare}"
+
+
+def test_fit_on_newer_data_warm_starts_from_a_checkpoint(fitted, tmp_path, capsys):
+    """fit --ckpt_path OLD --data.path NEW (or --warm_start OLD): a new run from the checkpoint's
+    weights and settings (a fresh optimizer, loop and best checkpoint), scalers kept or refitted."""
+    import re
+
+    from forecaster.data import DEFAULT_DATASET
+
+    _, ckpt, _ = fitted
+    newer = tmp_path / "newer.csv"
+    pl.read_parquet(DEFAULT_DATASET).with_columns(pl.col("time") + pl.duration(days=365),
+                                                  pl.col("temp_air") * 1.1 + 2.0).write_csv(newer)
+    runs = ["--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.enable_progress_bar", "false"]
+    # no training step: the weights tested are the checkpoint's, read with its scalers, as `test` reads them
+    assert main(["fit", "--ckpt_path", str(ckpt), "--data.path", str(newer), "--trainer.max_steps", "0", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "warm start from" in out and "scalers the checkpoint's" in out
+    warm_mae = re.search(r"^mae\s+(\S+)", out, re.M).group(1)
+    assert main(["test", "--ckpt_path", str(ckpt), "--data.path", str(newer), "--trainer.logger", "false",
+                 "--trainer.enable_progress_bar", "false"]) == 0
+    assert re.search(r"^mae\s+(\S+)", capsys.readouterr().out, re.M).group(1) == warm_mae
+    # a few steps, scalers refitted on the newer data: a fresh loop (its first checkpoint is at step 2)
+    assert main(["fit", "--warm_start", str(ckpt), "--warm_start_scalers", "refit", "--data.path", str(newer),
+                 "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *runs]) == 0
+    out = capsys.readouterr().out
+    assert "scalers refitted on these data" in out and "step=2.ckpt" in out
