@@ -506,3 +506,25 @@ def test_string_and_date_time_columns():
     bad = pl.DataFrame({"d": ["2020-01-01", "nope", "2020-01-03"], "y": [1.0, 2, 3]})
     with pytest.raises(ValueError, match="time_col 'd': value 'nope' could not be parsed"):
         TimeSeriesDataModule(data=bad, time_col="d", target_cols=["y"], context_length=1, horizon=1).n_targets
+
+
+# ---- fitting a spec and applying one ----
+
+def test_applying_a_spec_to_its_own_training_table_reproduces_the_fitted_arrays():
+    from forecaster.data.build import apply_spec, fit_spec
+    from forecaster.data.table import Roles, Source
+    from forecaster.data.windows import SplitArgs
+
+    df = long_frame(n_series=3, n_steps=60).filter(pl.col("ts") != T0 + dt.timedelta(hours=9))  # a gap
+    src, splits = Source(data=df), SplitArgs(val_size=0.2, test_size=0.2)
+    fitted = fit_spec(src, Roles("ts", "sid", ["y", "y2"], ["pc"], ["fc"]), time_format=None, freq=None,
+                      calendar_features="auto", season_length=None, context_length=8, horizon=3, scaling="robust",
+                      splits=splits)
+    result = apply_spec(src, fitted.spec, splits=splits)
+    assert result.spec.to_dict() == fitted.spec.to_dict()
+    for k, expected in fitted.arrays.items():
+        assert torch.equal(result.arrays[k], expected), k
+    for k, (b, e) in fitted.splits.items():
+        assert np.array_equal(result.splits[k][0], b) and np.array_equal(result.splits[k][1], e), k
+    assert fitted.info["freq_source"] == "inferred" and result.info["freq_source"] == "the checkpoint"
+
