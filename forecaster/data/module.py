@@ -39,18 +39,16 @@ DEFAULT_ROLES = {
 
 
 class TimeSeriesDataModule(L.LightningDataModule):
-    """A user's table of time series as windows for a forecaster (batch layout:
-    :mod:`forecaster.data.windows`: target/observed (B, L, C), past_cov (B, L, P), future_cov
-    (B, L, F), loc/scale (B, C), series/start (B,), with L = context_length + horizon).
+    """A user's table of time series as windows for a forecaster.
+
+    Batch layout (:mod:`forecaster.data.windows`): target/observed (B, L, C), past_cov (B, L, P),
+    future_cov (B, L, F), loc/scale (B, C), series/start (B,), with L = context_length + horizon.
 
     Args:
         path: CSV / Parquet / Arrow IPC file or glob; None (and ``data`` None) = the embedded TMY3
             weather dataset (2 stations, hourly, 1 year), whose column roles are then the defaults.
-        data: an in-memory ``polars.DataFrame`` / ``LazyFrame`` instead of ``path`` (Python use).
         time_col: datetime/date column (ISO strings are parsed, or strings in ``time_format``;
             zone-aware times are converted to UTC, naive ones taken as given) or an integer index.
-        time_format: strptime format of a text time column that is not ISO (``"%b %d %Y"`` for
-            ``Jan 1 2000``); None = ISO.
         id_col: series id column (long format); None = the whole table is one series (wide format).
         target_cols: columns to forecast (C >= 1); None = every numeric column not otherwise used.
         past_covariate_cols: numeric columns observed only up to now (P); None = none.
@@ -61,24 +59,35 @@ class TimeSeriesDataModule(L.LightningDataModule):
         freq: a Polars duration (``"1h"``, ``"30m"``, ``"1d"``, ``"1w"``), a calendar duration
             (``"1mo"``, ``"1q"``, ``"1y"``; month-start or month-end dates), ``"1bd"`` (business
             days) or an int step for integer time; None = inferred from the most common step.
-        context_length, horizon: window = context + horizon steps.
+        time_format: strptime format of a text time column that is not ISO (``"%b %d %Y"`` for
+            ``Jan 1 2000``); None = ISO.
+        context_length: steps of look-back in a window (window = context + horizon steps).
+        horizon: steps forecast after the look-back (window = context + horizon steps).
         stride: step between train windows' starts.
         eval_stride: step between val/test windows (None = ``horizon``; 1 for the ETTh1 protocol).
-        train_size, val_size, test_size: split per series along its regular grid. A float in
+        train_size: the training part of each series, split along its regular grid: a float in
             [0, 1) is a fraction of the series' length, an int (or a whole-number float such as
-            ``8640.0``) a number of steps. With ``train_size`` None, test is the last ``test_size``
-            steps, val the ``val_size`` before, train the rest; with ``train_size`` set the parts are
-            consecutive from the start and anything after them is unused (ETTh1: 8640 / 2880 / 2880).
-        val_start, test_start: cut-off times (read by the time rule), or ints for integer time; when
-            given they override the sizes: val = [val_start, test_start), test = [test_start, end).
+            ``8640.0``) a number of steps. None: test is the last ``test_size`` steps, val the
+            ``val_size`` before, train the rest; set: the parts are consecutive from the start and
+            anything after them is unused (ETTh1: 8640 / 2880 / 2880).
+        val_size: the validation part of each series, as ``train_size`` (fraction or steps).
+        test_size: the test part of each series, as ``train_size`` (fraction or steps).
+        val_start: cut-off time of the validation part (read by the time rule), or an int for
+            integer time; with ``test_start`` it overrides the sizes: val = [val_start, test_start).
+        test_start: cut-off time of the test part, as ``val_start``: test = [test_start, end).
         scaling: ``"standard"`` (mean, std), ``"robust"`` (median, IQR) or ``"none"``, per series
             and column, fitted on the training part's observed values only.
         season_length: override the seasonal period (None = from the frequency, 24 for hourly).
-        batch_size, eval_batch_size (None = batch_size), num_workers, shuffle.
-        pin_memory: None = when CUDA is available.
+        batch_size: training windows per batch.
+        eval_batch_size: validation / test / predict windows per batch (None = ``batch_size``).
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        shuffle: shuffle the training windows every epoch.
+        pin_memory: pin the batches' memory for faster copies to a GPU; None = when CUDA is
+            available.
         spec: a checkpoint's data spec (``DataSpec`` or its dict): roles, time format, frequency,
             calendar, season, window shape and scalers come from it (series it does not know get
             its pooled scalers); role arguments given here must agree with it.
+        data: an in-memory ``polars.DataFrame`` / ``LazyFrame`` instead of ``path`` (Python use).
 
     Nothing is read in the constructor; the first access to a schema attribute (``n_targets``,
     ``freq``, ``series_ids``, ``spec``, ...) or ``setup()`` builds everything once. Series whose

@@ -528,3 +528,49 @@ def test_applying_a_spec_to_its_own_training_table_reproduces_the_fitted_arrays(
         assert np.array_equal(result.splits[k][0], b) and np.array_equal(result.splits[k][1], e), k
     assert fitted.info["freq_source"] == "inferred" and result.info["freq_source"] == "the checkpoint"
 
+
+# ---- the command line's help (issue 25) ----
+
+def test_the_docstring_gives_every_constructor_argument_its_own_entry():
+    """jsonargparse reads each option's help from the class docstring's "Args:" (Google style);
+    one entry naming several arguments makes docstring_parser drop all of them."""
+    import inspect
+
+    import docstring_parser
+
+    doc = docstring_parser.parse(TimeSeriesDataModule.__doc__, docstring_parser.DocstringStyle.GOOGLE)
+    result = [p.arg_name for p in doc.params]
+    expected = [p for p in inspect.signature(TimeSeriesDataModule.__init__).parameters if p != "self"]
+    assert result == expected
+    assert all(p.description and p.description.strip() for p in doc.params)
+
+
+def _option_helps(text: str, prefix: str) -> dict[str, str]:
+    """argparse help output -> {option: its help text without the "(type: ..., default: ...)"}."""
+    import re
+
+    helps, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^  (-\S.*?)(?:\s{2,}(.*))?$", line)
+        if m:
+            name = m.group(1).split()[0].rstrip(",")
+            current = name if name == prefix or name.startswith(prefix + ".") else None
+            if current:
+                helps[current] = m.group(2) or ""
+        elif current and line.startswith("    "):
+            helps[current] += " " + line.strip()
+        else:
+            current = None
+    return {k: v.split("(type:")[0].strip() for k, v in helps.items()}
+
+
+def test_fit_help_describes_every_data_option(capsys):
+    import inspect
+
+    from forecaster.cli import main
+
+    assert main(["fit", "--help"]) == 0
+    helps = _option_helps(capsys.readouterr().out, "--data")
+    params = [p for p in inspect.signature(TimeSeriesDataModule.__init__).parameters if p != "self"]
+    assert {f"--data.{p}" for p in params} <= set(helps), sorted(helps)
+    assert not [k for k, v in helps.items() if not v], helps
