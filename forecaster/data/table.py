@@ -76,7 +76,7 @@ class Source:
             raise ValueError(f"data must be a polars DataFrame or LazyFrame, got {type(self.data).__name__}")
         return scan(self.path, time_col, time_format, every_row=self.every_row)
 
-    def read(self, roles: "Roles", time_format: str | None = None, time_kind: str | None = None) -> "Table":
+    def read(self, roles: Roles, time_format: str | None = None, time_kind: str | None = None) -> Table:
         """:func:`read_table` of :meth:`frame`."""
         try:
             return read_table(self.frame(roles.time_col, time_format), roles, self.where, time_format, time_kind)
