@@ -8,8 +8,9 @@ index arithmetic for the windows):
    grid (missing periods masked, never interpolated), calendar features.
 3. :mod:`forecaster.data.scaling`: per-series scalers fitted on the training part.
 4. :mod:`forecaster.data.windows`: splits, windows ``(series, start)`` gathered in batches, samplers.
-5. :mod:`forecaster.data.module`: :class:`TimeSeriesDataModule`, the ``LightningDataModule`` over them,
-   which builds the :class:`forecaster.spec.DataSpec`.
+5. :mod:`forecaster.data.build`: a table through the stages, either fitting a
+   :class:`forecaster.spec.DataSpec` (``fit_spec``) or applying a checkpoint's (``apply_spec``).
+6. :mod:`forecaster.data.module`: :class:`TimeSeriesDataModule`, the ``LightningDataModule`` over them.
 """
 
 from forecaster.data.module import DEFAULT_DATASET, DEFAULT_ROLES, TimeSeriesDataModule

@@ -4,7 +4,7 @@
 series' grid; :func:`extent` finds each series' grid; :func:`regularise` puts each series on its grid ``time(origin, k)``, ``k = 0 .. n-1``
 (the origin is the series' first time) in one contiguous ``(N, D)`` float32 array, missing periods
 NaN (nothing is interpolated); :func:`calendar_array` computes the calendar features of every grid
-step.
+step, :func:`choose_calendar` which features a training table gets.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import numpy as np
 import polars as pl
 
 from forecaster.data.table import Table
-from forecaster.timeaxis import CALENDAR_PERIODS, Frequency, _is_month_end, calendar_features, format_time
+from forecaster.timeaxis import (
+    CALENDAR_ENCODINGS, CALENDAR_PERIODS, Frequency, _is_month_end, calendar_features, default_calendar, format_time,
+)
 
 __all__ = ["Grid", "Extent", "resolve_frequency", "extent", "regularise", "calendar_array", "grid_times_all",
-           "covered_calendar"]
+           "covered_calendar", "choose_calendar"]
 
 
 @dataclass
@@ -244,3 +246,22 @@ def covered_calendar(candidates: list[str], freq: Frequency, train_lengths: np.n
         if ok:
             kept.append(e)
     return kept, why
+
+
+def choose_calendar(calendar_features: list[str] | str, freq: Frequency, time_kind: str, train_lengths: np.ndarray,
+                    time_col: str) -> tuple[list[str], dict]:
+    """The calendar encodings of a training table and why each was kept or dropped:
+    ``calendar_features`` ``"auto"`` (the frequency's :func:`~forecaster.timeaxis.default_calendar`
+    that the training parts cover, :func:`covered_calendar`), ``"none"`` / ``""``, one name or a
+    list of names; ``ValueError`` for an unknown name or any on integer time."""
+    cal = calendar_features
+    if isinstance(cal, str) and cal == "auto":
+        return covered_calendar(default_calendar(freq), freq, train_lengths)
+    cal = [] if isinstance(cal, str) and cal in ("none", "") else ([cal] if isinstance(cal, str) else list(cal))
+    if cal and time_kind == "int":
+        raise ValueError(f"calendar features {cal} need a datetime time column; {time_col!r} is integer "
+                         "(use calendar_features='none')")
+    for e in cal:
+        if e not in CALENDAR_ENCODINGS:
+            raise ValueError(f"unknown calendar feature {e!r}; choose from {list(CALENDAR_ENCODINGS)}")
+    return cal, {e: "given" for e in cal}

@@ -1,5 +1,6 @@
 """Stage 1: read a table and validate it.
 
+:class:`Source` is where a table comes from (a path or an in-memory frame) and reads it;
 :func:`scan` opens a path (CSV, Parquet, Arrow IPC, or a glob of them) lazily; :func:`read_table`
 checks the column roles, puts the time column on the axis (:func:`forecaster.timeaxis.to_axis`),
 sorts by (series, time), and rejects what cannot be a time series, each problem as a ``ValueError``
@@ -21,7 +22,7 @@ import polars as pl
 
 from forecaster.timeaxis import format_time, to_axis
 
-__all__ = ["Roles", "Table", "scan", "read_table", "is_csv"]
+__all__ = ["Roles", "Table", "Source", "scan", "read_table", "is_csv"]
 
 
 @dataclass
@@ -50,6 +51,43 @@ class Table:
     target_cols: list[str]
     value_cols: list[str]
     where: str                     # how messages name the source
+
+
+class Source:
+    """Where a table comes from: a path (a file or glob, see :func:`scan`) or an in-memory Polars
+    ``DataFrame`` / ``LazyFrame``, and how messages name it (``where``)."""
+
+    def __init__(self, path: str | os.PathLike | None = None, data: pl.DataFrame | pl.LazyFrame | None = None,
+                 where: str | None = None):
+        if (path is None) == (data is None):
+            raise ValueError("give either path or data")
+        self.path, self.data = path, data
+        self.where = where or ("the given frame" if data is not None else repr(path))
+        # a CSV's column types read from every row, not the first 100 (see read)
+        self.every_row = False
+
+    def frame(self, time_col: str | None = None, time_format: str | None = None) -> pl.LazyFrame:
+        """The table as given (a path scanned lazily, or the in-memory frame), unvalidated."""
+        if self.data is not None:
+            if isinstance(self.data, pl.DataFrame):
+                return self.data.lazy()
+            if isinstance(self.data, pl.LazyFrame):
+                return self.data
+            raise ValueError(f"data must be a polars DataFrame or LazyFrame, got {type(self.data).__name__}")
+        return scan(self.path, time_col, time_format, every_row=self.every_row)
+
+    def read(self, roles: Roles, time_format: str | None = None, time_kind: str | None = None) -> Table:
+        """:func:`read_table` of :meth:`frame`."""
+        try:
+            return read_table(self.frame(roles.time_col, time_format), roles, self.where, time_format, time_kind)
+        except pl.exceptions.ComputeError:
+            # a CSV's column types come from its first 100 rows: a later value of another type (text in a
+            # number column, a time with an offset among naive ones) fails the read. Read the types from
+            # every row: the value then gets the message it gets in row 12 (or the file simply reads).
+            if self.data is not None or not is_csv(self.path) or self.every_row:
+                raise
+            self.every_row = True
+            return read_table(self.frame(roles.time_col, time_format), roles, self.where, time_format, time_kind)
 
 
 def scan(path: str | os.PathLike, time_col: str | None = None, time_format: str | None = None,

@@ -1,5 +1,9 @@
 """Stage 4: splits, windows and samplers.
 
+:class:`SplitArgs` and :func:`compute_splits` cut each series' grid into train / val / test;
+:func:`window_counts` counts the windows of a part; :class:`WindowDataset` serves them;
+:func:`gather` and :func:`predict_batch` build windows at any position (evaluation, prediction).
+
 A window is ``(series, start)`` over the contiguous grid arrays: never materialised. The number of
 windows per series is index arithmetic, and a batch is one fancy-indexing gather
 ``array[offset[s] + start + arange(L)]`` (``L = context_length + horizon``).
@@ -23,14 +27,62 @@ start          int64 (B,)         grid index of the window's first step in its s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
-from forecaster.timeaxis import Frequency
+from forecaster.data.grid import Grid
+from forecaster.spec import DataSpec
+from forecaster.timeaxis import Frequency, to_axis
 
-__all__ = ["WindowDataset", "TensorBatches", "TensorDictDataset", "collate_batched", "compute_splits",
-           "window_counts"]
+__all__ = ["WindowDataset", "TensorBatches", "TensorDictDataset", "collate_batched", "SplitArgs", "compute_splits",
+           "cut_time", "window_counts", "observed_forecast_steps", "gather", "predict_batch"]
+
+
+@dataclass(frozen=True)
+class SplitArgs:
+    """How each series is split (the data module's arguments of the same names; see
+    :func:`compute_splits`): sizes, or cut-off times (read by the time rule, ints for integer time)
+    that override them."""
+
+    train_size: int | float | None = None
+    val_size: int | float = 0.1
+    test_size: int | float = 0.1
+    val_start: str | int | None = None
+    test_start: str | int | None = None
+
+    def bounds(self, lengths: np.ndarray, starts: np.ndarray, freq: Frequency, series_ids, time_kind: str,
+               time_format: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """:func:`compute_splits` of series with grid ``lengths`` and ``starts`` (int64 (S,))."""
+        vc = cut_time(self.val_start, "val_start", time_kind, time_format)
+        tc = cut_time(self.test_start, "test_start", time_kind, time_format)
+        if vc is not None and tc is not None and vc > tc:
+            raise ValueError(f"val_start={self.val_start!r} is after test_start={self.test_start!r}")
+        return compute_splits(lengths, starts, freq, train_size=self.train_size, val_size=self.val_size,
+                              test_size=self.test_size, val_cut=vc, test_cut=tc, series_ids=series_ids)
+
+
+def cut_time(v, name: str, time_kind: str, time_format: str | None) -> int | None:
+    """A cut-off (``val_start`` / ``test_start``) on the axis: an int for integer time, else a time
+    read by the time rule (ISO first, then ``time_format``); None stays None."""
+    if v is None:
+        return None
+    if time_kind == "int":
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name}={v!r}: time is integer, give an int") from None
+    for fmt in dict.fromkeys((None, time_format)):  # ISO first, then the data's own format
+        try:
+            t, null, _ = to_axis([v], "datetime", fmt, what=name, strict=False)
+        except ValueError:
+            continue
+        if not null[0]:
+            return int(t[0])
+    raise ValueError(f"{name}={v!r}: not a timestamp (ISO such as '2017-06-01 00:00'"
+                     + (f", or in time_format {time_format!r})" if time_format else ")"))
 
 
 def compute_splits(lengths: np.ndarray, starts: np.ndarray, freq: Frequency, *, train_size, val_size, test_size,
@@ -106,6 +158,82 @@ def window_counts(split: str, begin: np.ndarray, end: np.ndarray, context_length
         span = (end - horizon) - f0
     counts = np.where(span >= 0, span // stride + 1, 0).astype(np.int64)
     return first, counts
+
+
+def observed_forecast_steps(observed: np.ndarray, offsets: np.ndarray, begin: np.ndarray, end: np.ndarray,
+                            context_length: int, horizon: int, stride: int) -> np.ndarray:
+    """int64 (S, C): observed values (``observed``: (N, C) grid rows, nonzero = observed) per
+    series and target in the steps that the val/test windows of the parts ``[begin, end)``
+    forecast at ``stride``."""
+    first, counts = window_counts("val", begin, end, context_length, horizon, stride)
+    out = np.zeros((len(begin), observed.shape[1]), dtype=np.int64)
+    for i in np.flatnonzero(counts):
+        f0 = int(offsets[i] + first[i]) + context_length
+        seg = observed[f0:f0 + int(counts[i] - 1) * stride + horizon]
+        if stride > horizon:  # the steps between one window's forecast and the next are not scored
+            seg = seg[np.arange(len(seg)) % stride < horizon]
+        out[i] = np.count_nonzero(seg, axis=0)
+    return out
+
+
+def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, start,
+           length: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+    """Windows of ``length`` grid steps of series ``series`` (int64 (B,), indices into
+    ``spec.series_ids``) from grid index ``start`` (int64 (B,), may run off either end of a series):
+    ``(batch, inside)``, the batch in the layout of the module docstring (steps outside a series'
+    grid are unobserved zeros; calendar features are those of their times) and the bool (B, length)
+    mask of steps inside the grid. ``arrays``: the data module's ``data`` (N, D + K), ``observed``
+    (N, C), ``loc``/``scale`` (S, C) and ``baseline`` tensors over ``grid``'s rows."""
+    s, g = spec, grid
+    series = np.asarray(series, dtype=np.int64).reshape(-1)
+    start = np.asarray(start, dtype=np.int64).reshape(-1)
+    B, C, P = len(series), s.n_targets, s.n_past_covariates
+    D = len(s.value_cols)
+    local = start[:, None] + np.arange(length, dtype=np.int64)  # (B, L)
+    inside = (local >= 0) & (local < g.lengths[series][:, None])
+    rows = torch.from_numpy(np.where(inside, g.offsets[series][:, None] + local, 0))
+    ins = torch.from_numpy(inside)[..., None]
+    data = arrays["data"][rows] * ins  # (B, L, D+K)
+    obs = arrays["observed"][rows] * ins
+    if s.calendar and not inside.all():
+        t = s.grid_times(g.starts[series][:, None], local)
+        data[..., D:] = torch.from_numpy(s.calendar_features(t.reshape(-1)).reshape(B, length, -1))
+    return {
+        "target": data[..., :C].contiguous(),
+        "observed": obs.contiguous(),
+        "past_cov": data[..., C:C + P].contiguous(),
+        "future_cov": data[..., C + P:].contiguous(),
+        "loc": arrays["loc"][series],
+        "scale": arrays["scale"][series],
+        "baseline": arrays["baseline"][series],
+        "series": torch.from_numpy(series),
+        "start": torch.from_numpy(start),
+    }, inside
+
+
+def predict_batch(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec) -> dict[str, torch.Tensor]:
+    """One window per series (S windows, the spec's context and horizon; arguments as in
+    :func:`gather`): the context is the ``context_length`` steps up to and including the last step
+    with an observed target, the last ``horizon`` steps are the future (target 0, observed 0,
+    past_cov 0; calendar features from the future times; user future covariates from rows of the
+    table beyond the last observed target, else ``ValueError``). Same dict layout as the loaders,
+    first dimension S."""
+    s = spec
+    S, ctx, h = len(s.series_ids), s.context_length, s.horizon
+    start = s.last_observed + 1 - ctx  # may be < 0 for a series with trailing gaps: zero-padded
+    batch, inside = gather(arrays, grid, s, np.arange(S), start, ctx + h)
+    batch["target"][:, ctx:] = 0.0
+    batch["observed"][:, ctx:] = 0.0
+    batch["past_cov"][:, ctx:] = 0.0
+    if s.future_covariate_cols:
+        fut_inside = inside[:, ctx:]
+        if not fut_inside.all():
+            i = int(np.argmin(fut_inside.all(axis=1)))
+            raise ValueError(
+                f"future covariates {s.future_covariate_cols} are needed for the {h} steps after the last "
+                f"observed target, but series {s.series_ids[i]!r} has only {int(fut_inside[i].sum())} of those "
+                "rows; append rows with the future covariates (and null targets) to the table")
+    return batch
 
 
 def collate_batched(batch):

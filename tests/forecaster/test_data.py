@@ -506,3 +506,71 @@ def test_string_and_date_time_columns():
     bad = pl.DataFrame({"d": ["2020-01-01", "nope", "2020-01-03"], "y": [1.0, 2, 3]})
     with pytest.raises(ValueError, match="time_col 'd': value 'nope' could not be parsed"):
         TimeSeriesDataModule(data=bad, time_col="d", target_cols=["y"], context_length=1, horizon=1).n_targets
+
+
+# ---- fitting a spec and applying one ----
+
+def test_applying_a_spec_to_its_own_training_table_reproduces_the_fitted_arrays():
+    from forecaster.data.build import apply_spec, fit_spec
+    from forecaster.data.table import Roles, Source
+    from forecaster.data.windows import SplitArgs
+
+    df = long_frame(n_series=3, n_steps=60).filter(pl.col("ts") != T0 + dt.timedelta(hours=9))  # a gap
+    src, splits = Source(data=df), SplitArgs(val_size=0.2, test_size=0.2)
+    fitted = fit_spec(src, Roles("ts", "sid", ["y", "y2"], ["pc"], ["fc"]), time_format=None, freq=None,
+                      calendar_features="auto", season_length=None, context_length=8, horizon=3, scaling="robust",
+                      splits=splits)
+    result = apply_spec(src, fitted.spec, splits=splits)
+    assert result.spec.to_dict() == fitted.spec.to_dict()
+    for k, expected in fitted.arrays.items():
+        assert torch.equal(result.arrays[k], expected), k
+    for k, (b, e) in fitted.splits.items():
+        assert np.array_equal(result.splits[k][0], b) and np.array_equal(result.splits[k][1], e), k
+    assert fitted.info["freq_source"] == "inferred" and result.info["freq_source"] == "the checkpoint"
+
+
+# ---- the command line's help (issue 25) ----
+
+def test_the_docstring_gives_every_constructor_argument_its_own_entry():
+    """jsonargparse reads each option's help from the class docstring's "Args:" (Google style);
+    one entry naming several arguments makes docstring_parser drop all of them."""
+    import inspect
+
+    import docstring_parser
+
+    doc = docstring_parser.parse(TimeSeriesDataModule.__doc__, docstring_parser.DocstringStyle.GOOGLE)
+    result = [p.arg_name for p in doc.params]
+    expected = [p for p in inspect.signature(TimeSeriesDataModule.__init__).parameters if p != "self"]
+    assert result == expected
+    assert all(p.description and p.description.strip() for p in doc.params)
+
+
+def _option_helps(text: str, prefix: str) -> dict[str, str]:
+    """argparse help output -> {option: its help text without the "(type: ..., default: ...)"}."""
+    import re
+
+    helps, current = {}, None
+    for line in text.splitlines():
+        m = re.match(r"^  (-\S.*?)(?:\s{2,}(.*))?$", line)
+        if m:
+            name = m.group(1).split()[0].rstrip(",")
+            current = name if name == prefix or name.startswith(prefix + ".") else None
+            if current:
+                helps[current] = m.group(2) or ""
+        elif current and line.startswith("    "):
+            helps[current] += " " + line.strip()
+        else:
+            current = None
+    return {k: v.split("(type:")[0].strip() for k, v in helps.items()}
+
+
+def test_fit_help_describes_every_data_option(capsys):
+    import inspect
+
+    from forecaster.cli import main
+
+    assert main(["fit", "--help"]) == 0
+    helps = _option_helps(capsys.readouterr().out, "--data")
+    params = [p for p in inspect.signature(TimeSeriesDataModule.__init__).parameters if p != "self"]
+    assert {f"--data.{p}" for p in params} <= set(helps), sorted(helps)
+    assert not [k for k, v in helps.items() if not v], helps

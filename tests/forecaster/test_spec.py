@@ -62,18 +62,43 @@ def test_unreadable_times_name_the_value_and_the_fix():
         to_axis([1.0, 2.5], "int")
 
 
-def test_short_lists_follow_the_same_rule_as_polars():
-    """A few Python values are read in plain Python (a Polars call costs about a millisecond);
-    the result must be the Polars path's, value by value."""
-    values = ["2024-03-31T12:00+02:00", "2024-03-31T10:00Z", "2024-03-31 10:00", "2024-03-31",
-              "2024-03-31T10:00:00.123456", dt.datetime(2024, 3, 31, 12, tzinfo=BERLIN),
-              dt.datetime(1960, 1, 1, 0, 0, 0, 5), dt.date(1950, 5, 5), None]
-    for v in values:
-        fast = to_axis([v], "datetime")
-        slow = to_axis(pl.Series([v]), "datetime")
-        assert fast[0].tolist() == slow[0].tolist() and fast[1].tolist() == slow[1].tolist(), v
-        assert fast[2] == slow[2], v
-    assert to_axis([3, None], "int")[0].tolist() == to_axis(pl.Series([3, None]), "int")[0].tolist()
+def _both_readers(monkeypatch, values, kind="datetime", strict=True):
+    """to_axis(values) as read in plain Python and forced through Polars: (result, expected), each
+    ("ok", t, null, zoned) or ("error", message)."""
+    import forecaster.timeaxis as timeaxis
+
+    def run():
+        try:
+            t, null, zoned = to_axis(values, kind, strict=strict)
+            return "ok", t.tolist(), null.tolist(), zoned
+        except ValueError as e:
+            return "error", str(e)
+
+    result = run()
+    with monkeypatch.context() as m:
+        m.setattr(timeaxis, "_read_python", lambda *a: None)
+        expected = run()
+    return result, expected
+
+
+SHORT_LIST_VALUES = [
+    "2024-03-31T12:00+02:00", "2024-03-31T10:00Z", "2024-03-31 10:00", "2024-03-31", "2024-03-31T10:00:00.123456",
+    "2500-01-01", "0001-01-01", "nope", dt.datetime(2024, 3, 31, 12, tzinfo=BERLIN), dt.datetime(1960, 1, 1, 0, 0, 0, 5),
+    dt.datetime(2500, 1, 1), dt.date(1950, 5, 5), dt.date(1000, 1, 1), None]
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "lenient"])
+def test_short_lists_follow_the_same_rule_as_polars(monkeypatch, strict):
+    """A few Python values (a stream's record) are read in plain Python (a Polars call costs about a
+    millisecond); the result must be the Polars reader's, value by value and for every pair (a date
+    is naive: beside an aware time it is a mix, as in a longer list)."""
+    cases = [[v] for v in SHORT_LIST_VALUES] + [[a, b] for a in SHORT_LIST_VALUES for b in SHORT_LIST_VALUES]
+    for values in cases:
+        result, expected = _both_readers(monkeypatch, values, strict=strict)
+        assert result == expected, values
+    for values in ([3, None], [3, 2.5], [-(2 ** 40)]):
+        result, expected = _both_readers(monkeypatch, values, "int", strict=strict)
+        assert result == expected, values
 
 
 def test_times_outside_the_nanosecond_range_are_errors_not_wrapped():
