@@ -224,6 +224,12 @@ class ForecasterCLI(LightningCLI):
             if isinstance(self.model, GRUForecaster):
                 print(members_line(self.model), flush=True)
         self._validate_before_the_end(dm, trainer)
+        if hasattr(dm, "test_dataset") and self.config[self.subcommand].get("test_after_fit", True) \
+                and trainer.limit_test_batches != 0 and len(dm.test_dataset()) == 0:
+            raise UserError(
+                f"the test part has no window (a window needs horizon = {dm.horizon} steps in it; test_size = "
+                f"{dm.test_size!r}), so fit could not test its best checkpoint: enlarge --data.test_size (or leave "
+                "it a fraction: at least one window), or fit without the test: --test_after_fit false")
         if not hasattr(dm, "val_dataset") or trainer.limit_val_batches == 0 or len(dm.val_dataset()) > 0:
             return
         monitors = sorted({cb.monitor for cb in trainer.callbacks if isinstance(cb, (EarlyStopping, ModelCheckpoint))

@@ -8,6 +8,9 @@ calendar features of a time. Training, prediction, streaming and the replay all 
   UTC; naive values are taken as given (their wall clock). Calendar features of aware data are
   therefore UTC-based. Dates are midnight.
 * integer time: the integer itself.
+* calendar labels: a text column of quarters (``1998 Q1``, ``1998-Q1``, ``1998Q1``, ``Q1 1998``)
+  or ISO weeks (``1991 W06``, ``1991-W06``, ``1991W06``) reads as each period's first day (the
+  quarter's first day, the week's Monday).
 
 :func:`to_axis` applies it (to a table's column, a stream's records, a cut-off, a future frame).
 
@@ -342,6 +345,47 @@ def _read_python(values, time_kind: str, time_format: str | None):
     return t, null, zoned
 
 
+# Calendar labels as spreadsheets and tsibble write them: a quarter ("1998 Q1", "1998-Q1", "1998Q1",
+# "Q1 1998") is its first day, an ISO week ("1991 W06", "1991-W06", "1991W06") its Monday.
+_QUARTER = (re.compile(r"\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*"), re.compile(r"\s*[Qq]([1-4])\s*[-/ ]?\s*(\d{4})\s*"))
+_ISO_WEEK = re.compile(r"\s*(\d{4})\s*-?\s*[Ww](\d{2})\s*")
+
+
+def _label_date(v: str) -> str | None:
+    """A quarter or ISO-week label as an ISO date, else None."""
+    m = _QUARTER[0].fullmatch(v)
+    if m:
+        return f"{m.group(1)}-{3 * int(m.group(2)) - 2:02d}-01"
+    m = _QUARTER[1].fullmatch(v)
+    if m:
+        return f"{m.group(2)}-{3 * int(m.group(1)) - 2:02d}-01"
+    m = _ISO_WEEK.fullmatch(v)
+    if m:
+        try:
+            return _dt.date.fromisocalendar(int(m.group(1)), int(m.group(2)), 1).isoformat()
+        except ValueError:  # no such week (W53 of a 52-week year)
+            return None
+    return None
+
+
+def _calendar_labels(s: pl.Series, what: str, strict: bool) -> pl.Series | None:
+    """A text column of quarter or ISO-week labels (its first value one) as ISO dates, else None.
+    A value that is no label is an error naming it (``strict``) or null. Labels repeat (one per
+    period), so the mapping is over the unique values."""
+    nonnull = s.drop_nulls()
+    if not nonnull.len() or _label_date(nonnull[0]) is None:
+        return None
+    u = nonnull.unique()
+    if u.len() > 1_000_000:
+        return None
+    mapping = {v: _label_date(v) for v in u.to_list()}
+    bad = next((v for v in nonnull.to_list() if mapping[v] is None), None)
+    if bad is not None and strict:
+        raise ValueError(f"{what} holds calendar labels such as {nonnull[0]!r} (quarters 'YYYY Qn', ISO weeks "
+                         f"'YYYY Www'), but {bad!r} is not one; write every time the same way")
+    return s.replace_strict(mapping, default=None, return_dtype=pl.String)
+
+
 def _read_polars(values, time_kind: str, time_format: str | None, what: str, strict: bool):
     """Read any accepted values with Polars: ``(t, null, zoned, t_ns)`` before :func:`_on_axis`
     (``t`` as in :func:`_read_python`; ``t_ns`` the exact nanoseconds of nanosecond input, else
@@ -373,6 +417,9 @@ def _read_polars(values, time_kind: str, time_format: str | None, what: str, str
         s = s.cast(pl.Datetime("us"))  # (years 1-9999; _on_axis says which fit ns)
     elif dt == pl.String or dt == pl.Null:
         raw = s
+        labels = _calendar_labels(s, what, strict) if dt == pl.String and time_format is None else None
+        if labels is not None:  # "1998 Q1", "1991 W06": the period's first day
+            s = labels
         try:  # parsed in microseconds (years 1-9999), then to nanoseconds: out of range -> null, not wrapped
             s = s.str.to_datetime(format=time_format, time_unit="us", strict=False)
         except pl.exceptions.PolarsError:

@@ -70,8 +70,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
             ``8640.0``) a number of steps. None: test is the last ``test_size`` steps, val the
             ``val_size`` before, train the rest; set: the parts are consecutive from the start and
             anything after them is unused (ETTh1: 8640 / 2880 / 2880).
-        val_size: the validation part of each series, as ``train_size`` (fraction or steps).
-        test_size: the test part of each series, as ``train_size`` (fraction or steps).
+        val_size: the validation part of each series, as ``train_size`` (fraction or steps); a fraction
+            is at least ``horizon`` steps (one window).
+        test_size: the test part of each series, as ``train_size`` (fraction or steps); a fraction is
+            at least ``horizon`` steps (one window).
         val_start: cut-off time of the validation part (read by the time rule), or an int for
             integer time; with ``test_start`` it overrides the sizes: val = [val_start, test_start).
         test_start: cut-off time of the test part, as ``val_start``: test = [test_start, end).
@@ -274,7 +276,9 @@ class TimeSeriesDataModule(L.LightningDataModule):
     def _build(self) -> None:
         if self._built:
             return
-        splits = SplitArgs(self.train_size, self.val_size, self.test_size, self.val_start, self.test_start)
+        horizon = self._spec_in.horizon if self._spec_in is not None else self.horizon
+        splits = SplitArgs(self.train_size, self.val_size, self.test_size, self.val_start, self.test_start,
+                           min_part=int(horizon))
         if self._spec_in is not None:
             p = apply_spec(self._source, self._spec_in, splits=splits)
         else:

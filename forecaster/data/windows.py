@@ -52,6 +52,7 @@ class SplitArgs:
     test_size: int | float = 0.1
     val_start: str | int | None = None
     test_start: str | int | None = None
+    min_part: int = 0  # a fraction gives at least this many steps (the horizon: one window)
 
     def bounds(self, lengths: np.ndarray, starts: np.ndarray, freq: Frequency, series_ids, time_kind: str,
                time_format: str | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -61,7 +62,8 @@ class SplitArgs:
         if vc is not None and tc is not None and vc > tc:
             raise ValueError(f"val_start={self.val_start!r} is after test_start={self.test_start!r}")
         return compute_splits(lengths, starts, freq, train_size=self.train_size, val_size=self.val_size,
-                              test_size=self.test_size, val_cut=vc, test_cut=tc, series_ids=series_ids)
+                              test_size=self.test_size, val_cut=vc, test_cut=tc, series_ids=series_ids,
+                              min_part=self.min_part)
 
 
 def cut_time(v, name: str, time_kind: str, time_format: str | None) -> int | None:
@@ -86,7 +88,8 @@ def cut_time(v, name: str, time_kind: str, time_format: str | None) -> int | Non
 
 
 def compute_splits(lengths: np.ndarray, starts: np.ndarray, freq: Frequency, *, train_size, val_size, test_size,
-                   val_cut: int | None, test_cut: int | None, series_ids) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+                   val_cut: int | None, test_cut: int | None, series_ids,
+                   min_part: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per-series ``[begin, end)`` grid ranges (int64 (S,)) of ``"train"``, ``"val"`` and ``"test"``.
 
     Cut-off times (``val_cut`` / ``test_cut``, axis values) override the sizes: val = [val_cut,
@@ -94,7 +97,8 @@ def compute_splits(lengths: np.ndarray, starts: np.ndarray, freq: Frequency, *, 
     Otherwise sizes: a float in [0, 1) is a fraction of the series' length, an int (or a
     whole-number float) a number of steps; with ``train_size`` None test is the last ``test_size``
     steps, val the ``val_size`` before and train the rest, else the parts are consecutive from the
-    start."""
+    start. A nonzero fraction gives at least ``min_part`` steps (the horizon: one evaluation window,
+    so the default 10% works for short series too, such as 74 quarters at horizon 8)."""
     n = lengths.astype(np.int64)
     z = np.zeros_like(n)
     if val_cut is not None or test_cut is not None:
@@ -122,7 +126,8 @@ def compute_splits(lengths: np.ndarray, starts: np.ndarray, freq: Frequency, *, 
                 raise ValueError(f"{name}={v!r}: a float is a fraction and must be in [0, 1); give a whole "
                                  "number for a number of steps")
             else:
-                return np.round(n * float(v)).astype(np.int64)
+                part = np.round(n * float(v)).astype(np.int64)
+                return np.maximum(part, int(min_part)) if v > 0 else part
         if int(v) < 0:
             raise ValueError(f"{name}={v!r}: must be >= 0")
         return np.full_like(n, int(v))

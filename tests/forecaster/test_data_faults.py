@@ -267,3 +267,39 @@ def test_a_column_whose_type_changes_past_the_inferred_rows_reads(tmp_path):
                               horizon=6)
     assert dm.series_ids == ["1", "b"]
     assert dm.frame().collect()["y"].dtype == pl.Float64  # the frame the data module reads, for predict --plot too
+
+
+# ---- issue 27: calendar labels and splits of short series -----------------------------------------
+
+def test_quarter_and_iso_week_labels_read_as_their_periods_first_day():
+    from forecaster.timeaxis import to_axis
+
+    t, null, _ = to_axis(["1998 Q1", "1998-Q2", "1998Q3", "Q4 1998"], "datetime")
+    assert t.astype("datetime64[ns]").astype("datetime64[D]").astype(str).tolist() == ["1998-01-01", "1998-04-01", "1998-07-01", "1998-10-01"]
+    t, _, _ = to_axis(pl.Series(["1991 W06", "1991-W07", "1991W52", "2020 W53"]), "datetime")
+    assert t.astype("datetime64[ns]").astype("datetime64[D]").astype(str).tolist() == ["1991-02-04", "1991-02-11", "1991-12-23", "2020-12-28"]
+    with pytest.raises(ValueError, match="holds calendar labels such as '1998 Q1'.*but '1998 Q5' is not one"):
+        to_axis(["1998 Q1", "1998 Q5"], "datetime")
+
+
+def test_74_quarters_with_labels_fit_with_the_defaults(tmp_path, capsys):
+    """74 quarters (as tsibble writes them) at horizon 8: the default 10% validation and test parts
+    (7 steps) are shorter than the horizon; a fraction is at least one window, so fit trains and
+    tests with the defaults."""
+    labels = [f"{1998 + i // 4} Q{i % 4 + 1}" for i in range(74)]
+    rng = np.random.default_rng(0)
+    y = 100 + np.arange(74) * 0.5 + 5 * np.sin(np.arange(74) * np.pi / 2) + rng.normal(0, 1, 74)
+    csv = tmp_path / "quarters.csv"
+    pl.DataFrame({"quarter": labels, "takings": y}).write_csv(csv)
+    code = main(["fit", "--data.path", str(csv), "--data.time_col", "quarter", "--data.target_cols", "[takings]",
+                 "--data.context_length", "16", "--data.horizon", "8", "--trainer.max_steps", "3",
+                 "--model.hidden_size", "8", "--model.members", "1", "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "frequency 1q" in out and "test metrics" in out and "(no test metrics)" not in out
+    code = main(["fit", "--data.path", str(csv), "--data.time_col", "quarter", "--data.target_cols", "[takings]",
+                 "--data.context_length", "16", "--data.horizon", "8", "--data.test_size", "4",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
+    err = capsys.readouterr().err
+    assert code == 2 and "the test part has no window" in err and "--test_after_fit false" in err
