@@ -343,6 +343,13 @@ def format_metrics(m: dict[str, float], stage: str = "test") -> str:
         for name in ("mse_scaled", "mae_scaled"):
             vals = [m.get(f"{stage}/{name}{s}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
             lines.append(f"{name:<11}" + "".join(f"{v:>{w}.4f}" for v, w in zip(vals, (11, 16, 14))))
+    targets = list(dict.fromkeys(k.split("@", 1)[1] for k in m if k.startswith(f"{stage}/mae@")))
+    if targets:  # several targets, maybe in different units: each on its own
+        lines.append(f"{'per target':<26}{'model':>14}{'seasonal_naive':>16}{'last_value':>14}")
+        for t in targets:
+            for name in ("mae", "mase"):
+                vals = [m.get(f"{stage}/{name}{s}@{t}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
+                lines.append(f"{(t[:20] + ' ' + name):<26}" + "".join(f"{v:>{w}.4g}" for v, w in zip(vals, (14, 16, 14))))
     mae, sn = m.get(f"{stage}/mae", math.nan), m.get(f"{stage}/mae_seasonal_naive", math.nan)
     verdict = "beats" if mae < sn else "does NOT beat"
     lines.append(f"model {verdict} seasonal naive on {stage} MAE ({mae:.4g} vs {sn:.4g})")

@@ -201,8 +201,9 @@ class GRUForecaster(L.LightningModule):
             raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
                              "baseline anchors; add 0.5 (or set baseline='none')")
 
-        self.val_metrics = ForecastMetrics()
-        self.test_metrics = ForecastMetrics()
+        targets = list(data_spec["target_cols"]) if data_spec else None
+        self.val_metrics = ForecastMetrics(targets)
+        self.test_metrics = ForecastMetrics(targets)
         self.val_scaled = ScaledMetrics()
         self.test_scaled = ScaledMetrics()
 

@@ -141,26 +141,35 @@ class MeanAbsoluteScaledError(Metric):
 
 class ForecastMetrics(nn.Module):
     """MAE, RMSE, sMAPE, MASE for the model and both baselines. Names: ``mae`` (model),
-    ``mae_seasonal_naive``, ``mae_last_value``, ... (prefix them with the stage when logging)."""
+    ``mae_seasonal_naive``, ``mae_last_value``, ... (prefix them with the stage when logging). With
+    several ``targets`` (their names), each metric also per target: ``mae@<target>``, ... (targets
+    in different units make the overall MAE a sum of unlike things)."""
 
-    def __init__(self) -> None:
+    def __init__(self, targets: list[str] | None = None) -> None:
         super().__init__()
         self.metrics = nn.ModuleDict()
-        for method in METHODS:
-            suffix = "" if method == "model" else f"_{method}"
-            self.metrics[f"mae{suffix}"] = MeanAbsoluteError()
-            self.metrics[f"rmse{suffix}"] = RootMeanSquaredError()
-            self.metrics[f"smape{suffix}"] = SymmetricMeanAbsolutePercentageError()
-            self.metrics[f"mase{suffix}"] = MeanAbsoluteScaledError()
+        self.targets = list(targets) if targets is not None and len(targets) > 1 else []
+        for at in ["", *(f"@{t}" for t in self.targets)]:
+            for method in METHODS:
+                suffix = ("" if method == "model" else f"_{method}") + at
+                self.metrics[f"mae{suffix}"] = MeanAbsoluteError()
+                self.metrics[f"rmse{suffix}"] = RootMeanSquaredError()
+                self.metrics[f"smape{suffix}"] = SymmetricMeanAbsolutePercentageError()
+                self.metrics[f"mase{suffix}"] = MeanAbsoluteScaledError()
 
     def update(self, forecasts: dict[str, Tensor], target: Tensor, observed: Tensor, scale: Tensor) -> None:
         """forecasts: method -> (B, h, C); target/observed (B, h, C) original units; scale (B, C)."""
+        self._update(forecasts, target, observed, scale.unsqueeze(1).expand_as(target), "")
+        for c, name in enumerate(self.targets):
+            self._update({m: p[..., c] for m, p in forecasts.items()}, target[..., c], observed[..., c],
+                         scale[:, None, c].expand_as(target[..., c]), f"@{name}")
+
+    def _update(self, forecasts: dict[str, Tensor], target: Tensor, observed: Tensor, sc: Tensor, at: str) -> None:
         keep = observed > 0
-        sc = scale.unsqueeze(1).expand_as(target)
         y = target[keep].float()
         s = sc[keep].float()
         for method, pred in forecasts.items():
-            suffix = "" if method == "model" else f"_{method}"
+            suffix = ("" if method == "model" else f"_{method}") + at
             p = pred[keep].float()
             if p.numel() == 0:
                 continue

@@ -265,3 +265,13 @@ def test_fit_on_newer_data_warm_starts_from_a_checkpoint(fitted, tmp_path, capsy
                  "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", *runs]) == 0
     out = capsys.readouterr().out
     assert "scalers refitted on these data" in out and "step=2.ckpt" in out
+
+
+def test_fit_reports_each_target_beside_the_baselines_when_there_are_several(fitted):
+    _, _, out = fitted  # the embedded data: three targets in three units
+    lines = out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("per target"))
+    rows = [line.split() for line in lines[at + 1:at + 7]]
+    assert [(r[0], r[1]) for r in rows] == [(t, m) for t in ("temp_air", "relative_humidity", "wind_speed")
+                                            for m in ("mae", "mase")]
+    assert all(len(r) == 5 for r in rows)  # model, seasonal naive, last value
