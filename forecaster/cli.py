@@ -349,7 +349,8 @@ def format_metrics(m: dict[str, float], stage: str = "test") -> str:
         for t in targets:
             for name in ("mae", "mase"):
                 vals = [m.get(f"{stage}/{name}{s}@{t}", math.nan) for s in ("", "_seasonal_naive", "_last_value")]
-                lines.append(f"{(t[:20] + ' ' + name):<26}" + "".join(f"{v:>{w}.4g}" for v, w in zip(vals, (14, 16, 14))))
+                cells = "".join(f"{v:>{w}.4g}" for v, w in zip(vals, (14, 16, 14)))
+                lines.append(f"{(t[:20] + ' ' + name):<26}{cells}")
     mae, sn = m.get(f"{stage}/mae", math.nan), m.get(f"{stage}/mae_seasonal_naive", math.nan)
     verdict = "beats" if mae < sn else "does NOT beat"
     lines.append(f"model {verdict} seasonal naive on {stage} MAE ({mae:.4g} vs {sn:.4g})")
