@@ -89,7 +89,7 @@ def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: 
     values = batch["target"] * sc + loc  # original units, (N, T + h, C)
     obs = batch["observed"]
     ctx, ctx_obs = values[:, :T], obs[:, :T]
-    naive = seasonal_naive_forecast(ctx, h, m).numpy()
+    naive = seasonal_naive_forecast(ctx, h, m, ctx_obs).numpy()
     last = last_value_forecast(ctx, ctx_obs, h).numpy()
     actual, seen = values[:, T:].numpy(), obs[:, T:].numpy() > 0
     steps = np.arange(1, h + 1)

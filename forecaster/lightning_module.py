@@ -387,7 +387,7 @@ class GRUForecaster(L.LightningModule):
         point = pred_s[..., self.net.anchor].float() * sc + loc
         forecasts = {
             "model": point,
-            "seasonal_naive": seasonal_naive_forecast(ctx, h, self.season_length),
+            "seasonal_naive": seasonal_naive_forecast(ctx, h, self.season_length, ctx_obs),
             "last_value": last_value_forecast(ctx, ctx_obs, h),
         }
         metrics = self.val_metrics if stage == "val" else self.test_metrics

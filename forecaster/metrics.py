@@ -42,13 +42,31 @@ def last_value_forecast(context: Tensor, observed: Tensor, horizon: int) -> Tens
     return val.unsqueeze(1).expand(-1, horizon, -1)
 
 
-def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int) -> Tensor:
+def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int,
+                            observed: Tensor | None = None) -> Tensor:
     """(B, T, C) context -> (B, horizon, C): ``y[T-1+k] = y[T-1+k - m*ceil(k/m)]`` for k = 1..horizon
-    (the value one season before, repeated for horizons beyond one season)."""
+    (the value one season before, repeated for horizons beyond one season).
+
+    With ``observed`` (B, T, C), a missing value at that lag (a holiday on a business-day grid, a
+    gap) is skipped: the same phase a whole season earlier, and so on back through the context;
+    with none observed, the last observed value (:func:`last_value_forecast`). Without it, the
+    context's value is read as it is (a missing one is 0 in scaled units: the training mean)."""
     T, m = context.shape[1], int(season_length)
     if m > T:
         raise ValueError(f"season_length {m} is longer than the context ({T} steps)")
-    return context[:, T - 1 + season_offsets(horizon, m, context.device)]
+    idx = T - 1 + season_offsets(horizon, m, context.device)  # (h,)
+    out = context[:, idx]
+    if observed is None:
+        return out
+    found = observed[:, idx] > 0
+    for back in range(1, T // max(m, 1) + 1):  # the same phase `back` seasons earlier
+        j = idx - back * max(m, 1)
+        if int(j.max()) < 0 or bool(found.all()):
+            break
+        ok = (j >= 0).view(1, -1, 1) & (observed[:, j.clamp_min(0)] > 0) & ~found
+        out = torch.where(ok, context[:, j.clamp_min(0)], out)
+        found = found | ok
+    return torch.where(found, out, last_value_forecast(context, observed, horizon))
 
 
 def seasonal_scale(context: Tensor, observed: Tensor, season_length: int) -> Tensor:

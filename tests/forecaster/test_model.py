@@ -575,3 +575,16 @@ def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path, decoder):
             cnt += y.numel()
     assert res["test/mse_scaled"] == pytest.approx(se / cnt, rel=1e-4)
     assert res["test/mae_scaled"] == pytest.approx(ae / cnt, rel=1e-4)
+
+
+def test_seasonal_naive_skips_missing_steps_back_to_an_observed_season():
+    """A holiday on a business-day grid (a missing step) is not read as the training mean: the
+    same phase a season earlier, else the last observed value."""
+    ctx = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]).unsqueeze(-1)  # (1, 6, 1), m = 2
+    obs = torch.ones_like(ctx)
+    obs[0, 4] = 0.0  # t=4 missing: step 1 (lag t=4) takes t=2's value
+    sn = seasonal_naive_forecast(ctx, 2, 2, obs)
+    assert sn[0, :, 0].tolist() == [3.0, 6.0]
+    obs[0, [0, 2, 4]] = 0.0  # no observed value at that phase: the last observed value
+    assert seasonal_naive_forecast(ctx, 2, 2, obs)[0, :, 0].tolist() == [6.0, 6.0]
+    assert seasonal_naive_forecast(ctx, 2, 2)[0, :, 0].tolist() == [5.0, 6.0]  # no mask: as given
