@@ -48,7 +48,7 @@ TRAINER_DEFAULTS = {
     "log_every_n_steps": 20,
     "enable_model_summary": False,  # --verbose shows it
 }
-DATA_DEFAULTS = {"context_length": 72, "batch_size": 32}
+DATA_DEFAULTS = {"context_length": "auto", "batch_size": 32}
 _LINKED = ("n_targets", "n_past_covariates", "n_future_covariates", "context_length", "horizon",
            "seasonal_period", "data_spec", "train_windows")
 

@@ -119,8 +119,10 @@ def _period(spec) -> pl.Expr:
         return (pl.col("origin") // (m * f.step)) * (m * f.step)
     if f.kind == "month":
         every = f"{m * f.step}mo"
-    elif f.kind == "bday":
+    elif f.kind == "bday" or (f.kind == "session" and m == 1):
         every = "1w"
+    elif f.kind == "session":
+        every = "1d"
     else:
         every = f"{m * f.step}ns"
     return pl.col("origin").dt.truncate(every)

@@ -50,10 +50,15 @@ def seasonal_naive_forecast(context: Tensor, horizon: int, season_length: int,
     With ``observed`` (B, T, C), a missing value at that lag (a holiday on a business-day grid, a
     gap) is skipped: the same phase a whole season earlier, and so on back through the context;
     with none observed, the last observed value (:func:`last_value_forecast`). Without it, the
-    context's value is read as it is (a missing one is 0 in scaled units: the training mean)."""
+    context's value is read as it is (a missing one is 0 in scaled units: the training mean).
+
+    A season longer than the context (``season_length > T``) leaves no value a season back: the
+    forecast is then the last value (the last observed one with ``observed``)."""
     T, m = context.shape[1], int(season_length)
     if m > T:
-        raise ValueError(f"season_length {m} is longer than the context ({T} steps)")
+        if observed is not None:
+            return last_value_forecast(context, observed, horizon)
+        return context[:, -1:].expand(-1, horizon, -1)
     idx = T - 1 + season_offsets(horizon, m, context.device)  # (h,)
     out = context[:, idx]
     if observed is None:

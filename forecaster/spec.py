@@ -211,8 +211,8 @@ class DataSpec:
             return None
         _, on = f.index(int(t), int(t))
         if not bool(on):
-            return f"timestamp is not a {f} grid time (a business day)" if f.kind == "bday" else \
-                f"timestamp is not a {f} grid time"
+            why = {"bday": " (a business day)", "session": " (a step inside the open hours of an open day)"}
+            return f"timestamp is not a {f} grid time{why.get(f.kind, '')}"
         if f.kind == "month":
             day = np.floor_divide(int(t), 86_400_000_000_000)
             d = np.datetime64(int(day), "D")

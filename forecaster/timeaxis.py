@@ -19,6 +19,14 @@ calendar features of a time. Training, prediction, streaming and the replay all 
 the same day of the month or on month ends), business days (``"1bd"``: Monday to Friday) and an
 integer step for integer time. Grid arithmetic is relative to a series' origin (any time on its
 grid): :meth:`Frequency.index` and :meth:`Frequency.time`.
+
+**Sessions** (business hours): ``"5m@Mon-Fri 09:00-17:00"`` is a 5-minute grid inside the half-open
+interval [09:00, 17:00) on Mondays to Fridays (09:00, 09:05, ..., 16:55); the closed hours and days
+are not steps at all, so they are not missing data, and a session day is the season (96 steps here).
+The days are optional (``"1h@08:00-18:00"`` is every day of the week); they are written ``Mon-Fri``,
+``Sun-Thu`` or ``Mon,Wed,Fri``. Times of day are on the axis: naive wall-clock times (zoned data
+would be read in UTC, where the session moves with daylight saving, so it is refused). A weekday
+without any record (a holiday) is missing data, as on the ``1bd`` grid.
 """
 
 from __future__ import annotations
@@ -54,7 +62,14 @@ CALENDAR_PERIODS = {"minute_of_hour": _HOUR_NS, "hour_of_day": DAY_NS, "day_of_w
                     "month_of_year": int(365.25 * DAY_NS)}
 
 _FREQ_HELP = ("use a Polars duration: '30m' (minutes), '1h', '1d', '1w', '1mo' (month), '1q' (quarter), "
-              "'1y' (year), '1bd' (business day), or an int step for integer time")
+              "'1y' (year), '1bd' (business day), a session such as '5m@Mon-Fri 09:00-17:00' (business "
+              "hours), or an int step for integer time")
+# sessions count open days from a date before the axis' range (1677-2262): NumPy counts business
+# days backwards from a later date by another rule, so every count runs forwards
+_SESSION_EPOCH = np.datetime64("1600-01-03", "D")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SESSION = re.compile(r"^(?P<step>[^@]+)@\s*(?:(?P<days>[A-Za-z][A-Za-z,\- ]*?)\s+)?"
+                      r"(?P<open>\d{1,2}:\d{2})\s*-\s*(?P<close>\d{1,2}:\d{2})$")
 
 
 def _bad_freq(freq, why: str) -> ValueError:
@@ -66,17 +81,21 @@ class Frequency:
     """A regular time step.
 
     Attributes:
-        kind: ``"fixed"`` (a duration), ``"month"`` (calendar months), ``"bday"`` (business days)
-            or ``"int"`` (integer time).
-        step: nanoseconds (fixed), months (month: 1, 3 or 12 for ``1mo``/``1q``/``1y``), business
-            days (bday) or the integer step (int).
+        kind: ``"fixed"`` (a duration), ``"month"`` (calendar months), ``"bday"`` (business days),
+            ``"session"`` (a fixed step inside open hours on open weekdays) or ``"int"`` (integer time).
+        step: nanoseconds (fixed, session), months (month: 1, 3 or 12 for ``1mo``/``1q``/``1y``),
+            business days (bday) or the integer step (int).
         month_end: months only: the grid is on the last day of each month (otherwise on the
             origin's day of the month, which must be 1..28).
+        session: sessions only: ``(open, close, weekmask)``, the open and close time of day in
+            nanoseconds since midnight (steps at ``open, open + step, ...`` before ``close``) and the
+            open weekdays as seven ``0``/``1`` characters from Monday (``"1111100"``).
     """
 
     kind: str
     step: int
     month_end: bool = False
+    session: tuple[int, int, str] | None = None
 
     # ---- construction ----
 
@@ -99,6 +118,8 @@ class Frequency:
             return cls.parse(int(s), time_kind, month_end)
         if time_kind == "int":
             raise ValueError(f"freq={freq!r} is a duration but the time column is integer; give an int step")
+        if "@" in s:
+            return cls._parse_session(freq, s)
         if s != s.lower():
             hint = ""
             if s.upper().endswith("M"):
@@ -128,6 +149,23 @@ class Frequency:
         return cls("fixed", fixed)
 
     @classmethod
+    def _parse_session(cls, freq, s: str) -> "Frequency":
+        m = _SESSION.match(s)
+        if not m:
+            raise _bad_freq(freq, "a session is written STEP@[DAYS ]HH:MM-HH:MM, e.g. '5m@Mon-Fri 09:00-17:00'")
+        step = cls.parse(m.group("step").strip())
+        if step.kind != "fixed" or step.step >= DAY_NS:
+            raise _bad_freq(freq, f"a session's step must be a duration under a day, not {m.group('step').strip()!r}")
+        open_, close = (_time_of_day(freq, m.group(g)) for g in ("open", "close"))
+        if close <= open_:
+            raise _bad_freq(freq, "the session must close after it opens on the same day (sessions across "
+                                  "midnight are not supported)")
+        if (close - open_) % step.step:
+            raise _bad_freq(freq, f"the step {step} does not divide the session {m.group('open')}-{m.group('close')}")
+        mask = _weekmask(freq, m.group("days"))
+        return cls("session", step.step, session=(open_, close, mask))
+
+    @classmethod
     def infer(cls, diffs: np.ndarray, times: np.ndarray | None) -> "Frequency":
         """The frequency of datetime data from its positive time differences between consecutive rows
         of each series (int64 ns) and the times themselves (for month ends and weekdays): the most
@@ -154,6 +192,10 @@ class Frequency:
     def __str__(self) -> str:
         if self.kind == "int":
             return str(self.step)
+        if self.kind == "session":
+            open_, close, mask = self.session
+            days = _days_text(mask)
+            return f"{Frequency('fixed', self.step)}@{days + ' ' if days else ''}{_hhmm(open_)}-{_hhmm(close)}"
         if self.kind == "bday":
             return f"{self.step}bd"
         if self.kind == "month":
@@ -182,13 +224,25 @@ class Frequency:
             return int(self.step * 30.436875 * DAY_NS)
         if self.kind == "bday":
             return int(self.step * 1.4 * DAY_NS)
+        if self.kind == "session":
+            return int(_WEEK_NS / (self.session[2].count("1") * self.slots_per_day))
         return self.step
 
+    @property
+    def slots_per_day(self) -> int:
+        """Sessions: the steps of one open day (96 for ``5m@09:00-17:00``)."""
+        open_, close, _ = self.session
+        return (close - open_) // self.step
+
     def default_season_length(self) -> int:
-        """Steps per season: per day for sub-daily data (24 hourly, 48 half-hourly), 7 daily, 5
-        business-daily, 52 weekly, 12 monthly, 4 quarterly, 1 (none) yearly and for integer time."""
+        """Steps per season: per day for sub-daily data (24 hourly, 48 half-hourly) and per session
+        day, 7 daily, 5 business-daily, 52 weekly, 12 monthly, 4 quarterly, 1 (none) yearly and for
+        integer time."""
         if self.kind == "int":
             return 1
+        if self.kind == "session":
+            n = self.slots_per_day
+            return n if n > 1 else self.session[2].count("1")
         if self.kind == "bday":
             return 5 if self.step == 1 else 1
         if self.kind == "month":
@@ -210,6 +264,12 @@ class Frequency:
         k = np.asarray(k, dtype=np.int64)
         if self.kind in ("fixed", "int"):
             return o + k * self.step
+        if self.kind == "session":
+            open_, _, mask = self.session
+            n = self.slots_per_day
+            g = self._slot(o)[0] + k
+            d = np.busday_offset(_SESSION_EPOCH, np.floor_divide(g, n), roll="forward", weekmask=mask)
+            return d.astype(np.int64) * DAY_NS + open_ + np.remainder(g, n) * self.step
         day = np.floor_divide(o, DAY_NS)
         tod = o - day * DAY_NS
         if self.kind == "bday":
@@ -232,6 +292,9 @@ class Frequency:
         if self.kind in ("fixed", "int"):
             d = t - o
             return np.floor_divide(d, self.step), np.remainder(d, self.step) == 0
+        if self.kind == "session":
+            g, on = self._slot(t)
+            return g - self._slot(o)[0], on
         if self.kind == "bday":
             do, dt_ = np.floor_divide(o, DAY_NS), np.floor_divide(t, DAY_NS)
             n = np.busday_count(do.astype("datetime64[D]"), dt_.astype("datetime64[D]"))
@@ -243,6 +306,23 @@ class Frequency:
         at = self.time(o, k)
         k = np.where(at > t, k - 1, k)  # t before its period's grid time: the step before
         return k, at == t
+
+    def _slot(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sessions: ``(g, on_grid)``, the session slot of times ``t`` counted from
+        :data:`_SESSION_EPOCH` (rounded down: a time in the closed hours or on a closed day is the
+        last slot before it)."""
+        open_, close, mask = self.session
+        n = self.slots_per_day
+        t = np.asarray(t, dtype=np.int64)
+        day = np.floor_divide(t, DAY_NS)
+        tod = t - day * DAY_NS
+        d64 = day.astype("datetime64[D]")
+        D = np.busday_count(_SESSION_EPOCH, d64, weekmask=mask).astype(np.int64)  # open days before
+        is_open = np.is_busday(d64, weekmask=mask)
+        inside = is_open & (tod >= open_) & (tod < close)
+        off = tod - open_
+        slot = np.where(inside, np.floor_divide(off, self.step), np.where(is_open & (tod >= close), n - 1, -1))
+        return D * n + slot, inside & (np.remainder(off, self.step) == 0)
 
     def check_anchor(self, origins: np.ndarray) -> None:
         """Months only: every grid must be on month ends or on a day 1..28 (a day 29-31 that is not
@@ -257,6 +337,59 @@ class Frequency:
             raise ValueError(f"freq={self}: the dates fall on day {int(dom[bad[0]])} of the month "
                              f"({format_time(int(o[bad[0]]), 'datetime')}), which shorter months do not have; "
                              "use month-start or month-end dates")
+
+
+def _time_of_day(freq, text: str) -> int:
+    h, m = (int(x) for x in text.split(":"))
+    if not (0 <= h <= 24 and 0 <= m < 60) or (h == 24 and m):
+        raise _bad_freq(freq, f"{text!r} is not a time of day (00:00 to 24:00)")
+    return (h * 60 + m) * 60_000_000_000
+
+
+def _hhmm(ns: int) -> str:
+    m = ns // 60_000_000_000
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
+def _weekmask(freq, days: str | None) -> str:
+    """``"Mon-Fri"`` / ``"Sun-Thu"`` / ``"Mon,Wed,Fri"`` (None: every day) -> ``"1111100"``."""
+    if days is None:
+        return "1" * 7
+    on = [False] * 7
+
+    def day(name: str) -> int:
+        key = name.strip().lower()[:3]
+        if key not in _DAYS or len(name.strip()) < 3:
+            raise _bad_freq(freq, f"{name.strip()!r} is not a weekday (Mon, Tue, Wed, Thu, Fri, Sat, Sun)")
+        return _DAYS.index(key)
+
+    for part in days.replace(" ", "").split(","):
+        if "-" in part:
+            a, b = (day(x) for x in part.split("-", 1))
+            i = a
+            while True:
+                on[i] = True
+                if i == b:
+                    break
+                i = (i + 1) % 7
+        elif part:
+            on[day(part)] = True
+    if not any(on):
+        raise _bad_freq(freq, "a session needs at least one open weekday")
+    return "".join("1" if x else "0" for x in on)
+
+
+def _days_text(mask: str) -> str:
+    """``"1111100"`` -> ``"Mon-Fri"``; every day -> ``""``; else a comma list (or a run that wraps)."""
+    if mask == "1" * 7:
+        return ""
+    names = [d.capitalize() for d in _DAYS]
+    for start in range(7):  # one run, possibly wrapping past Sunday
+        if mask[start] == "1" and mask[start - 1] == "0":
+            run = [(start + i) % 7 for i in range(mask.count("1"))]
+            if all(mask[j] == "1" for j in run):
+                return names[run[0]] if len(run) == 1 else f"{names[run[0]]}-{names[run[-1]]}"
+    return ",".join(n for n, b in zip(names, mask) if b == "1")
 
 
 def _is_month_end(t: np.ndarray) -> np.ndarray:
@@ -543,6 +676,10 @@ def default_calendar(freq: Frequency) -> list[str]:
         return ["month_of_year"] if freq.step < 12 else []
     if freq.kind == "bday":
         return ["day_of_week", "day_of_month", "day_of_year"]
+    if freq.kind == "session":
+        intraday = freq.slots_per_day > 1
+        return ((["minute_of_hour"] if intraday and freq.step < _HOUR_NS else []) + (["hour_of_day"] if intraday else [])
+                + (["day_of_week"] if freq.session[2].count("1") > 1 else []) + ["day_of_year"])
     step = freq.step
     if step < _HOUR_NS:
         return ["minute_of_hour", "hour_of_day", "day_of_week", "day_of_year"]

@@ -55,15 +55,32 @@ class Prepared:
     info: dict
 
 
+AUTO_CONTEXT = 72  # context_length="auto": this many steps of look-back ...
+MAX_AUTO_CONTEXT = 1008  # ... or a season plus the horizon when the season is as long, up to a season this long
+
+
+def auto_context(season_length: int, horizon: int) -> int:
+    """``context_length="auto"``: :data:`AUTO_CONTEXT` steps, or ``season + horizon`` when the season is
+    at least that long and at most :data:`MAX_AUTO_CONTEXT` (288 + horizon for 5-minute data), so the
+    look-back holds the same time one season earlier (the seasonal baseline and the seasonal MASE
+    scale need it)."""
+    m = int(season_length)
+    return m + int(horizon) if AUTO_CONTEXT <= m <= MAX_AUTO_CONTEXT else AUTO_CONTEXT
+
+
 def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str | int | None,
-             calendar_features: list[str] | str, season_length: int | None, context_length: int, horizon: int,
+             calendar_features: list[str] | str, season_length: int | None, context_length: int | None, horizon: int,
              scaling: str, splits: SplitArgs) -> Prepared:
     """Read training data and fit everything a model needs to know about it (see the module
     docstring); arguments as the data module's of the same names (``roles.target_cols`` None: every
     numeric column not otherwise used). Series shorter than ``context_length + horizon`` are
-    dropped with a warning; :func:`check_observed_training` refuses too little observed target."""
+    dropped with a warning; :func:`check_observed_training` refuses too little observed target.
+    ``context_length`` None: :func:`auto_context` of the season."""
     table = source.read(roles, time_format)
     f = resolve_frequency(table, freq, roles.time_col)
+    season = int(season_length) if season_length else f.default_season_length()
+    if context_length is None:
+        context_length = auto_context(season, horizon)
     ext = extent(table, f, context_length + horizon)
     parts = splits.bounds(ext.lengths, ext.starts, f, ext.series_ids, table.time_kind, time_format)
     b, e = parts["train"]
@@ -76,7 +93,6 @@ def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str
     loc, scl = fit_scalers(grid.values[:, :D], grid.offsets, parts["train"], scaling, grid.series_ids,
                            [*targets, *roles.past_covariate_cols, *roles.future_covariate_cols], C)
     observed = apply_scalers(grid.values[:, :D], grid.offsets, loc, scl)[:, :C]
-    season = int(season_length) if season_length else f.default_season_length()
     blend = fit_blends(grid, observed, parts["train"], horizon, season, context_length)
     spec = DataSpec(
         time_col=roles.time_col, id_col=roles.id_col, target_cols=targets,

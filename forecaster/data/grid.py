@@ -17,7 +17,7 @@ import polars as pl
 
 from forecaster.data.table import Table
 from forecaster.timeaxis import (
-    CALENDAR_ENCODINGS, CALENDAR_PERIODS, Frequency, _is_month_end, calendar_features, default_calendar, format_time,
+    CALENDAR_ENCODINGS, CALENDAR_PERIODS, DAY_NS, Frequency, _is_month_end, calendar_features, default_calendar, format_time,
 )
 
 __all__ = ["Grid", "Extent", "resolve_frequency", "extent", "regularise", "calendar_array", "grid_times_all",
@@ -78,6 +78,11 @@ def resolve_frequency(table: Table, freq: str | int | Frequency | None, time_col
     first = df.select((pl.col("__s") != pl.col("__s").shift(1)).fill_null(True)).to_series().to_numpy()
     origin = np.maximum.accumulate(np.where(first, np.arange(len(t)), 0))  # row of each row's series start
     f.check_anchor(t[first])
+    if f.kind == "session" and table.time_zone:
+        raise ValueError(
+            f"freq={f.value!r} is a session of wall-clock hours, but {time_col} of {table.where} is zone-aware "
+            f"({table.time_zone}), which is read on the UTC axis where the session would move with daylight saving; "
+            "convert to local wall-clock times first (dt.convert_time_zone(ZONE).dt.replace_time_zone(None))")
     k, on = f.index(t[origin], t)
     if not on.all():
         bad = np.flatnonzero(~on)
@@ -126,13 +131,38 @@ def _warn_if_sparse(table: Table, f: Frequency, k: np.ndarray, first: np.ndarray
                 pass
         shown.append(f"{ids[s]!r} {share[s]:.0%} missing{own}")
     more = f" and {sparse.size - len(worst)} more" if sparse.size > len(worst) else ""
+    session = _session_hint(table, f, starts, ends, steps.sum() - rows.sum())
     warnings.warn(
         f"the inferred frequency {f} of {table.where} leaves {overall:.0%} of the grid steps missing overall"
         + (f"; series with more than {SPARSE_GRID_WARNING:.0%} of their steps missing: {'; '.join(shown)}{more}"
            if shown else "")
         + ". If some series are on a coarser grid than the others, resample them to one frequency first (they would "
-        f"train with those steps missing); set freq (e.g. freq={f.value!r}) to keep this grid and silence this warning",
-        UserWarning, stacklevel=4)
+        f"train with those steps missing); set freq (e.g. freq={f.value!r}) to keep this grid and silence this warning"
+        + session, UserWarning, stacklevel=4)
+
+
+def _session_hint(table: Table, f: Frequency, starts: np.ndarray, ends: np.ndarray, missing: int) -> str:
+    """A sub-daily grid whose records keep to some hours of the day or some weekdays (business
+    hours): the session frequency that holds them, as a sentence, when it leaves fewer steps missing."""
+    if f.kind != "fixed" or f.step >= DAY_NS or table.time_zone:
+        return ""
+    t = table.frame["__t"].to_numpy()
+    day = np.floor_divide(t, DAY_NS)
+    tod = t - day * DAY_NS
+    lo, hi = int(tod.min()), int(tod.max()) + f.step
+    wd = np.unique(np.mod(day + 3, 7))  # Monday = 0
+    mask = "".join("1" if d in wd else "0" for d in range(7))
+    if hi > DAY_NS or (hi - lo) % f.step or (hi - lo == DAY_NS and mask == "1" * 7):
+        return ""
+    s = Frequency("session", f.step, session=(lo, hi, mask))
+    k, on = s.index(t[starts], t[ends])
+    if not on.all():
+        return ""
+    left = int((k + 1).sum()) - int((ends - starts + 1).sum())
+    if left >= missing:
+        return ""
+    return (f". The records keep to business hours: freq={s.value!r} makes the closed hours and days no steps at all "
+            f"({left} step(s) missing instead of {missing}) and a session day the season")
 
 
 @dataclass

@@ -61,7 +61,11 @@ class TimeSeriesDataModule(L.LightningDataModule):
             days) or an int step for integer time; None = inferred from the most common step.
         time_format: strptime format of a text time column that is not ISO (``"%b %d %Y"`` for
             ``Jan 1 2000``); None = ISO.
-        context_length: steps of look-back in a window (window = context + horizon steps).
+        context_length: steps of look-back in a window (window = context + horizon steps), or
+            ``"auto"``: :data:`~forecaster.data.build.AUTO_CONTEXT` steps, or one season plus the horizon
+            when the season is that long or longer (a day of 5-minute data: 288 + horizon), so the
+            look-back always holds the same time a season earlier (up to
+            :data:`~forecaster.data.build.MAX_AUTO_CONTEXT` steps).
         horizon: steps forecast after the look-back (window = context + horizon steps).
         stride: step between train windows' starts.
         eval_stride: step between val/test windows (None = ``horizon``; 1 for the ETTh1 protocol).
@@ -110,7 +114,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         calendar_features: list[str] | str = "auto",
         freq: str | int | None = None,
         time_format: str | None = None,
-        context_length: int = 168,
+        context_length: int | Literal["auto"] = 168,
         horizon: int = 24,
         stride: int = 1,
         eval_stride: int | None = None,
@@ -130,7 +134,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
         data: pl.DataFrame | pl.LazyFrame | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["data", "spec"])
+        # "auto" is resolved when the data are read; the model records the steps (its linked hparam)
+        self.save_hyperparameters(ignore=["data", "spec", *(["context_length"] if context_length == "auto" else [])])
         if path is not None and data is not None:
             raise ValueError("give either path or data, not both")
         self._given = {"time_col": time_col, "id_col": id_col, "target_cols": target_cols,
@@ -153,7 +158,13 @@ class TimeSeriesDataModule(L.LightningDataModule):
                 future_covariate_cols = list(roles["future_covariate_cols"])
         if not time_col:
             raise ValueError("time_col is required (the name of the time column)")
+        if context_length == "auto" and self._spec_in is None:
+            context_length = None  # resolved from the season when the data are read
+        elif isinstance(context_length, str):
+            raise ValueError(f"context_length={context_length!r}: must be an int >= 1 or 'auto'")
         for name, v in (("context_length", context_length), ("horizon", horizon), ("stride", stride)):
+            if v is None:
+                continue
             if not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{name}={v!r}: must be an int >= 1")
         if eval_stride is not None and eval_stride < 1:
@@ -172,7 +183,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
         self.future_covariate_cols = list(future_covariate_cols or [])
         self._calendar_arg = calendar_features
         self._freq_arg = freq
-        self.context_length = int(context_length)
+        self._context_arg = None if context_length is None else int(context_length)
         self.horizon = int(horizon)
         self.stride = int(stride)
         self.eval_stride = int(eval_stride) if eval_stride is not None else self.horizon
@@ -247,6 +258,11 @@ class TimeSeriesDataModule(L.LightningDataModule):
         return self.spec.calendar_feature_names
 
     @property
+    def context_length(self) -> int:
+        """Steps of look-back in a window (``"auto"`` is resolved when the data are read)."""
+        return self._context_arg if self._context_arg is not None else self.spec.context_length
+
+    @property
     def window_length(self) -> int:
         return self.context_length + self.horizon
 
@@ -286,7 +302,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
                           self.future_covariate_cols)
             p = fit_spec(self._source, roles, time_format=self.time_format, freq=self._freq_arg,
                          calendar_features=self._calendar_arg, season_length=self._season_arg,
-                         context_length=self.context_length, horizon=self.horizon, scaling=self.scaling, splits=splits)
+                         context_length=self._context_arg, horizon=self.horizon, scaling=self.scaling, splits=splits)
         self._spec, self._grid, self._splits, self._arrays = p.spec, p.grid, p.splits, p.arrays
         self._target_cols = list(p.spec.target_cols)
         self._info = {**p.info, "targets_source": "given" if self._given["target_cols"] is not None or self.path is None

@@ -106,7 +106,7 @@ def test_test_and_validate_from_a_checkpoint(fitted, capsys):
 def test_print_config_and_shipped_configs(capsys):
     assert main(["fit", "--print_config"]) == 0
     out = capsys.readouterr().out
-    assert "hidden_size: 64" in out and "context_length: 72" in out and "monitor: val/loss" in out
+    assert "hidden_size: 64" in out and "context_length: auto" in out and "monitor: val/loss" in out
     for cfg in sorted((REPO / "configs").glob("*.yaml")):
         code = main(["fit", "--config", str(cfg), "--print_config"])
         out = capsys.readouterr().out
