@@ -189,8 +189,8 @@ class GRUForecaster(L.LightningModule):
         if self.season_length >= self.context_length:
             rank_zero_warn(f"seasonal_period={self.season_length} is not shorter than context_length="
                            f"{self.context_length}: a window's context holds no seasonal pair, so MASE scales by "
-                           f"one-step differences (and, for a season longer than the context, the seasonal-naive forecast "
-                           f"is the last value); use context_length > {self.season_length} (or 'auto')")
+                           f"one-step differences (and, for a season longer than the context, the seasonal-naive "
+                           f"forecast is the last value); use context_length > {self.season_length} (or 'auto')")
         self.net = build_net(
             n_targets, n_past_covariates, n_future_covariates, horizon, context_length, decoder=decoder,
             channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,

@@ -678,8 +678,8 @@ def default_calendar(freq: Frequency) -> list[str]:
         return ["day_of_week", "day_of_month", "day_of_year"]
     if freq.kind == "session":
         intraday = freq.slots_per_day > 1
-        return ((["minute_of_hour"] if intraday and freq.step < _HOUR_NS else []) + (["hour_of_day"] if intraday else [])
-                + (["day_of_week"] if freq.session[2].count("1") > 1 else []) + ["day_of_year"])
+        return ((["minute_of_hour"] if intraday and freq.step < _HOUR_NS else [])
+                + (["hour_of_day"] if intraday else []) + (["day_of_week"] if freq.session[2].count("1") > 1 else []) + ["day_of_year"])
     step = freq.step
     if step < _HOUR_NS:
         return ["minute_of_hour", "hour_of_day", "day_of_week", "day_of_year"]

@@ -17,7 +17,8 @@ import polars as pl
 
 from forecaster.data.table import Table
 from forecaster.timeaxis import (
-    CALENDAR_ENCODINGS, CALENDAR_PERIODS, DAY_NS, Frequency, _is_month_end, calendar_features, default_calendar, format_time,
+    CALENDAR_ENCODINGS, CALENDAR_PERIODS, DAY_NS, Frequency, _is_month_end, calendar_features, default_calendar,
+    format_time,
 )
 
 __all__ = ["Grid", "Extent", "resolve_frequency", "extent", "regularise", "calendar_array", "grid_times_all",

@@ -51,7 +51,8 @@ def test_parse_names_and_round_trip():
     assert f.session == (9 * 3600 * 10**9, 17 * 3600 * 10**9, "1111100")
     for text, canon in [("1h@08:00-18:00", "1h@08:00-18:00"), ("15m@sun-thu 08:00-16:30", "15m@Sun-Thu 08:00-16:30"),
                         ("1h@Mon,Wed,Fri 00:00-24:00", "1h@Mon,Wed,Fri 00:00-24:00"),
-                        ("10m@Sat-Mon 10:00-12:00", "10m@Sat-Mon 10:00-12:00"), ("1h@Tue 09:00-10:00", "1h@Tue 09:00-10:00")]:
+                        ("10m@Sat-Mon 10:00-12:00", "10m@Sat-Mon 10:00-12:00"),
+                        ("1h@Tue 09:00-10:00", "1h@Tue 09:00-10:00")]:
         assert str(Frequency.parse(text)) == canon
     assert Frequency.parse("1h@Tue 09:00-10:00").default_season_length() == 1  # one step a day, one open day
     assert Frequency.parse("1h@Mon-Fri 09:00-10:00").default_season_length() == 5  # a week of one-step days
