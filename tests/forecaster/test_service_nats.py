@@ -252,3 +252,63 @@ def test_records_in_the_snapshot_but_never_acknowledged_are_skipped_as_redeliver
     result = StreamingForecaster.from_checkpoint(ckpt)
     result.load_state(state)
     assert series_rows(result) == series_rows(expected)
+
+
+@needs_server
+def test_a_worker_rides_out_a_broker_restart(ckpt, tmp_path):
+    """The server SIGKILLed under a worker and started again on the same port and store: the worker
+    reconnects (one line each way), redelivers from after its last processed record if a delivery
+    was lost, and ends equal to one uninterrupted process."""
+    store = tmp_path / "js"
+    lines = records(1500, 1) + records(200, 1, first_hour=101, seed=1)
+    first = NatsServer(BINARY, store).__enter__()
+    port, url = first.port, f"{first.url}/restart"
+    publish_lines(parse_url(url), lines[:1000], "id", None)
+    err_path = tmp_path / "w.err"
+    proc = subprocess.Popen([sys.executable, "-m", "forecaster", "stream", "--ckpt_path", str(ckpt), "--state",
+                             str(tmp_path / "w.pt"), "--source", url, "--sink", f"{first.url}/restart_forecasts",
+                             "--snapshot_every", "0.5"], stdout=subprocess.DEVNULL, stderr=open(err_path, "w"), env=ENV)
+    second = None
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "w.pt").exists():  # processing, a snapshot written
+            assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        first.proc.kill()
+        first.proc.wait()
+        time.sleep(1.5)  # the worker finds the server gone, and retries
+        second = NatsServer(BINARY, store, port).__enter__()
+        publish_lines(parse_url(url), lines[1000:], "id", None)
+        conn = NatsConnection(parse_url(url), name="test")
+
+        async def info():
+            return await conn.js.consumer_info(stream_name("restart"), consumer_name("restart", None, None))
+
+        def done():
+            try:
+                i = conn.call(info())
+            except Exception:  # noqa: BLE001 - the consumer being re-created just now
+                return False
+            return i.num_pending == 0 and i.num_ack_pending == 0 and i.ack_floor.stream_seq == len(lines)
+
+        while not done():
+            assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-3000:]
+            time.sleep(0.2)
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, err_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        (second or first).__exit__(None, None, None)
+    text = err_path.read_text()
+    assert "Traceback" not in text and "disconnected; reconnecting" in text and "reconnected" in text, text
+    summary = json.loads(text.strip().splitlines()[-1].split(": ", 1)[1])
+    assert summary["state_saved"] and summary["acked"] and summary["rejected"] == 0, summary
+    result = StreamingForecaster.from_checkpoint(ckpt)
+    result.load_state(tmp_path / "w.pt")
+    expected = StreamingForecaster.from_checkpoint(ckpt)
+    for line in lines:
+        expected.observe([json.loads(line)])
+    assert series_rows(result) == series_rows(expected)
