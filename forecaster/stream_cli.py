@@ -38,6 +38,10 @@ forecast (equal to ``predict`` for any history, O(context) per forecast) instead
 GRU state over the whole history (``carry``, its default, O(1)); the window model always runs its
 window. A snapshot is for one of the two: restart with the same ``--history``.
 
+``--source nats://HOST:PORT/SUBJECT`` reads the observations from a NATS JetStream subject instead
+(a durable consumer, acknowledged after each snapshot; ``--partition K/N`` for worker K of N,
+``--sink`` to publish the forecasts): :mod:`forecaster.service`.
+
 ``--replay DATA`` streams the test part of a dataset through the same loop (the history before it
 first), forecasting before each observation, and reports online (prequential) errors per horizon
 step and over time beside the seasonal-naive baseline.

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from forecaster.bench.service_bench import NatsServer, records, small_checkpoint
 from forecaster.service.io import parse_partition, parse_url, partition_of
@@ -88,8 +87,9 @@ def test_three_workers_killed_at_random_equal_one_uninterrupted_process(server, 
 
     for k in range(n):
         start(k)
-    rest = threading.Thread(target=lambda: publish_lines(parse_url(url), lines[half:], "id", n))  # under load
-    rest.start()
+    published = {}
+    rest = threading.Thread(target=lambda: published.update(publish_lines(parse_url(url), lines[half:], "id", n)))
+    rest.start()  # the second half while the workers run (and die)
     kills = 0
     deadline = time.monotonic() + 400
     for k in rng.sample(range(n), n) + [rng.randrange(n)]:  # SIGKILL at random moments while records flow
@@ -104,6 +104,7 @@ def test_three_workers_killed_at_random_equal_one_uninterrupted_process(server, 
         kills += 1
         start(k)
     rest.join()
+    assert published.get("published") == len(lines) - half, published
 
     conn = NatsConnection(parse_url(url), name="test")
 
