@@ -226,11 +226,14 @@ def test_swap_then_snapshot_then_restore(data, tmp_path):
 
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
+    return make_checkpoints(tmp_path_factory.mktemp("swap"))
+
+
+def make_checkpoints(root):
     """A tiny model of the embedded data (A), another of the same data (B: A's weights moved), and
-    one of another frequency (C)."""
+    one of another frequency (C), in folder ``root``; and 60 records of the data as NDJSON lines."""
     import lightning as L
 
-    root = tmp_path_factory.mktemp("swap")
     dm = TimeSeriesDataModule(context_length=30, horizon=4, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=30, horizon=4,
