@@ -630,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--drift_window", type=_count, default=1000, metavar="K",
                    help="scored values of the windowed online MAE and of the drift rule (default 1000)")
     p.add_argument("--drift_margin", type=float, default=0.1, metavar="R",
-                   help="drift: the windowed online MAE exceeds seasonal naive's by more than this fraction (0.1)")
+                   help="drift: the windowed online MAE exceeds the better baseline's by more than this fraction (0.1)")
     return p
 
 
@@ -689,8 +689,6 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        if swaps is not None:
-            _print_swaps(result, args)
         o = result.overall
         window = f"  re-running the window {o['mae_window']:.4f}" if "mae_window" in o else ""
         print(f"online MAE {o['mae']:.4f}{window}  seasonal naive {o['mae_seasonal_naive']:.4f}  last value "
@@ -698,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
               f"timestamps, observe {o['observe_ms_per_timestamp']:.2f} ms per timestamp)")
         with pl.Config(tbl_rows=50):
             print(result.by_step)
+        _print_swaps(result, args)
         if args.report:
             result.over_time.write_csv(args.report)
         if args.plot:
@@ -798,10 +797,10 @@ def _print_swaps(result, args) -> None:
     from forecaster.streaming.metrics import drift_points
     from forecaster.streaming.swap import by_model
 
-    for row in by_model(result.errors):
+    for row in by_model(result.errors) if "model" in result.errors.columns else []:
         print(f"model {row['model']} (origins {row['first_origin']} to {row['last_origin']}): online MAE "
               f"{row['mae']:.4f}  seasonal naive {row['mae_seasonal_naive']:.4f}  last value "
               f"{row['mae_last_value']:.4f}  ({row['n']} values)")
     fired = drift_points(result.errors, args.drift_window, args.drift_margin)
-    print(f"drift rule (step-1 MAE over the last {args.drift_window} values > seasonal naive's by "
+    print(f"drift rule (step-1 MAE over the last {args.drift_window} values > the better baseline's by "
           f"{args.drift_margin:.0%}): fired {len(fired)} time(s){': ' + ', '.join(map(str, fired[:10])) if fired else ''}")

@@ -15,8 +15,9 @@ first, as in the stream). The running error is the MAE since the start and over 
 ``window`` scored values (a ring: O(1) per value); per model (weights digest) since its swap.
 
 **Retraining policy (drift)**: once ``window`` values are scored, the model is *drifting* while
-its MAE over the window exceeds the seasonal naive's by more than ``margin`` (relative): a
-gauge (``forecaster_retrain_advised``) and one stderr line when it starts. The stream does not
+its MAE over the window exceeds the better of the two baselines' (seasonal naive, last value) by
+more than ``margin`` (relative): the network no longer earns its keep. A gauge
+(``forecaster_retrain_advised``) and one stderr line when it starts. The stream does not
 train: the job that watches the gauge (or the line) runs ``fit --warm_start`` on newer data,
 writes the checkpoint the stream ``--watch``-es, and the swap picks it up.
 """
@@ -110,7 +111,7 @@ class StreamMetrics:
             ``max_series`` size what is kept).
         worker: the worker's label in every Prometheus metric (a partition's number, say).
         window: the scored values of the windowed MAE and of the drift rule (default 1,000).
-        margin: the drift rule's margin over the seasonal naive (0.1: 10 % worse).
+        margin: the drift rule's margin over the better baseline (0.1: 10 % worse).
         registry: a ``prometheus_client.CollectorRegistry`` to publish in; None: no Prometheus
             metrics (the summary still has them all); ``"new"``: a registry of its own
             (:attr:`registry`, what :func:`serve_metrics` serves).
@@ -122,7 +123,7 @@ class StreamMetrics:
         if not (isinstance(window, int) and window >= 1):
             raise ValueError(f"window must be an int >= 1 (scored values), got {window!r}")
         if not (isinstance(margin, (int, float)) and margin >= 0 and math.isfinite(margin)):
-            raise ValueError(f"margin must be a number >= 0 (relative to the seasonal naive), got {margin!r}")
+            raise ValueError(f"margin must be a number >= 0 (relative to the better baseline), got {margin!r}")
         spec = stream.spec
         self.freq, self.H, self.C = spec.freq, int(spec.horizon), len(spec.target_cols)
         self.m = max(1, int(spec.season_length))
@@ -262,13 +263,15 @@ class StreamMetrics:
     def _drift(self) -> None:
         w = self.error.window_mae()
         full = self.error.filled == self.error.window
-        now = bool(full and w["seasonal_naive"] is not None and w["network"] > (1 + self.margin) * w["seasonal_naive"])
+        best = min(w["seasonal_naive"], w["last_value"]) if full else None
+        now = bool(full and w["network"] > (1 + self.margin) * best)
         if now and not self.drifting:
             self.drift_events += 1
             if self.err is not None:
+                which = "seasonal naive" if w["seasonal_naive"] <= w["last_value"] else "last value"
                 try:
                     print(f"drift: online MAE {w['network']:.4g} over the last {self.error.window:,} scored values "
-                          f"exceeds seasonal naive's {w['seasonal_naive']:.4g} by more than {self.margin:.0%}: "
+                          f"exceeds the better baseline's ({which}, {best:.4g}) by more than {self.margin:.0%}: "
                           "retrain (fit --warm_start on newer data); --watch swaps to the new checkpoint",
                           file=self.err, flush=True)
                 except (OSError, ValueError):
@@ -351,8 +354,8 @@ class StreamMetrics:
                             **kw).labels(self.worker)
         self._m_pending = Gauge("forecaster_pending_records", "records waiting at the source (when it can tell)", w,
                                 **kw).labels(self.worker)
-        self._m_drift = Gauge("forecaster_retrain_advised", "1 while the windowed online MAE exceeds seasonal "
-                              "naive's by more than the margin", w, **kw).labels(self.worker)
+        self._m_drift = Gauge("forecaster_retrain_advised", "1 while the windowed online MAE exceeds the better "
+                              "baseline's by more than the margin", w, **kw).labels(self.worker)
         self._m_swaps = Counter("forecaster_model_swaps", "models swapped in (the first counts)", w,
                                 **kw).labels(self.worker)
         rps = Gauge("forecaster_records_per_second", "records applied per second since the start", w, **kw)
@@ -392,17 +395,18 @@ def drift_points(errors, window: int = 1000, margin: float = 0.1, step: int = 1)
     table of :class:`~forecaster.evaluation.ReplayResult`): over the scored values of horizon step
     ``step`` in time order (what the live stream scores when each series' observations come
     period after period), the origins at which the MAE of the last ``window`` values starts to
-    exceed the seasonal naive's by more than ``margin``."""
+    exceed the better baseline's (seasonal naive or last value) by more than ``margin``."""
     import polars as pl
 
     e = errors.filter(pl.col("step") == step).sort("origin", "series", "target")
     if e.height < window:
         return []
     net = (e["forecast"] - e["actual"]).abs().to_numpy()
-    sn = (e["seasonal_naive"] - e["actual"]).abs().to_numpy()
-    cn, cs = np.concatenate([[0.0], np.cumsum(net)]), np.concatenate([[0.0], np.cumsum(sn)])
-    wn, ws = cn[window:] - cn[:-window], cs[window:] - cs[:-window]  # sums over values [i - window + 1, i]
-    on = wn > (1 + margin) * ws
+    sums = []
+    for col in ("forecast", "seasonal_naive", "last_value"):
+        c = np.concatenate([[0.0], np.cumsum((e[col] - e["actual"]).abs().to_numpy())])
+        sums.append(c[window:] - c[:-window])  # sums over values [i - window + 1, i]
+    on = sums[0] > (1 + margin) * np.minimum(sums[1], sums[2])
     starts = np.flatnonzero(on & ~np.concatenate([[False], on[:-1]]))
     origins = e["origin"]
     return [origins[int(i) + window - 1] for i in starts]

@@ -382,21 +382,10 @@ class StreamingForecaster:
         return ids, self.table.state[:, torch.from_numpy(rows).to(self.device)].transpose(0, 1).cpu().clone()
 
     def swap(self, net: torch.nn.Module, spec: DataSpec | dict | None = None, batch_size: int = 4096):
-        """Serve another network from now on (a newer checkpoint of the same data), without losing
-        any series: each carried state is re-warmed by running the new network over the series'
-        look-back ring from the zero state, ``batch_size`` series at a time. Atomic: on any error
-        the stream keeps its model and every state. See :mod:`forecaster.streaming.swap`.
-
-        Args:
-            net: the new network (``model.net``). spec: its data spec (default: this stream's).
-
-        Returns:
-            :class:`~forecaster.streaming.swap.SwapReport` (``line()``: the one-line log).
-
-        Raises:
-            SwapError: a network of other inputs, targets, frequency, window or layout, or a carry
-                stream built without ``swappable=True`` whose look-back lacks the covariates.
-        """
+        """Serve network ``net`` (with data spec ``spec``, default this stream's) from now on, each
+        carried state re-warmed over its series' look-back ring, ``batch_size`` series at a time;
+        atomic. Returns a :class:`~forecaster.streaming.swap.SwapReport`; raises ``SwapError``
+        (one line, the stream unchanged) for an incompatible model. See :mod:`forecaster.streaming.swap`."""
         from forecaster.streaming.swap import swap_model
 
         return swap_model(self, net, self.spec if spec is None else spec, batch_size)
