@@ -802,5 +802,6 @@ def _print_swaps(result, args) -> None:
               f"{row['mae']:.4f}  seasonal naive {row['mae_seasonal_naive']:.4f}  last value "
               f"{row['mae_last_value']:.4f}  ({row['n']} values)")
     fired = drift_points(result.errors, args.drift_window, args.drift_margin)
+    when = (": " + ", ".join(map(str, fired[:10]))) if fired else ""
     print(f"drift rule (step-1 MAE over the last {args.drift_window} values > the better baseline's by "
-          f"{args.drift_margin:.0%}): fired {len(fired)} time(s){': ' + ', '.join(map(str, fired[:10])) if fired else ''}")
+          f"{args.drift_margin:.0%}): fired {len(fired)} time(s){when}")

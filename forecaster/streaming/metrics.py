@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections import deque
 
 import numpy as np
 
@@ -282,16 +281,13 @@ class StreamMetrics:
 
     def rejected_record(self, reason: str) -> None:
         """A record the stream rejected, with its reason's text."""
-        label = reason_of(reason)
-        self.rejected[label] = self.rejected.get(label, 0) + 1
-        if self.registry is not None:
-            self._m_rejected.labels(self.worker, label).inc()
+        self._reject(reason_of(reason))
 
     def malformed_line(self) -> None:
         """A line that was not a record (unreadable, not JSON, no CSV row)."""
-        self.rejected_record_label("malformed")
+        self._reject("malformed")
 
-    def rejected_record_label(self, label: str) -> None:
+    def _reject(self, label: str) -> None:
         self.rejected[label] = self.rejected.get(label, 0) + 1
         if self.registry is not None:
             self._m_rejected.labels(self.worker, label).inc()
@@ -342,7 +338,8 @@ class StreamMetrics:
         w = ("worker",)
         kw = {"registry": registry}
         self._m_records = Counter("forecaster_records", "records applied", w, **kw).labels(self.worker)
-        self._m_rejected = Counter("forecaster_rejected", "records and lines rejected, by reason", w + ("reason",), **kw)
+        self._m_rejected = Counter("forecaster_rejected", "records and lines rejected, by reason", w + ("reason",),
+                                   **kw)
         self._m_scored = Counter("forecaster_scored_values", "forecast values scored against observations", w,
                                  **kw).labels(self.worker)
         self._m_abs = Counter("forecaster_absolute_error", "sum of absolute errors of the scored values, by model "

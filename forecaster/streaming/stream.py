@@ -102,7 +102,8 @@ class StreamingForecaster:
 
     def __init__(self, net: torch.nn.Module, spec: DataSpec | dict, device: str | torch.device = "cpu",
                  new_series: str = "pooled", capacity: int = 64, max_gap: int | str | None = "auto",
-                 history: str | None = None, max_series: int | None = MAX_SERIES, swappable: bool = False) -> None:
+                 history: str | None = None, max_series: int | None = MAX_SERIES,
+                 swappable: bool = False) -> None:
         if new_series not in ("pooled", "reject"):
             raise ValueError(f"new_series must be 'pooled' or 'reject', got {new_series!r}")
         if not (max_gap is None or max_gap == "auto" or _positive_int(max_gap)):
@@ -468,8 +469,8 @@ class StreamingForecaster:
             raise SnapshotError(f"{where} was written with history={theirs!r}, this stream uses "
                                 f"history={self.history!r}; start it with history={theirs!r} (--history {theirs}) "
                                 "to continue from it")
-        if fp.get("look_back") != mine.get("look_back") and \
-                {k: v for k, v in fp.items() if k != "look_back"} == {k: v for k, v in mine.items() if k != "look_back"}:
+        but = lambda d: {k: v for k, v in d.items() if k != "look_back"}  # noqa: E731
+        if fp.get("look_back") != mine.get("look_back") and but(fp) == but(mine):
             how = ("with", "without") if fp.get("look_back") else ("without", "with")
             raise SnapshotError(f"{where} was written by a stream {how[0]} swappable=True (--watch), this one is "
                                 f"{how[1]}: the look-back it keeps differs; start it {how[0]} it to continue from it")
