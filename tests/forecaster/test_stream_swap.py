@@ -321,3 +321,29 @@ def test_cli_watch_state_restart_continues_on_the_watched_model(ckpts, tmp_path,
     result.load_state(state)
     assert torch.equal(result.hidden_state()[1], expected.hidden_state()[1])
     assert result.info().equals(expected.info())
+
+
+def test_replay_with_a_swap_reports_each_models_online_error(ckpts, tmp_path, capsys):
+    from forecaster.data import DEFAULT_DATASET
+
+    root, _ = ckpts
+    dm = TimeSeriesDataModule(context_length=30, horizon=4)
+    begin, _ = dm.split_bounds("test")
+    first = dm.grid_time(np.arange(len(dm.series_ids)), begin).max()
+    at = (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(first) // 1000 + 10 * 3600 * 10 ** 6)).isoformat()
+    report = tmp_path / "report.csv"
+    args = ["--ckpt_path", str(root / "A.ckpt"), "--replay", str(DEFAULT_DATASET), "--max_steps", "30"]
+    assert main(args + ["--swap", f"{root / 'B.ckpt'}@{at}", "--report", str(report)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("swapped model") == 1 and "1 series" not in err
+    models = [line for line in out.splitlines() if line.startswith("model ")]
+    assert len(models) == 2 and "online MAE" in models[0] and "seasonal naive" in models[1]
+    table = pl.read_csv(report)
+    assert table.columns == ["period", "model", "mae", "mae_seasonal_naive", "mae_last_value", "n"]
+    assert table["model"].n_unique() == 2
+    assert main(args + ["--swap", f"{root / 'C.ckpt'}@{at}"]) == 2  # another frequency: refused
+    assert "other data: freq" in capsys.readouterr().err
+    assert main(args + ["--swap", f"{root / 'B.ckpt'}@not-a-time"]) == 2
+    assert "--swap time 'not-a-time'" in capsys.readouterr().err
+    assert main(args + ["--swap", "nothing-here"]) == 2
+    assert "give CKPT@TIME" in capsys.readouterr().err
