@@ -66,7 +66,8 @@ def window_forecasts(net, dm: TimeSeriesDataModule, series: np.ndarray, origin_i
 
 
 def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: np.ndarray,
-                    forecast: np.ndarray, window: np.ndarray | None = None) -> pl.DataFrame:
+                    forecast: np.ndarray, window: np.ndarray | None = None, model: list[str] | None = None
+                    ) -> pl.DataFrame:
     """Score point forecasts on ``dm``'s grid (built with the model's spec).
 
     Args:
@@ -75,6 +76,8 @@ def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: 
         forecast: (N, horizon, C) point forecasts in original units.
         window: optionally (N, horizon, C) forecasts of another policy (re-running the window), scored
             as the ``window`` column.
+        model: optionally (N,) the weights digest of the model that made each forecast (a replay
+            with swaps), the ``model`` column.
 
     Returns:
         The ``errors`` table of :class:`ReplayResult`: one row per (forecast, step, target) whose
@@ -109,6 +112,8 @@ def score_forecasts(dm: TimeSeriesDataModule, series: np.ndarray, origin_index: 
     }
     if window is not None:
         cols["window"] = np.asarray(window, dtype=np.float64)[n_i, s_i, c_i]
+    if model is not None:
+        cols["model"] = pl.Series(np.asarray(model, dtype=object)[n_i], dtype=pl.String)
     return pl.DataFrame(cols)
 
 
@@ -135,7 +140,7 @@ def _mae(errors: pl.DataFrame, by: list) -> pl.DataFrame:
                                     (pl.col("seasonal_naive") - a).abs().mean().alias("mae_seasonal_naive"),
                                     (pl.col("last_value") - a).abs().mean().alias("mae_last_value"),
                                     *extra, pl.len().alias("n"))
-            .sort(by[0]))
+            .sort(by))
 
 
 def _forecast_before(stream, ids: list[str], frame: pl.DataFrame, t_next: int):
@@ -162,7 +167,7 @@ def _forecast_before(stream, ids: list[str], frame: pl.DataFrame, t_next: int):
 
 @torch.inference_mode()
 def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_steps: int | None = None,
-           compare_window: bool = False) -> ReplayResult:
+           compare_window: bool = False, before_timestamp=None) -> ReplayResult:
     """Stream the test part of ``data`` and score the online forecasts.
 
     Args:
@@ -175,6 +180,10 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
         compare_window: also score, at every origin, the forecast of re-running the look-back window
             from a zero state (how the model was trained) beside the stream's forecast (for the
             per-step model: a state carried over the whole history): ``mae_window`` columns.
+        before_timestamp: optionally ``f(time, stream)``, called before each test timestamp's
+            forecasts (axis time, int64): a replay that swaps models
+            (:class:`~forecaster.streaming.swap.ScheduledSwaps`). The errors then have a ``model``
+            column (the weights digest that forecast) and ``over_time`` one row per period and model.
     """
     spec = stream.spec
     kw = {k: v for k, v in (split or {}).items() if k in SPLIT_KEYS and v is not None}
@@ -196,9 +205,11 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     if max_steps is not None:
         stamps = stamps.head(max_steps)
     index = {s: i for i, s in enumerate(ids)}
-    series, origins, values = [], [], []
+    series, origins, values, models = [], [], [], []
     t_obs, n_stamps = 0.0, 0
     for part in test.filter(pl.col("__t").is_in(stamps.implode())).partition_by("__t", maintain_order=True):
+        if before_timestamp is not None:
+            before_timestamp(int(part["__t"][0]), stream)
         seen = [s for s in part["__sid"].unique(maintain_order=True).to_list() if s in stream.table.ids]
         if seen:
             f_ids, f_origin, f_values = _forecast_before(stream, seen, frame, int(part["__t"][0]))
@@ -206,6 +217,7 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
                 series += [index[s] for s in f_ids]
                 origins.append(f_origin)
                 values.append(f_values[..., stream.net.anchor])
+                models += [stream._digest] * len(f_ids)
         t0 = time.perf_counter()
         rejected += stream.observe(part.drop("__sid", "__t")).rejected
         t_obs += time.perf_counter() - t0
@@ -217,9 +229,11 @@ def replay(stream, data: str | pl.DataFrame, split: dict | None = None, max_step
     k, _ = spec.freq.index(dm.grid_time(series, 0), origin_t)
     k = k.astype(np.int64)
     window = window_forecasts(stream.net, dm, series, k, stream.net.anchor) if compare_window else None
-    errors = score_forecasts(dm, series, k, np.concatenate(values), window)
+    errors = score_forecasts(dm, series, k, np.concatenate(values), window,
+                             models if before_timestamp is not None else None)
     by_step = _mae(errors, ["step"])
-    over_time = _mae(errors.with_columns(_period(spec).alias("period")), ["period"])
+    over_time = _mae(errors.with_columns(_period(spec).alias("period")),
+                     ["period"] + (["model"] if before_timestamp is not None else []))
     a = errors["actual"]
     overall = {
         "mae": float((errors["forecast"] - a).abs().mean()),

@@ -44,7 +44,15 @@ window. A snapshot is for one of the two: restart with the same ``--history``.
 
 ``--replay DATA`` streams the test part of a dataset through the same loop (the history before it
 first), forecasting before each observation, and reports online (prequential) errors per horizon
-step and over time beside the seasonal-naive baseline.
+step and over time beside the seasonal-naive baseline; ``--swap CKPT@TIME`` swaps models on the way
+and reports the online error of each.
+
+``--watch PATH`` swaps the running stream to each new, complete, valid and compatible checkpoint
+written at PATH (polled every ``--watch_every`` seconds), re-warming the carried states from each
+series' look-back; anything else at PATH is reported in one line and ignored
+(:mod:`forecaster.streaming.swap`). ``--metrics_port N`` serves Prometheus metrics on
+127.0.0.1:N (records/s, lag, rejections by reason, the online MAE beside the baselines and the
+drift rule, :mod:`forecaster.streaming.metrics`); the summary line has them too (``metrics``).
 """
 
 from __future__ import annotations
@@ -120,6 +128,7 @@ class LineReader:
             self._read = lambda: f.read(1 << 16)
         self.wake, self.max_bytes = wake, max_bytes
         self.queue: queue.Queue = queue.Queue(depth)
+        self.last_arrival: float | None = None  # time.monotonic() when the line last yielded was read (the lag)
         # a daemon: blocked in read() on an open pipe, it must not keep the process alive at exit
         threading.Thread(target=self._run, name="stream-input", daemon=True).start()
 
@@ -149,7 +158,7 @@ class LineReader:
                         if dropped:
                             put(self._too_long(dropped - 1))
                         else:
-                            put(bytes(buf))
+                            put((time.monotonic(), bytes(buf)))
                         buf, dropped = bytearray(), 0
             if dropped or len(buf) > limit:
                 put(self._too_long(dropped or len(buf)))
@@ -169,6 +178,8 @@ class LineReader:
                 continue
             if item is _End:
                 return
+            if type(item) is tuple:
+                self.last_arrival, item = item
             yield item
 
 
@@ -351,14 +362,20 @@ def stop_on_signals(signals=(signal.SIGTERM, signal.SIGINT)):
 
 
 def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", snap: _Snapshotter | None = None,
-             stop: StopFlag | None = None) -> dict:
+             stop: StopFlag | None = None, metrics=None, watcher=None) -> dict:
     """Process input lines (``str`` or ``bytes``, or a :class:`LineReader`) until the input ends or
     ``stop`` is set, which is checked between records only; return counts {"lines", "records",
-    "rejected", "malformed"}."""
+    "rejected", "malformed"} (plus "swaps" with a ``watcher``). ``metrics``: a
+    :class:`~forecaster.streaming.metrics.StreamMetrics` told of every line; ``watcher``: a
+    :class:`~forecaster.streaming.swap.CheckpointWatcher` polled between lines and while idle."""
     parser = _LineParser(fmt, stream.required_columns, tuple(c for c in (stream.id_col, stream.time_col) if c))
     counts = {"lines": 0, "records": 0, "rejected": 0, "malformed": 0}
+    if watcher is not None:
+        counts["swaps"] = 0
     n = 0
     for line in lines:
+        if watcher is not None and _watch(stream, watcher, metrics, snap):
+            counts["swaps"] += 1
         if line is _Idle:
             if snap is not None:
                 snap.maybe()
@@ -367,8 +384,10 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
             continue
         n += 1
         counts["lines"] += 1
+        if metrics is not None and getattr(lines, "last_arrival", None) is not None:
+            metrics.set_lag(time.monotonic() - lines.last_arrival)
         try:
-            _process(stream, parser, line, n, out, err, counts, snap)
+            _process(stream, parser, line, n, out, err, counts, snap, metrics)
         except OutputClosed:
             counts["output_closed"] = True
             _say(err, f"line {n}: the output was closed; stopping")
@@ -380,13 +399,25 @@ def run_loop(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", sn
     return counts
 
 
+def _watch(stream, watcher, metrics, snap) -> bool:
+    """Poll the watched checkpoint; after a swap the next snapshot holds every series (the new model's)."""
+    report = watcher.poll(stream)
+    if report is None:
+        return False
+    if metrics is not None:
+        metrics.start_model(report.new)
+    if snap is not None:
+        snap.dirty = True
+    return True
+
+
 def _one_line(e: BaseException) -> str:
     """An exception as one line of at most a few hundred characters."""
     text = " ".join(str(e).split())
     return text if len(text) <= 300 else text[:300] + "..."
 
 
-def _process(stream, parser, line, n, out, err, counts, snap) -> None:
+def _process(stream, parser, line, n, out, err, counts, snap, metrics=None) -> None:
     """One input line: parse, observe, write the forecast; problems are reported on ``err``. No
     exception of a line escapes (whatever its bytes): it is reported with its type and skipped."""
     try:
@@ -395,10 +426,14 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         rec = parser.parse(_decode(line, n))
     except (ValueError, csv.Error) as e:  # json.JSONDecodeError is a ValueError
         counts["malformed"] += 1
+        if metrics is not None:
+            metrics.malformed_line()
         _say(err, f"line {n}: malformed, skipped: {_one_line(e)}")
         return
     except (Exception, RecursionError) as e:  # noqa: BLE001 - a line must never stop the stream
         counts["malformed"] += 1
+        if metrics is not None:
+            metrics.malformed_line()
         _say(err, f"line {n}: malformed, skipped: {type(e).__name__}: {_one_line(e)}")
         return
     if rec is None:
@@ -407,18 +442,26 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         report = stream.observe([rec])
     except ValueError as e:
         counts["malformed"] += 1
+        if metrics is not None:
+            metrics.malformed_line()
         _say(err, f"line {n}: {_one_line(e)}; skipped")
         return
     except Exception as e:  # noqa: BLE001 - observe put every series back as it was; the stream goes on
         counts["malformed"] += 1
+        if metrics is not None:
+            metrics.malformed_line()
         _say(err, f"line {n}: not applied ({type(e).__name__}: {_one_line(e)}); the series are as before the line")
         return
     for sid in report.evicted:
         _say(err, f"line {n}: series {_show(sid)} evicted (the least recently seen of more than "
                   f"max_series={stream.max_series}); its state is gone")
+    if metrics is not None and report.evicted:
+        metrics.forget(report.evicted)
     if report.rejected:
         counts["rejected"] += 1
         r = report.rejected[0]
+        if metrics is not None:
+            metrics.rejected_record(r.reason)
         _say(err, f"line {n}: record for series {_show(r.series)} at {_show(r.time)} rejected: {r.reason}")
         return
     counts["records"] += 1
@@ -429,8 +472,12 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
     try:
         fc = stream.forecast(report.series[0])
     except Exception as e:  # noqa: BLE001 - e.g. a model with future covariates: the loop has no values for them
+        if metrics is not None:
+            observed_metrics(metrics, stream, report.series[0], rec, None)
         _say(err, f"line {n}: applied, but no forecast: {_one_line(e)}")
         return
+    if metrics is not None:
+        observed_metrics(metrics, stream, report.series[0], rec, fc)
     text, dropped = forecast_lines(fc)
     if dropped:
         _say(err, f"line {n}: applied; {dropped} forecast value(s) beyond float32's range written as null")
@@ -444,6 +491,17 @@ def _process(stream, parser, line, n, out, err, counts, snap) -> None:
         if counts["unwritten"] == 1:
             _say(err, f"line {n}: applied, but its forecast could not be written ({_one_line(e)}); the stream goes "
                       "on (counted as 'unwritten')")
+
+
+def observed_metrics(metrics, stream, sid: str, rec: dict, fc) -> None:
+    """Tell ``metrics`` of an applied record of ``sid`` and the forecast table issued after it."""
+    from forecaster.streaming.metrics import record_targets
+
+    row = stream.table.ids.get(sid)
+    if row is None:
+        return
+    point = None if fc is None else fc["value"].to_numpy().reshape(stream.horizon, len(stream.target_cols))
+    metrics.observed(sid, int(stream.table.t["last"][row]), record_targets(rec, stream.target_cols), point)
 
 
 class OutputClosed(Exception):
@@ -478,7 +536,7 @@ def forecast_lines(fc: pl.DataFrame) -> tuple[str, int]:
 
 
 def serve(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", state: str | None = None,
-          snapshot_every: float = 10.0) -> dict:
+          snapshot_every: float = 10.0, metrics=None, watcher=None) -> dict:
     """The stream command's loop with its signal handling and snapshots: restore nothing (the
     caller has), process ``lines`` until their end or SIGTERM/SIGINT, snapshot to ``state`` on
     time and at the end, then release the state file's lock. Returns the counts of
@@ -488,7 +546,7 @@ def serve(stream: StreamingForecaster, lines, out, err, fmt: str = "auto", state
     snap = _Snapshotter(stream, state, snapshot_every, err)
     with stop_on_signals() as stop:
         try:
-            counts = run_loop(stream, lines, out, err, fmt, snap, stop)
+            counts = run_loop(stream, lines, out, err, fmt, snap, stop, metrics, watcher)
         finally:
             try:
                 saved = snap.maybe(force=True)
@@ -568,7 +626,40 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --replay: also score re-running the look-back window at every origin (mae_window)")
     p.add_argument("--report", help="with --replay: write the error-over-time table to this CSV")
     p.add_argument("--plot", help="with --replay: draw online error over time against the baseline (PNG)")
+    p.add_argument("--watch", metavar="PATH",
+                   help="swap to each new valid, compatible checkpoint written at PATH without a restart (carried "
+                        "states re-warmed from each series' look-back; see docs/streaming.md)")
+    p.add_argument("--watch_every", type=_seconds, default=5.0, metavar="S",
+                   help="with --watch: seconds between two looks at PATH (default 5)")
+    p.add_argument("--swap", action="append", default=[], metavar="CKPT@TIME",
+                   help="with --replay: swap to CKPT before the first test timestamp at or after TIME (repeatable); "
+                        "the report then gives the online error of each model")
+    p.add_argument("--metrics_port", type=int, metavar="N",
+                   help="serve Prometheus metrics at http://127.0.0.1:N/metrics (needs prometheus-client: "
+                        "pip install -e '.[service]')")
+    p.add_argument("--metrics_label", default="0", metavar="NAME", help="this worker's label in the metrics")
+    p.add_argument("--drift_window", type=_count, default=1000, metavar="K",
+                   help="scored values of the windowed online MAE and of the drift rule (default 1000)")
+    p.add_argument("--drift_margin", type=float, default=0.1, metavar="R",
+                   help="drift: the windowed online MAE exceeds the better baseline's by more than this fraction (0.1)")
     return p
+
+
+def _count(v: str) -> int:
+    n = _max_series(v) if v.lower() != "none" else None
+    if n is None:
+        raise argparse.ArgumentTypeError(f"{v!r}: give a whole number >= 1")
+    return n
+
+
+def _seconds(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        x = 0.0
+    if not (x > 0 and math.isfinite(x)):
+        raise argparse.ArgumentTypeError(f"{v!r}: give a number of seconds > 0")
+    return x
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -588,11 +679,12 @@ def main(argv: list[str] | None = None) -> int:
         max_gap = None if args.replay else args.max_gap
         stream = StreamingForecaster(model.net, model.data_spec, device=args.device, new_series=args.new_series,
                                      max_gap=max_gap, history=args.history,
-                                     max_series=None if args.replay else args.max_series)
+                                     max_series=None if args.replay else args.max_series,
+                                     swappable=bool(args.watch or args.swap))
         if args.state:
             stream.lock_state(args.state)  # one writer per state file: a second stream stops here
             if Path(args.state).exists():
-                stream.load_state(args.state)
+                _restore(stream, args)
                 print(f"restored {len(stream)} series from {args.state}", file=sys.stderr, flush=True)
                 for note in stream.state_notes:
                     print(f"note: {note}", file=sys.stderr, flush=True)
@@ -600,12 +692,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
+    if args.swap and not args.replay:
+        print("error: --swap is for --replay; a live stream swaps with --watch PATH", file=sys.stderr)
+        return 2
     if args.replay:
         from forecaster.evaluation import replay
 
         split = ckpt.get("datamodule_hyper_parameters") or {}
         try:
-            result = replay(stream, args.replay, split, args.max_steps, compare_window=args.compare_window)
+            swaps = _scheduled_swaps(stream, args)
+            result = replay(stream, args.replay, split, args.max_steps, compare_window=args.compare_window,
+                            before_timestamp=swaps)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -616,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
               f"timestamps, observe {o['observe_ms_per_timestamp']:.2f} ms per timestamp)")
         with pl.Config(tbl_rows=50):
             print(result.by_step)
+        _print_swaps(result, args)
         if args.report:
             result.over_time.write_csv(args.report)
         if args.plot:
@@ -631,7 +729,16 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         print(f"error: --input {args.input!r}: {e.strerror or e}", file=sys.stderr)
         return 2
-    counts = serve(stream, LineReader(f), sys.stdout, sys.stderr, args.format, args.state, args.snapshot_every)
+    try:
+        metrics, watcher, server = _service(stream, args)
+    except (ValueError, ImportError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = serve(stream, LineReader(f), sys.stdout, sys.stderr, args.format, args.state, args.snapshot_every,
+                   metrics, watcher)
+    counts["metrics"] = metrics.summary()
+    if server is not None:
+        server.shutdown()
     if counts.get("output_closed"):  # no flush of the closed pipe at exit (Python would report it)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     sig = counts.pop("signal")
@@ -644,3 +751,78 @@ def main(argv: list[str] | None = None) -> int:
                          "good one is not saved (see the snapshot messages above)")
         return 3
     return 0
+
+
+# ---- swaps and metrics (forecaster/streaming/swap.py, metrics.py) --------------------------------
+
+def _restore(stream: StreamingForecaster, args) -> None:
+    """Load ``--state``; with ``--watch``, a state written for the watched checkpoint's model (a
+    swap before the stream stopped) makes the stream start on that model."""
+    from forecaster.snapshot import SnapshotError
+
+    try:
+        stream.load_state(args.state)
+    except SnapshotError as e:
+        if not args.watch:
+            raise
+        from forecaster.streaming.swap import resume_on_watched
+
+        report = resume_on_watched(stream, args.state, args.watch, e)
+        print(f"{args.state} was written for the model at --watch {args.watch}: starting on it ({report.line()})",
+              file=sys.stderr, flush=True)
+
+
+def _service(stream: StreamingForecaster, args):
+    """The metrics (always: the summary has them; Prometheus with --metrics_port), the watcher
+    (with --watch) and the metrics' HTTP server (or None)."""
+    from forecaster.streaming.metrics import StreamMetrics, serve_metrics
+    from forecaster.streaming.swap import CheckpointWatcher
+
+    registry = None
+    if args.metrics_port is not None:
+        if not 0 <= args.metrics_port <= 65535:
+            raise ValueError(f"--metrics_port {args.metrics_port}: give a port in [0, 65535]")
+        try:
+            import prometheus_client  # noqa: F401
+        except ImportError:
+            raise ImportError("--metrics_port needs prometheus-client: pip install -e '.[service]'") from None
+        registry = "new"
+    metrics = StreamMetrics(stream, worker=args.metrics_label, window=args.drift_window, margin=args.drift_margin,
+                            registry=registry, err=sys.stderr)
+    server = None
+    if registry is not None:
+        try:
+            server = serve_metrics(metrics, args.metrics_port)
+        except OSError as e:
+            raise OSError(f"--metrics_port {args.metrics_port}: {e.strerror or e}") from None
+        print(f"metrics at http://127.0.0.1:{server.server_port}/metrics", file=sys.stderr, flush=True)
+    watcher = CheckpointWatcher(args.watch, args.watch_every, args.device, sys.stderr) if args.watch else None
+    return metrics, watcher, server
+
+
+def _scheduled_swaps(stream: StreamingForecaster, args):
+    from forecaster.streaming.swap import ScheduledSwaps
+
+    if not args.swap:
+        return None
+    items = []
+    for item in args.swap:
+        path, at, when = item.rpartition("@")
+        if not at or not path or not when:
+            raise ValueError(f"--swap {item!r}: give CKPT@TIME, e.g. new.ckpt@2017-10-01T00:00:00")
+        items.append((path, when))
+    return ScheduledSwaps(items, stream.spec, args.device, sys.stderr)
+
+
+def _print_swaps(result, args) -> None:
+    from forecaster.streaming.metrics import drift_points
+    from forecaster.streaming.swap import by_model
+
+    for row in by_model(result.errors) if "model" in result.errors.columns else []:
+        print(f"model {row['model']} (origins {row['first_origin']} to {row['last_origin']}): online MAE "
+              f"{row['mae']:.4f}  seasonal naive {row['mae_seasonal_naive']:.4f}  last value "
+              f"{row['mae_last_value']:.4f}  ({row['n']} values)")
+    fired = drift_points(result.errors, args.drift_window, args.drift_margin)
+    when = (": " + ", ".join(map(str, fired[:10]))) if fired else ""
+    print(f"drift rule (step-1 MAE over the last {args.drift_window} values > the better baseline's by "
+          f"{args.drift_margin:.0%}): fired {len(fired)} time(s){when}")

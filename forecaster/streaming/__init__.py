@@ -37,6 +37,10 @@ Stream semantics (each tested in ``tests/forecaster/test_streaming.py``,
 - Snapshots (:meth:`StreamingForecaster.save_state`) append what changed since the last one to a
   checksummed log that a crash cannot damage, held by one writer at a time (:mod:`.statefile`,
   :mod:`forecaster.snapshot`).
+- A running stream swaps to a compatible newer network (:meth:`StreamingForecaster.swap`,
+  :class:`CheckpointWatcher`), re-warming every carried state from its look-back, atomically
+  (:mod:`.swap`, ``test_stream_swap.py``); it measures itself (:class:`StreamMetrics`,
+  :mod:`.metrics`, ``test_stream_metrics.py``).
 
 Lightning stays off the per-observation path: a list of dicts is parsed in plain Python, features
 are numpy, the recurrence is ``StepForecastNet.step_`` on a state table under
@@ -48,6 +52,9 @@ from forecaster.streaming.plan import ObserveReport, Rejected
 from forecaster.streaming.records import MAX_ID_LENGTH, id_problem, show
 from forecaster.streaming.statefile import STATE_FORMAT_VERSION
 from forecaster.streaming.stream import MAX_SERIES, StreamingForecaster
+from forecaster.streaming.swap import CheckpointWatcher, SwapError, SwapReport
+from forecaster.streaming.metrics import StreamMetrics
 
 __all__ = ["StreamingForecaster", "ObserveReport", "Rejected", "STATE_FORMAT_VERSION", "MAX_ID_LENGTH", "MAX_SERIES",
-           "SnapshotError", "StateLockedError", "id_problem", "show"]
+           "SnapshotError", "StateLockedError", "id_problem", "show", "SwapError", "SwapReport", "CheckpointWatcher",
+           "StreamMetrics"]

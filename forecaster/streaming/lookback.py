@@ -24,7 +24,8 @@ class LookBack:
     Args:
         context_length: ``T``, the look-back's length.
         ring: slots of the ring (``T``, or 0 for a stream that reads no look-back).
-        with_inputs: keep every input column (``ring_x``): the stream runs its window.
+        with_inputs: keep every input column (``ring_x``): the stream runs its window, or keeps
+            what re-warming a carried state after a model swap reads (``swappable``).
         relative: keep the running sums of the per-step model's relative inputs.
     """
 
@@ -38,7 +39,7 @@ class LookBack:
             t.update(ring_y=((self.ring, C), np.float32, 0.0), ring_o=((self.ring, C), np.float32, 0.0))
         if self.with_inputs:
             t["ring_x"] = ((self.ring, n_values - C), np.float32, 0.0)
-        elif self.relative:
+        if self.relative:
             t.update(sum_y=((C,), np.float64, 0.0), cnt=((C,), np.int64, 0), last_y=((C,), np.float32, 0.0),
                      last_n=((C,), np.int64, -1))
         return t

@@ -219,6 +219,11 @@ class StateFile:
         """The stream now holds exactly what the file holds: the next snapshot may append to it."""
         self.info = info if info.appendable else None
 
+    def rebase(self) -> None:
+        """The next :meth:`save` writes every series (a base): the stream's model changed, and the
+        deltas of a log all carry its base's fingerprint."""
+        self.info = None
+
     def save(self, header: dict, table) -> dict:
         """Snapshot ``table`` (a :class:`~forecaster.streaming.table.SeriesTable`): a delta appended
         to the log, or a base; returns ``{"kind", "bytes", "series", "seconds"}``. On a disk fault

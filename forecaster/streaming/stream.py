@@ -83,6 +83,9 @@ class StreamingForecaster:
             limit). When an ``observe`` call would leave more, the least recently seen series are
             evicted after it (their state is gone; a later record starts them from zero) and
             listed in :attr:`ObserveReport.evicted`.
+        swappable: keep what :meth:`swap` needs to re-warm the per-step model's carried states (the
+            look-back ring of every input: ``context_length`` steps of the targets and covariates);
+            a stream that runs its window already keeps it. Costs that ring's memory per series.
 
     Why ``2 * context_length``: a gap longer than the context already restarts the series from
     the zero state (see :meth:`observe`), so accepting a record further ahead buys nothing for the
@@ -99,7 +102,8 @@ class StreamingForecaster:
 
     def __init__(self, net: torch.nn.Module, spec: DataSpec | dict, device: str | torch.device = "cpu",
                  new_series: str = "pooled", capacity: int = 64, max_gap: int | str | None = "auto",
-                 history: str | None = None, max_series: int | None = MAX_SERIES) -> None:
+                 history: str | None = None, max_series: int | None = MAX_SERIES,
+                 swappable: bool = False) -> None:
         if new_series not in ("pooled", "reject"):
             raise ValueError(f"new_series must be 'pooled' or 'reject', got {new_series!r}")
         if not (max_gap is None or max_gap == "auto" or _positive_int(max_gap)):
@@ -133,10 +137,16 @@ class StreamingForecaster:
         self.history: str = "window" if not net.carries_state else (history or "carry")
         windowed = self.history == "window"
         # the look-back ring: every input column when the window runs; the targets for the per-step
-        # model's baseline (season, last value, mean of the look-back) and relative inputs
-        ring = self.context_length if (windowed or net.baseline != "none" or net.inputs == "relative") else 0
-        self.lookback = LookBack(self.context_length, ring, with_inputs=windowed,
+        # model's baseline (season, last value, mean of the look-back) and relative inputs; with
+        # swappable, every input column, for re-warming the carried states after a swap
+        needed = self.context_length if (windowed or net.baseline != "none" or net.inputs == "relative") else 0
+        ring = self.context_length if swappable else needed
+        inputs = windowed or (swappable and len(s.value_cols) > len(s.target_cols))
+        self.lookback = LookBack(self.context_length, ring, with_inputs=inputs,
                                  relative=not windowed and net.inputs == "relative")
+        self._swap_ring = ring != needed or (inputs and not windowed)  # a layout of its own: snapshots tell it
+        self._options = {"device": self.device, "new_series": new_series, "max_gap": self.max_gap, "history": history,
+                         "max_series": self.max_series, "swappable": bool(swappable)}
         self.strategy = (RunWindow if windowed else CarriedState)(self.net, s, self.lookback, self.device)
         self.num_layers, self.hidden_size = self.net.state_shape
         self.reader = RecordReader(s)
@@ -372,6 +382,15 @@ class StreamingForecaster:
         ids, rows = self._select(series)
         return ids, self.table.state[:, torch.from_numpy(rows).to(self.device)].transpose(0, 1).cpu().clone()
 
+    def swap(self, net: torch.nn.Module, spec: DataSpec | dict | None = None, batch_size: int = 4096):
+        """Serve network ``net`` (with data spec ``spec``, default this stream's) from now on, each
+        carried state re-warmed over its series' look-back ring, ``batch_size`` series at a time;
+        atomic. Returns a :class:`~forecaster.streaming.swap.SwapReport`; raises ``SwapError``
+        (one line, the stream unchanged) for an incompatible model. See :mod:`forecaster.streaming.swap`."""
+        from forecaster.streaming.swap import swap_model
+
+        return swap_model(self, net, self.spec if spec is None else spec, batch_size)
+
     # ---- the state file ----
 
     def _fingerprint(self) -> dict:
@@ -379,6 +398,8 @@ class StreamingForecaster:
               "freq": str(self.spec.freq), "time_kind": self.spec.time_kind, "weights": self._digest}
         if self.windowed and self.net.carries_state:  # its snapshot holds windows, not states
             fp["history"] = "window"
+        if self._swap_ring:  # its snapshot also holds the look-back of every input (swappable=True)
+            fp["look_back"] = "inputs"
         return fp
 
     def _state_file(self, path: str | os.PathLike) -> StateFile:
@@ -448,6 +469,11 @@ class StreamingForecaster:
             raise SnapshotError(f"{where} was written with history={theirs!r}, this stream uses "
                                 f"history={self.history!r}; start it with history={theirs!r} (--history {theirs}) "
                                 "to continue from it")
+        but = lambda d: {k: v for k, v in d.items() if k != "look_back"}  # noqa: E731
+        if fp.get("look_back") != mine.get("look_back") and but(fp) == but(mine):
+            how = ("with", "without") if fp.get("look_back") else ("without", "with")
+            raise SnapshotError(f"{where} was written by a stream {how[0]} swappable=True (--watch), this one is "
+                                f"{how[1]}: the look-back it keeps differs; start it {how[0]} it to continue from it")
         if fp != mine:
             raise SnapshotError(f"{where} was written for another model ({show(fp)}), this one is "
                                 f"{mine}; delete it to start the series from zero")
