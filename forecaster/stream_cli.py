@@ -720,12 +720,8 @@ def main(argv: list[str] | None = None) -> int:
             _plot_replay(result, args.plot)
         return 0
 
-    if args.source:
-        from forecaster.service.cli import run_worker
-
-        return run_worker(stream, args)
     try:
-        f = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
+        f = None if args.source else sys.stdin.buffer if args.input == "-" else open(args.input, "rb")
     except OSError as e:
         print(f"error: --input {args.input!r}: {e.strerror or e}", file=sys.stderr)
         return 2
@@ -734,6 +730,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ImportError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.source:
+        from forecaster.service.cli import run_worker
+
+        try:
+            return run_worker(stream, args, metrics=metrics, watcher=watcher)
+        finally:
+            if server is not None:
+                server.shutdown()
     counts = serve(stream, LineReader(f), sys.stdout, sys.stderr, args.format, args.state, args.snapshot_every,
                    metrics, watcher)
     counts["metrics"] = metrics.summary()

@@ -55,9 +55,10 @@ def check_args(args) -> tuple[int, str] | None:
     return None
 
 
-def run_worker(stream, args, err=None) -> int:
+def run_worker(stream, args, err=None, metrics=None, watcher=None) -> int:
     """Run the stream loop on ``args.source`` (see the module docstring); ``stream`` has its state
-    restored and its state file locked. Returns the exit status."""
+    restored and its state file locked; ``metrics`` and ``watcher`` as for the stdin loop
+    (``--metrics_port``, ``--watch``). Returns the exit status."""
     from forecaster.service.loop import PartitionedParser, serve_source
     from forecaster.service.nats_broker import NatsConnection, NatsSink, NatsSource
 
@@ -93,10 +94,13 @@ def run_worker(stream, args, err=None) -> int:
         keys = tuple(c for c in (stream.id_col, stream.time_col) if c)
         parser = PartitionedParser(args.format, stream.required_columns, keys, stream.id_col, k, n)
     try:
-        counts = serve_source(stream, source, sink, err, args.state, args.format, args.snapshot_every, parser)
+        counts = serve_source(stream, source, sink, err, args.state, args.format, args.snapshot_every, parser,
+                              metrics, watcher)
     finally:
         for c in conns:
             c.close()
+    if metrics is not None:
+        counts["metrics"] = metrics.summary()
     sig = counts.pop("signal")
     how = f"stopped by {signal.Signals(sig).name}" if sig else "stopped"
     summary = {"event": "stopped", "signal": signal.Signals(sig).name if sig else None, **counts}

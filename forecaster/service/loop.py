@@ -62,7 +62,8 @@ class PartitionedParser(_LineParser):
 
 
 def serve_source(stream: StreamingForecaster, source: Source, sink: Sink, err, state: str, fmt: str = "auto",
-                 snapshot_every: float = 10.0, parser: _LineParser | None = None) -> dict:
+                 snapshot_every: float = 10.0, parser: _LineParser | None = None, metrics=None,
+                 watcher=None) -> dict:
     """Process ``source``'s messages until SIGTERM/SIGINT, snapshotting to ``state`` and acknowledging
     after each snapshot (module docstring); at the end a last snapshot and acknowledgement, then the
     state file's lock and the connections are released.
@@ -71,11 +72,19 @@ def serve_source(stream: StreamingForecaster, source: Source, sink: Sink, err, s
     ``rejected``, ``malformed``) plus ``redelivered`` (messages delivered again and skipped as
     already applied), ``acks`` (acknowledgements sent), ``signal``, ``series``, ``snapshots``,
     ``snapshot_failures``, ``state_saved`` and ``acked`` (whether everything processed was
-    acknowledged at the end)."""
+    acknowledged at the end), and ``swaps`` with a ``watcher``. ``metrics``
+    (:class:`~forecaster.streaming.metrics.StreamMetrics`) is told of every message, its lag being
+    the seconds from the poll that delivered it; ``watcher``
+    (:class:`~forecaster.streaming.swap.CheckpointWatcher`) is polled between batches, and a swap
+    makes the next snapshot hold every series under the new model (nothing is acknowledged before)."""
+    from forecaster.stream_cli import _watch
+
     snap = _Snapshotter(stream, state, snapshot_every, err)
     if parser is None:
         parser = _LineParser(fmt, stream.required_columns, tuple(c for c in (stream.id_col, stream.time_col) if c))
     counts = {"lines": 0, "records": 0, "rejected": 0, "malformed": 0, "redelivered": 0, "acks": 0}
+    if watcher is not None:
+        counts["swaps"] = 0
     c = _Committer(snap, source, sink, err, counts)
     with stop_on_signals() as stop:
         try:
@@ -90,8 +99,14 @@ def serve_source(stream: StreamingForecaster, source: Source, sink: Sink, err, s
                     else:
                         time.sleep(WAKE_SECONDS)
                     continue
-                for msg in source.poll(WAKE_SECONDS):
-                    if not _handle(stream, parser, msg, sink, err, counts, snap):
+                if watcher is not None and _watch(stream, watcher, metrics, snap):
+                    counts["swaps"] += 1
+                batch = source.poll(WAKE_SECONDS)
+                arrived = time.monotonic()
+                for msg in batch:
+                    if metrics is not None:
+                        metrics.set_lag(time.monotonic() - arrived)
+                    if not _handle(stream, parser, msg, sink, err, counts, snap, metrics):
                         stop.signal = stop.signal or -1  # the output is gone: stop after a last snapshot
                         break
                     c.pending = msg.token
@@ -110,7 +125,7 @@ def serve_source(stream: StreamingForecaster, source: Source, sink: Sink, err, s
             "snapshot_failures": snap.failed_total, "state_saved": not snap.dirty, "acked": acked}
 
 
-def _handle(stream, parser, msg: Message, sink, err, counts, snap) -> bool:
+def _handle(stream, parser, msg: Message, sink, err, counts, snap, metrics=None) -> bool:
     """One message; False when the sink is closed."""
     if msg.seen:  # processed by this worker already (the broker redelivered it)
         counts["redelivered"] += 1
@@ -120,7 +135,7 @@ def _handle(stream, parser, msg: Message, sink, err, counts, snap) -> bool:
     before = counts["rejected"]
     quiet = _QuietDuplicates(err) if msg.maybe_applied else err
     try:
-        _process(stream, parser, msg.data, n, sink, quiet, counts, snap)
+        _process(stream, parser, msg.data, n, sink, quiet, counts, snap, metrics)
     except OutputClosed:
         _say(err, f"line {n}: the output was closed; stopping")
         return False
