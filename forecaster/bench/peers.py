@@ -121,7 +121,8 @@ def test_windows(data: pl.DataFrame, *, time_col: str, id_col: str | None, targe
     b, e = splits.bounds(ext.lengths, ext.starts, f, ext.series_ids, table.time_kind, time_format)["test"]
     grid = regularise(table, f, ext)
     first, counts = window_counts("test", b, e, context_length, horizon, horizon)
-    values = [grid.values[grid.offsets[i]:grid.offsets[i + 1], 0].astype(np.float64) for i in range(len(ext.series_ids))]
+    o = grid.offsets
+    values = [grid.values[o[i]:o[i + 1], 0].astype(np.float64) for i in range(len(ext.series_ids))]
     starts = [first[i] + context_length + horizon * np.arange(counts[i], dtype=np.int64)
               for i in range(len(ext.series_ids))]
     return TestWindows(f, list(grid.series_ids), values, b.astype(np.int64), starts, int(horizon))
