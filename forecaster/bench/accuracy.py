@@ -1,9 +1,12 @@
 """Accuracy with the defaults on the zoo (:mod:`forecaster.bench.zoo`): for every dataset and seed,
 ``python -m forecaster fit`` with nothing but the data roles, the frequency, the context, the
 horizon and the test part given (the protocol of the zoo entry), in its own process; test MAE and
-MASE beside seasonal naive and the last value, on the same windows.
+MASE beside seasonal naive and the last value, on the same windows. With ``peers``, statsforecast's
+AutoETS, AutoARIMA, AutoTheta and MSTL on exactly those windows (:mod:`forecaster.bench.peers`),
+their MAE and fit + predict seconds beside ours (ours: the wall time of the ``fit`` process, which
+also scores the test part).
 
-    python -m forecaster bench --only accuracy [--datasets airline_1mo,macro_1q] [--seeds 0,1,2]
+    python -m forecaster bench --only accuracy [--datasets airline_1mo,macro_1q] [--seeds 0,1,2] [--peers]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import polars as pl
 
 from forecaster.bench.zoo import ZOO, load
 
-__all__ = ["run", "fit_args"]
+__all__ = ["run", "fit_args", "zoo_test_windows"]
 
 
 def fit_args(name: str, path: str, seed: int, root: str) -> list[str]:
@@ -32,6 +35,36 @@ def fit_args(name: str, path: str, seed: int, root: str) -> list[str]:
             "--data.horizon", str(z["horizon"]), "--data.test_size", str(z["k"] * z["horizon"]),
             "--seed_everything", str(seed), "--trainer.default_root_dir", root,
             "--trainer.logger.init_args.save_dir", root, "--trainer.enable_progress_bar", "false"]
+
+
+def zoo_test_windows(name: str, data=None):
+    """The test windows of zoo dataset ``name`` (:func:`forecaster.bench.peers.test_windows` with the
+    arguments :func:`fit_args` gives ``fit``); ``data``: its table (default: :func:`load`)."""
+    from forecaster.bench.peers import test_windows
+
+    z = ZOO[name]
+    return test_windows(load(name) if data is None else data, time_col="time", id_col="series", target_col="value",
+                        freq=z["freq"], context_length=z["context"], horizon=z["horizon"],
+                        test_size=z["k"] * z["horizon"])
+
+
+def _peer_columns(name: str, peers: list[str], refit: str) -> dict:
+    from forecaster.bench.peers import run_peers
+
+    w = zoo_test_windows(name)
+    res = run_peers(w, peers, refit=refit, log=lambda line: print(f"[{name}] {line}", file=sys.stderr, flush=True))
+    check = run_peers(w, ["SeasonalNaive"], refit="once")["SeasonalNaive"]
+    cols = {"seasonal_naive_check": round(check["mae"], 4)}
+    for p, r in res.items():
+        cols[p] = "n/a" if r["mae"] is None else round(r["mae"], 4)
+        cols[f"{p}_s"] = "" if r["seconds"] is None else r["seconds"]
+    scored = {p: r["mae"] for p, r in res.items() if r["mae"] is not None and np.isfinite(r["mae"])}
+    best = min(scored, key=scored.get) if scored else None
+    cols["best_peer"] = best or "none"
+    cols["peer_refit"] = refit
+    cols["_peer_details"] = res
+    cols["_best_peer_mae"] = scored.get(best) if best else None
+    return cols
 
 
 def _one(name: str, seed: int, extra: list[str]) -> dict:
@@ -58,9 +91,13 @@ def _one(name: str, seed: int, extra: list[str]) -> dict:
 
 
 def run(device: str = "cpu", quick: bool = False, datasets: str | None = None, seeds: str = "0",
-        extra: list[str] | None = None, out: str | None = None) -> list[dict]:
+        extra: list[str] | None = None, out: str | None = None, peers: bool = False, peer_refit: str = "once",
+        peer_models: str | None = None) -> list[dict]:
     """Rows per dataset and seed, then a summary row per dataset (mean, and the seeds' spread as the
-    largest distance from the mean relative to it)."""
+    largest distance from the mean relative to it). ``peers``: also the statistical peers on the same
+    windows (``peer_models``: comma-separated subset of AutoETS, AutoARIMA, AutoTheta, MSTL; default
+    all; ``peer_refit``: ``"once"`` or ``"window"``, see :mod:`forecaster.bench.peers`), checked to be
+    installed before anything is trained."""
     names = [d.strip() for d in datasets.split(",")] if datasets else list(ZOO)
     if quick and not datasets:
         names = ["airline_1mo", "macro_1q", "fertility_1y", "sunspots_1y"]
@@ -68,6 +105,17 @@ def run(device: str = "cpu", quick: bool = False, datasets: str | None = None, s
     if unknown:
         raise ValueError(f"unknown zoo dataset(s) {unknown}; choose from {list(ZOO)}")
     seed_list = [int(s) for s in str(seeds).split(",")]
+    peer_list: list[str] = []
+    if peers:
+        from forecaster.bench.peers import PEERS, require_statsforecast
+
+        require_statsforecast()
+        peer_list = [p.strip() for p in peer_models.split(",")] if peer_models else list(PEERS)
+        bad = [p for p in peer_list if p not in PEERS]
+        if bad:
+            raise ValueError(f"unknown peer(s) {bad}; choose from {list(PEERS)}")
+        if peer_refit not in ("once", "window"):
+            raise ValueError(f"peer_refit={peer_refit!r}: choose 'once' or 'window'")
     extra = list(extra or []) + (["--trainer.accelerator", "gpu"] if device.startswith("cuda") else [])
     runs = []
     for name in names:
@@ -83,6 +131,7 @@ def run(device: str = "cpu", quick: bool = False, datasets: str | None = None, s
         if not ok:
             rows.append({"dataset": name, "error": next(r["error"] for r in runs if r["dataset"] == name)})
             continue
+        peer_cols = _peer_columns(name, peer_list, peer_refit) if peer_list else {}
         mae = np.array([r["mae"] for r in ok])
         rows.append({
             "dataset": name, "freq": ZOO[name]["freq"], "seeds": len(ok),
@@ -94,4 +143,13 @@ def run(device: str = "cpu", quick: bool = False, datasets: str | None = None, s
             "beats_both": bool(mae.mean() < min(ok[0]["mae_seasonal_naive"], ok[0]["mae_last_value"])),
             "seconds": round(float(np.mean([r["seconds"] for r in ok])), 1),
         })
+        if peer_cols:
+            best = peer_cols.pop("_best_peer_mae")
+            details = peer_cols.pop("_peer_details")
+            rows[-1].update(peer_cols)
+            rows[-1]["beats_peers"] = bool(best is not None and mae.mean() < best)
+            rows[-1]["peer_seasons"] = "; ".join(f"{p} {d['season']}" for p, d in details.items())
+            failed = sum(d.get("failed_fits", 0) for d in details.values())
+            if failed:
+                rows[-1]["peer_failed_fits"] = failed
     return rows
