@@ -112,10 +112,10 @@ def gru_sequence(
         impl: "triton" (fused kernels; CUDA tensors, or CPU under ``TRITON_INTERPRET=1``) or
             "torch" (torch loops with a hand-written backward).
         path: the Triton kernels' path (``kernels.gru.plan``): "auto", "batch" (one program per
-            16 rows, H <= 64 in float32 / 128 in half precision), "persistent" (hidden columns
-            split across co-resident programs with a grid barrier per step; CUDA only) or
-            "stepwise" (the same split kernel launched once per step). Forward and backward each
-            take it; an explicit path that cannot run raises instead of falling back.
+            16 rows, H <= 64), "persistent" (hidden columns split across co-resident programs
+            with a grid barrier per step; CUDA only) or "stepwise" (the same split kernel
+            launched once per step). Forward and backward each take it; an explicit path that
+            cannot run raises instead of falling back.
         info: a dict that receives "forward" / "backward" (the path that ran, e.g.
             "triton-persistent") and the plans, or None.
 

@@ -126,14 +126,10 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _half(dtype: torch.dtype) -> bool:
-    return dtype in (torch.bfloat16, torch.float16)
-
-
-#: largest H the batch path takes: the whole W_hh (3 x H x H) lives on chip in one program
-#: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
-#: half precision the compile report showed up to 564 B of spills without divisibility hints
-BATCH_MAX_H = {"float32": 64, "half": 64}
+#: largest H the batch path takes, every dtype: the whole W_hh (3 x H x H) lives on chip in one
+#: program (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at
+#: H=128 in half precision the compile report showed up to 564 B of spills without divisibility hints
+BATCH_MAX_H = 64
 #: spill bytes allowed in a variant that ``auto`` launches at the bench shapes (mask off), per arch
 #: and dtype label of the compile report (``float32``: TF32 dots, ``float32-ieee``: IEEE dots,
 #: torch's default). The compile-only report (exit 1) and the GPU test of the loaded kernels hold
@@ -191,10 +187,6 @@ class SeqPlan:
     @property
     def grid(self) -> tuple[int, int]:
         return (self.n_col, self.n_groups)
-
-
-def batch_max_h(dtype: torch.dtype) -> int:
-    return BATCH_MAX_H["half" if _half(dtype) else "float32"]
 
 
 def batch_blocks(kernel: str, H: int, dtype: torch.dtype) -> Blocks:
@@ -275,7 +267,7 @@ def plan_sequence(
     check_path(path)
     if kernel not in ("fwd", "bwd"):
         raise ValueError(f"kernel must be 'fwd' or 'bwd', got {kernel!r}")
-    batch_ok = H <= batch_max_h(dtype)
+    batch_ok = H <= BATCH_MAX_H
     n_col = math.ceil(H / SPLIT_BLOCK_N)
 
     def batch_plan() -> SeqPlan:
@@ -304,8 +296,8 @@ def plan_sequence(
     if path == "batch":
         if not batch_ok:
             raise ValueError(
-                f"path='batch' keeps all of W_hh in one program, which fits up to H={batch_max_h(dtype)} "
-                f"for {dtype}; H={H} needs path='persistent', 'stepwise' or 'auto'"
+                f"path='batch' keeps all of W_hh in one program, which fits up to H={BATCH_MAX_H}; "
+                f"H={H} needs path='persistent', 'stepwise' or 'auto'"
             )
         return batch_plan()
     if path == "stepwise":
