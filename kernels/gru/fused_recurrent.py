@@ -188,14 +188,15 @@ def _gru_fwd_kernel(
     GI, HS, W, BHN, MASK, GATES, RH, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
-    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
+    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr,
     TILE_LOOP: tl.constexpr, ONE_STEP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Steps t_start .. t_start + n_steps - 1. HS (T+1, B, H): HS[t] is the state entering step t.
     GATES (T, B, NG*H): [r, z, n(, hn)]. RH (B, H): r * h_{t-1} for the reset-before exchange.
-    STAGE 0 runs whole steps; 1 and 2 the halves of a reset-before step (one launch each).
-    GW: 4 for reset-after ([r, z, n, 0] interleaved in one dot), 2 for reset-before ([r, z]; n
-    takes r * h, a second dot)."""
+    STAGE 0 runs whole steps; 1 and 2 the halves of a reset-before step (one launch each)."""
+    # gates interleaved in one dot: 4 for reset-after ([r, z, n, 0]), 2 for reset-before ([r, z];
+    # n takes r * h, a second dot)
+    GW: tl.constexpr = 4 if RESET_AFTER else 2
     pc = tl.program_id(0)
     pg = tl.program_id(1)
     n_col = tl.num_programs(0)
@@ -353,7 +354,7 @@ def _gru_bwd_kernel(
     DOUT, HS, GATES, W, MASK, DG, DGHN, DH, CARRY, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
-    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
+    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr,
     TILE_LOOP: tl.constexpr, ONE_STEP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Reverse time: steps t_start, t_start - 1, ..., t_start - n_steps + 1 (derivation: common.py).
@@ -362,7 +363,7 @@ def _gru_bwd_kernel(
     da_n * r, the n-gate's gradient behind the reset gate (phase B reads it; so do the weight
     gradients). CARRY (B, H): the column-local part of dL/dh_{t-1} between the stepwise stages.
     Stages: 1 column-local terms, 2 (reset-before) d(r*h) = da_n W_hn, 3 dL/dh_{t-1} = carry +
-    dG W_hh; 0 runs all three in one launch. GW is unused here (one signature for the report)."""
+    dG W_hh; 0 runs all three in one launch."""
     pc = tl.program_id(0)
     pg = tl.program_id(1)
     n_col = tl.num_programs(0)
@@ -750,7 +751,7 @@ def seq_constexprs(plan: _plan.SeqPlan, reset_after: bool, has_mask: bool, stage
     return dict(
         BLOCK_B=b.block_b, BLOCK_N=b.block_n, BLOCK_K=b.block_k, NCHUNK=b.nchunk, RESIDENT=b.resident,
         ONE_BLOCK=b.one_block, STAGE=stage, PERSISTENT=plan.path == "persistent",
-        RESET_AFTER=reset_after, HAS_MASK=has_mask, NG=4 if reset_after else 3, GW=4 if reset_after else 2,
+        RESET_AFTER=reset_after, HAS_MASK=has_mask, NG=4 if reset_after else 3,
         TILE_LOOP=plan.tile_loop, ONE_STEP=plan.path == "stepwise", DOT_PREC=dot_prec, UPCAST=upcast,
     )
 
