@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels.gru.backend import check_impl
 from kernels.gru.common import check_gru_inputs, folded_bias, input_projection
 
 
@@ -98,19 +99,8 @@ def gru_step_(
                 "be written twice with undefined order); deduplicate idx or step twice"
             )
     mask = None if mask is None else mask.bool()
-    if impl not in ("triton", "torch"):
-        raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
-    from kernels.gru.plan import check_step_path
-
-    check_step_path(path)
-    if impl == "torch" and path != "auto":
-        raise ValueError(f"step path {path!r} selects a Triton kernel variant; impl='torch' takes only path='auto'")
+    check_impl(impl, path, step=True, device=x.device, dtype=x.dtype)
     if impl == "triton":
-        from kernels.gru.backend import require_triton
-
-        require_triton(x.device)
-        if x.dtype == torch.float64:
-            raise ValueError("the triton backend takes float32, bfloat16 or float16; use impl='torch' for float64")
         from kernels.gru.fused_recurrent import fused_gru_step
         from kernels.gru.plan import STEP_FUSE_MAX_I
 
