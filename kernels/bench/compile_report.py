@@ -201,12 +201,7 @@ def _seq_jobs(plan: P.SeqPlan, reset_after: bool, has_mask: bool, dot_prec: str,
     """(stage, Job) for each launch of a plan: stage 0 for batch/persistent, the stages otherwise."""
     from kernels.gru.fused_recurrent import seq_constexprs
 
-    if plan.path == "stepwise":
-        stages = ((0,) if reset_after else (1, 2)) if plan.kernel == "fwd" else \
-            ((1, 3) if reset_after else (1, 2, 3))
-    else:
-        stages = (0,)
-    for stage in stages:
+    for stage in P.launch_stages(plan, reset_after):
         ce = seq_constexprs(plan, reset_after, has_mask, stage, dot_prec, False)
         yield stage, Job(plan.kernel, arch, _wname(plan.dtype), tuple(sorted(ce.items())), plan.blocks.num_warps,
                          plan.blocks.num_stages, (("B", plan.B), ("H", plan.H)), hints)

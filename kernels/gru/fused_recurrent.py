@@ -970,34 +970,9 @@ def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_
     hs[0] = h0
     gates = gi.new_empty(T, B, ng * H)
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(gi)
-    dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
-    limit = _plan.spin_limit() if spin_limit is None else spin_limit
     rh = gi.new_empty(B, H) if not reset_after else gi.new_empty(1)
-    watch = BarrierWatch.of(gi.device)
-    sync = torch.zeros(1, dtype=torch.int64, device=gi.device)
-
-    def args(t_start, n_steps):
-        return (gi, hs, weight_hh, b_hn, mask_u8, gates, rh, sync, watch.count, t_start, n_steps, B, H, limit)
-
-    if plan is None:
-        plan = _plan_for("fwd", _gru_fwd_kernel, B, H, weight_hh.dtype, path, gi.device, args(0, T),
-                         reset_after, mask is not None, dot_prec)
-    if plan.persistent:
-        watch.before_launch("forward")
-        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=gi.device)  # a counter per group
-    nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
-    stages = ((0,) if reset_after else (1, 2)) if plan.path == "stepwise" else (0,)
-    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
-    _check_launchable(_gru_fwd_kernel, args(0, T), plan, ces, gi.device)
-    if plan.path == "stepwise":
-        for t in range(T):
-            ks = [_gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
-    else:
-        ks = [_gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ces[0])]
-        if plan.persistent:
-            watch.after_launch("forward", limit)
-    for k, ce in zip(ks, ces):
-        _record("_gru_fwd_kernel", k, ce, nw, ns)
+    plan = _launch_sequence("fwd", (gi, hs, weight_hh, b_hn, mask_u8, gates, rh), T, B, H, weight_hh.dtype,
+                            gi.device, reset_after, mask is not None, path, spin_limit, plan)
     return hs, gates, plan
 
 
@@ -1009,42 +984,56 @@ def fused_gru_bwd(dout, dh_n, hs, gates, weight_hh, mask, reset_after, path="aut
     the ``SeqPlan`` run, and dgh_n (T, B, H) float32 = da_n * r for reset-after (None otherwise)."""
     _check_interpreter()
     T, B, H = dout.shape
-    ng = gates.shape[-1] // H
+    assert gates.shape[-1] // H == (4 if reset_after else 3)
     dG = dout.new_empty(T, B, 3 * H)
     dghn = dout.new_empty(T, B, H) if reset_after else dout.new_empty(1)
     dh = dh_n.clone()
     carry = dout.new_empty(B, H)
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(dout)
-    dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
+    plan = _launch_sequence("bwd", (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry), T, B, H,
+                            weight_hh.dtype, dout.device, reset_after, mask is not None, path, spin_limit, plan)
+    return dG, dh, plan, (dghn if reset_after else None)
+
+
+def _launch_sequence(kind, tensors, T, B, H, w_dtype, device, reset_after, has_mask, path, spin_limit, plan):
+    """The launch algorithm of both directions: plan (unless ``plan`` is given), check that every
+    variant fits the device, launch (stepwise: one launch per stage of every step, forward or back
+    in time), watch the grid barrier, record the loaded binaries. ``kind`` "fwd" or "bwd";
+    ``tensors`` the kernel's pointer arguments before SYNC. Returns the ``SeqPlan`` run."""
+    kernel, name, what = _SEQ_KERNELS[kind]
+    first, steps = (0, range(T)) if kind == "fwd" else (T - 1, range(T - 1, -1, -1))
+    dot_prec, upcast = _dot_precision(w_dtype), _upcast(w_dtype)
     limit = _plan.spin_limit() if spin_limit is None else spin_limit
-    watch = BarrierWatch.of(dout.device)
-    sync = torch.zeros(1, dtype=torch.int64, device=dout.device)
+    watch = BarrierWatch.of(device)
+    sync = torch.zeros(1, dtype=torch.int64, device=device)
 
     def args(t_start, n_steps):
-        return (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry, sync, watch.count, t_start, n_steps,
-                B, H, limit)
+        return (*tensors, sync, watch.count, t_start, n_steps, B, H, limit)
 
     if plan is None:
-        plan = _plan_for("bwd", _gru_bwd_kernel, B, H, weight_hh.dtype, path, dout.device, args(T - 1, T),
-                         reset_after, mask is not None, dot_prec)
+        plan = _plan_for(kind, kernel, B, H, w_dtype, path, device, args(first, T), reset_after, has_mask, dot_prec)
     if plan.persistent:
-        watch.before_launch("backward")
-        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=dout.device)  # a counter per group
-    assert ng == (4 if reset_after else 3)
+        watch.before_launch(what)
+        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=device)  # a counter per group
     nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
-    stages = ((1, 3) if reset_after else (1, 2, 3)) if plan.path == "stepwise" else (0,)
-    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
-    _check_launchable(_gru_bwd_kernel, args(T - 1, T), plan, ces, dout.device)
+    ces = [seq_constexprs(plan, reset_after, has_mask, stage, dot_prec, upcast)
+           for stage in _plan.launch_stages(plan, reset_after)]
+    _check_launchable(kernel, args(first, T), plan, ces, device)
     if plan.path == "stepwise":
-        for t in range(T - 1, -1, -1):
-            ks = [_gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
+        for t in steps:
+            ks = [kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
     else:
-        ks = [_gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ces[0])]
+        ks = [kernel[plan.grid](*args(first, T), num_warps=nw, num_stages=ns, **ces[0])]
         if plan.persistent:
-            watch.after_launch("backward", limit)
+            watch.after_launch(what, limit)
     for k, ce in zip(ks, ces):
-        _record("_gru_bwd_kernel", k, ce, nw, ns)
-    return dG, dh, plan, (dghn if reset_after else None)
+        _record(name, k, ce, nw, ns)
+    return plan
+
+
+#: kind -> (kernel, its name in LOADED, what the barrier's messages call it)
+_SEQ_KERNELS = {"fwd": (_gru_fwd_kernel, "_gru_fwd_kernel", "forward"),
+                "bwd": (_gru_bwd_kernel, "_gru_bwd_kernel", "backward")}
 
 
 def step_constexprs(plan: _plan.StepPlan, reset_after: bool, has_mask: bool, dot_prec: str,

@@ -229,6 +229,18 @@ def split_block_b(B: int, n_col: int, dm: DeviceModel) -> int:
     return 64
 
 
+def launch_stages(plan: SeqPlan, reset_after: bool) -> tuple[int, ...]:
+    """The kernel's STAGE of each launch per step (the launchers and the compile report): (0,) where
+    one launch runs whole steps (batch, persistent); stepwise, where the launch boundary is the
+    exchange between programs: forward (0,) / reset-before (1, 2) (r * h in between), backward
+    (1, 3) / reset-before (1, 2, 3)."""
+    if plan.path != "stepwise":
+        return (0,)
+    if plan.kernel == "fwd":
+        return (0,) if reset_after else (1, 2)
+    return (1, 3) if reset_after else (1, 2, 3)
+
+
 def check_path(path: str) -> None:
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
