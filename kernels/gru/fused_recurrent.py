@@ -114,6 +114,39 @@ def _split_gates(acc, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, GW: tl.const
 
 
 @triton.jit
+def _w_slice(W, H, gate, col0, cols, cm, NCHUNK: tl.constexpr, NGATE: tl.constexpr, BLOCK_K: tl.constexpr,
+             BLOCK_N: tl.constexpr, GW: tl.constexpr, LAYOUT: tl.constexpr):
+    """A program's resident slice of W_hh: for each of NGATE gates (``gate``, ``gate`` + 1, ...) a
+    tuple of NCHUNK tiles, chunk k holding reduction rows k*BLOCK_K.., loaded chunk by chunk.
+    LAYOUT 0: the forward's interleaved gates (:func:`_w_gates`, GW of them per unit; NGATE 1,
+    ``gate`` unused); 1: the forward's tiles of one gate (h W^T); 2: the backward's (dG W), see
+    :func:`_w_tile`. Returns three tuples; past NGATE they repeat the first (no loads)."""
+    w0 = (_w_chunk(W, H, gate, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    w1 = w0
+    w2 = w0
+    if NGATE > 1:
+        w1 = (_w_chunk(W, H, gate + 1, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+        w2 = (_w_chunk(W, H, gate + 2, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    for k in tl.static_range(1, NCHUNK):
+        w0 = w0 + (_w_chunk(W, H, gate, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+        if NGATE > 1:
+            w1 = w1 + (_w_chunk(W, H, gate + 1, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+            w2 = w2 + (_w_chunk(W, H, gate + 2, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    return w0, w1, w2
+
+
+@triton.jit
+def _w_chunk(W, H, gate, k0, col0, cols, cm, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GW: tl.constexpr,
+             LAYOUT: tl.constexpr):
+    """One tile of :func:`_w_slice`."""
+    if LAYOUT == 0:
+        w = _w_gates(W, H, k0, col0, BLOCK_K, BLOCK_N, GW)
+    else:
+        w = _w_tile(W, H, gate, k0, cols, cm, BLOCK_K, LAYOUT == 2)
+    return w
+
+
+@triton.jit
 def _at(P, t, B, row0, stride):
     """Scalar pointer to row t*B + row0 of P seen as (T*B, stride): the one 64-bit product per
     step. Offsets inside a tile stay int32 (rows < BLOCK_B), so the per-element offsets hoisted
@@ -131,25 +164,13 @@ def _row_tile(base, stride, rl, rmask, k0, H, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _mm(acc, base, stride, rl, rmask, H, w0, w1, w2, w3, w4, w5, w6, w7,
-        NCHUNK: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + rows (BB, H) @ [w0; w1; ...] over the NCHUNK resident (BLOCK_K, N) tiles, one row chunk
-    loaded per tile (so the dot operands live at once stay (BB, BLOCK_K)). Unused w's are dummies."""
-    acc = _dot(_row_tile(base, stride, rl, rmask, 0, H, BLOCK_K), w0, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 1:
-        acc = _dot(_row_tile(base, stride, rl, rmask, BLOCK_K, H, BLOCK_K), w1, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 2:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 2 * BLOCK_K, H, BLOCK_K), w2, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 3:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 3 * BLOCK_K, H, BLOCK_K), w3, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 4:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 4 * BLOCK_K, H, BLOCK_K), w4, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 5:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 5 * BLOCK_K, H, BLOCK_K), w5, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 6:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 6 * BLOCK_K, H, BLOCK_K), w6, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 7:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 7 * BLOCK_K, H, BLOCK_K), w7, acc, DOT_PREC, UPCAST)
+def _mm(acc, base, stride, rl, rmask, H, ws, NCHUNK: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PREC: tl.constexpr,
+        UPCAST: tl.constexpr):
+    """acc + rows (BB, H) @ [ws[0]; ws[1]; ...] over the NCHUNK resident (BLOCK_K, N) tiles of a
+    :func:`_w_slice`, one row chunk loaded per tile (so the dot operands live at once stay
+    (BB, BLOCK_K))."""
+    for k in tl.static_range(NCHUNK):
+        acc = _dot(_row_tile(base, stride, rl, rmask, k * BLOCK_K, H, BLOCK_K), ws[k], acc, DOT_PREC, UPCAST)
     return acc
 
 
@@ -207,53 +228,10 @@ def _gru_fwd_kernel(
     cm = cols < H
     rl = tl.arange(0, BLOCK_B)
     if RESIDENT:
-        # the program's slice of W_hh, on chip for the whole launch: NCHUNK tiles (the rest of
-        # the eight are unused stand-ins)
-        wg0 = _w_gates(W, H, 0, col0, BLOCK_K, BLOCK_N, GW)
-        wg1 = wg0
-        wg2 = wg0
-        wg3 = wg0
-        wg4 = wg0
-        wg5 = wg0
-        wg6 = wg0
-        wg7 = wg0
-        if NCHUNK > 1:
-            wg1 = _w_gates(W, H, BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 2:
-            wg2 = _w_gates(W, H, 2 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 3:
-            wg3 = _w_gates(W, H, 3 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 4:
-            wg4 = _w_gates(W, H, 4 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 5:
-            wg5 = _w_gates(W, H, 5 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 6:
-            wg6 = _w_gates(W, H, 6 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 7:
-            wg7 = _w_gates(W, H, 7 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
+        # the program's slice of W_hh, on chip for the whole launch
+        wg, _, _ = _w_slice(W, H, 0, col0, cols, cm, NCHUNK, 1, BLOCK_K, BLOCK_N, GW, 0)
         if not RESET_AFTER:
-            wn0 = _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False)
-            wn1 = wn0
-            wn2 = wn0
-            wn3 = wn0
-            wn4 = wn0
-            wn5 = wn0
-            wn6 = wn0
-            wn7 = wn0
-            if NCHUNK > 1:
-                wn1 = _w_tile(W, H, 2, BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 2:
-                wn2 = _w_tile(W, H, 2, 2 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 3:
-                wn3 = _w_tile(W, H, 2, 3 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 4:
-                wn4 = _w_tile(W, H, 2, 4 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 5:
-                wn5 = _w_tile(W, H, 2, 5 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 6:
-                wn6 = _w_tile(W, H, 2, 6 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 7:
-                wn7 = _w_tile(W, H, 2, 7 * BLOCK_K, cols, cm, BLOCK_K, False)
+            wn, _, _ = _w_slice(W, H, 2, col0, cols, cm, NCHUNK, 1, BLOCK_K, BLOCK_N, GW, 1)
     b_hn = tl.load(BHN + cols, mask=cm, other=0.0)
     target = 0
     if TILE_LOOP:
@@ -285,10 +263,9 @@ def _gru_fwd_kernel(
             if STAGE != 2:
                 acc = tl.zeros((BLOCK_B, GW * BLOCK_N), dtype=tl.float32)
                 if ONE_BLOCK:
-                    acc = _dot(h, wg0, acc, DOT_PREC, UPCAST)
+                    acc = _dot(h, wg[0], acc, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    acc = _mm(acc, hb, H, rl, rmask, H, wg0, wg1, wg2, wg3, wg4, wg5, wg6, wg7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, hb, H, rl, rmask, H, wg, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     # H too large for the slice to stay on chip: W tiles re-read (L2) every step
                     for k0 in range(0, H, BLOCK_K):
@@ -308,7 +285,7 @@ def _gru_fwd_kernel(
                     n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + r * hn)
                     tl.store(gb + o_g + 3 * H, hn, mask=m2)
                 elif ONE_BLOCK:
-                    acc_n = _dot(r * hp, wn0, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
+                    acc_n = _dot(r * hp, wn[0], tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
                     n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + acc_n)
                 else:
                     tl.store(RH + row0 * H + o_h, r * hp, mask=m2)
@@ -326,8 +303,7 @@ def _gru_fwd_kernel(
                 rb = RH + row0 * H
                 acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
                 if RESIDENT:
-                    acc_n = _mm(acc_n, rb, H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                                NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc_n = _mm(acc_n, rb, H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for k0 in range(0, H, BLOCK_K):
                         acc_n = _dot(_row_tile(rb, H, rl, rmask, k0, H, BLOCK_K),
@@ -369,62 +345,12 @@ def _gru_bwd_kernel(
     n_col = tl.num_programs(0)
     n_groups = tl.num_programs(1)
     n_tiles = tl.cdiv(B, BLOCK_B)
-    cols = pc * BLOCK_N + tl.arange(0, BLOCK_N)
+    col0 = pc * BLOCK_N
+    cols = col0 + tl.arange(0, BLOCK_N)
     cm = cols < H
     rl = tl.arange(0, BLOCK_B)
     if RESIDENT:
-        wr0 = _w_tile(W, H, 0, 0, cols, cm, BLOCK_K, True)
-        wz0 = _w_tile(W, H, 1, 0, cols, cm, BLOCK_K, True)
-        wn0 = _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, True)
-        wr1 = wr0
-        wr2 = wr0
-        wr3 = wr0
-        wr4 = wr0
-        wr5 = wr0
-        wr6 = wr0
-        wr7 = wr0
-        wz1 = wz0
-        wz2 = wz0
-        wz3 = wz0
-        wz4 = wz0
-        wz5 = wz0
-        wz6 = wz0
-        wz7 = wz0
-        wn1 = wn0
-        wn2 = wn0
-        wn3 = wn0
-        wn4 = wn0
-        wn5 = wn0
-        wn6 = wn0
-        wn7 = wn0
-        if NCHUNK > 1:
-            wr1 = _w_tile(W, H, 0, BLOCK_K, cols, cm, BLOCK_K, True)
-            wz1 = _w_tile(W, H, 1, BLOCK_K, cols, cm, BLOCK_K, True)
-            wn1 = _w_tile(W, H, 2, BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 2:
-            wr2 = _w_tile(W, H, 0, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz2 = _w_tile(W, H, 1, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn2 = _w_tile(W, H, 2, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 3:
-            wr3 = _w_tile(W, H, 0, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz3 = _w_tile(W, H, 1, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn3 = _w_tile(W, H, 2, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 4:
-            wr4 = _w_tile(W, H, 0, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz4 = _w_tile(W, H, 1, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn4 = _w_tile(W, H, 2, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 5:
-            wr5 = _w_tile(W, H, 0, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz5 = _w_tile(W, H, 1, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn5 = _w_tile(W, H, 2, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 6:
-            wr6 = _w_tile(W, H, 0, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz6 = _w_tile(W, H, 1, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn6 = _w_tile(W, H, 2, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 7:
-            wr7 = _w_tile(W, H, 0, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz7 = _w_tile(W, H, 1, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn7 = _w_tile(W, H, 2, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
+        wr, wz, wn = _w_slice(W, H, 0, col0, cols, cm, NCHUNK, 3, BLOCK_K, BLOCK_N, 1, 2)
     target = 0
     if TILE_LOOP:
         n_rounds = tl.cdiv(n_tiles - pg, n_groups)
@@ -488,10 +414,9 @@ def _gru_bwd_kernel(
                     r = tl.load(gb + o_g, mask=m2, other=0.0)
                 drh = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
                 if ONE_BLOCK:
-                    drh = _dot(dan, wn0, drh, DOT_PREC, UPCAST)
+                    drh = _dot(dan, wn[0], drh, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    drh = _mm(drh, db + 2 * H, 3 * H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    drh = _mm(drh, db + 2 * H, 3 * H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for j0 in range(0, H, BLOCK_K):
                         drh = _dot(_row_tile(db + 2 * H, 3 * H, rl, rmask, j0, H, BLOCK_K),
@@ -510,18 +435,15 @@ def _gru_bwd_kernel(
                     carry = tl.load(CARRY + sb + o_h, mask=m2, other=0.0)
                 acc = carry
                 if ONE_BLOCK:
-                    acc = _dot(dar, wr0, acc, DOT_PREC, UPCAST)
-                    acc = _dot(daz, wz0, acc, DOT_PREC, UPCAST)
+                    acc = _dot(dar, wr[0], acc, DOT_PREC, UPCAST)
+                    acc = _dot(daz, wz[0], acc, DOT_PREC, UPCAST)
                     if RESET_AFTER:
-                        acc = _dot(dghn, wn0, acc, DOT_PREC, UPCAST)
+                        acc = _dot(dghn, wn[0], acc, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    acc = _mm(acc, db, 3 * H, rl, rmask, H, wr0, wr1, wr2, wr3, wr4, wr5, wr6, wr7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
-                    acc = _mm(acc, db + H, 3 * H, rl, rmask, H, wz0, wz1, wz2, wz3, wz4, wz5, wz6, wz7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, db, 3 * H, rl, rmask, H, wr, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, db + H, 3 * H, rl, rmask, H, wz, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                     if RESET_AFTER:
-                        acc = _mm(acc, nb, H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                                  NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                        acc = _mm(acc, nb, H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for j0 in range(0, H, BLOCK_K):
                         acc = _dot(_row_tile(db, 3 * H, rl, rmask, j0, H, BLOCK_K),
