@@ -60,6 +60,41 @@ def _tanh(x):
 
 
 @triton.jit
+def _gates_rz(gi_r, gi_z, a_r, a_z):
+    """The reset and update gates from their input parts ``gi_*`` and recurrent parts ``a_*``
+    (h W_hr^T, h W_hz^T), the same in both formulations. The first half of the cell, apart from
+    :func:`_cell` because reset-before's split paths exchange r * h between programs (a barrier
+    or a launch boundary) before the candidate can be computed."""
+    return tl.sigmoid(gi_r + a_r), tl.sigmoid(gi_z + a_z)
+
+
+@triton.jit
+def _cell(r, z, gi_n, a_n, h, b_hn, keep, RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr):
+    """The candidate and the new state of a GRU cell, every kernel's (the math of ``naive.py``),
+    from the gates r, z (:func:`_gates_rz`), the input part ``gi_n`` and the recurrent part ``a_n``
+    of the n gate, and the previous state h (BB, N).
+
+    - reset after the recurrent matmul (cuDNN's, ``torch.nn.GRU``'s): a_n = h W_hn^T and
+      n = tanh(gi_n + r * hn) with hn = a_n + b_hn (b_hn (N,) stays inside the reset);
+    - reset before it: a_n = (r * h) W_hn^T, computed by the caller (it needs r of every column,
+      which the split paths exchange), b_hn folded into gi_n; n = tanh(gi_n + a_n). ``r`` and
+      ``b_hn`` are unused (None where the caller has none).
+
+    h' = n + z (h - n), and h where ``keep`` (BB,) is False (HAS_MASK). Returns n, hn (reset-after:
+    saved for the backward; reset-before: a_n) and h'."""
+    if RESET_AFTER:
+        hn = a_n + b_hn[None, :]
+        n = _tanh(gi_n + r * hn)
+    else:
+        hn = a_n
+        n = _tanh(gi_n + a_n)
+    h_new = n + z * (h - n)
+    if HAS_MASK:
+        h_new = tl.where(keep[:, None], h_new, h)
+    return n, hn, h_new
+
+
+@triton.jit
 def _dot(a, w, acc, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
     """acc + a (float32) @ w (weight dtype), accumulating in float32. Triton's interpreter mishandles
     bfloat16 operands of tl.dot (numpy has no bfloat16; measured: garbage results), so there
@@ -272,8 +307,8 @@ def _gru_fwd_kernel(
                         acc = _dot(_row_tile(hb, H, rl, rmask, k0, H, BLOCK_K),
                                    _w_gates(W, H, k0, col0, BLOCK_K, BLOCK_N, GW), acc, DOT_PREC, UPCAST)
                 acc_r, acc_z, acc_n = _split_gates(acc, BLOCK_B, BLOCK_N, GW)
-                r = tl.sigmoid(tl.load(ib + o_i, mask=m2, other=0.0) + acc_r)
-                z = tl.sigmoid(tl.load(ib + o_i + H, mask=m2, other=0.0) + acc_z)
+                r, z = _gates_rz(tl.load(ib + o_i, mask=m2, other=0.0), tl.load(ib + o_i + H, mask=m2, other=0.0),
+                                 acc_r, acc_z)
                 if ONE_BLOCK:
                     hp = h
                 else:
@@ -281,18 +316,16 @@ def _gru_fwd_kernel(
                 tl.store(gb + o_g, r, mask=m2)
                 tl.store(gb + o_g + H, z, mask=m2)
                 if RESET_AFTER:
-                    hn = acc_n + b_hn[None, :]
-                    n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + r * hn)
+                    n, hn, h_new = _cell(r, z, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, hp, b_hn,
+                                         keep, RESET_AFTER, HAS_MASK)
                     tl.store(gb + o_g + 3 * H, hn, mask=m2)
                 elif ONE_BLOCK:
                     acc_n = _dot(r * hp, wn[0], tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
-                    n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + acc_n)
+                    n, _hn, h_new = _cell(r, z, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, hp, b_hn,
+                                          keep, RESET_AFTER, HAS_MASK)
                 else:
                     tl.store(RH + row0 * H + o_h, r * hp, mask=m2)
                 if RESET_AFTER or ONE_BLOCK:
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
                     tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                     tl.store(gb + o_g + 2 * H, n, mask=m2)
             if (not RESET_AFTER) and (not ONE_BLOCK) and STAGE != 1:
@@ -308,13 +341,11 @@ def _gru_fwd_kernel(
                     for k0 in range(0, H, BLOCK_K):
                         acc_n = _dot(_row_tile(rb, H, rl, rmask, k0, H, BLOCK_K),
                                      _w_tile(W, H, 2, k0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-                n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + acc_n)
+                gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
                 if STAGE == 2:
                     z = tl.load(gb + o_g + H, mask=m2, other=0.0)
                     hp = tl.load(hb + o_h, mask=m2, other=0.0)
-                h_new = n + z * (hp - n)
-                if HAS_MASK:
-                    h_new = tl.where(keep[:, None], h_new, hp)
+                n, _hn, h_new = _cell(None, z, gi_n, acc_n, hp, None, keep, RESET_AFTER, HAS_MASK)
                 tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                 tl.store(gb + o_g + 2 * H, n, mask=m2)
             if PERSISTENT:
@@ -534,15 +565,12 @@ def _gru_step_kernel(
                 gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
                 gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
                 gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-            r = tl.sigmoid(gi_r + _dot(h, wr, zero, DOT_PREC, UPCAST))
-            z = tl.sigmoid(gi_z + _dot(h, wz, zero, DOT_PREC, UPCAST))
+            r, z = _gates_rz(gi_r, gi_z, _dot(h, wr, zero, DOT_PREC, UPCAST), _dot(h, wz, zero, DOT_PREC, UPCAST))
             if RESET_AFTER:
-                n = _tanh(gi_n + r * (_dot(h, wn, zero, DOT_PREC, UPCAST) + b_hn[None, :]))
+                a_n = _dot(h, wn, zero, DOT_PREC, UPCAST)
             else:
-                n = _tanh(gi_n + _dot(r * h, wn, zero, DOT_PREC, UPCAST))
-            h_new = n + z * (h - n)
-            if HAS_MASK:
-                h_new = tl.where(keep[:, None], h_new, h)
+                a_n = _dot(r * h, wn, zero, DOT_PREC, UPCAST)
+            n, _hn, h_new = _cell(r, z, gi_n, a_n, h, b_hn, keep, RESET_AFTER, HAS_MASK)
             tl.store(ob + rl[:, None] * H + ks[None, :], h_new, mask=m2)
             tl.store(sp, h_new, mask=m2)
         else:
@@ -569,8 +597,7 @@ def _gru_step_kernel(
                     o_i = rl[:, None] * (3 * H) + cols[None, :]
                     gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
                     gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
-                r = tl.sigmoid(gi_r + acc_r)
-                z = tl.sigmoid(gi_z + acc_z)
+                r, z = _gates_rz(gi_r, gi_z, acc_r, acc_z)
                 sp = S + srow[:, None] + cols[None, :]
                 hp = tl.load(sp, mask=m2, other=0.0)
                 if RESET_AFTER:
@@ -579,10 +606,8 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-                    n = _tanh(gi_n + r * (acc_n + tl.load(BHN + cols, mask=cm, other=0.0)[None, :]))
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
+                    n, _hn, h_new = _cell(r, z, gi_n, acc_n, hp, tl.load(BHN + cols, mask=cm, other=0.0), keep,
+                                          RESET_AFTER, HAS_MASK)
                     tl.store(ob + o_h, h_new, mask=m2)
                     tl.store(sp, h_new, mask=m2)
                 else:
@@ -605,13 +630,10 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
-                    n = _tanh(gi_n + acc_n)
                     z = tl.load(ob + o_h, mask=m2, other=0.0)
                     sp = S + srow[:, None] + cols[None, :]
                     hp = tl.load(sp, mask=m2, other=0.0)
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
+                    n, _hn, h_new = _cell(None, z, gi_n, acc_n, hp, None, keep, RESET_AFTER, HAS_MASK)
                     tl.store(ob + o_h, h_new, mask=m2)
                     tl.store(sp, h_new, mask=m2)
 
