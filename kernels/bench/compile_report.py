@@ -104,7 +104,9 @@ def _signature(job: Job):
                 "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64",
                 "STATUS": "*i64"}
     else:
-        fn = fr._gru_step_kernel
+        from kernels.gru import fused_step
+
+        fn = fused_step._gru_step_kernel
         ptrs = {"X": w, "WIH": w, "BIAS": "*fp32", "GI": "*u8" if job.gi_fused else "*fp32", "S": "*fp32",
                 "IDX": "*i64", "W": w, "BHN": "*fp32", "MASK": "*u8", "OUT": "*fp32", "RH": "*fp32"}
     ce = dict(job.constexprs)
@@ -260,7 +262,7 @@ def run(
     occupancy (CTAs/SM), ctas (per launch, on the arch's device model), persistent; step rows also
     w_l2_bytes (W_hh and W_ih read per call) and dram_bytes (state, output, input, indices).
     """
-    from kernels.gru.fused_recurrent import step_constexprs
+    from kernels.gru.fused_step import step_constexprs
 
     futures: dict[Job, cf.Future] = {}
     done = [0]

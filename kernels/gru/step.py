@@ -1,7 +1,8 @@
 """Single GRU step on a state table, for streaming: gather rows, step, scatter, in one launch.
 
-The Triton kernel lives in ``fused_recurrent.py`` beside the sequence kernels (all three share one
-cell routine); this file holds the public function and its torch implementation.
+The public function and its torch implementation. The Triton kernel and its launcher are in
+``fused_step.py``, imported only when Triton runs, so that ``import kernels`` needs torch only; it
+shares the cell math (``_gates_rz``, ``_cell``) with the sequence kernels of ``fused_recurrent.py``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def gru_step_(
     mask = None if mask is None else mask.bool()
     check_impl(impl, path, step=True, device=x.device, dtype=x.dtype)
     if impl == "triton":
-        from kernels.gru.fused_recurrent import fused_gru_step
+        from kernels.gru.fused_step import fused_gru_step
         from kernels.gru.plan import STEP_FUSE_MAX_I
 
         H = weight_hh.shape[1]
