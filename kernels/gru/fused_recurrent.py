@@ -61,19 +61,16 @@ def _tanh(x):
 
 
 @triton.jit
-def _gates_rz(gi_r, gi_z, a_r, a_z):
-    """The reset and update gates from their input parts ``gi_*`` and recurrent parts ``a_*``
-    (h W_hr^T, h W_hz^T), the same in both formulations. The first half of the cell, apart from
-    :func:`_cell` because reset-before's split paths exchange r * h between programs (a barrier
-    or a launch boundary) before the candidate can be computed."""
-    return tl.sigmoid(gi_r + a_r), tl.sigmoid(gi_z + a_z)
+def _gate(gi, a):
+    """A sigmoid gate, r or z, the same in both formulations: its input part ``gi`` plus its
+    recurrent part ``a`` (h W_hr^T or h W_hz^T)."""
+    return tl.sigmoid(gi + a)
 
 
 @triton.jit
-def _cell(r, z, gi_n, a_n, h, b_hn, keep, RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr):
-    """The candidate and the new state of a GRU cell, every kernel's (the math of ``naive.py``),
-    from the gates r, z (:func:`_gates_rz`), the input part ``gi_n`` and the recurrent part ``a_n``
-    of the n gate, and the previous state h (BB, N).
+def _candidate(r, gi_n, a_n, b_hn, RESET_AFTER: tl.constexpr):
+    """The candidate n of a GRU cell, both formulations (the math of ``naive.py``), from the input
+    part ``gi_n`` and the recurrent part ``a_n`` of the n gate:
 
     - reset after the recurrent matmul (cuDNN's, ``torch.nn.GRU``'s): a_n = h W_hn^T and
       n = tanh(gi_n + r * hn) with hn = a_n + b_hn (b_hn (N,) stays inside the reset);
@@ -81,18 +78,24 @@ def _cell(r, z, gi_n, a_n, h, b_hn, keep, RESET_AFTER: tl.constexpr, HAS_MASK: t
       which the split paths exchange), b_hn folded into gi_n; n = tanh(gi_n + a_n). ``r`` and
       ``b_hn`` are unused (None where the caller has none).
 
-    h' = n + z (h - n), and h where ``keep`` (BB,) is False (HAS_MASK). Returns n, hn (reset-after:
-    saved for the backward; reset-before: a_n) and h'."""
+    Returns n and hn (reset-after: saved for the backward; reset-before: a_n). Apart from
+    :func:`_update` so that each kernel keeps its loads where they were (see COMPILE_LOG)."""
     if RESET_AFTER:
         hn = a_n + b_hn[None, :]
         n = _tanh(gi_n + r * hn)
     else:
         hn = a_n
         n = _tanh(gi_n + a_n)
+    return n, hn
+
+
+@triton.jit
+def _update(n, z, h, keep, HAS_MASK: tl.constexpr):
+    """The new state h' = n + z (h - n), and h where ``keep`` (BB,) is False (HAS_MASK)."""
     h_new = n + z * (h - n)
     if HAS_MASK:
         h_new = tl.where(keep[:, None], h_new, h)
-    return n, hn, h_new
+    return h_new
 
 
 @triton.jit
@@ -297,8 +300,8 @@ def _gru_fwd_kernel(
                         acc = _dot(_row_tile(hb, H, rl, rmask, k0, H, BLOCK_K),
                                    _w_gates(W, H, k0, col0, BLOCK_K, BLOCK_N, GW), acc, DOT_PREC, UPCAST)
                 acc_r, acc_z, acc_n = _split_gates(acc, BLOCK_B, BLOCK_N, GW)
-                r, z = _gates_rz(tl.load(ib + o_i, mask=m2, other=0.0), tl.load(ib + o_i + H, mask=m2, other=0.0),
-                                 acc_r, acc_z)
+                r = _gate(tl.load(ib + o_i, mask=m2, other=0.0), acc_r)
+                z = _gate(tl.load(ib + o_i + H, mask=m2, other=0.0), acc_z)
                 if ONE_BLOCK:
                     hp = h
                 else:
@@ -306,16 +309,15 @@ def _gru_fwd_kernel(
                 tl.store(gb + o_g, r, mask=m2)
                 tl.store(gb + o_g + H, z, mask=m2)
                 if RESET_AFTER:
-                    n, hn, h_new = _cell(r, z, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, hp, b_hn,
-                                         keep, RESET_AFTER, HAS_MASK)
+                    n, hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
                     tl.store(gb + o_g + 3 * H, hn, mask=m2)
                 elif ONE_BLOCK:
                     acc_n = _dot(r * hp, wn[0], tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
-                    n, _hn, h_new = _cell(r, z, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, hp, b_hn,
-                                          keep, RESET_AFTER, HAS_MASK)
+                    n, _hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
                 else:
                     tl.store(RH + row0 * H + o_h, r * hp, mask=m2)
                 if RESET_AFTER or ONE_BLOCK:
+                    h_new = _update(n, z, hp, keep, HAS_MASK)
                     tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                     tl.store(gb + o_g + 2 * H, n, mask=m2)
             if (not RESET_AFTER) and (not ONE_BLOCK) and STAGE != 1:
@@ -331,11 +333,11 @@ def _gru_fwd_kernel(
                     for k0 in range(0, H, BLOCK_K):
                         acc_n = _dot(_row_tile(rb, H, rl, rmask, k0, H, BLOCK_K),
                                      _w_tile(W, H, 2, k0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-                gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
+                n, _hn = _candidate(None, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, None, RESET_AFTER)
                 if STAGE == 2:
                     z = tl.load(gb + o_g + H, mask=m2, other=0.0)
                     hp = tl.load(hb + o_h, mask=m2, other=0.0)
-                n, _hn, h_new = _cell(None, z, gi_n, acc_n, hp, None, keep, RESET_AFTER, HAS_MASK)
+                h_new = _update(n, z, hp, keep, HAS_MASK)
                 tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                 tl.store(gb + o_g + 2 * H, n, mask=m2)
             if PERSISTENT:

@@ -1,8 +1,9 @@
 """The single-step Triton kernel for streaming: gather rows of a state table, one GRU step, scatter,
 in one launch; and its launcher, which takes the first variant of ``plan.step_candidates`` that
 fits the device. The public function is ``kernels.gru.step.gru_step_`` (which imports this module
-only when Triton runs: ``import kernels`` needs torch only). The cell math (:func:`_gates_rz`,
-:func:`_cell`), the dot and the W_hh tiles are the sequence kernels' (``fused_recurrent.py``).
+only when Triton runs: ``import kernels`` needs torch only). The cell math (:func:`_gate`,
+:func:`_candidate`, :func:`_update`), the dot and the W_hh tiles are the sequence kernels'
+(``fused_recurrent.py``).
 """
 
 from __future__ import annotations
@@ -14,14 +15,15 @@ import triton.language as tl
 from kernels.gru import plan as _plan
 from kernels.gru.backend import log
 from kernels.gru.fused_recurrent import (
-    _cell,
+    _candidate,
     _check_interpreter,
     _dot,
     _dot_precision,
     _dummy,
-    _gates_rz,
+    _gate,
     _on_gpu,
     _record,
+    _update,
     _upcast,
     _variant,
     _w_tile,
@@ -116,12 +118,13 @@ def _gru_step_kernel(
                 gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
                 gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
                 gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-            r, z = _gates_rz(gi_r, gi_z, _dot(h, wr, zero, DOT_PREC, UPCAST), _dot(h, wz, zero, DOT_PREC, UPCAST))
+            r = _gate(gi_r, _dot(h, wr, zero, DOT_PREC, UPCAST))
+            z = _gate(gi_z, _dot(h, wz, zero, DOT_PREC, UPCAST))
             if RESET_AFTER:
-                a_n = _dot(h, wn, zero, DOT_PREC, UPCAST)
+                n, _hn = _candidate(r, gi_n, _dot(h, wn, zero, DOT_PREC, UPCAST), b_hn, RESET_AFTER)
             else:
-                a_n = _dot(r * h, wn, zero, DOT_PREC, UPCAST)
-            n, _hn, h_new = _cell(r, z, gi_n, a_n, h, b_hn, keep, RESET_AFTER, HAS_MASK)
+                n, _hn = _candidate(r, gi_n, _dot(r * h, wn, zero, DOT_PREC, UPCAST), b_hn, RESET_AFTER)
+            h_new = _update(n, z, h, keep, HAS_MASK)
             tl.store(ob + rl[:, None] * H + ks[None, :], h_new, mask=m2)
             tl.store(sp, h_new, mask=m2)
         else:
@@ -148,7 +151,8 @@ def _gru_step_kernel(
                     o_i = rl[:, None] * (3 * H) + cols[None, :]
                     gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
                     gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
-                r, z = _gates_rz(gi_r, gi_z, acc_r, acc_z)
+                r = _gate(gi_r, acc_r)
+                z = _gate(gi_z, acc_z)
                 sp = S + srow[:, None] + cols[None, :]
                 hp = tl.load(sp, mask=m2, other=0.0)
                 if RESET_AFTER:
@@ -157,8 +161,8 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-                    n, _hn, h_new = _cell(r, z, gi_n, acc_n, hp, tl.load(BHN + cols, mask=cm, other=0.0), keep,
-                                          RESET_AFTER, HAS_MASK)
+                    n, _hn = _candidate(r, gi_n, acc_n, tl.load(BHN + cols, mask=cm, other=0.0), RESET_AFTER)
+                    h_new = _update(n, z, hp, keep, HAS_MASK)
                     tl.store(ob + o_h, h_new, mask=m2)
                     tl.store(sp, h_new, mask=m2)
                 else:
@@ -181,10 +185,11 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
+                    n, _hn = _candidate(None, gi_n, acc_n, None, RESET_AFTER)
                     z = tl.load(ob + o_h, mask=m2, other=0.0)
                     sp = S + srow[:, None] + cols[None, :]
                     hp = tl.load(sp, mask=m2, other=0.0)
-                    n, _hn, h_new = _cell(None, z, gi_n, acc_n, hp, None, keep, RESET_AFTER, HAS_MASK)
+                    h_new = _update(n, z, hp, keep, HAS_MASK)
                     tl.store(ob + o_h, h_new, mask=m2)
                     tl.store(sp, h_new, mask=m2)
 

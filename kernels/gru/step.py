@@ -2,7 +2,7 @@
 
 The public function and its torch implementation. The Triton kernel and its launcher are in
 ``fused_step.py``, imported only when Triton runs, so that ``import kernels`` needs torch only; it
-shares the cell math (``_gates_rz``, ``_cell``) with the sequence kernels of ``fused_recurrent.py``.
+shares the cell math (``_gate``, ``_candidate``, ``_update``) with the sequence kernels of ``fused_recurrent.py``.
 """
 
 from __future__ import annotations
