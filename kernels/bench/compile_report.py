@@ -104,7 +104,9 @@ def _signature(job: Job):
                 "DH": "*fp32", "CARRY": "*fp32", "SYNC": "*i64",
                 "STATUS": "*i64"}
     else:
-        fn = fr._gru_step_kernel
+        from kernels.gru import fused_step
+
+        fn = fused_step._gru_step_kernel
         ptrs = {"X": w, "WIH": w, "BIAS": "*fp32", "GI": "*u8" if job.gi_fused else "*fp32", "S": "*fp32",
                 "IDX": "*i64", "W": w, "BHN": "*fp32", "MASK": "*u8", "OUT": "*fp32", "RH": "*fp32"}
     ce = dict(job.constexprs)
@@ -201,12 +203,7 @@ def _seq_jobs(plan: P.SeqPlan, reset_after: bool, has_mask: bool, dot_prec: str,
     """(stage, Job) for each launch of a plan: stage 0 for batch/persistent, the stages otherwise."""
     from kernels.gru.fused_recurrent import seq_constexprs
 
-    if plan.path == "stepwise":
-        stages = ((0,) if reset_after else (1, 2)) if plan.kernel == "fwd" else \
-            ((1, 3) if reset_after else (1, 2, 3))
-    else:
-        stages = (0,)
-    for stage in stages:
+    for stage in P.launch_stages(plan, reset_after):
         ce = seq_constexprs(plan, reset_after, has_mask, stage, dot_prec, False)
         yield stage, Job(plan.kernel, arch, _wname(plan.dtype), tuple(sorted(ce.items())), plan.blocks.num_warps,
                          plan.blocks.num_stages, (("B", plan.B), ("H", plan.H)), hints)
@@ -265,7 +262,7 @@ def run(
     occupancy (CTAs/SM), ctas (per launch, on the arch's device model), persistent; step rows also
     w_l2_bytes (W_hh and W_ih read per call) and dram_bytes (state, output, input, indices).
     """
-    from kernels.gru.fused_recurrent import step_constexprs
+    from kernels.gru.fused_step import step_constexprs
 
     futures: dict[Job, cf.Future] = {}
     done = [0]

@@ -525,6 +525,7 @@ def _run_launch_case(case: dict, device: str, loaded: bool) -> list[dict]:
     from kernels import gru_step_
     from kernels.bench import speed
     from kernels.gru import fused_recurrent as fr
+    from kernels.gru import fused_step
     from kernels.gru import plan as P
     from kernels.gru.common import folded_bias, input_projection
 
@@ -561,7 +562,7 @@ def _run_launch_case(case: dict, device: str, loaded: bool) -> list[dict]:
                     if cand.resident:
                         continue  # launched above with the grid the launcher sizes
                     try:
-                        fr.fused_gru_step(state, idx, x, w[0], bias, None, w[1], b_hn, None, ra, plan=cand)
+                        fused_step.fused_gru_step(state, idx, x, w[0], bias, None, w[1], b_hn, None, ra, plan=cand)
                         rows.append({**case, "candidate": f"{cand.block_b}x{cand.block_n}", "ran": cand.path})
                     except Exception as e:
                         rows.append({**case, "candidate": f"{cand.block_b}x{cand.block_n}",

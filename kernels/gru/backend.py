@@ -18,6 +18,8 @@ import torch
 log = logging.getLogger("kernels")
 
 BACKENDS = ("auto", "triton", "torch")
+#: what runs the recurrence once "auto" is resolved (``gru_sequence``'s and ``gru_step_``'s ``impl``)
+IMPLS = ("triton", "torch")
 _logged: set[tuple[str, str]] = set()
 
 
@@ -55,6 +57,52 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == "triton":
         require_triton(device)
     return backend
+
+
+def check_impl(
+    impl: str,
+    path: str,
+    *,
+    step: bool = False,
+    arg: str = "impl",
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    requested: str | None = None,
+) -> None:
+    """Raise ``ValueError`` saying what to change where an implementation choice cannot run: the one
+    check of ``gru_sequence``, ``gru_step_`` and ``FusedGRU`` (construction and forward).
+
+    Args:
+        impl: "triton" or "torch" (``IMPLS``); with ``arg="backend"`` also "auto" (``BACKENDS``).
+        path: a Triton kernel path, one of ``plan.PATHS`` (sequence) or, with ``step``,
+            ``plan.STEP_PATHS``; anything but "auto" needs ``impl="triton"``.
+        step: ``path`` is a step path.
+        arg: the caller's name for ``impl`` in the messages: "impl" or "backend".
+        device: where the Triton kernels would run (:func:`require_triton`: Triton installed, a
+            CUDA device or the interpreter), or None to skip that check.
+        dtype: the input dtype, or None; the Triton kernels take no float64.
+        requested: the backend the caller asked for, when ``impl`` is what it resolved to ("auto"
+            runs torch on the CPU); named in the message where ``path`` then cannot run.
+    """
+    from kernels.gru.plan import check_path, check_step_path
+
+    choices = BACKENDS if arg == "backend" else IMPLS
+    if impl not in choices:
+        raise ValueError(f"{arg} must be one of {choices}, got {impl!r}")
+    (check_step_path if step else check_path)(path)
+    if impl == "torch" and path != "auto":
+        if requested is not None and requested != impl:
+            raise ValueError(
+                f"path={path!r} asks for a Triton kernel path, but {arg}={requested!r} runs the torch backend on "
+                f"{device}; use {arg}='triton' (CUDA tensors, or TRITON_INTERPRET=1 on the CPU) or path='auto'"
+            )
+        what, kind = ("step path", "variant") if step else ("path", "path")
+        raise ValueError(f"{what}={path!r} selects a Triton kernel {kind}; {arg}='torch' takes only path='auto'")
+    if impl == "triton":
+        if device is not None:
+            require_triton(device)
+        if dtype == torch.float64:
+            raise ValueError(f"the triton backend takes float32, bfloat16 or float16; use {arg}='torch' for float64")
 
 
 def log_backend(requested: str, path: str) -> None:

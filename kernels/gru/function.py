@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from kernels.gru.backend import log_backend
+from kernels.gru.backend import IMPLS, check_impl, log_backend
 from kernels.gru.common import (
     check_gru_inputs,
     input_projection,
@@ -19,9 +19,7 @@ from kernels.gru.common import (
     torch_forward_loop,
     weight_grads,
 )
-from kernels.gru.plan import PATHS, check_path
-
-IMPLS = ("triton", "torch")
+from kernels.gru.plan import PATHS
 
 
 class GRUFunction(torch.autograd.Function):
@@ -112,10 +110,10 @@ def gru_sequence(
         impl: "triton" (fused kernels; CUDA tensors, or CPU under ``TRITON_INTERPRET=1``) or
             "torch" (torch loops with a hand-written backward).
         path: the Triton kernels' path (``kernels.gru.plan``): "auto", "batch" (one program per
-            16 rows, H <= 64 in float32 / 128 in half precision), "persistent" (hidden columns
-            split across co-resident programs with a grid barrier per step; CUDA only) or
-            "stepwise" (the same split kernel launched once per step). Forward and backward each
-            take it; an explicit path that cannot run raises instead of falling back.
+            16 rows, H <= 64), "persistent" (hidden columns split across co-resident programs
+            with a grid barrier per step; CUDA only) or "stepwise" (the same split kernel
+            launched once per step). Forward and backward each take it; an explicit path that
+            cannot run raises instead of falling back.
         info: a dict that receives "forward" / "backward" (the path that ran, e.g.
             "triton-persistent") and the plans, or None.
 
@@ -128,20 +126,10 @@ def gru_sequence(
             or a path that cannot run on this device.
         RuntimeError: a persistent launch whose grid barrier timed out (names the fallback).
     """
-    if impl not in IMPLS:
-        raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
-    check_path(path)
     check_gru_inputs(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, mask)
     if x.shape[0] == 0:
         raise ValueError("input has no time steps (T = 0); pass at least one step")
-    if impl == "triton":
-        from kernels.gru.backend import require_triton
-
-        require_triton(x.device)
-        if x.dtype == torch.float64:
-            raise ValueError("the triton backend takes float32, bfloat16 or float16; use impl='torch' for float64")
-    elif path != "auto":
-        raise ValueError(f"path={path!r} selects a Triton kernel path; impl='torch' takes only path='auto'")
+    check_impl(impl, path, device=x.device, dtype=x.dtype)
     if mask is not None:
         mask = mask.bool().contiguous()
     return GRUFunction.apply(

@@ -1,6 +1,7 @@
-"""Fused Triton kernels for the GRU recurrence: forward over a sequence, reverse-time backward, and a
-single step on a gathered/scattered state table. Host launchers at the bottom; which path runs with
-which block sizes and grid is decided in ``plan.py``; ``kernels/README.md`` has the overview.
+"""Fused Triton kernels for the GRU recurrence over a sequence: forward and reverse-time backward,
+and the cell math, the dot and the W_hh tiles that the single-step kernel (``fused_step.py``)
+shares. Host launchers at the bottom; which path runs with which block sizes and grid is decided
+in ``plan.py``; ``kernels/README.md`` has the overview.
 
 Layout and why:
 - The input projection of every step is one GEMM outside (``common.input_projection``); the kernels
@@ -60,6 +61,44 @@ def _tanh(x):
 
 
 @triton.jit
+def _gate(gi, a):
+    """A sigmoid gate, r or z, the same in both formulations: its input part ``gi`` plus its
+    recurrent part ``a`` (h W_hr^T or h W_hz^T)."""
+    return tl.sigmoid(gi + a)
+
+
+@triton.jit
+def _candidate(r, gi_n, a_n, b_hn, RESET_AFTER: tl.constexpr):
+    """The candidate n of a GRU cell, both formulations (the math of ``naive.py``), from the input
+    part ``gi_n`` and the recurrent part ``a_n`` of the n gate:
+
+    - reset after the recurrent matmul (cuDNN's, ``torch.nn.GRU``'s): a_n = h W_hn^T and
+      n = tanh(gi_n + r * hn) with hn = a_n + b_hn (b_hn (N,) stays inside the reset);
+    - reset before it: a_n = (r * h) W_hn^T, computed by the caller (it needs r of every column,
+      which the split paths exchange), b_hn folded into gi_n; n = tanh(gi_n + a_n). ``r`` and
+      ``b_hn`` are unused (None where the caller has none).
+
+    Returns n and hn (reset-after: saved for the backward; reset-before: a_n). Apart from
+    :func:`_update` so that each kernel keeps its loads where they were (see COMPILE_LOG)."""
+    if RESET_AFTER:
+        hn = a_n + b_hn[None, :]
+        n = _tanh(gi_n + r * hn)
+    else:
+        hn = a_n
+        n = _tanh(gi_n + a_n)
+    return n, hn
+
+
+@triton.jit
+def _update(n, z, h, keep, HAS_MASK: tl.constexpr):
+    """The new state h' = n + z (h - n), and h where ``keep`` (BB,) is False (HAS_MASK)."""
+    h_new = n + z * (h - n)
+    if HAS_MASK:
+        h_new = tl.where(keep[:, None], h_new, h)
+    return h_new
+
+
+@triton.jit
 def _dot(a, w, acc, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
     """acc + a (float32) @ w (weight dtype), accumulating in float32. Triton's interpreter mishandles
     bfloat16 operands of tl.dot (numpy has no bfloat16; measured: garbage results), so there
@@ -114,6 +153,39 @@ def _split_gates(acc, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, GW: tl.const
 
 
 @triton.jit
+def _w_slice(W, H, gate, col0, cols, cm, NCHUNK: tl.constexpr, NGATE: tl.constexpr, BLOCK_K: tl.constexpr,
+             BLOCK_N: tl.constexpr, GW: tl.constexpr, LAYOUT: tl.constexpr):
+    """A program's resident slice of W_hh: for each of NGATE gates (``gate``, ``gate`` + 1, ...) a
+    tuple of NCHUNK tiles, chunk k holding reduction rows k*BLOCK_K.., loaded chunk by chunk.
+    LAYOUT 0: the forward's interleaved gates (:func:`_w_gates`, GW of them per unit; NGATE 1,
+    ``gate`` unused); 1: the forward's tiles of one gate (h W^T); 2: the backward's (dG W), see
+    :func:`_w_tile`. Returns three tuples; past NGATE they repeat the first (no loads)."""
+    w0 = (_w_chunk(W, H, gate, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    w1 = w0
+    w2 = w0
+    if NGATE > 1:
+        w1 = (_w_chunk(W, H, gate + 1, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+        w2 = (_w_chunk(W, H, gate + 2, 0, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    for k in tl.static_range(1, NCHUNK):
+        w0 = w0 + (_w_chunk(W, H, gate, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+        if NGATE > 1:
+            w1 = w1 + (_w_chunk(W, H, gate + 1, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+            w2 = w2 + (_w_chunk(W, H, gate + 2, k * BLOCK_K, col0, cols, cm, BLOCK_K, BLOCK_N, GW, LAYOUT),)
+    return w0, w1, w2
+
+
+@triton.jit
+def _w_chunk(W, H, gate, k0, col0, cols, cm, BLOCK_K: tl.constexpr, BLOCK_N: tl.constexpr, GW: tl.constexpr,
+             LAYOUT: tl.constexpr):
+    """One tile of :func:`_w_slice`."""
+    if LAYOUT == 0:
+        w = _w_gates(W, H, k0, col0, BLOCK_K, BLOCK_N, GW)
+    else:
+        w = _w_tile(W, H, gate, k0, cols, cm, BLOCK_K, LAYOUT == 2)
+    return w
+
+
+@triton.jit
 def _at(P, t, B, row0, stride):
     """Scalar pointer to row t*B + row0 of P seen as (T*B, stride): the one 64-bit product per
     step. Offsets inside a tile stay int32 (rows < BLOCK_B), so the per-element offsets hoisted
@@ -131,37 +203,14 @@ def _row_tile(base, stride, rl, rmask, k0, H, BLOCK_K: tl.constexpr):
 
 
 @triton.jit
-def _mm(acc, base, stride, rl, rmask, H, w0, w1, w2, w3, w4, w5, w6, w7,
-        NCHUNK: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """acc + rows (BB, H) @ [w0; w1; ...] over the NCHUNK resident (BLOCK_K, N) tiles, one row chunk
-    loaded per tile (so the dot operands live at once stay (BB, BLOCK_K)). Unused w's are dummies."""
-    acc = _dot(_row_tile(base, stride, rl, rmask, 0, H, BLOCK_K), w0, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 1:
-        acc = _dot(_row_tile(base, stride, rl, rmask, BLOCK_K, H, BLOCK_K), w1, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 2:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 2 * BLOCK_K, H, BLOCK_K), w2, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 3:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 3 * BLOCK_K, H, BLOCK_K), w3, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 4:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 4 * BLOCK_K, H, BLOCK_K), w4, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 5:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 5 * BLOCK_K, H, BLOCK_K), w5, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 6:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 6 * BLOCK_K, H, BLOCK_K), w6, acc, DOT_PREC, UPCAST)
-    if NCHUNK > 7:
-        acc = _dot(_row_tile(base, stride, rl, rmask, 7 * BLOCK_K, H, BLOCK_K), w7, acc, DOT_PREC, UPCAST)
+def _mm(acc, base, stride, rl, rmask, H, ws, NCHUNK: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PREC: tl.constexpr,
+        UPCAST: tl.constexpr):
+    """acc + rows (BB, H) @ [ws[0]; ws[1]; ...] over the NCHUNK resident (BLOCK_K, N) tiles of a
+    :func:`_w_slice`, one row chunk loaded per tile (so the dot operands live at once stay
+    (BB, BLOCK_K))."""
+    for k in tl.static_range(NCHUNK):
+        acc = _dot(_row_tile(base, stride, rl, rmask, k * BLOCK_K, H, BLOCK_K), ws[k], acc, DOT_PREC, UPCAST)
     return acc
-
-
-@triton.jit
-def _mv3(acc_r, acc_z, acc_n, a, wr, wz, wn, THREE: tl.constexpr, DOT_PREC: tl.constexpr,
-         UPCAST: tl.constexpr):
-    """acc_{r,z}(,n) += a @ w_{r,z}(,n): one A operand, two or three weight tiles (the step)."""
-    acc_r = _dot(a, wr, acc_r, DOT_PREC, UPCAST)
-    acc_z = _dot(a, wz, acc_z, DOT_PREC, UPCAST)
-    if THREE:
-        acc_n = _dot(a, wn, acc_n, DOT_PREC, UPCAST)
-    return acc_r, acc_z, acc_n
 
 
 @triton.jit
@@ -188,14 +237,15 @@ def _gru_fwd_kernel(
     GI, HS, W, BHN, MASK, GATES, RH, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
-    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
+    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr,
     TILE_LOOP: tl.constexpr, ONE_STEP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Steps t_start .. t_start + n_steps - 1. HS (T+1, B, H): HS[t] is the state entering step t.
     GATES (T, B, NG*H): [r, z, n(, hn)]. RH (B, H): r * h_{t-1} for the reset-before exchange.
-    STAGE 0 runs whole steps; 1 and 2 the halves of a reset-before step (one launch each).
-    GW: 4 for reset-after ([r, z, n, 0] interleaved in one dot), 2 for reset-before ([r, z]; n
-    takes r * h, a second dot)."""
+    STAGE 0 runs whole steps; 1 and 2 the halves of a reset-before step (one launch each)."""
+    # gates interleaved in one dot: 4 for reset-after ([r, z, n, 0]), 2 for reset-before ([r, z];
+    # n takes r * h, a second dot)
+    GW: tl.constexpr = 4 if RESET_AFTER else 2
     pc = tl.program_id(0)
     pg = tl.program_id(1)
     n_col = tl.num_programs(0)
@@ -206,53 +256,10 @@ def _gru_fwd_kernel(
     cm = cols < H
     rl = tl.arange(0, BLOCK_B)
     if RESIDENT:
-        # the program's slice of W_hh, on chip for the whole launch: NCHUNK tiles (the rest of
-        # the eight are unused stand-ins)
-        wg0 = _w_gates(W, H, 0, col0, BLOCK_K, BLOCK_N, GW)
-        wg1 = wg0
-        wg2 = wg0
-        wg3 = wg0
-        wg4 = wg0
-        wg5 = wg0
-        wg6 = wg0
-        wg7 = wg0
-        if NCHUNK > 1:
-            wg1 = _w_gates(W, H, BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 2:
-            wg2 = _w_gates(W, H, 2 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 3:
-            wg3 = _w_gates(W, H, 3 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 4:
-            wg4 = _w_gates(W, H, 4 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 5:
-            wg5 = _w_gates(W, H, 5 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 6:
-            wg6 = _w_gates(W, H, 6 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
-        if NCHUNK > 7:
-            wg7 = _w_gates(W, H, 7 * BLOCK_K, col0, BLOCK_K, BLOCK_N, GW)
+        # the program's slice of W_hh, on chip for the whole launch
+        wg, _, _ = _w_slice(W, H, 0, col0, cols, cm, NCHUNK, 1, BLOCK_K, BLOCK_N, GW, 0)
         if not RESET_AFTER:
-            wn0 = _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False)
-            wn1 = wn0
-            wn2 = wn0
-            wn3 = wn0
-            wn4 = wn0
-            wn5 = wn0
-            wn6 = wn0
-            wn7 = wn0
-            if NCHUNK > 1:
-                wn1 = _w_tile(W, H, 2, BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 2:
-                wn2 = _w_tile(W, H, 2, 2 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 3:
-                wn3 = _w_tile(W, H, 2, 3 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 4:
-                wn4 = _w_tile(W, H, 2, 4 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 5:
-                wn5 = _w_tile(W, H, 2, 5 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 6:
-                wn6 = _w_tile(W, H, 2, 6 * BLOCK_K, cols, cm, BLOCK_K, False)
-            if NCHUNK > 7:
-                wn7 = _w_tile(W, H, 2, 7 * BLOCK_K, cols, cm, BLOCK_K, False)
+            wn, _, _ = _w_slice(W, H, 2, col0, cols, cm, NCHUNK, 1, BLOCK_K, BLOCK_N, GW, 1)
     b_hn = tl.load(BHN + cols, mask=cm, other=0.0)
     target = 0
     if TILE_LOOP:
@@ -284,18 +291,17 @@ def _gru_fwd_kernel(
             if STAGE != 2:
                 acc = tl.zeros((BLOCK_B, GW * BLOCK_N), dtype=tl.float32)
                 if ONE_BLOCK:
-                    acc = _dot(h, wg0, acc, DOT_PREC, UPCAST)
+                    acc = _dot(h, wg[0], acc, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    acc = _mm(acc, hb, H, rl, rmask, H, wg0, wg1, wg2, wg3, wg4, wg5, wg6, wg7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, hb, H, rl, rmask, H, wg, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     # H too large for the slice to stay on chip: W tiles re-read (L2) every step
                     for k0 in range(0, H, BLOCK_K):
                         acc = _dot(_row_tile(hb, H, rl, rmask, k0, H, BLOCK_K),
                                    _w_gates(W, H, k0, col0, BLOCK_K, BLOCK_N, GW), acc, DOT_PREC, UPCAST)
                 acc_r, acc_z, acc_n = _split_gates(acc, BLOCK_B, BLOCK_N, GW)
-                r = tl.sigmoid(tl.load(ib + o_i, mask=m2, other=0.0) + acc_r)
-                z = tl.sigmoid(tl.load(ib + o_i + H, mask=m2, other=0.0) + acc_z)
+                r = _gate(tl.load(ib + o_i, mask=m2, other=0.0), acc_r)
+                z = _gate(tl.load(ib + o_i + H, mask=m2, other=0.0), acc_z)
                 if ONE_BLOCK:
                     hp = h
                 else:
@@ -303,18 +309,15 @@ def _gru_fwd_kernel(
                 tl.store(gb + o_g, r, mask=m2)
                 tl.store(gb + o_g + H, z, mask=m2)
                 if RESET_AFTER:
-                    hn = acc_n + b_hn[None, :]
-                    n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + r * hn)
+                    n, hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
                     tl.store(gb + o_g + 3 * H, hn, mask=m2)
                 elif ONE_BLOCK:
-                    acc_n = _dot(r * hp, wn0, tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
-                    n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + acc_n)
+                    acc_n = _dot(r * hp, wn[0], tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
+                    n, _hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
                 else:
                     tl.store(RH + row0 * H + o_h, r * hp, mask=m2)
                 if RESET_AFTER or ONE_BLOCK:
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
+                    h_new = _update(n, z, hp, keep, HAS_MASK)
                     tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                     tl.store(gb + o_g + 2 * H, n, mask=m2)
             if (not RESET_AFTER) and (not ONE_BLOCK) and STAGE != 1:
@@ -325,19 +328,16 @@ def _gru_fwd_kernel(
                 rb = RH + row0 * H
                 acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
                 if RESIDENT:
-                    acc_n = _mm(acc_n, rb, H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                                NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc_n = _mm(acc_n, rb, H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for k0 in range(0, H, BLOCK_K):
                         acc_n = _dot(_row_tile(rb, H, rl, rmask, k0, H, BLOCK_K),
                                      _w_tile(W, H, 2, k0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-                n = _tanh(tl.load(ib + o_i + 2 * H, mask=m2, other=0.0) + acc_n)
+                n, _hn = _candidate(None, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, None, RESET_AFTER)
                 if STAGE == 2:
                     z = tl.load(gb + o_g + H, mask=m2, other=0.0)
                     hp = tl.load(hb + o_h, mask=m2, other=0.0)
-                h_new = n + z * (hp - n)
-                if HAS_MASK:
-                    h_new = tl.where(keep[:, None], h_new, hp)
+                h_new = _update(n, z, hp, keep, HAS_MASK)
                 tl.store(_at(HS, t + 1, B, row0, H) + o_h, h_new, mask=m2)
                 tl.store(gb + o_g + 2 * H, n, mask=m2)
             if PERSISTENT:
@@ -353,7 +353,7 @@ def _gru_bwd_kernel(
     DOUT, HS, GATES, W, MASK, DG, DGHN, DH, CARRY, SYNC, STATUS, t_start, n_steps, B, H, spin_limit,
     BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NCHUNK: tl.constexpr,
     RESIDENT: tl.constexpr, ONE_BLOCK: tl.constexpr, STAGE: tl.constexpr, PERSISTENT: tl.constexpr,
-    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr, GW: tl.constexpr,
+    RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr, NG: tl.constexpr,
     TILE_LOOP: tl.constexpr, ONE_STEP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
 ):
     """Reverse time: steps t_start, t_start - 1, ..., t_start - n_steps + 1 (derivation: common.py).
@@ -362,68 +362,18 @@ def _gru_bwd_kernel(
     da_n * r, the n-gate's gradient behind the reset gate (phase B reads it; so do the weight
     gradients). CARRY (B, H): the column-local part of dL/dh_{t-1} between the stepwise stages.
     Stages: 1 column-local terms, 2 (reset-before) d(r*h) = da_n W_hn, 3 dL/dh_{t-1} = carry +
-    dG W_hh; 0 runs all three in one launch. GW is unused here (one signature for the report)."""
+    dG W_hh; 0 runs all three in one launch."""
     pc = tl.program_id(0)
     pg = tl.program_id(1)
     n_col = tl.num_programs(0)
     n_groups = tl.num_programs(1)
     n_tiles = tl.cdiv(B, BLOCK_B)
-    cols = pc * BLOCK_N + tl.arange(0, BLOCK_N)
+    col0 = pc * BLOCK_N
+    cols = col0 + tl.arange(0, BLOCK_N)
     cm = cols < H
     rl = tl.arange(0, BLOCK_B)
     if RESIDENT:
-        wr0 = _w_tile(W, H, 0, 0, cols, cm, BLOCK_K, True)
-        wz0 = _w_tile(W, H, 1, 0, cols, cm, BLOCK_K, True)
-        wn0 = _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, True)
-        wr1 = wr0
-        wr2 = wr0
-        wr3 = wr0
-        wr4 = wr0
-        wr5 = wr0
-        wr6 = wr0
-        wr7 = wr0
-        wz1 = wz0
-        wz2 = wz0
-        wz3 = wz0
-        wz4 = wz0
-        wz5 = wz0
-        wz6 = wz0
-        wz7 = wz0
-        wn1 = wn0
-        wn2 = wn0
-        wn3 = wn0
-        wn4 = wn0
-        wn5 = wn0
-        wn6 = wn0
-        wn7 = wn0
-        if NCHUNK > 1:
-            wr1 = _w_tile(W, H, 0, BLOCK_K, cols, cm, BLOCK_K, True)
-            wz1 = _w_tile(W, H, 1, BLOCK_K, cols, cm, BLOCK_K, True)
-            wn1 = _w_tile(W, H, 2, BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 2:
-            wr2 = _w_tile(W, H, 0, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz2 = _w_tile(W, H, 1, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn2 = _w_tile(W, H, 2, 2 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 3:
-            wr3 = _w_tile(W, H, 0, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz3 = _w_tile(W, H, 1, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn3 = _w_tile(W, H, 2, 3 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 4:
-            wr4 = _w_tile(W, H, 0, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz4 = _w_tile(W, H, 1, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn4 = _w_tile(W, H, 2, 4 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 5:
-            wr5 = _w_tile(W, H, 0, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz5 = _w_tile(W, H, 1, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn5 = _w_tile(W, H, 2, 5 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 6:
-            wr6 = _w_tile(W, H, 0, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz6 = _w_tile(W, H, 1, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn6 = _w_tile(W, H, 2, 6 * BLOCK_K, cols, cm, BLOCK_K, True)
-        if NCHUNK > 7:
-            wr7 = _w_tile(W, H, 0, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wz7 = _w_tile(W, H, 1, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
-            wn7 = _w_tile(W, H, 2, 7 * BLOCK_K, cols, cm, BLOCK_K, True)
+        wr, wz, wn = _w_slice(W, H, 0, col0, cols, cm, NCHUNK, 3, BLOCK_K, BLOCK_N, 1, 2)
     target = 0
     if TILE_LOOP:
         n_rounds = tl.cdiv(n_tiles - pg, n_groups)
@@ -487,10 +437,9 @@ def _gru_bwd_kernel(
                     r = tl.load(gb + o_g, mask=m2, other=0.0)
                 drh = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
                 if ONE_BLOCK:
-                    drh = _dot(dan, wn0, drh, DOT_PREC, UPCAST)
+                    drh = _dot(dan, wn[0], drh, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    drh = _mm(drh, db + 2 * H, 3 * H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    drh = _mm(drh, db + 2 * H, 3 * H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for j0 in range(0, H, BLOCK_K):
                         drh = _dot(_row_tile(db + 2 * H, 3 * H, rl, rmask, j0, H, BLOCK_K),
@@ -509,18 +458,15 @@ def _gru_bwd_kernel(
                     carry = tl.load(CARRY + sb + o_h, mask=m2, other=0.0)
                 acc = carry
                 if ONE_BLOCK:
-                    acc = _dot(dar, wr0, acc, DOT_PREC, UPCAST)
-                    acc = _dot(daz, wz0, acc, DOT_PREC, UPCAST)
+                    acc = _dot(dar, wr[0], acc, DOT_PREC, UPCAST)
+                    acc = _dot(daz, wz[0], acc, DOT_PREC, UPCAST)
                     if RESET_AFTER:
-                        acc = _dot(dghn, wn0, acc, DOT_PREC, UPCAST)
+                        acc = _dot(dghn, wn[0], acc, DOT_PREC, UPCAST)
                 elif RESIDENT:
-                    acc = _mm(acc, db, 3 * H, rl, rmask, H, wr0, wr1, wr2, wr3, wr4, wr5, wr6, wr7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
-                    acc = _mm(acc, db + H, 3 * H, rl, rmask, H, wz0, wz1, wz2, wz3, wz4, wz5, wz6, wz7,
-                              NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, db, 3 * H, rl, rmask, H, wr, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                    acc = _mm(acc, db + H, 3 * H, rl, rmask, H, wz, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                     if RESET_AFTER:
-                        acc = _mm(acc, nb, H, rl, rmask, H, wn0, wn1, wn2, wn3, wn4, wn5, wn6, wn7,
-                                  NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
+                        acc = _mm(acc, nb, H, rl, rmask, H, wn, NCHUNK, BLOCK_K, DOT_PREC, UPCAST)
                 else:
                     for j0 in range(0, H, BLOCK_K):
                         acc = _dot(_row_tile(db, 3 * H, rl, rmask, j0, H, BLOCK_K),
@@ -537,180 +483,6 @@ def _gru_bwd_kernel(
                 tl.store(DH + sb + o_h, dh, mask=m2)
 
 
-@triton.jit
-def _gru_step_kernel(
-    X, WIH, BIAS, GI, S, IDX, W, BHN, MASK, OUT, RH, M, H, I,
-    BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_I: tl.constexpr,
-    FUSE_INPUT: tl.constexpr, RESET_AFTER: tl.constexpr, HAS_MASK: tl.constexpr,
-    RESIDENT: tl.constexpr, ROW_LOOP: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr,
-):
-    """One step of gathered rows, every column, in place on the table S (N, H), BLOCK_B rows at a
-    time. A program never reads a row another program writes (it owns whole rows), and it reads a
-    row's old state before it writes the row.
-
-    RESIDENT (BLOCK_N == BLOCK_K >= H: one column block): W_hh, W_ih and the biases are loaded once,
-    before the loop over row tiles, and stay on chip for every tile of the program; with ROW_LOOP
-    the grid is a few programs per SM, each looping over tiles pid, pid + G, ..., so W_hh is read
-    about once per program instead of once per tile (100,000 rows at H=128 in tiles of 64: 1,563
-    reads of the 192 KB of float32 W_hh). Reset-before computes r * h in registers.
-
-    Streaming (not RESIDENT: W_hh too large to keep): one tile per program; the tile's old state
-    h = S[idx] (BLOCK_B, BLOCK_K >= H) is held in registers while the columns are done in blocks
-    of BLOCK_N, re-reading their W_hh tiles, so each column block can write its new state straight
-    into S. Reset-before needs r of every column before W_hn (r * h): a first pass writes r * h to
-    RH (M, H) and z to OUT, a second finishes.
-
-    FUSE_INPUT computes gi = x W_ih^T + BIAS from X (M, I) instead of reading a precomputed GI
-    (M, 3H): for small I that saves the (M, 3H) float32 round trip, 3x the bytes of the state."""
-    pid = tl.program_id(0)
-    n_prog = tl.num_programs(0)
-    rl = tl.arange(0, BLOCK_B)
-    ks = tl.arange(0, BLOCK_K)
-    km = ks < H
-    ii = tl.arange(0, BLOCK_I)
-    if RESIDENT:
-        wr = _w_tile(W, H, 0, 0, ks, km, BLOCK_K, False)
-        wz = _w_tile(W, H, 1, 0, ks, km, BLOCK_K, False)
-        wn = _w_tile(W, H, 2, 0, ks, km, BLOCK_K, False)
-        b_hn = tl.load(BHN + ks, mask=km, other=0.0)
-        if FUSE_INPUT:
-            ur = _wih_tile(WIH, H, I, 0, ks, km, BLOCK_I)
-            uz = _wih_tile(WIH, H, I, 1, ks, km, BLOCK_I)
-            un = _wih_tile(WIH, H, I, 2, ks, km, BLOCK_I)
-            br = tl.load(BIAS + ks, mask=km, other=0.0)
-            bz = tl.load(BIAS + H + ks, mask=km, other=0.0)
-            bn = tl.load(BIAS + 2 * H + ks, mask=km, other=0.0)
-    if ROW_LOOP:
-        n_rounds = tl.cdiv(tl.cdiv(M, BLOCK_B) - pid, n_prog)
-    else:
-        n_rounds = 1  # one tile per program: the one-trip loop is compiled away
-    for i in range(0, n_rounds):
-        row0 = (pid + i * n_prog) * BLOCK_B
-        rmask = row0 + rl < M
-        keep = rmask
-        if HAS_MASK:
-            keep = tl.load(MASK + row0 + rl, mask=rmask, other=0) != 0
-        srow = tl.load(IDX + row0 + rl, mask=rmask, other=0) * H  # int64: the table can be large
-        ob = OUT + row0.to(tl.int64) * H
-        if FUSE_INPUT:
-            x = tl.load(X + row0.to(tl.int64) * I + rl[:, None] * I + ii[None, :],
-                        mask=rmask[:, None] & (ii < I)[None, :], other=0.0)
-        else:
-            ib = GI + row0.to(tl.int64) * (3 * H)
-        if RESIDENT:
-            m2 = rmask[:, None] & km[None, :]
-            sp = S + srow[:, None] + ks[None, :]
-            h = tl.load(sp, mask=m2, other=0.0)
-            zero = tl.zeros((BLOCK_B, BLOCK_K), dtype=tl.float32)
-            if FUSE_INPUT:
-                gi_r = _dot(x, ur, zero, DOT_PREC, UPCAST) + br[None, :]
-                gi_z = _dot(x, uz, zero, DOT_PREC, UPCAST) + bz[None, :]
-                gi_n = _dot(x, un, zero, DOT_PREC, UPCAST) + bn[None, :]
-            else:
-                o_i = rl[:, None] * (3 * H) + ks[None, :]
-                gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
-                gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
-                gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-            r = tl.sigmoid(gi_r + _dot(h, wr, zero, DOT_PREC, UPCAST))
-            z = tl.sigmoid(gi_z + _dot(h, wz, zero, DOT_PREC, UPCAST))
-            if RESET_AFTER:
-                n = _tanh(gi_n + r * (_dot(h, wn, zero, DOT_PREC, UPCAST) + b_hn[None, :]))
-            else:
-                n = _tanh(gi_n + _dot(r * h, wn, zero, DOT_PREC, UPCAST))
-            h_new = n + z * (h - n)
-            if HAS_MASK:
-                h_new = tl.where(keep[:, None], h_new, h)
-            tl.store(ob + rl[:, None] * H + ks[None, :], h_new, mask=m2)
-            tl.store(sp, h_new, mask=m2)
-        else:
-            h = tl.load(S + srow[:, None] + ks[None, :], mask=rmask[:, None] & km[None, :], other=0.0)
-            cols_n = tl.arange(0, BLOCK_N)
-            for j0 in range(0, H, BLOCK_N):
-                cols = j0 + cols_n
-                cm = cols < H
-                m2 = rmask[:, None] & cm[None, :]
-                o_h = rl[:, None] * H + cols[None, :]
-                acc_r = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-                acc_z = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-                acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-                acc_r, acc_z, acc_n = _mv3(
-                    acc_r, acc_z, acc_n, h,
-                    _w_tile(W, H, 0, 0, cols, cm, BLOCK_K, False),
-                    _w_tile(W, H, 1, 0, cols, cm, BLOCK_K, False),
-                    _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False),
-                    RESET_AFTER, DOT_PREC, UPCAST)
-                if FUSE_INPUT:
-                    gi_r = _input_gate(x, WIH, BIAS, 0, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC, UPCAST)
-                    gi_z = _input_gate(x, WIH, BIAS, 1, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC, UPCAST)
-                else:
-                    o_i = rl[:, None] * (3 * H) + cols[None, :]
-                    gi_r = tl.load(ib + o_i, mask=m2, other=0.0)
-                    gi_z = tl.load(ib + o_i + H, mask=m2, other=0.0)
-                r = tl.sigmoid(gi_r + acc_r)
-                z = tl.sigmoid(gi_z + acc_z)
-                sp = S + srow[:, None] + cols[None, :]
-                hp = tl.load(sp, mask=m2, other=0.0)
-                if RESET_AFTER:
-                    if FUSE_INPUT:
-                        gi_n = _input_gate(x, WIH, BIAS, 2, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC,
-                                           UPCAST)
-                    else:
-                        gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-                    n = _tanh(gi_n + r * (acc_n + tl.load(BHN + cols, mask=cm, other=0.0)[None, :]))
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
-                    tl.store(ob + o_h, h_new, mask=m2)
-                    tl.store(sp, h_new, mask=m2)
-                else:
-                    tl.store(RH + row0.to(tl.int64) * H + o_h, r * hp, mask=m2)
-                    tl.store(ob + o_h, z, mask=m2)
-            if not RESET_AFTER:
-                # r * h of every column is in RH, written by other threads of this program
-                tl.debug_barrier()
-                rh = tl.load(RH + row0.to(tl.int64) * H + rl[:, None] * H + ks[None, :],
-                             mask=rmask[:, None] & km[None, :], other=0.0)
-                for j0 in range(0, H, BLOCK_N):
-                    cols = j0 + cols_n
-                    cm = cols < H
-                    m2 = rmask[:, None] & cm[None, :]
-                    o_h = rl[:, None] * H + cols[None, :]
-                    acc_n = tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32)
-                    acc_n = _dot(rh, _w_tile(W, H, 2, 0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-                    if FUSE_INPUT:
-                        gi_n = _input_gate(x, WIH, BIAS, 2, cols, cm, H, I, BLOCK_B, BLOCK_N, BLOCK_I, DOT_PREC,
-                                           UPCAST)
-                    else:
-                        gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
-                    n = _tanh(gi_n + acc_n)
-                    z = tl.load(ob + o_h, mask=m2, other=0.0)
-                    sp = S + srow[:, None] + cols[None, :]
-                    hp = tl.load(sp, mask=m2, other=0.0)
-                    h_new = n + z * (hp - n)
-                    if HAS_MASK:
-                        h_new = tl.where(keep[:, None], h_new, hp)
-                    tl.store(ob + o_h, h_new, mask=m2)
-                    tl.store(sp, h_new, mask=m2)
-
-
-@triton.jit
-def _wih_tile(WIH, H, I, gate, cols, cm, BLOCK_I: tl.constexpr):
-    """(BLOCK_I, BN) tile of gate ``gate`` of W_ih (3H, I): [i, c] = W_ih[gate*H + c, i]."""
-    ii = tl.arange(0, BLOCK_I)
-    return tl.load(WIH + (gate * H + cols[None, :]) * I + ii[:, None], mask=(ii < I)[:, None] & cm[None, :],
-                   other=0.0)
-
-
-@triton.jit
-def _input_gate(x, WIH, BIAS, gate, cols, cm, H, I, BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr,
-                BLOCK_I: tl.constexpr, DOT_PREC: tl.constexpr, UPCAST: tl.constexpr):
-    """x (BB, BLOCK_I) @ W_ih[gate*H + cols, :]^T + BIAS[gate*H + cols]; BIAS (3H,) float32 holds
-    every bias that adds to this gate's input part."""
-    acc = _dot(x, _wih_tile(WIH, H, I, gate, cols, cm, BLOCK_I), tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32),
-               DOT_PREC, UPCAST)
-    return acc + tl.load(BIAS + gate * H + cols, mask=cm, other=0.0)[None, :]
-
-
 # ------------------------------------------------------------------------------------------------
 # host launchers
 
@@ -721,7 +493,6 @@ LOADED: dict[tuple, dict] = {}
 #: (kernel, constexprs, warps, stages, device, argument specialisation) -> facts of the compiled
 #: variant: {"problem": why it cannot launch here or None, "occupancy": CTAs per SM}
 _variant_cache: dict[tuple, dict] = {}
-_step_choice: dict[tuple, _plan.StepPlan] = {}
 
 
 def _dot_precision(dtype: torch.dtype) -> str:
@@ -750,7 +521,7 @@ def seq_constexprs(plan: _plan.SeqPlan, reset_after: bool, has_mask: bool, stage
     return dict(
         BLOCK_B=b.block_b, BLOCK_N=b.block_n, BLOCK_K=b.block_k, NCHUNK=b.nchunk, RESIDENT=b.resident,
         ONE_BLOCK=b.one_block, STAGE=stage, PERSISTENT=plan.path == "persistent",
-        RESET_AFTER=reset_after, HAS_MASK=has_mask, NG=4 if reset_after else 3, GW=4 if reset_after else 2,
+        RESET_AFTER=reset_after, HAS_MASK=has_mask, NG=4 if reset_after else 3,
         TILE_LOOP=plan.tile_loop, ONE_STEP=plan.path == "stepwise", DOT_PREC=dot_prec, UPCAST=upcast,
     )
 
@@ -953,7 +724,7 @@ def _watch_key(device: torch.device) -> tuple:
     return (device.type, 0)
 
 
-# ---- sequence and step launchers ------------------------------------------------------------------
+# ---- sequence launchers -------------------------------------------------------------------------
 
 def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_limit=None, plan=None):
     """Forward over time. gi (T, B, 3H) float32, h0 (B, H) float32, weight_hh (3H, H), b_hn (H,)
@@ -969,34 +740,9 @@ def fused_gru_fwd(gi, h0, weight_hh, b_hn, mask, reset_after, path="auto", spin_
     hs[0] = h0
     gates = gi.new_empty(T, B, ng * H)
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(gi)
-    dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
-    limit = _plan.spin_limit() if spin_limit is None else spin_limit
     rh = gi.new_empty(B, H) if not reset_after else gi.new_empty(1)
-    watch = BarrierWatch.of(gi.device)
-    sync = torch.zeros(1, dtype=torch.int64, device=gi.device)
-
-    def args(t_start, n_steps):
-        return (gi, hs, weight_hh, b_hn, mask_u8, gates, rh, sync, watch.count, t_start, n_steps, B, H, limit)
-
-    if plan is None:
-        plan = _plan_for("fwd", _gru_fwd_kernel, B, H, weight_hh.dtype, path, gi.device, args(0, T),
-                         reset_after, mask is not None, dot_prec)
-    if plan.persistent:
-        watch.before_launch("forward")
-        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=gi.device)  # a counter per group
-    nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
-    stages = ((0,) if reset_after else (1, 2)) if plan.path == "stepwise" else (0,)
-    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
-    _check_launchable(_gru_fwd_kernel, args(0, T), plan, ces, gi.device)
-    if plan.path == "stepwise":
-        for t in range(T):
-            ks = [_gru_fwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
-    else:
-        ks = [_gru_fwd_kernel[plan.grid](*args(0, T), num_warps=nw, num_stages=ns, **ces[0])]
-        if plan.persistent:
-            watch.after_launch("forward", limit)
-    for k, ce in zip(ks, ces):
-        _record("_gru_fwd_kernel", k, ce, nw, ns)
+    plan = _launch_sequence("fwd", (gi, hs, weight_hh, b_hn, mask_u8, gates, rh), T, B, H, weight_hh.dtype,
+                            gi.device, reset_after, mask is not None, path, spin_limit, plan)
     return hs, gates, plan
 
 
@@ -1008,121 +754,56 @@ def fused_gru_bwd(dout, dh_n, hs, gates, weight_hh, mask, reset_after, path="aut
     the ``SeqPlan`` run, and dgh_n (T, B, H) float32 = da_n * r for reset-after (None otherwise)."""
     _check_interpreter()
     T, B, H = dout.shape
-    ng = gates.shape[-1] // H
+    assert gates.shape[-1] // H == (4 if reset_after else 3)
     dG = dout.new_empty(T, B, 3 * H)
     dghn = dout.new_empty(T, B, H) if reset_after else dout.new_empty(1)
     dh = dh_n.clone()
     carry = dout.new_empty(B, H)
     mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(dout)
-    dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
-    limit = _plan.spin_limit() if spin_limit is None else spin_limit
-    watch = BarrierWatch.of(dout.device)
-    sync = torch.zeros(1, dtype=torch.int64, device=dout.device)
-
-    def args(t_start, n_steps):
-        return (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry, sync, watch.count, t_start, n_steps,
-                B, H, limit)
-
-    if plan is None:
-        plan = _plan_for("bwd", _gru_bwd_kernel, B, H, weight_hh.dtype, path, dout.device, args(T - 1, T),
-                         reset_after, mask is not None, dot_prec)
-    if plan.persistent:
-        watch.before_launch("backward")
-        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=dout.device)  # a counter per group
-    assert ng == (4 if reset_after else 3)
-    nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
-    stages = ((1, 3) if reset_after else (1, 2, 3)) if plan.path == "stepwise" else (0,)
-    ces = [seq_constexprs(plan, reset_after, mask is not None, stage, dot_prec, upcast) for stage in stages]
-    _check_launchable(_gru_bwd_kernel, args(T - 1, T), plan, ces, dout.device)
-    if plan.path == "stepwise":
-        for t in range(T - 1, -1, -1):
-            ks = [_gru_bwd_kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
-    else:
-        ks = [_gru_bwd_kernel[plan.grid](*args(T - 1, T), num_warps=nw, num_stages=ns, **ces[0])]
-        if plan.persistent:
-            watch.after_launch("backward", limit)
-    for k, ce in zip(ks, ces):
-        _record("_gru_bwd_kernel", k, ce, nw, ns)
+    plan = _launch_sequence("bwd", (dout, hs, gates, weight_hh, mask_u8, dG, dghn, dh, carry), T, B, H,
+                            weight_hh.dtype, dout.device, reset_after, mask is not None, path, spin_limit, plan)
     return dG, dh, plan, (dghn if reset_after else None)
 
 
-def step_constexprs(plan: _plan.StepPlan, reset_after: bool, has_mask: bool, dot_prec: str,
-                    upcast: bool) -> dict:
-    return dict(BLOCK_B=plan.block_b, BLOCK_N=plan.block_n, BLOCK_K=plan.block_k, BLOCK_I=plan.block_i,
-                FUSE_INPUT=plan.fuse_input, RESET_AFTER=reset_after, HAS_MASK=has_mask,
-                RESIDENT=plan.resident, ROW_LOOP=plan.resident, DOT_PREC=dot_prec, UPCAST=upcast)
+def _launch_sequence(kind, tensors, T, B, H, w_dtype, device, reset_after, has_mask, path, spin_limit, plan):
+    """The launch algorithm of both directions: plan (unless ``plan`` is given), check that every
+    variant fits the device, launch (stepwise: one launch per stage of every step, forward or back
+    in time), watch the grid barrier, record the loaded binaries. ``kind`` "fwd" or "bwd";
+    ``tensors`` the kernel's pointer arguments before SYNC. Returns the ``SeqPlan`` run."""
+    kernel, name, what = _SEQ_KERNELS[kind]
+    first, steps = (0, range(T)) if kind == "fwd" else (T - 1, range(T - 1, -1, -1))
+    dot_prec, upcast = _dot_precision(w_dtype), _upcast(w_dtype)
+    limit = _plan.spin_limit() if spin_limit is None else spin_limit
+    watch = BarrierWatch.of(device)
+    sync = torch.zeros(1, dtype=torch.int64, device=device)
 
-
-def fused_gru_step(state, idx, x, weight_ih, bias, gi, weight_hh, b_hn, mask, reset_after, path="auto",
-                   plan=None):
-    """One launch: gather ``state[idx]``, step, scatter back.
-
-    state (N, H) float32 (updated in place), idx (M,) int64 unique rows, x (M, I) in the weights'
-    dtype, weight_ih (3H, I), bias (3H,) float32 (every bias added to the input part, see
-    ``common.folded_bias``), gi (M, 3H) float32 or None (None: the kernel computes x W_ih^T + bias
-    itself, for I <= ``plan.STEP_FUSE_MAX_I``), weight_hh (3H, H), b_hn (H,) float32, mask (M,) bool
-    or None, path one of ``plan.STEP_PATHS``; ``plan`` (a ``StepPlan``) overrides the choice.
-    Returns the new state of the rows, (M, H) float32, and the ``StepPlan`` run.
-
-    On a GPU the first of ``plan.step_candidates`` whose compiled kernel fits the device runs (a
-    resident plan with SMs x its CTAs per SM programs); the choice is cached per configuration."""
-    _check_interpreter()
-    M = idx.shape[0]
-    H = state.shape[1]
-    I = x.shape[1]
-    if gi is None and I > _plan.STEP_FUSE_MAX_I:
-        raise ValueError(f"the step kernel fuses the input projection only up to I={_plan.STEP_FUSE_MAX_I}; "
-                         f"pass gi for I={I}")
-    out = state.new_empty(M, H)
-    mask_u8 = mask.to(torch.uint8) if mask is not None else _dummy(state)
-    dot_prec, upcast = _dot_precision(weight_hh.dtype), _upcast(weight_hh.dtype)
-    gi_arg = gi if gi is not None else _dummy(state)
-
-    def args(p):
-        # RH: r * h between the two passes of a streaming reset-before step (resident: registers)
-        rh = state.new_empty(M, H) if not (reset_after or p.resident) else state.new_empty(1)
-        return (x, weight_ih, bias, gi_arg, state, idx, weight_hh, b_hn, mask_u8, out, rh, M, H, I)
+    def args(t_start, n_steps):
+        return (*tensors, sync, watch.count, t_start, n_steps, B, H, limit)
 
     if plan is None:
-        plan = _choose_step(M, H, I, weight_hh.dtype, dot_prec, upcast, path, reset_after, mask is not None,
-                            gi is not None, state.device, args)
-    elif gi is not None:
-        plan = _plan.replace(plan, fuse_input=False)
-    ce = step_constexprs(plan, reset_after, mask is not None, dot_prec, upcast)
-    k = _gru_step_kernel[(plan.ctas,)](*args(plan), num_warps=plan.num_warps, num_stages=plan.num_stages, **ce)
-    _record("_gru_step_kernel", k, ce, plan.num_warps, plan.num_stages)
-    return out, plan
+        plan = _plan_for(kind, kernel, B, H, w_dtype, path, device, args(first, T), reset_after, has_mask, dot_prec)
+    if plan.persistent:
+        watch.before_launch(what)
+        sync = torch.zeros(plan.n_groups, dtype=torch.int64, device=device)  # a counter per group
+    nw, ns = plan.blocks.num_warps, plan.blocks.num_stages
+    ces = [seq_constexprs(plan, reset_after, has_mask, stage, dot_prec, upcast)
+           for stage in _plan.launch_stages(plan, reset_after)]
+    _check_launchable(kernel, args(first, T), plan, ces, device)
+    if plan.path == "stepwise":
+        for t in steps:
+            ks = [kernel[plan.grid](*args(t, 1), num_warps=nw, num_stages=ns, **ce) for ce in ces]
+    else:
+        ks = [kernel[plan.grid](*args(first, T), num_warps=nw, num_stages=ns, **ces[0])]
+        if plan.persistent:
+            watch.after_launch(what, limit)
+    for k, ce in zip(ks, ces):
+        _record(name, k, ce, nw, ns)
+    return plan
 
 
-def _choose_step(M, H, I, dtype, dot_prec, upcast, path, reset_after, has_mask, has_gi, device, args):
-    """The first step candidate that fits the device, with the resident plan's grid at SMs x CTAs
-    per SM of its compiled kernel. Cached per configuration; the row count only picks the tile
-    size (many rows: bigger tiles), so the cache stays small."""
-    dm = _plan.device_model(device)
-    on_gpu = _on_gpu(device)
-    key = (device.type, device.index, H, I, dtype, dot_prec, path, reset_after, has_mask, has_gi,
-           M >= 64 * dm.n_sm, M >= 32 * dm.n_sm)
-    chosen = _step_choice.get(key)
-    if chosen is None:
-        problems = []
-        for cand in _plan.step_candidates(M, H, I, dtype, dot_prec, path, dm):
-            if has_gi:
-                cand = _plan.replace(cand, fuse_input=False)
-            if on_gpu:
-                ce = step_constexprs(cand, reset_after, has_mask, dot_prec, upcast)
-                facts = _variant(_gru_step_kernel, args(cand), ce, cand.num_warps, cand.num_stages, dm, device)
-                if facts["problem"]:
-                    problems.append(f"{cand.path} (BLOCK_B {cand.block_b}, BLOCK_N {cand.block_n}): {facts['problem']}")
-                    log.info("GRU step: %s", problems[-1])
-                    continue
-                if cand.resident:
-                    cand = _plan.replace(cand, n_programs=dm.n_sm * facts["occupancy"])
-            chosen = cand
-            break
-        if chosen is None:
-            raise RuntimeError(f"GRU step: no kernel variant fits {dm.name} at H={H}, {dtype}: " + "; ".join(problems))
-        _step_choice[key] = chosen
-    return chosen if chosen.M == M else _plan.replace(chosen, M=M)
+#: kind -> (kernel, its name in LOADED, what the barrier's messages call it)
+_SEQ_KERNELS = {"fwd": (_gru_fwd_kernel, "_gru_fwd_kernel", "forward"),
+                "bwd": (_gru_bwd_kernel, "_gru_bwd_kernel", "backward")}
 
 
 # ---- Triton's interpreter and NumPy ---------------------------------------------------------------

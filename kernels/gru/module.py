@@ -10,9 +10,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from kernels.gru.backend import BACKENDS, log_backend, require_triton, resolve_backend
+from kernels.gru.backend import check_impl, log_backend, resolve_backend
 from kernels.gru.function import gru_sequence
-from kernels.gru.plan import check_path
 from kernels.gru.step import gru_step_
 
 
@@ -61,13 +60,8 @@ class FusedGRU(nn.Module):
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        check_path(path)
-        if path != "auto" and backend == "torch":
-            raise ValueError(f"path={path!r} selects a Triton kernel path; backend='torch' takes only path='auto'")
-        if backend == "triton":
-            require_triton(torch.device("cuda"))  # fails early, saying how to install Triton
+        # a Triton backend fails early here, saying how to install Triton
+        check_impl(backend, path, arg="backend", device=torch.device("cuda"))
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, float(dropout)
         self.reset_after, self.backend, self.path = reset_after, backend, path
@@ -157,12 +151,7 @@ class FusedGRU(nn.Module):
             )
 
         impl = resolve_backend(self.backend, input.device)
-        if impl != "triton" and self.path != "auto":
-            raise ValueError(
-                f"path={self.path!r} asks for a Triton kernel path, but backend={self.backend!r} runs "
-                f"the torch backend on {input.device}; use backend='triton' (CUDA tensors, or "
-                f"TRITON_INTERPRET=1 on the CPU) or path='auto'"
-            )
+        check_impl(impl, self.path, arg="backend", device=input.device, requested=self.backend)
         dev = input.device.type
         if torch.is_autocast_enabled(dev):
             # Under autocast (e.g. Lightning's bf16-mixed) the Triton kernels compute in the autocast

@@ -126,14 +126,10 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def _half(dtype: torch.dtype) -> bool:
-    return dtype in (torch.bfloat16, torch.float16)
-
-
-#: largest H the batch path takes: the whole W_hh (3 x H x H) lives on chip in one program
-#: (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at H=128 in
-#: half precision the compile report showed up to 564 B of spills without divisibility hints
-BATCH_MAX_H = {"float32": 64, "half": 64}
+#: largest H the batch path takes, every dtype: the whole W_hh (3 x H x H) lives on chip in one
+#: program (fp32 64: 64 KB with the gate-interleaved padding) and h (BLOCK_B x H) in registers; at
+#: H=128 in half precision the compile report showed up to 564 B of spills without divisibility hints
+BATCH_MAX_H = 64
 #: spill bytes allowed in a variant that ``auto`` launches at the bench shapes (mask off), per arch
 #: and dtype label of the compile report (``float32``: TF32 dots, ``float32-ieee``: IEEE dots,
 #: torch's default). The compile-only report (exit 1) and the GPU test of the loaded kernels hold
@@ -193,10 +189,6 @@ class SeqPlan:
         return (self.n_col, self.n_groups)
 
 
-def batch_max_h(dtype: torch.dtype) -> int:
-    return BATCH_MAX_H["half" if _half(dtype) else "float32"]
-
-
 def batch_blocks(kernel: str, H: int, dtype: torch.dtype) -> Blocks:
     """One program per 16 rows, every column; KP = next power of two >= H (>= 16)."""
     kp = max(16, _next_pow2(H))
@@ -237,6 +229,18 @@ def split_block_b(B: int, n_col: int, dm: DeviceModel) -> int:
     return 64
 
 
+def launch_stages(plan: SeqPlan, reset_after: bool) -> tuple[int, ...]:
+    """The kernel's STAGE of each launch per step (the launchers and the compile report): (0,) where
+    one launch runs whole steps (batch, persistent); stepwise, where the launch boundary is the
+    exchange between programs: forward (0,) / reset-before (1, 2) (r * h in between), backward
+    (1, 3) / reset-before (1, 2, 3)."""
+    if plan.path != "stepwise":
+        return (0,)
+    if plan.kernel == "fwd":
+        return (0,) if reset_after else (1, 2)
+    return (1, 3) if reset_after else (1, 2, 3)
+
+
 def check_path(path: str) -> None:
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
@@ -275,7 +279,7 @@ def plan_sequence(
     check_path(path)
     if kernel not in ("fwd", "bwd"):
         raise ValueError(f"kernel must be 'fwd' or 'bwd', got {kernel!r}")
-    batch_ok = H <= batch_max_h(dtype)
+    batch_ok = H <= BATCH_MAX_H
     n_col = math.ceil(H / SPLIT_BLOCK_N)
 
     def batch_plan() -> SeqPlan:
@@ -304,8 +308,8 @@ def plan_sequence(
     if path == "batch":
         if not batch_ok:
             raise ValueError(
-                f"path='batch' keeps all of W_hh in one program, which fits up to H={batch_max_h(dtype)} "
-                f"for {dtype}; H={H} needs path='persistent', 'stepwise' or 'auto'"
+                f"path='batch' keeps all of W_hh in one program, which fits up to H={BATCH_MAX_H}; "
+                f"H={H} needs path='persistent', 'stepwise' or 'auto'"
             )
         return batch_plan()
     if path == "stepwise":

@@ -1,7 +1,8 @@
 """Single GRU step on a state table, for streaming: gather rows, step, scatter, in one launch.
 
-The Triton kernel lives in ``fused_recurrent.py`` beside the sequence kernels (all three share one
-cell routine); this file holds the public function and its torch implementation.
+The public function and its torch implementation. The Triton kernel and its launcher are in
+``fused_step.py``, imported only when Triton runs, so that ``import kernels`` needs torch only; it
+shares the cell math (``_gate``, ``_candidate``, ``_update``) with the sequence kernels of ``fused_recurrent.py``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from kernels.gru.backend import check_impl
 from kernels.gru.common import check_gru_inputs, folded_bias, input_projection
 
 
@@ -98,20 +100,9 @@ def gru_step_(
                 "be written twice with undefined order); deduplicate idx or step twice"
             )
     mask = None if mask is None else mask.bool()
-    if impl not in ("triton", "torch"):
-        raise ValueError(f"impl must be 'triton' or 'torch', got {impl!r}")
-    from kernels.gru.plan import check_step_path
-
-    check_step_path(path)
-    if impl == "torch" and path != "auto":
-        raise ValueError(f"step path {path!r} selects a Triton kernel variant; impl='torch' takes only path='auto'")
+    check_impl(impl, path, step=True, device=x.device, dtype=x.dtype)
     if impl == "triton":
-        from kernels.gru.backend import require_triton
-
-        require_triton(x.device)
-        if x.dtype == torch.float64:
-            raise ValueError("the triton backend takes float32, bfloat16 or float16; use impl='torch' for float64")
-        from kernels.gru.fused_recurrent import fused_gru_step
+        from kernels.gru.fused_step import fused_gru_step
         from kernels.gru.plan import STEP_FUSE_MAX_I
 
         H = weight_hh.shape[1]

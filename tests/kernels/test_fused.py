@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kernels import gru_reference, gru_sequence, gru_step_
-from kernels.gru import fused_recurrent, plan as P
+from kernels.gru import fused_recurrent, fused_step, plan as P
 from tests.kernels.conftest import REL_RMS_TOL, gru_params, rel_rms, requires_triton
 
 SHAPES = [  # (T, B, I, H): awkward on purpose
@@ -30,7 +30,7 @@ def impl_cases(H):
     """(impl, path) pairs that run at hidden size H: the batch path holds all of W_hh in one
     program and takes H <= 64 in float32."""
     cases = [_impl("triton", "stepwise"), _impl("torch", "auto")]
-    if H <= P.batch_max_h(torch.float32):
+    if H <= P.BATCH_MAX_H:
         cases.insert(1, _impl("triton", "batch"))
     return cases
 
@@ -329,7 +329,7 @@ def test_step_kernel_variants_match_torch(variant, gi_input, reset_after):
             "resident_one_tile_each": P.replace(base, n_programs=64),
             "streaming_bn16": P.replace(base, block_b=16, block_n=16)}[variant]
     assert plan.row_loop == (variant == "resident_row_loop") and plan.resident == variant.startswith("resident")
-    result, ran = fused_recurrent.fused_gru_step(state, idx, x, params[0], bias, gi, params[1], b_hn, mask,
+    result, ran = fused_step.fused_gru_step(state, idx, x, params[0], bias, gi, params[1], b_hn, mask,
                                                  reset_after, plan=plan)
     assert ran.ctas == {"resident_row_loop": 2, "resident_one_tile_each": 3, "streaming_bn16": 5}[variant]
     torch.testing.assert_close(result, expected, rtol=1e-5, atol=1e-5)
@@ -425,7 +425,7 @@ def test_sequence_errors():
 @requires_triton
 def test_explicit_paths_that_cannot_run_raise():
     T, B, I = 2, 3, 2
-    for H, path, match in [(100, "batch", r"fits up to H=64 .* H=100 needs path='persistent', 'stepwise'"),
+    for H, path, match in [(100, "batch", r"fits up to H=64; H=100 needs path='persistent', 'stepwise'"),
                            (17, "persistent", r"needs a CUDA device.*use\s+path='stepwise'")]:
         x = torch.randn(T, B, I)
         params = [p.detach() for p in gru_params(I, H)]

@@ -37,7 +37,7 @@ def _path_cases():
     for B, T, I, H in BENCH_LIKE:
         for dtype in (torch.float32, torch.bfloat16):
             paths = ["persistent"] + (["stepwise"] if dtype == torch.float32 else [])
-            paths += ["batch"] if H <= P.batch_max_h(dtype) else []
+            paths += ["batch"] if H <= P.BATCH_MAX_H else []
             for path in paths:
                 yield pytest.param(path, B, T, I, H, dtype, id=f"{path}-{(B, T, I, H)}-{str(dtype)[6:]}")
 
