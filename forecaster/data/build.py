@@ -14,6 +14,7 @@ reports.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +89,10 @@ def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str
     targets, time_kind, time_zone, n_rows = list(table.target_cols), table.time_kind, table.time_zone, table.frame.height
     C, D = len(targets), len(table.value_cols)
     grid = _on_grid(table, f, ext, cal)
+    thin = _unobserved_series(grid, parts["train"], C, horizon)
+    if thin.size and thin.size < len(grid.series_ids):  # drop them, as series shorter than the window are
+        ext, parts = _without(ext, thin, grid, splits, f, table.time_kind, time_format, horizon, source.where)
+        grid = _on_grid(table, f, ext, cal)
     del table  # the grid holds the values now
     check_observed_training(grid, parts["train"], targets, horizon, source.where)
     loc, scl = fit_scalers(grid.values[:, :D], grid.offsets, parts["train"], scaling, grid.series_ids,
@@ -161,6 +166,34 @@ def check_args_against_spec(spec: DataSpec, given: dict, freq, time_format) -> N
         raise ValueError(f"time_format={time_format!r} differs from the checkpoint's {spec.time_format!r}")
 
 
+def _observed_counts(grid: Grid, train: tuple[np.ndarray, np.ndarray], C: int) -> np.ndarray:
+    """(S, C): each series' observed values of each target in its training part."""
+    b, e = train
+    return np.stack([np.count_nonzero(~np.isnan(grid.values[o + b[i]:o + e[i], :C]), axis=0)
+                     for i, o in enumerate(grid.offsets[:-1])])
+
+
+def _unobserved_series(grid: Grid, train: tuple[np.ndarray, np.ndarray], C: int, horizon: int) -> np.ndarray:
+    """Indices of the series with fewer than ``horizon + 1`` observed training values of every target
+    (nothing to learn from them at all)."""
+    return np.flatnonzero((_observed_counts(grid, train, C) < horizon + 1).all(axis=1))
+
+
+def _without(ext: Extent, thin: np.ndarray, grid: Grid, splits: SplitArgs, f, time_kind: str, time_format,
+             horizon: int, where: str):
+    """``ext`` and its splits without the series ``thin`` (indices), with a warning naming them."""
+    gone = [(grid.series_ids[i], int(grid.lengths[i])) for i in thin]
+    warnings.warn(f"dropping {len(gone)} of {len(grid.series_ids)} series of {where} with fewer than horizon + 1 = "
+                  f"{horizon + 1} observed target values in their training part (nothing to learn from): "
+                  f"{[g[0] for g in gone[:10]]}{' ...' if len(gone) > 10 else ''}; give them more history, or a "
+                  "shorter horizon, validation or test part", UserWarning, stacklevel=4)
+    keep = np.ones(len(grid.series_ids), dtype=bool)
+    keep[thin] = False
+    ext = Extent([i for i, k in zip(ext.series_ids, keep) if k], ext.starts[keep], ext.lengths[keep],
+                 ext.rows_in_table[keep], ext.dropped + gone)
+    return ext, splits.bounds(ext.lengths, ext.starts, f, ext.series_ids, time_kind, time_format)
+
+
 def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], target_cols: list[str], horizon: int,
                             where: str) -> None:
     """Refuse series with too little observed target in their training part: from fewer than
@@ -168,8 +201,7 @@ def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], ta
     baseline are guesses, and the validation loss ends up NaN."""
     need, C, cols = horizon + 1, len(target_cols), target_cols
     b, e = train
-    counts = np.stack([np.count_nonzero(~np.isnan(grid.values[o + b[i]:o + e[i], :C]), axis=0)
-                       for i, o in enumerate(grid.offsets[:-1])])  # (S, C)
+    counts = _observed_counts(grid, train, C)  # (S, C)
     few = counts < need
     if not few.any():
         return
@@ -222,7 +254,8 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
         f"future covariates {s.future_covariate_cols}",
     ]
     if i["dropped"]:
-        lines.append(f"dropped {len(i['dropped'])} series shorter than the window: {i['dropped'][:5]}")
+        lines.append(f"dropped {len(i['dropped'])} series shorter than the window or with too little observed "
+                     f"target (series, steps): {i['dropped'][:5]}")
     if i["calendar_why"]:
         lines.append("calendar features: " + "; ".join(f"{e} {w}" for e, w in i["calendar_why"].items()))
     else:

@@ -303,3 +303,23 @@ def test_74_quarters_with_labels_fit_with_the_defaults(tmp_path, capsys):
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "false"])
     err = capsys.readouterr().err
     assert code == 2 and "the test part has no window" in err and "--test_after_fit false" in err
+
+
+def test_series_with_no_target_to_learn_from_are_dropped_when_others_have_enough():
+    """Many series, a few of them too short in their training part for any target (as 52 of M3's 756
+    quarterly series with the default splits): those are dropped with a warning naming them, the
+    others train; a series short of only one of its targets is still refused (the test above)."""
+    frames = []
+    for sid, n in {"a": 320, "b": 320, "short": 10}.items():
+        y = wave()
+        y[n:320] = np.nan
+        frames.append(pl.DataFrame({"id": sid, "time": hours(), "y": y}))
+    dm = TimeSeriesDataModule(data=pl.concat(frames), time_col="time", id_col="id", target_cols=["y"],
+                              context_length=48, horizon=12)
+    with pytest.warns(UserWarning, match=r"dropping 1 of 3 series .* fewer than horizon \+ 1 = 13 observed target "
+                                         r"values .*\['short'\]"):
+        spec = dm.spec
+    assert spec.series_ids == ["a", "b"]
+    assert "dropped 1 series" in dm.summary()
+    dm.setup()
+    assert len(dm.train_dataloader()) > 0
