@@ -137,29 +137,15 @@ class SymmetricMeanAbsolutePercentageError(_MeanError):
         return torch.where(den > 0, 2 * (preds - target).abs() / torch.where(den > 0, den, 1.0), 0.0)
 
 
-class MeanAbsoluteScaledError(Metric):
+class MeanAbsoluteScaledError(_MeanError):
     """Mean over observed elements of ``|pred - target| / scale`` (scale: per window and target,
-    broadcast to the element; elements whose scale is 0 or NaN are left out)."""
-
-    full_state_update = False
-    higher_is_better = False
-    is_differentiable = False
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+    broadcast to the element; elements whose scale is 0 or NaN are left out); NaN when no element
+    had a usable scale (not 0, which would read as a perfect forecast)."""
 
     def update(self, preds: Tensor, target: Tensor, scale: Tensor) -> None:
         ok = torch.isfinite(scale) & (scale > 0)
         self.total += ((preds.double() - target.double()).abs()[ok] / scale[ok].double()).sum()
         self.count += ok.sum().double()
-
-    def compute(self) -> Tensor:
-        """NaN when no element had a usable scale (not 0, which would read as a perfect forecast)."""
-        if self.count == 0:
-            return torch.tensor(float("nan"))
-        return (self.total / self.count).float()
 
 
 class ForecastMetrics(nn.Module):

@@ -67,20 +67,33 @@ def _peer_columns(name: str, peers: list[str], refit: str) -> dict:
     return cols
 
 
+def run_fit(args: list[str], root: str) -> tuple[subprocess.CompletedProcess, float, pl.DataFrame | None]:
+    """``python -m forecaster`` with ``args`` in its own process (one intra-op thread unless
+    ``OMP_NUM_THREADS`` says otherwise): the finished process, its wall seconds and, when it
+    succeeded, the metrics CSV its logger wrote under ``root`` (None otherwise)."""
+    cmd = [sys.executable, "-m", "forecaster", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    t0 = time.perf_counter()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - t0
+    metrics = pl.read_csv(next(Path(root).rglob("metrics.csv"))) if r.returncode == 0 else None
+    return r, wall, metrics
+
+
+def last_test_metrics(metrics: pl.DataFrame) -> dict[str, float]:
+    """``{"test/mae": ..., ...}``: the last logged value of every ``test/`` column."""
+    return {c: float(metrics[c].drop_nulls()[-1]) for c in metrics.columns if c.startswith("test/")
+            and metrics[c].drop_nulls().len()}
+
+
 def _one(name: str, seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"zoo-{name}-") as tmp:
         path = str(Path(tmp) / f"{name}.parquet")
         load(name).write_parquet(path)
-        cmd = [sys.executable, "-m", "forecaster", *fit_args(name, path, seed, tmp), *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t0
+        r, wall, metrics = run_fit([*fit_args(name, path, seed, tmp), *extra], tmp)
         if r.returncode != 0:
             return {"dataset": name, "seed": seed, "error": (r.stderr or r.stdout).strip().splitlines()[-1:]}
-        metrics = pl.read_csv(next(Path(tmp).rglob("metrics.csv")))
-        last = {c: float(metrics[c].drop_nulls()[-1]) for c in metrics.columns if c.startswith("test/")
-                and metrics[c].drop_nulls().len()}
+        last = last_test_metrics(metrics)
         epochs = int(metrics["epoch"].max()) + 1
         val = metrics["val/loss"].drop_nulls() if "val/loss" in metrics.columns else None
     return {"dataset": name, "seed": seed, "mae": last["test/mae"], "mase": last["test/mase"],

@@ -34,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from forecaster.bench.accuracy import last_test_metrics, run_fit
+
 __all__ = ["GROUPS", "PUBLISHED", "PUBLISHED_SOURCE", "M3_INSTALL", "smape", "load_group", "group_frame",
            "fit_args", "run"]
 
@@ -126,18 +128,12 @@ def _ours(group: str, series, seed: int, extra: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix=f"m3-{group}-") as tmp:
         path = str(Path(tmp) / f"m3_{group}.parquet")
         group_frame(series).write_parquet(path)
-        cmd = [sys.executable, "-m", "forecaster", *fit_args(group, path, seed, tmp), *extra]
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        t0 = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        wall = time.perf_counter() - t0
+        r, wall, metrics = run_fit([*fit_args(group, path, seed, tmp), *extra], tmp)
         if r.returncode != 0:
             return {"error": " ".join((r.stderr or r.stdout).strip().splitlines()[-1:])}
         m = re.search(r"windows: train ([\d,]+), val ([\d,]+), test ([\d,]+)", r.stdout)
         test_windows = int(m.group(3).replace(",", "")) if m else None
-        metrics = pl.read_csv(next(Path(tmp).rglob("metrics.csv")))
-        last = {c: float(metrics[c].drop_nulls()[-1]) for c in metrics.columns if c.startswith("test/")
-                and metrics[c].drop_nulls().len()}
+        last = last_test_metrics(metrics)
         epochs = int(metrics["epoch"].max()) + 1
         out = {"smape": 100 * last["test/smape"], "smape_seasonal_naive": 100 * last["test/smape_seasonal_naive"],
                "smape_last_value": 100 * last["test/smape_last_value"], "epochs": epochs, "seconds": round(wall, 1)}
@@ -145,20 +141,21 @@ def _ours(group: str, series, seed: int, extra: list[str]) -> dict:
             m = re.search(r"best checkpoint: (\S+)", r.stdout)
             if m is None:
                 return {"error": f"the test part has {test_windows} windows, not one per series ({len(series)})"}
-            out["smape"] = _predicted_smape(group, series, m.group(1), tmp, env)
+            out["smape"] = _predicted_smape(group, series, m.group(1), tmp)
             out["note"] = (f"fit trained on {test_windows} of {len(series)} series; all scored by predict (the "
                            "baselines' sMAPE: the trained series only)")
     return out
 
 
-def _predicted_smape(group: str, series, ckpt: str, tmp: str, env: dict) -> float:
+def _predicted_smape(group: str, series, ckpt: str, tmp: str) -> float:
     """sMAPE of ``predict`` with ``ckpt`` from every series' history (the series fit dropped get the
     checkpoint's pooled scalers and baseline), against the test values."""
     hist = group_frame([(n, x, x[:0]) for n, x, _ in series])
     path, out = str(Path(tmp) / "history.parquet"), str(Path(tmp) / "forecasts.parquet")
     hist.write_parquet(path)
     r = subprocess.run([sys.executable, "-m", "forecaster", "predict", "--ckpt_path", ckpt, "--data.path", path,
-                        "--output", out], capture_output=True, text=True, env=env)
+                        "--output", out], capture_output=True, text=True,
+                       env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
     if r.returncode != 0:
         raise RuntimeError(f"predict failed: {' '.join((r.stderr or r.stdout).strip().splitlines()[-1:])}")
     fc = pl.read_parquet(out).sort("series", "step")
