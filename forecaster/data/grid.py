@@ -17,8 +17,8 @@ import polars as pl
 
 from forecaster.data.table import Table
 from forecaster.timeaxis import (
-    CALENDAR_ENCODINGS, CALENDAR_PERIODS, DAY_NS, Frequency, _is_month_end, calendar_features, default_calendar,
-    format_time,
+    CALENDAR_ENCODINGS, CALENDAR_PERIODS, DAY_NS, Frequency, _is_month_end, _weekday, calendar_features,
+    default_calendar, format_time,
 )
 
 __all__ = ["Grid", "Extent", "resolve_frequency", "extent", "regularise", "calendar_array", "grid_times_all",
@@ -151,7 +151,7 @@ def _session_hint(table: Table, f: Frequency, starts: np.ndarray, ends: np.ndarr
     day = np.floor_divide(t, DAY_NS)
     tod = t - day * DAY_NS
     lo, hi = int(tod.min()), int(tod.max()) + f.step
-    wd = np.unique(np.mod(day + 3, 7))  # Monday = 0
+    wd = np.unique(_weekday(t))
     mask = "".join("1" if d in wd else "0" for d in range(7))
     if hi > DAY_NS or (hi - lo) % f.step or (hi - lo == DAY_NS and mask == "1" * 7):
         return ""
