@@ -94,7 +94,18 @@ LIMITS = {"n_targets": 100_000, "n_past_covariates": 100_000, "n_future_covariat
 
 def check_sizes(hp: dict, where: str = "the checkpoint") -> None:
     """:class:`CheckpointError` (one line) for a size setting that is not a sane whole number (a
-    crafted ``hidden_size=2**40`` would try to allocate it); other values are the model's to check."""
+    crafted ``hidden_size=2**40`` would try to allocate it), the model's or its network's
+    (``hp["net"]["init_args"]``), or a network that is not one of the library's
+    (:func:`forecaster.nets.net_config`); other values are the model's to check."""
+    net = hp.get("net")
+    if net is not None:
+        from forecaster.nets.config import net_config
+
+        try:  # the class path is looked up among the library's networks, never imported
+            net_config(net)
+        except ValueError as e:
+            raise CheckpointError(f"{where}: {e}") from None
+        hp = {**hp, **(net.get("init_args") or {})}  # the network's sizes are checked like the model's
     for k, top in LIMITS.items():
         v = hp.get(k)
         if v is None or (k == "members" and v == "auto"):

@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, EarlyStopping, ModelCheckpoint
+from jsonargparse import lazy_instance
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.trainer.states import TrainerStatus
 
@@ -30,6 +31,7 @@ from forecaster.forecasts import predictions_frame
 from forecaster.lightning_module import (ENSEMBLE_WINDOWS, MAX_AUTO_MEMBERS, CheckpointMismatchError, GRUForecaster,
                                          check_checkpoint, checkpoint_hparams)
 from forecaster.metrics import METRICS
+from forecaster.nets.config import StepNet, net_config
 
 __all__ = ["main", "ForecasterCLI", "ForecastWriter", "format_metrics"]
 
@@ -101,7 +103,7 @@ class ForecasterCLI(LightningCLI):
                          ("train_windows", "train_windows")):
             parser.link_arguments(f"data.{src}", f"model.{dst}", apply_on="instantiate")
         parser.link_arguments("data", "model.data_spec", compute_fn=_spec_of, apply_on="instantiate")
-        parser.set_defaults({"seed_everything": 0})
+        parser.set_defaults({"seed_everything": 0, "model.net": lazy_instance(StepNet)})
         parser.set_defaults({f"data.{k}": v for k, v in DATA_DEFAULTS.items()})
         if not str(parser.prog).endswith(("test", "validate")):  # those have Lightning's own --verbose
             parser.add_argument("--verbose", type=bool, default=False,
@@ -116,7 +118,7 @@ class ForecasterCLI(LightningCLI):
             super().parse_arguments(parser, args)
         except ArgumentError as e:
             sub = f" {self._subcommand_of(args)}" if self._subcommand_of(args) else ""
-            msg = " ".join(str(e).split())
+            msg = _net_message(" ".join(str(e).split()))
             raise UserError(f"{msg} (see: python -m forecaster{sub} --help)") from None
 
     @staticmethod
@@ -203,7 +205,7 @@ class ForecasterCLI(LightningCLI):
             self.warm = (warm, ckpt["state_dict"])
         for k, v in hp.items():
             if k not in _LINKED and f"model.{k}" in cfg:
-                cfg[f"model.{k}"] = v
+                cfg[f"model.{k}"] = _net_namespace(v) if k == "net" else v
         spec = hp.get("data_spec")
         if spec and warm and cfg.get("warm_start_scalers") == "refit":
             # the checkpoint's roles and axis, scalers and baseline blends fitted anew on the new data
@@ -380,6 +382,37 @@ class ForecastWriter(BasePredictionWriter):
         else:
             df.write_parquet(path)
         print(f"wrote {df.height} forecast rows to {path}")
+
+
+def _net_namespace(net) -> Any:
+    """A checkpoint's ``net`` (checked by ``check_sizes``: one of the library's networks) as the
+    parsed config holds a class: ``class_path`` and ``init_args``, canonical (the config dumps it)."""
+    from jsonargparse import Namespace
+
+    d = net_config(net).to_dict()
+    return Namespace(class_path=d["class_path"], init_args=Namespace(**d["init_args"]))
+
+
+def _net_message(msg: str) -> str:
+    """jsonargparse's message for a setting the chosen network lacks (it lists every Union member's
+    complaint) -> one sentence naming the setting and the network that has it."""
+    import re
+
+    if not msg.startswith('Parser key "model.net"'):
+        return msg
+    from forecaster.nets.config import NET_CONFIGS
+
+    found = re.search(r"Problem with given class_path '([\w.]+)': (?:Option|Key) '([\w.]+)' is not accepted", msg)
+    if not found:
+        given = re.search(r"Given value: (\S+)", msg)
+        if given and ("subclass of NetConfig" in msg or "Expected a dot import path" in msg):
+            return f"model.net: {given.group(1)[:60]!r} is not a network: choose one of {list(NET_CONFIGS)}"
+        return msg
+
+    name, key = found.group(1).rsplit(".", 1)[-1], found.group(2).rsplit(".", 1)[-1]
+    others = [n for n, c in NET_CONFIGS.items() if n != name and key in c.settings()]
+    hint = f"; it is a setting of {others[0]}: choose that network first, --model.net {others[0]}" if others else ""
+    return f"model.net: {name} has no setting {key!r}{hint}"
 
 
 def _friendly(e: BaseException) -> str:

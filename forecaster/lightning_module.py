@@ -9,8 +9,8 @@ the data module's scaled units (``{stage}/mse_scaled``, ``{stage}/mae_scaled`` a
 ``_seasonal_naive`` / ``_last_value`` twins; with ``scaling: standard`` these are the z-scored
 metrics of the ETTh1 protocol), averaged over every observed element of every window.
 
-With ``decoder="last"`` or ``"pmf"`` (the window model, :mod:`forecaster.nets.window`, for long
-look-backs) training uses the last origin only, like evaluation.
+With ``net=WindowNet(...)`` (the window model, :mod:`forecaster.nets.window`, for long look-backs)
+training uses the last origin only, like evaluation.
 
 The checkpoint holds the hyperparameters, the data spec (columns, frequency, calendar, scalers:
 ``TimeSeriesDataModule.spec.to_dict()``) and :data:`FORMAT_VERSION`. The module only trains and
@@ -20,6 +20,7 @@ checkpoint's spec, :meth:`forecaster.TimeSeriesDataModule.from_spec`).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Literal, Sequence
 
 import lightning as L
@@ -34,18 +35,17 @@ from forecaster.forecasts import predictions_frame
 from forecaster.guard import FiniteValidationLoss
 from forecaster.losses import make_loss
 from forecaster.metrics import ForecastMetrics, last_value_forecast, seasonal_naive_forecast, seasonal_scale
-from forecaster.nets import EnsembleNet, build_net
+from forecaster.nets import EnsembleNet, NetConfig, net_config
 from forecaster.spec import DataSpec
 
 __all__ = ["GRUForecaster", "CheckpointMismatchError", "FORMAT_VERSION", "load_checkpoint", "check_checkpoint",
            "checkpoint_hparams"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4  # 4: the network as ``net`` (class_path / init_args) instead of flat settings
 # Settings a checkpoint must hold (those of checkpoints before a setting existed are not migrated:
 # train again with this version).
-REQUIRED_HPARAMS = ("baseline", "inputs", "members")
-_SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "hidden_size", "num_layers",
-               "d_model", "head_hidden", "quantiles", "channel_independent", "segment_length", "inputs", "members")
+REQUIRED_HPARAMS = ("baseline", "net", "members")
+_SHAPE_KEYS = ("n_targets", "n_past_covariates", "n_future_covariates", "horizon", "quantiles", "net", "members")
 
 
 ENSEMBLE_WINDOWS = 2000  # members="auto": an ensemble up to ENSEMBLE_WINDOWS / 2 training windows
@@ -55,9 +55,9 @@ MAX_AUTO_MEMBERS = 5
 def resolve_members(members: int | str, train_windows: int | None) -> int:
     """``members`` as a number: ``"auto"`` is ``ENSEMBLE_WINDOWS // train_windows`` clipped to
     [1, MAX_AUTO_MEMBERS] (1 without ``train_windows``); anything else is returned as it is, for
-    :func:`forecaster.nets.build_net` to check."""
+    :meth:`forecaster.nets.NetConfig.build` to check."""
     if members != "auto":
-        return members  # build_net checks it
+        return members  # NetConfig.build checks it
     if train_windows is None or int(train_windows) < 1:
         return 1
     return max(1, min(MAX_AUTO_MEMBERS, ENSEMBLE_WINDOWS // int(train_windows)))
@@ -77,15 +77,13 @@ class GRUForecaster(L.LightningModule):
         context_length: steps the model reads (linked from ``data.context_length``).
         horizon: steps it forecasts (linked from ``data.horizon``).
         seasonal_period: period of the seasonal-naive baseline and of MASE's scale (linked from the data).
-        hidden_size: the GRU's hidden units.
-        num_layers: stacked GRU layers.
-        dropout: dropout between GRU layers (with num_layers > 1).
-        reset_after: the GRU formulation: True applies the reset gate after the recurrent matmul
-            (PyTorch and cuDNN), False before it (the classic GRU).
-        backend: where the GRU runs: ``auto`` (the Triton kernels on CUDA tensors when Triton is
-            installed, else PyTorch), ``torch`` or ``triton`` (never a silent fallback).
-        d_model: width of the input projection in front of the GRU.
-        head_hidden: hidden width of the forecast head (an MLP).
+        net: the network (Lightning's dependency injection: ``--model.net WindowNet``, or
+            ``class_path``/``init_args`` in a config): :class:`forecaster.nets.StepNet` (the default,
+            the per-step model: a forecast from every origin, streams one observation at a time) or
+            :class:`forecaster.nets.WindowNet` (the window model, final state only, for long
+            look-backs: segments, RevIN, SegRNN's PMF decoder), with its widths, GRU formulation and
+            backend; also its plain-data form ``{"class_path": ..., "init_args": {...}}`` (what the
+            checkpoint stores, :func:`forecaster.nets.net_config`); None: ``StepNet()``.
         loss: ``mae``, ``mse``, ``huber`` (point forecasts) or ``quantile`` (pinball loss over ``quantiles``).
             All are computed on the data module's scaled values (z-scores with ``scaling: standard``).
         huber_delta: for ``loss="huber"``: errors up to this size (in scaled units) cost ``e**2 / 2``,
@@ -100,21 +98,6 @@ class GRUForecaster(L.LightningModule):
             target and horizon step as fitted on the training part; the data spec holds the weights),
             ``seasonal``, ``last``, ``mean``, or ``none`` (the network alone). The untrained model
             forecasts the baseline exactly (its quantiles spread around it).
-        inputs: what the per-step model reads of each target: ``relative`` (the change since the
-            previous observation and the deviation from the look-back's mean: shift-invariant, so a
-            series that trends beyond its training range stays in known territory; the level comes in
-            through the baseline) or ``level`` (the scaled value). The window model normalises with
-            ``revin`` instead.
-        decoder: the network: ``forking`` (the per-step model, :class:`forecaster.nets.StepForecastNet`:
-            a forecast from every origin, streams one observation at a time), ``last`` (the window
-            model, :class:`forecaster.nets.WindowForecastNet`, final state only; needed by segments
-            and RevIN) or ``pmf`` (the window model with SegRNN's parallel multi-step decoder: one
-            GRU step per output segment). The next four options are the window model's.
-        channel_independent: window model: targets as univariate series sharing weights (no covariates).
-        revin: window model: ``none``, ``last``, ``mean`` or ``std``: each window's level (and for
-            std its scale) removed before the network and restored after.
-        segment_length: window model: steps per GRU input (context_length must be a multiple).
-        head_dropout: window model: dropout in front of the head.
         lr: AdamW's learning rate (the CLI's ``--optimizer`` replaces the optimizer).
         weight_decay: AdamW's weight decay.
         members: networks averaged (:class:`forecaster.nets.EnsembleNet`), each initialised on its own
@@ -143,13 +126,7 @@ class GRUForecaster(L.LightningModule):
         context_length: int = 168,
         horizon: int = 24,
         seasonal_period: int = 24,
-        hidden_size: int = 64,
-        num_layers: int = 1,
-        d_model: int = 32,
-        head_hidden: int = 128,
-        dropout: float = 0.0,
-        reset_after: bool = True,
-        backend: str = "auto",
+        net: NetConfig | None = None,
         loss: Literal["mae", "mse", "huber", "quantile"] = "quantile",
         quantiles: Sequence[float] = (0.1, 0.5, 0.9),
         huber_delta: float = 1.0,
@@ -157,14 +134,8 @@ class GRUForecaster(L.LightningModule):
         lr: float = 3e-3,
         weight_decay: float = 0.0,
         data_spec: dict | None = None,
-        channel_independent: bool = False,
-        revin: Literal["none", "last", "mean", "std"] = "none",
-        segment_length: int = 1,
-        decoder: Literal["forking", "last", "pmf"] = "forking",
-        head_dropout: float = 0.0,
         lr_decay: float = 1.0,
         baseline: Literal["blend", "seasonal", "last", "mean", "none"] = "blend",
-        inputs: Literal["relative", "level"] = "relative",
         members: int | Literal["auto"] = "auto",
         train_windows: int | None = None,
     ) -> None:
@@ -180,7 +151,9 @@ class GRUForecaster(L.LightningModule):
         quantiles = list(self.loss_fn.quantiles)
         self.members_auto = members == "auto"  # how the number was chosen (fit's line about it)
         members = resolve_members(members, train_windows)
+        net = net_config(net)
         self.save_hyperparameters()
+        self.hparams["net"] = net.to_dict()  # plain data (a checkpoint is read with weights_only=True)
         self.hparams["quantiles"] = quantiles
         self.hparams["members"] = members  # the number "auto" chose: a checkpoint rebuilds the same networks
         self.context_length, self.horizon = int(context_length), int(horizon)
@@ -191,13 +164,8 @@ class GRUForecaster(L.LightningModule):
                            f"{self.context_length}: a window's context holds no seasonal pair, so MASE scales by "
                            f"one-step differences (and, for a season longer than the context, the seasonal-naive "
                            f"forecast is the last value); use context_length > {self.season_length} (or 'auto')")
-        self.net = build_net(
-            n_targets, n_past_covariates, n_future_covariates, horizon, context_length, decoder=decoder,
-            channel_independent=channel_independent, revin=revin, segment_length=segment_length, quantiles=quantiles,
-            hidden_size=hidden_size, num_layers=num_layers, d_model=d_model, head_hidden=head_hidden, dropout=dropout,
-            reset_after=reset_after, backend=backend, head_dropout=head_dropout, baseline=baseline,
-            season_length=seasonal_period, members=members, **({"inputs": inputs} if decoder == "forking" else {}),
-        )
+        self.net = net.build(n_targets, n_past_covariates, n_future_covariates, horizon, context_length,
+                             quantiles=quantiles, baseline=baseline, season_length=seasonal_period, members=members)
         if quantiles and baseline != "none" and 0.5 not in quantiles:
             raise ValueError(f"quantiles={quantiles} lack 0.5: with a baseline the median is the point forecast the "
                              "baseline anchors; add 0.5 (or set baseline='none')")
@@ -248,8 +216,8 @@ class GRUForecaster(L.LightningModule):
         """All origins of the context: (B, context_length, horizon, C, Q), scaled units (the per-step
         model only; the window model forecasts from the last origin: :meth:`forecast`)."""
         if not self.net.trains_on_every_origin:
-            raise ValueError(f"forward() forecasts from every origin; decoder={self.hparams.decoder!r} only forecasts "
-                             "from the last one: use forecast()")
+            raise ValueError(f"forward() forecasts from every origin; {type(self.net).__name__} only forecasts from "
+                             "the last one: use forecast()")
         return self.net(batch["target"], batch["observed"], batch["past_cov"], batch["future_cov"],
                         self.context_length, batch.get("baseline"))
 
@@ -431,7 +399,25 @@ class GRUForecaster(L.LightningModule):
 
     # ---- checkpoint format ----
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None, **kwargs):
+        """Lightning's loader, after :func:`forecaster.checkpoint.read_checkpoint` has read the file
+        as tensors and plain data and :func:`forecaster.checkpoint.check_sizes` has checked its
+        settings and network (a crafted file is refused in one line before Lightning reads it;
+        ``kwargs`` override saved hyperparameters, e.g. ``net=StepNet(...)``)."""
+        from forecaster.checkpoint import check_sizes, read_checkpoint
+
+        if isinstance(checkpoint_path, (str, os.PathLike)):
+            check_sizes(checkpoint_hparams(read_checkpoint(checkpoint_path)), f"checkpoint {str(checkpoint_path)!r}")
+        if "net" in kwargs:
+            kwargs["net"] = net_config(kwargs["net"]).to_dict()
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, **kwargs)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the hyperparameters rebuild the model by themselves (GRUForecaster(**hparams)); Lightning's
+        # CLI instantiator key would have the loader parse them again, importing class paths
+        checkpoint.get("hyper_parameters", {}).pop("_instantiator", None)
         checkpoint["forecaster_format_version"] = FORMAT_VERSION
         checkpoint["forecaster_shape"] = {k: self.hparams.get(k) for k in _SHAPE_KEYS}
 

@@ -37,6 +37,7 @@ def small_checkpoint(path: str | os.PathLike, n_series: int = 8, context: int = 
 
     from forecaster.data import TimeSeriesDataModule
     from forecaster.lightning_module import GRUForecaster
+    from forecaster.nets import StepNet
 
     steps = 3 * context
     rng = np.random.default_rng(0)
@@ -50,8 +51,8 @@ def small_checkpoint(path: str | os.PathLike, n_series: int = 8, context: int = 
                                          val_size=horizon + 2, test_size=steps - 2 * context - 2 * horizon - 2,
                                          batch_size=16, calendar_features="none")
     model = GRUForecaster(n_targets=1, n_past_covariates=0, n_future_covariates=0, context_length=context,
-                          horizon=horizon, seasonal_period=min(dm.season_length, context - 1), hidden_size=hidden,
-                          d_model=4, head_hidden=8, min_origin=2, data_spec=dm.spec.to_dict())
+                          horizon=horizon, seasonal_period=min(dm.season_length, context - 1), min_origin=2,
+                          data_spec=dm.spec.to_dict(), net=StepNet(hidden_size=hidden, d_model=4, head_hidden=8))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(Path(path).parent))

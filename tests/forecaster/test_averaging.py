@@ -12,11 +12,12 @@ from types import SimpleNamespace
 
 from forecaster.averaging import ParameterEMA
 from forecaster.cli import main
+from forecaster.nets import StepNet
 
 SMALL = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "6", "--trainer.val_check_interval", "2",
          "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "1",
          "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
-         "--model.hidden_size", "8", "--model.d_model", "8", "--model.head_hidden", "16", "--model.lr", "0.05",
+         "--model.net.hidden_size", "8", "--model.net.d_model", "8", "--model.net.head_hidden", "16", "--model.lr", "0.05",
          "--data.context_length", "48", "--data.horizon", "12", "--early_stopping.patience", "100"]
 
 
@@ -90,7 +91,7 @@ def test_an_interrupted_validation_leaves_the_raw_weights_in_the_model():
     from forecaster.lightning_module import GRUForecaster
 
     model = GRUForecaster(n_targets=1, n_past_covariates=0, n_future_covariates=0, context_length=12, horizon=4,
-                          seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
+                          seasonal_period=3, min_origin=2, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     cb = ParameterEMA(decay=0.5)
     cb.setup(SimpleNamespace(checkpoint_callbacks=[]), model, "fit")
     cb._average_model.update_parameters(model)
@@ -157,7 +158,7 @@ def test_save_takes_the_averaged_parameters_and_the_live_choice():
     from forecaster.lightning_module import GRUForecaster
 
     model = GRUForecaster(n_targets=2, n_past_covariates=0, n_future_covariates=0, context_length=12, horizon=4,
-                          seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
+                          seasonal_period=3, min_origin=2, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     cb = ParameterEMA(decay=0.5)
     cb.setup(SimpleNamespace(checkpoint_callbacks=[]), model, "fit")
     cb._average_model.update_parameters(model)  # copies the weights

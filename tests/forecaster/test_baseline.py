@@ -16,6 +16,8 @@ from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_sum
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
+from forecaster.nets import StepNet
+from tests.forecaster.netopts import with_net
 
 
 def test_baseline_by_hand():
@@ -112,8 +114,9 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     dm = tiny_dm()
     torch.manual_seed(0)
     extra = {"members": 1, **extra}  # one network unless the case names an ensemble
-    model = GRUForecaster.from_datamodule(dm, decoder=decoder, loss=loss, hidden_size=8, d_model=8, head_hidden=16,
-                                          **extra).eval()
+    opts = {"decoder": decoder, **extra} if decoder != "forking" else extra
+    model = GRUForecaster.from_datamodule(dm, loss=loss, **with_net(opts, hidden_size=8, d_model=8,
+                                                                    head_hidden=16)).eval()
     batch = dm.predict_batch()
     result = model.forecast(batch)  # (S, h, C, Q), original units
     T = dm.context_length
@@ -138,7 +141,8 @@ def test_baseline_modes_and_none():
     batch = dm.predict_batch()
     T = dm.context_length
     for mode, (ws, wl) in {"seasonal": (1.0, 0.0), "last": (0.0, 1.0), "mean": (0.0, 0.0)}.items():
-        model = GRUForecaster.from_datamodule(dm, baseline=mode, hidden_size=8, d_model=8, head_hidden=16).eval()
+        model = GRUForecaster.from_datamodule(dm, baseline=mode,
+                                              net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
         params = batch["baseline"].clone()
         K = (params.shape[-1] - 1) // 2
         params[..., :K], params[..., K:2 * K] = ws, wl
@@ -146,7 +150,7 @@ def test_baseline_modes_and_none():
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
     torch.manual_seed(0)
-    plain = GRUForecaster.from_datamodule(dm, baseline="none", hidden_size=8, d_model=8, head_hidden=16)
+    plain = GRUForecaster.from_datamodule(dm, baseline="none", net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     for head in heads_of(plain):
         assert head[-1].weight.abs().sum() > 0  # no baseline: the head keeps its random init
     with pytest.raises(ValueError, match="baseline='median'"):
@@ -170,7 +174,7 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
                               calendar_features="none", val_size=0.2, test_size=0.1)
     assert len(dm.val_dataset()) >= MIN_WINDOWS
     torch.manual_seed(0)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
+    model = GRUForecaster.from_datamodule(dm, lr=1e-9, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     with torch.no_grad():
         for head in heads_of(model):  # a network that adds noise to every forecast
             head[-1].bias.normal_(0, 5.0)
@@ -210,7 +214,7 @@ def test_the_sanity_check_does_not_choose(tmp_path):
                          "y": np.cumsum(rng.normal(size=300))})
     dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=48, horizon=12,
                               calendar_features="none", val_size=0.2)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     with torch.no_grad():
         for head in heads_of(model):
             head[-1].bias.normal_(0, 5.0)
@@ -232,7 +236,7 @@ def test_one_validation_window_is_no_evidence_to_switch(tmp_path):
     dm = TimeSeriesDataModule(data=walk, time_col="t", target_cols=["y"], context_length=24, horizon=12,
                               calendar_features="none", val_size=12, test_size=12)
     assert len(dm.val_dataset()) == 1
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, lr=1e-9)
+    model = GRUForecaster.from_datamodule(dm, lr=1e-9, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     with torch.no_grad():
         for head in heads_of(model):
             head[-1].bias.normal_(0, 5.0)
@@ -252,7 +256,7 @@ def test_the_choice_needs_the_network_to_beat_the_best_plain_baseline_by_two_sta
     last value) by more than SWITCH_Z standard errors of the per-window difference, or where there
     are too few windows to tell. Its full quantile loss, lowest in every case here, does not count."""
     dm = tiny_dm(target_cols=["y"], val_size=0.3)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     n = 4 if case == "too few windows" else 20
     rng = np.random.default_rng(0)
     last = torch.tensor(rng.uniform(0.5, 1.0, size=n))
@@ -311,8 +315,9 @@ def test_point_loss_scores_the_anchor(loss):
     the window's observed elements."""
     dm = tiny_dm(target_cols=["y"])
     quantiles = (0.1, 0.5, 0.9) if loss == "quantile" else None
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, loss=loss,
-                                          **({"quantiles": quantiles} if quantiles else {}))
+    model = GRUForecaster.from_datamodule(dm, loss=loss,
+                                          **({"quantiles": quantiles} if quantiles else {}),
+                                          net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     y = torch.tensor([[1.0, 2.0, 3.0]])
     w = torch.tensor([[1.0, 1.0, 0.0]])  # the third step unobserved
     point = torch.tensor([[1.5, 0.0, 100.0]])
@@ -332,7 +337,7 @@ def test_no_observed_validation_window_keeps_the_network():
     """Validation batches whose windows have no observed target add nothing to the comparison:
     with no window at all the network stays (and nothing fails)."""
     dm = tiny_dm(target_cols=["y"], val_size=0.3)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     model.net.use_network.fill_(True)
     choice = BaselineChoice()
     for name in CANDIDATES:

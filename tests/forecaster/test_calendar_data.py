@@ -14,6 +14,7 @@ import torch
 from forecaster.cli import main
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
+from forecaster.nets import StepNet
 from forecaster.streaming import StreamingForecaster
 from forecaster.timeaxis import Frequency
 
@@ -45,7 +46,7 @@ def test_monthly_text_dates_fit_predict_and_stream(tmp_path, capsys, month_end):
             "--data.horizon", "6"]
     code = main(["fit", *data, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
                  "--trainer.default_root_dir", str(root), "--trainer.logger.init_args.save_dir", str(root),
-                 "--model.hidden_size", "8", "--model.d_model", "8", "--model.head_hidden", "16", *QUIET])
+                 "--model.net.hidden_size", "8", "--model.net.d_model", "8", "--model.net.head_hidden", "16", *QUIET])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "frequency 1mo (inferred); season length 12 (from the frequency)" in out
@@ -111,7 +112,7 @@ def test_a_short_context_trains_with_the_default_min_origin():
     df = monthly(n=40).with_columns(pl.col("date").str.to_date("%b %d %Y"))
     dm = TimeSeriesDataModule(data=df, time_col="date", id_col="symbol", target_cols=["price"], context_length=6,
                               horizon=2, batch_size=8)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     assert model.min_origin == 2  # min(24, 6 // 3)
     batch = next(iter(dm.train_dataloader()))
     loss = model.training_step(batch, 0)
@@ -123,7 +124,7 @@ def test_a_short_context_trains_with_the_default_min_origin():
 def test_the_streams_first_record_of_a_series_must_be_on_the_models_grid():
     df = monthly(n=48).with_columns(pl.col("date").str.to_date("%b %d %Y"))
     dm = TimeSeriesDataModule(data=df, time_col="date", id_col="symbol", context_length=12, horizon=3)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     stream = StreamingForecaster(model.net, model.spec)
     report = stream.observe([{"symbol": "NEW", "date": "2020-01-31", "price": 1.0},   # not days 1..28
                              {"symbol": "AAA", "date": "2020-01-15", "price": 1.0},   # off AAA's training grid
@@ -137,7 +138,7 @@ def test_the_streams_first_record_of_a_series_must_be_on_the_models_grid():
     days = days.filter(pl.col("d").dt.weekday() <= 5).with_columns(pl.int_range(pl.len()).cast(pl.Float64).alias("y"))
     bdm = TimeSeriesDataModule(data=days, time_col="d", target_cols=["y"], context_length=10, horizon=5)
     assert str(bdm.spec.freq) == "1bd"
-    bmodel = GRUForecaster.from_datamodule(bdm, hidden_size=8, d_model=8, head_hidden=16)
+    bmodel = GRUForecaster.from_datamodule(bdm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     bstream = StreamingForecaster(bmodel.net, bmodel.spec)
     assert "off the 1bd grid" in bstream.observe([{"d": "2024-07-06", "y": 1.0}]).rejected[0].reason  # a Saturday
 
@@ -147,7 +148,7 @@ def test_naive_and_zoned_times_are_not_mixed_between_a_model_and_new_data():
     df = pl.DataFrame({"t": pl.datetime_range(start, start + dt.timedelta(hours=199), "1h", eager=True),
                        "y": np.sin(np.arange(200) / 5)})
     dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y"], context_length=24, horizon=6)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     zoned = df.with_columns(pl.col("t").dt.replace_time_zone("Europe/Berlin"))
     with pytest.raises(ValueError, match="holds zone-aware times but the model was trained on naive ones"):
         TimeSeriesDataModule.from_spec(model.spec, data=zoned).spec

@@ -17,13 +17,14 @@ import torch
 from forecaster import GRUForecaster, TimeSeriesDataModule
 from forecaster.cli import main
 from forecaster.metrics import ForecastMetrics
+from forecaster.nets import StepNet
 from forecaster.timeaxis import to_axis
 
 N = 400  # hourly steps; with the default split: train 0..319, val 320..359, test 360..399
 WINDOW = ["--data.context_length", "48", "--data.horizon", "12"]
 TINY = [*WINDOW, "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.enable_progress_bar",
-        "false", "--trainer.enable_model_summary", "false", "--model.hidden_size", "8", "--model.d_model", "8",
-        "--model.head_hidden", "16", "--model.members", "1"]
+        "false", "--trainer.enable_model_summary", "false", "--model.net.hidden_size", "8", "--model.net.d_model", "8",
+        "--model.net.head_hidden", "16", "--model.members", "1"]
 
 
 def hours(n=N):
@@ -109,7 +110,7 @@ def test_a_diverged_network_stops_fit_naming_the_series_and_targets(tmp_path):
                        for k, s in enumerate(("a", "b"))])
     dm = TimeSeriesDataModule(data=frame, time_col="time", id_col="id", target_cols=["y", "z"], context_length=48,
                               horizon=12)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, members=1)
+    model = GRUForecaster.from_datamodule(dm, members=1, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     torch.set_num_threads(1)
     with torch.no_grad():  # what a diverged training leaves behind
         for p in model.parameters():
@@ -181,7 +182,7 @@ def test_training_is_the_same_in_scaled_units_at_any_magnitude():
     def test_metrics(mags):
         L.seed_everything(0, verbose=False)
         dm = dm_at(mags)
-        model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, members=1)
+        model = GRUForecaster.from_datamodule(dm, members=1, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
         trainer = L.Trainer(max_steps=6, val_check_interval=3, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False)
         trainer.fit(model, dm)
@@ -293,7 +294,7 @@ def test_74_quarters_with_labels_fit_with_the_defaults(tmp_path, capsys):
     pl.DataFrame({"quarter": labels, "takings": y}).write_csv(csv)
     code = main(["fit", "--data.path", str(csv), "--data.time_col", "quarter", "--data.target_cols", "[takings]",
                  "--data.context_length", "16", "--data.horizon", "8", "--trainer.max_steps", "3",
-                 "--model.hidden_size", "8", "--model.members", "1", "--trainer.default_root_dir", str(tmp_path),
+                 "--model.net.hidden_size", "8", "--model.members", "1", "--trainer.default_root_dir", str(tmp_path),
                  "--trainer.logger.init_args.save_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"])
     out = capsys.readouterr().out
     assert code == 0, out

@@ -17,8 +17,8 @@ def test_cli_fit_with_ddp_on_two_cpu_processes(tmp_path):
     args = ["fit", "--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu",
             "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
             "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--model.hidden_size", "8", "--model.d_model", "8",
-            "--model.head_hidden", "16", "--data.context_length", "48", "--data.horizon", "12",
+            "--trainer.enable_model_summary", "false", "--model.net.hidden_size", "8", "--model.net.d_model", "8",
+            "--model.net.head_hidden", "16", "--data.context_length", "48", "--data.horizon", "12",
             "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
             "--verbose", "true"]  # Lightning's own lines say which processes ran
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),

@@ -11,7 +11,7 @@ import torch
 from forecaster.baseline import BASELINES
 from forecaster.cli import members_line
 from forecaster.lightning_module import GRUForecaster
-from forecaster.nets import EnsembleNet, StepForecastNet, WindowForecastNet, build_net
+from forecaster.nets import EnsembleNet, StepForecastNet, StepNet, WindowForecastNet
 from tests.forecaster.test_model import synthetic_batch, small_model
 
 DECODERS = {"forking": {}, "last-revin": {"decoder": "last", "revin": "std"},
@@ -103,10 +103,12 @@ def test_members_in_state_dict_and_checked():
     for bad in (0, -1, True, 2.5, "3"):
         with pytest.raises(ValueError, match=r"members=.*an int >= 1"):
             small_model(members=bad)
+    shape = dict(n_targets=1, n_past_covariates=0, n_future_covariates=0, horizon=4, context_length=12, quantiles=None,
+                 baseline="none", season_length=1)
     with pytest.raises(ValueError, match="at least 2 members"):
-        EnsembleNet([build_net(1, 0, 0, 4, 12)])
+        EnsembleNet([StepNet().build(**shape)])
     with pytest.raises(ValueError, match="one class with the same shapes"):
-        EnsembleNet([build_net(1, 0, 0, 4, 12), build_net(1, 0, 0, 4, 12, hidden_size=8)])
+        EnsembleNet([StepNet().build(**shape), StepNet(hidden_size=8).build(**shape)])
 
 
 def test_auto_members_follow_the_training_windows():
@@ -152,8 +154,8 @@ def test_a_small_dataset_fits_an_ensemble_that_predicts_and_streams_and_old_chec
     common = ["--data.path", str(csv), "--data.time_col", "time", "--data.target_cols", "[y]",
               "--data.context_length", "24", "--data.horizon", "6"]
     tiny = ["--trainer.max_steps", "3", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--model.hidden_size", "8", "--model.d_model", "8",
-            "--model.head_hidden", "16", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.enable_model_summary", "false", "--model.net.hidden_size", "8", "--model.net.d_model", "8",
+            "--model.net.head_hidden", "16", "--trainer.default_root_dir", str(tmp_path),
             "--trainer.logger.init_args.save_dir", str(tmp_path)]
     assert main(["fit", *common, *tiny]) == 0
     out = capsys.readouterr().out

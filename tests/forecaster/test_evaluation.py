@@ -12,7 +12,7 @@ import torch
 
 from forecaster.data import TimeSeriesDataModule
 from forecaster.evaluation import replay
-from forecaster.nets import StepForecastNet
+from forecaster.nets import StepForecastNet, WindowNet
 from forecaster.streaming import StreamingForecaster
 
 T0 = dt.datetime(2024, 5, 1)
@@ -95,7 +95,9 @@ def test_compare_window_scores_the_zero_state_window_beside_the_stream(setup):
     df, dm, net, _ = setup
     split = {"val_size": 24, "test_size": 24}
     torch.manual_seed(0)
-    window = GRUForecaster.from_datamodule(dm, decoder="last", hidden_size=8, d_model=8, head_hidden=16).eval()
+    window = GRUForecaster.from_datamodule(dm,
+                                           net=WindowNet(decoder="last",
+                                                         hidden_size=8, d_model=8, head_hidden=16)).eval()
     with torch.no_grad():
         for member in getattr(window.net, "members", [window.net]):
             member.head[-1].weight.normal_(0, 0.3)

@@ -18,8 +18,9 @@ import torch
 from forecaster.lightning_module import FORMAT_VERSION, CheckpointMismatchError, GRUForecaster
 from forecaster.metrics import (MeanAbsoluteScaledError, last_value_forecast, seasonal_naive_forecast,
                                 seasonal_scale)
-from forecaster.nets import StepForecastNet, WindowForecastNet, future_ahead, monotone_quantiles
+from forecaster.nets import StepForecastNet, StepNet, WindowForecastNet, WindowNet, future_ahead, monotone_quantiles
 from forecaster.nets.common import relative_features
+from tests.forecaster.netopts import with_net
 
 B, CTX, H, C, P, F = 3, 12, 4, 2, 1, 3
 REPO = Path(__file__).resolve().parents[2]
@@ -45,9 +46,9 @@ def synthetic_batch(b=B, ctx=CTX, h=H, c=C, p=P, f=F):
 
 def small_model(**kw):
     args = dict(n_targets=C, n_past_covariates=P, n_future_covariates=F, context_length=CTX, horizon=H,
-                seasonal_period=3, hidden_size=8, d_model=8, head_hidden=16, min_origin=2)
+                seasonal_period=3, min_origin=2)
     args.update(kw)
-    return GRUForecaster(**args)
+    return GRUForecaster(**with_net(args, hidden_size=8, d_model=8, head_hidden=16))
 
 
 def test_shapes_and_last_origin_matches_forking():
@@ -231,7 +232,7 @@ def model_for(dm, **kw):
     return GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                          n_future_covariates=dm.n_future_covariates, context_length=dm.context_length,
                          horizon=dm.horizon, seasonal_period=dm.season_length, data_spec=dm.spec.to_dict(),
-                         hidden_size=8, d_model=8, head_hidden=16, **kw)
+                         **kw, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
 
 
 def test_checkpoint_round_trip_in_a_fresh_process(tmp_path):
@@ -259,7 +260,7 @@ def test_checkpoint_round_trip_in_a_fresh_process(tmp_path):
         assert torch.equal(got, exp), (got - exp).abs().max()
         spec = m.data_spec
         assert spec["target_cols"] == ["y"] and spec["freq"] == "1h" and set(spec["scalers"]) == {{"a", "b"}}
-        assert m.hparams.hidden_size == 8 and m.quantiles == [0.1, 0.5, 0.9]
+        assert m.hparams.net["init_args"]["hidden_size"] == 8 and m.quantiles == [0.1, 0.5, 0.9]
         print("OK")
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -274,8 +275,8 @@ def test_checkpoint_round_trip_in_a_fresh_process(tmp_path):
     torch.save(raw, tmp_path / "v2.ckpt")
     with pytest.raises(CheckpointMismatchError, match="format version"):
         GRUForecaster.load_from_checkpoint(tmp_path / "v2.ckpt")
-    with pytest.raises(CheckpointMismatchError, match="hidden_size=8"):
-        GRUForecaster.load_from_checkpoint(ckpt, hidden_size=16)
+    with pytest.raises(CheckpointMismatchError, match="'hidden_size': 8"):
+        GRUForecaster.load_from_checkpoint(ckpt, net=StepNet(hidden_size=16, d_model=8, head_hidden=16))
 
 
 def test_predict_uses_the_checkpoint_scalers_on_new_data():
@@ -316,7 +317,7 @@ def test_plain_lightning_trainer_fit_and_test(tmp_path):
     from forecaster import GRUForecaster, ParameterEMA, TimeSeriesDataModule
 
     dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)  # embedded weather data
-    model = GRUForecaster.from_datamodule(dm, hidden_size=16, d_model=16, head_hidden=32)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=16, d_model=16, head_hidden=32))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2,
                         default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                         callbacks=[ParameterEMA(decay=0.95)])
@@ -500,10 +501,7 @@ def test_channel_independent_is_each_channel_alone_with_the_same_weights():
 @pytest.mark.parametrize("kw,match", [
     (dict(channel_independent=True, decoder="last"), "covariates"),
     (dict(channel_independent=True, n_past_covariates=0, decoder="last"), "n_future_covariates=3"),
-    (dict(channel_independent=True, n_past_covariates=0, n_future_covariates=0), "needs decoder='last'"),
     (dict(segment_length=5, decoder="last"), "multiple of segment_length"),
-    (dict(segment_length=4), "decoder='last'"),
-    (dict(revin="last"), "decoder='last'"),
     (dict(revin="median", decoder="last"), "revin"),
     (dict(decoder="seq2seq"), "decoder"),
     (dict(decoder="pmf"), "n_future_covariates=3"),
@@ -517,6 +515,36 @@ def test_channel_independent_is_each_channel_alone_with_the_same_weights():
 def test_invalid_option_combinations_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         small_model(**kw)
+
+
+def test_the_per_step_model_has_no_window_settings():
+    """The window model's settings are WindowNet's alone: StepNet refuses them by name (the CLI:
+    ``--model.net.revin`` without ``--model.net WindowNet`` is an unknown option)."""
+    for opt in (dict(revin="last"), dict(segment_length=4), dict(channel_independent=True), dict(decoder="pmf")):
+        with pytest.raises(TypeError, match=next(iter(opt))):
+            StepNet(**opt)
+    with pytest.raises(TypeError, match="inputs"):
+        WindowNet(inputs="level")
+
+
+def test_net_config_round_trip_and_refusals():
+    """A config's plain-data form rebuilds an equal config; class paths outside the library's two
+    networks and unknown settings are refused in one line, importing nothing."""
+    from forecaster.nets import net_config
+
+    for cfg in (StepNet(hidden_size=8, inputs="level"), WindowNet(decoder="pmf", segment_length=2, revin="std")):
+        d = cfg.to_dict()
+        assert d["class_path"] == f"forecaster.nets.{type(cfg).__name__}" and net_config(d) == cfg
+        assert net_config({"class_path": type(cfg).__name__, "init_args": d["init_args"]}) == cfg
+    assert net_config(None) == StepNet()
+    for bad, match in (({"class_path": "os.system", "init_args": {}}, "not a network of this library"),
+                       ({"class_path": "evil.StepNet", "init_args": {}}, "not a network of this library"),
+                       ({"class_path": "forecaster.nets.StepNet", "init_args": {"revin": "std"}}, "no setting 'revin'"),
+                       ({"class_path": "forecaster.nets.StepNet", "init_args": [1]}, "must be a dict"),
+                       ({"init_args": {}}, "class_path"), ("StepNet", "pass a network config")):
+        with pytest.raises(ValueError, match=match) as e:
+            net_config(bad)
+        assert "\n" not in str(e.value)
 
 
 def test_last_decoder_trains_on_the_last_origin_only():
@@ -551,9 +579,10 @@ def test_tiny_fit_with_etth1_like_options_and_scaled_metrics(tmp_path, decoder):
     dm = TimeSeriesDataModule(data=df, time_col="t", target_cols=["y0", "y1", "y2"], calendar_features="none",
                               context_length=48, horizon=12, train_size=400, val_size=100, test_size=100,
                               eval_stride=1, batch_size=32, season_length=24)
-    model = GRUForecaster.from_datamodule(dm, channel_independent=True, revin="last", segment_length=6,
-                                          decoder=decoder, head_dropout=0.5, hidden_size=16, d_model=16,
-                                          head_hidden=0, loss="mae", lr=1e-3, lr_decay=0.9)
+    model = GRUForecaster.from_datamodule(dm, loss="mae", lr=1e-3, lr_decay=0.9,
+                                          net=WindowNet(channel_independent=True,
+                                                        revin="last", segment_length=6, decoder=decoder,
+                                                        head_dropout=0.5, hidden_size=16, d_model=16, head_hidden=0))
     trainer = L.Trainer(max_epochs=2, limit_train_batches=3, default_root_dir=tmp_path, logger=False,
                         enable_progress_bar=False, enable_checkpointing=False)
     trainer.fit(model, dm)

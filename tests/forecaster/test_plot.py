@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from forecaster import plot  # noqa: E402
+from forecaster.nets import StepNet
 
 
 def _data(n=96, ids=("a", "b", "c", "d")):
@@ -95,7 +96,7 @@ def weather_ckpt(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("plotfit")
     dm = TimeSeriesDataModule(context_length=48, horizon=12, batch_size=16)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=root)

@@ -19,6 +19,7 @@ from forecaster.data import TimeSeriesDataModule
 from forecaster.data.build import AUTO_CONTEXT, auto_context
 from forecaster.lightning_module import GRUForecaster
 from forecaster.metrics import seasonal_naive_forecast
+from forecaster.nets import StepNet
 from forecaster.streaming import StreamingForecaster
 from forecaster.timeaxis import Frequency
 
@@ -108,7 +109,7 @@ def test_fit_on_business_hours_has_no_missing_steps_and_a_day_season():
     assert "5m" not in info and SESSION in info
     n_grid = int(dm._grid.lengths.sum())
     assert n_grid == df.height + 2 * 16  # the holiday is the only missing day: 16 steps per series
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
     stream = StreamingForecaster(model.net, model.spec)
     last = df.filter(pl.col("id") == "a")["t"].max()  # a Friday 16:30
     assert last.weekday() == 4 and last.time() == dt.time(16, 30)

@@ -15,6 +15,7 @@ import torch
 
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
+from forecaster.nets import StepNet
 from forecaster.spec import DataSpec
 from forecaster.streaming import StreamingForecaster
 from forecaster.timeaxis import Frequency, to_axis
@@ -188,7 +189,8 @@ def test_zone_aware_table_trains_predicts_and_streams_on_one_axis():
     assert spec.series_length.tolist() == [96, 96]
     assert dm.timestamps_for(0, 0, 1).dtype == pl.Datetime("ns", "UTC")
     torch.manual_seed(0)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, min_origin=2).eval()
+    model = GRUForecaster.from_datamodule(dm, min_origin=2,
+                                          net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
 
     # predict from the checkpoint's spec on the table's first 60 hours
     cut = df.sort("time").group_by("meter", maintain_order=True).head(60)

@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from forecaster import stream_cli
+from forecaster.nets import StepNet
 from forecaster.snapshot import (LOG_MAGIC, Compactor, SnapshotError, StateLock, StateLockedError, append_delta,
                                  read_log)
 from forecaster.stream_cli import serve
@@ -149,8 +150,8 @@ def _trained_checkpoint(tmp_path) -> Path:
     dm = TimeSeriesDataModule(context_length=48, horizon=6, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
-                          seasonal_period=dm.season_length, hidden_size=8, d_model=8, head_hidden=8, members=1,
-                          data_spec=dm.spec.to_dict())
+                          seasonal_period=dm.season_length, members=1,
+                          data_spec=dm.spec.to_dict(), net=StepNet(hidden_size=8, d_model=8, head_hidden=8))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(tmp_path))

@@ -17,6 +17,7 @@ import torch
 
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
+from forecaster.nets import StepNet
 from forecaster.stream_cli import LineReader, build_parser, main, run_loop
 from forecaster.streaming import StreamingForecaster
 
@@ -30,8 +31,8 @@ def ckpt(tmp_path_factory):
     dm = TimeSeriesDataModule(context_length=48, horizon=6, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
-                          seasonal_period=dm.season_length, hidden_size=16, d_model=8, head_hidden=16,
-                          min_origin=4, data_spec=dm.spec.to_dict())
+                          seasonal_period=dm.season_length, min_origin=4, data_spec=dm.spec.to_dict(),
+                          net=StepNet(hidden_size=16, d_model=8, head_hidden=16))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(root))
     trainer.fit(model, datamodule=dm)

@@ -15,7 +15,7 @@ from torch import nn
 from forecaster.checkpoint import read_checkpoint
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
-from forecaster.nets import StepForecastNet
+from forecaster.nets import StepForecastNet, StepNet
 from forecaster.snapshot import SnapshotError
 from forecaster.spec import DataSpec
 from forecaster.stream_cli import main, run_loop
@@ -237,8 +237,9 @@ def make_checkpoints(root):
     dm = TimeSeriesDataModule(context_length=30, horizon=4, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=30, horizon=4,
-                          seasonal_period=dm.season_length, hidden_size=8, d_model=8, head_hidden=8, members=1,
-                          min_origin=4, data_spec=dm.spec.to_dict())
+                          seasonal_period=dm.season_length, members=1,
+                          min_origin=4, data_spec=dm.spec.to_dict(),
+                          net=StepNet(hidden_size=8, d_model=8, head_hidden=8))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, default_root_dir=str(root))
     trainer.fit(model, datamodule=dm)

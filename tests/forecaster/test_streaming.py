@@ -12,8 +12,9 @@ from torch import nn
 
 from forecaster.baseline import season_width
 from forecaster.data import TimeSeriesDataModule
-from forecaster.nets import StepForecastNet, build_net
+from forecaster.nets import StepForecastNet, WindowNet
 from forecaster.streaming import StreamingForecaster
+from tests.forecaster.netopts import with_net
 
 CONTEXT, HORIZON, LENGTH = 40, 5, 60
 T0 = dt.datetime(2024, 3, 1)
@@ -348,7 +349,7 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
         calendar_features="none" if no_cov else ["hour_of_day"], context_length=CONTEXT, horizon=HORIZON,
         val_size=5, test_size=5)
     torch.manual_seed(0)
-    model = GRUForecaster.from_datamodule(dm, hidden_size=8, d_model=8, head_hidden=16, **opts).eval()
+    model = GRUForecaster.from_datamodule(dm, **with_net(opts, hidden_size=8, d_model=8, head_hidden=16)).eval()
     with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
         for net in getattr(model.net, "members", [model.net]):
             for p in net.head.parameters():
@@ -395,8 +396,9 @@ def test_history_option_is_checked():
     with pytest.raises(ValueError, match="history must be 'carry' or 'window'"):
         stream_of(model, history="state")
     assert stream_of(model).history == "carry" and stream_of(model, history="window").history == "window"
-    window = build_net(dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, context_length=CONTEXT,
-                       decoder="last", hidden_size=8, d_model=8, head_hidden=16)
+    window = WindowNet(hidden_size=8, d_model=8, head_hidden=16).build(
+        dm.n_targets, dm.n_past_covariates, dm.n_future_covariates, HORIZON, CONTEXT, quantiles=None, baseline="none",
+        season_length=1)
     with pytest.raises(ValueError, match="history='carry' needs the per-step model"):
         StreamingForecaster(window, dm.spec, history="carry")
     assert StreamingForecaster(window, dm.spec).history == "window"

@@ -16,6 +16,7 @@ from forecaster.checkpoint import CheckpointError, read_checkpoint
 from forecaster.cli import main
 from forecaster.data import DEFAULT_DATASET, TimeSeriesDataModule
 from forecaster.lightning_module import load_checkpoint
+from forecaster.nets import StepNet
 from forecaster.streaming import StreamingForecaster
 
 
@@ -35,8 +36,8 @@ def good_ckpt(tmp_path_factory):
     dm = TimeSeriesDataModule(context_length=48, horizon=6, batch_size=32)
     model = GRUForecaster(n_targets=dm.n_targets, n_past_covariates=dm.n_past_covariates,
                           n_future_covariates=dm.n_future_covariates, context_length=48, horizon=6,
-                          seasonal_period=dm.season_length, hidden_size=8, d_model=8, head_hidden=8, members=1,
-                          data_spec=dm.spec.to_dict())
+                          seasonal_period=dm.season_length, members=1,
+                          data_spec=dm.spec.to_dict(), net=StepNet(hidden_size=8, d_model=8, head_hidden=8))
     trainer = L.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         default_root_dir=str(root))
@@ -117,7 +118,9 @@ CRAFTED = {
     "hparams_list": lambda ck: ck.update(hyper_parameters=[1, 2]),
     "state_dict_list": lambda ck: ck.update(state_dict=[1]),
     "extra_weight": lambda ck: ck["state_dict"].update(surprise=torch.zeros(3)),
-    "hidden_2e40": lambda ck: ck["hyper_parameters"].update(hidden_size=2 ** 40),
+    "hidden_2e40": lambda ck: ck["hyper_parameters"]["net"]["init_args"].update(hidden_size=2 ** 40),
+    "net_foreign_class": lambda ck: ck["hyper_parameters"]["net"].update(class_path="os.system"),
+    "net_unknown_setting": lambda ck: ck["hyper_parameters"]["net"]["init_args"].update(shell="rm -rf /"),
     "members_1e9": lambda ck: ck["hyper_parameters"].update(members=10 ** 9),
     "context_1e12": lambda ck: ck["hyper_parameters"].update(context_length=10 ** 12),
 }
