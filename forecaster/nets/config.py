@@ -89,9 +89,8 @@ class NetConfig:
         raise NotImplementedError
 
     def _common(self) -> dict[str, Any]:
-        return dict(hidden_size=self.hidden_size, num_layers=self.num_layers, d_model=self.d_model,
-                    head_hidden=self.head_hidden, dropout=self.dropout, reset_after=self.reset_after,
-                    backend=self.backend, head_dropout=self.head_dropout)
+        """The settings both networks have (NetConfig's own parameters)."""
+        return {k: getattr(self, k) for k in NetConfig.settings()}
 
 
 class StepNet(NetConfig):
