@@ -6,15 +6,16 @@ For each variant (the plans of ``plan.plan_sequence`` at the report's shapes, ea
 stepwise stage, the persistent probes with and without the tile loop, every step candidate with
 and without the fused input; masks on/off, hints runtime/none, the archs and dtypes asked for)
 the TTIR is built as ``triton.compile`` builds it (``ASTSource.make_ir``, then the backend's
-``ttir`` stage: inlining, canonicalisation, CSE, unrolling) and hashed with locations removed,
-constants named by value (they are hoisted to the entry in order of creation) and SSA names
-renumbered in order of appearance (Triton names values after Python variables). The TTIR is the
-input of every later stage, so equal hashes mean the same cubin: registers, spills and shared
-memory as before. Where they differ, ``--compile KEYS_FILE`` compiles the named variants with the
+``ttir`` stage: inlining, canonicalisation, CSE, unrolling) and hashed with locations removed
+and SSA names renumbered in order of appearance (Triton names values after Python variables);
+the hoisted constants keep their order (``--sort-constants`` sorts them by value: looser, and not
+enough: their order alone moved ptxas' registers of one variant by 6). The TTIR is the input of
+every later stage, so equal hashes mean the same cubin: registers, spills and shared memory as
+before. Where they differ, ``--compile KEYS_FILE`` compiles the named variants with the
 report's own ``compile_report.compile_job`` (Triton's ptxas and flags).
 
     python experiments/kernels/ir_identity.py TREE OUT.json [--archs 90,80] [--dtypes ...]
-        [--kernels fwd,bwd,step] [--hints runtime,none] [--compile KEYS_FILE]
+        [--kernels fwd,bwd,step] [--hints runtime,none] [--sort-constants] [--compile KEYS_FILE]
 
 Keys: ``arch|dtype|RA/RB|m<mask>|hints|kernel|H|B (M)|path|...``. Used for issue 25
 (``COMPILE_LOG.md``).
@@ -104,8 +105,14 @@ def _drop_locs(text: str) -> str:
 _NAME = re.compile(r"%[A-Za-z_][A-Za-z_0-9]*|%\d+(?:#\d+)?")
 
 
-def normalise(ttir: str) -> str:
+def normalise(ttir: str, sort_constants: bool = False) -> str:
+    """The TTIR without locations, SSA names renumbered in order of appearance; with
+    ``sort_constants`` also the hoisted constants sorted by value (too loose: the order of the
+    constants alone changed ptxas' registers of a variant by 6, COMPILE_LOG.md)."""
     text = _drop_locs("\n".join(line for line in ttir.splitlines() if not line.startswith("#loc")))
+    if not sort_constants:
+        names0: dict[str, str] = {}
+        return _NAME.sub(lambda m: names0.setdefault(m.group(0), f"%v{len(names0)}"), text)
     consts, body = {}, []
     for line in text.splitlines():
         m = re.match(r"\s*(%[A-Za-z_0-9]+) = arith\.constant (.*)$", line)
@@ -122,7 +129,7 @@ def normalise(ttir: str) -> str:
                      else names.setdefault(m.group(0), f"%v{len(names)}"), text)
 
 
-def ttir_hash(cr, job) -> str:
+def ttir_hash(cr, job, sort_constants: bool = False) -> str:
     from triton._C.libtriton import ir
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -141,7 +148,7 @@ def ttir_hash(cr, job) -> str:
     stages: dict = {}
     backend.add_stages(stages, options, src.language)
     ttir = stages["ttir"](module, {"hash": "x", "target": target, **options.__dict__})
-    return hashlib.sha256(normalise(str(ttir)).encode()).hexdigest()[:16]
+    return hashlib.sha256(normalise(str(ttir), sort_constants).encode()).hexdigest()[:16]
 
 
 def main(argv=None) -> int:
@@ -152,6 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtypes", default="float32-ieee,bfloat16,float32")
     ap.add_argument("--kernels", default="fwd,bwd,step")
     ap.add_argument("--hints", default="runtime,none")
+    ap.add_argument("--sort-constants", action="store_true",
+                    help="hash with the hoisted constants sorted by value (looser than ptxas)")
     ap.add_argument("--compile", metavar="KEYS_FILE", help="compile these keys for real (registers, spills, shared)")
     a = ap.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
@@ -179,7 +188,7 @@ def main(argv=None) -> int:
         res = {}
         for i, (j, ks) in enumerate(by_job.items()):
             try:
-                h = {"ttir": ttir_hash(cr, j)}
+                h = {"ttir": ttir_hash(cr, j, a.sort_constants)}
             except Exception as e:  # a variant that does not build is a row saying so
                 h = {"error": repr(e)[:300]}
             for k in ks:

@@ -68,25 +68,25 @@ def _gate(gi, a):
 
 
 @triton.jit
-def _candidate(r, gi_n, a_n, b_hn, RESET_AFTER: tl.constexpr):
+def _candidate(r, gi_n, a_n, RESET_AFTER: tl.constexpr):
     """The candidate n of a GRU cell, both formulations (the math of ``naive.py``), from the input
-    part ``gi_n`` and the recurrent part ``a_n`` of the n gate:
+    part ``gi_n`` and the recurrent part ``a_n`` of the n gate, which the caller computes:
 
-    - reset after the recurrent matmul (cuDNN's, ``torch.nn.GRU``'s): a_n = h W_hn^T and
-      n = tanh(gi_n + r * hn) with hn = a_n + b_hn (b_hn (N,) stays inside the reset);
-    - reset before it: a_n = (r * h) W_hn^T, computed by the caller (it needs r of every column,
-      which the split paths exchange), b_hn folded into gi_n; n = tanh(gi_n + a_n). ``r`` and
-      ``b_hn`` are unused (None where the caller has none).
+    - reset after the recurrent matmul (cuDNN's, ``torch.nn.GRU``'s): a_n = hn = h W_hn^T + b_hn
+      (b_hn (N,) stays inside the reset; the forward saves hn for the backward) and
+      n = tanh(gi_n + r * hn);
+    - reset before it: a_n = (r * h) W_hn^T (it needs r of every column, which the split paths
+      exchange), b_hn folded into gi_n; n = tanh(gi_n + a_n). ``r`` is unused (None where the
+      caller has none).
 
-    Returns n and hn (reset-after: saved for the backward; reset-before: a_n). Apart from
-    :func:`_update` so that each kernel keeps its loads where they were (see COMPILE_LOG)."""
+    The caller forms a_n before it loads gi_n, and :func:`_update` is apart, so that each kernel
+    keeps its loads where they were: the same Triton IR as the arithmetic written out (see
+    experiments/kernels/COMPILE_LOG.md)."""
     if RESET_AFTER:
-        hn = a_n + b_hn[None, :]
-        n = _tanh(gi_n + r * hn)
+        n = _tanh(gi_n + r * a_n)
     else:
-        hn = a_n
         n = _tanh(gi_n + a_n)
-    return n, hn
+    return n
 
 
 @triton.jit
@@ -309,11 +309,12 @@ def _gru_fwd_kernel(
                 tl.store(gb + o_g, r, mask=m2)
                 tl.store(gb + o_g + H, z, mask=m2)
                 if RESET_AFTER:
-                    n, hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
+                    hn = acc_n + b_hn[None, :]
+                    n = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), hn, RESET_AFTER)
                     tl.store(gb + o_g + 3 * H, hn, mask=m2)
                 elif ONE_BLOCK:
                     acc_n = _dot(r * hp, wn[0], tl.zeros((BLOCK_B, BLOCK_N), dtype=tl.float32), DOT_PREC, UPCAST)
-                    n, _hn = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, b_hn, RESET_AFTER)
+                    n = _candidate(r, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, RESET_AFTER)
                 else:
                     tl.store(RH + row0 * H + o_h, r * hp, mask=m2)
                 if RESET_AFTER or ONE_BLOCK:
@@ -333,7 +334,7 @@ def _gru_fwd_kernel(
                     for k0 in range(0, H, BLOCK_K):
                         acc_n = _dot(_row_tile(rb, H, rl, rmask, k0, H, BLOCK_K),
                                      _w_tile(W, H, 2, k0, cols, cm, BLOCK_K, False), acc_n, DOT_PREC, UPCAST)
-                n, _hn = _candidate(None, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, None, RESET_AFTER)
+                n = _candidate(None, tl.load(ib + o_i + 2 * H, mask=m2, other=0.0), acc_n, RESET_AFTER)
                 if STAGE == 2:
                     z = tl.load(gb + o_g + H, mask=m2, other=0.0)
                     hp = tl.load(hb + o_h, mask=m2, other=0.0)

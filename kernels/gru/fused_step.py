@@ -121,9 +121,9 @@ def _gru_step_kernel(
             r = _gate(gi_r, _dot(h, wr, zero, DOT_PREC, UPCAST))
             z = _gate(gi_z, _dot(h, wz, zero, DOT_PREC, UPCAST))
             if RESET_AFTER:
-                n, _hn = _candidate(r, gi_n, _dot(h, wn, zero, DOT_PREC, UPCAST), b_hn, RESET_AFTER)
+                n = _candidate(r, gi_n, _dot(h, wn, zero, DOT_PREC, UPCAST) + b_hn[None, :], RESET_AFTER)
             else:
-                n, _hn = _candidate(r, gi_n, _dot(r * h, wn, zero, DOT_PREC, UPCAST), b_hn, RESET_AFTER)
+                n = _candidate(r, gi_n, _dot(r * h, wn, zero, DOT_PREC, UPCAST), RESET_AFTER)
             h_new = _update(n, z, h, keep, HAS_MASK)
             tl.store(ob + rl[:, None] * H + ks[None, :], h_new, mask=m2)
             tl.store(sp, h_new, mask=m2)
@@ -161,7 +161,7 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + o_i + 2 * H, mask=m2, other=0.0)
-                    n, _hn = _candidate(r, gi_n, acc_n, tl.load(BHN + cols, mask=cm, other=0.0), RESET_AFTER)
+                    n = _candidate(r, gi_n, acc_n + tl.load(BHN + cols, mask=cm, other=0.0)[None, :], RESET_AFTER)
                     h_new = _update(n, z, hp, keep, HAS_MASK)
                     tl.store(ob + o_h, h_new, mask=m2)
                     tl.store(sp, h_new, mask=m2)
@@ -185,7 +185,7 @@ def _gru_step_kernel(
                                            UPCAST)
                     else:
                         gi_n = tl.load(ib + rl[:, None] * (3 * H) + 2 * H + cols[None, :], mask=m2, other=0.0)
-                    n, _hn = _candidate(None, gi_n, acc_n, None, RESET_AFTER)
+                    n = _candidate(None, gi_n, acc_n, RESET_AFTER)
                     z = tl.load(ob + o_h, mask=m2, other=0.0)
                     sp = S + srow[:, None] + cols[None, :]
                     hp = tl.load(sp, mask=m2, other=0.0)
