@@ -10,9 +10,17 @@ From an origin ``t`` with the context window ``[t - T + 1, t]`` (scaled units, p
 
 With no observation in the window, ``L`` and ``M`` are the series' mean on its training part,
 ``mu``. The baseline is the blend ``w_s(k) * S(k) + w_l(k) * L + (1 - w_s(k) - w_l(k)) * M`` with weights
-per series, target and horizon step (``w_s, w_l >= 0``, ``w_s + w_l <= 1``): the last value tends
-to win one step ahead, the season or the level further out. The weights are fitted by least squares
-on the training part (:func:`fit_blend`) at a few knots, steps ``1, 2, 4, ..., horizon``
+per series, target and horizon step (``w_s, w_l >= 0``, ``w_s + w_l <= U(k)``): the last value tends
+to win one step ahead, the season or the level further out. Up to ``w_s + w_l = 1`` the blend is
+an average of the three; beyond it, it extrapolates the look-back's trend: the mean ``M`` lies at
+the window's centre, ``(T - 1) / 2`` steps back, so ``L + (w_l - 1) (L - M)`` with
+``w_l = 1 + 2 k / (T - 1)`` continues the straight line through ``M`` and ``L`` to step ``k`` (the
+drift a Theta or Holt forecast adds to its level), and ``S(k)`` plus such a drift is seasonal naive
+with the trend of the seasons in between. ``U(k) = 1 + 2 s(k) / (T - 1)`` caps the extrapolation
+at that undamped linear trend, with ``s(k)`` the steps a forecast reaches past the value it
+starts from (``m * ceil(k / m)`` for a season ``1 < m <= T``, else ``k``). The weights are fitted by
+least squares on the training part, a cross-validation choosing among the plain naives, the blend
+without a trend and the blend with one (:func:`fit_blend`), at a few knots, steps ``1, 2, 4, ..., horizon``
 (:func:`blend_knots`), and interpolated linearly in ``log(step)`` between them; the data spec keeps
 them, so prediction and streaming use the same numbers. Parameters of a series and target:
 ``[w_s at the K knots, w_l at the K knots, mu]`` (``2K + 1`` numbers). The modes ``seasonal``,
@@ -32,11 +40,17 @@ import torch
 from torch import Tensor
 
 __all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
-           "season_offsets", "season_width", "fit_blend", "blend_knots", "blend_weights", "MIN_FIT_PAIRS"]
+           "season_offsets", "season_width", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
+           "blend_weights", "trend_cap", "MIN_FIT_PAIRS", "BLEND_MARGIN", "BLEND_CANDIDATES"]
 
 BaselineMode = Literal["blend", "seasonal", "last", "mean", "none"]
 BASELINES = ("blend", "seasonal", "last", "mean", "none")
 MIN_FIT_PAIRS = 20  # fewer (origin, step) pairs on a series' training part: fall back to the last value
+#: A fitted blend (two weights per step) replaces the best plain naive only if its cross-validated
+#: error is this much (relative) below that naive's, and the blend that continues a trend replaces
+#: the one that does not only if it is this much below that one's: on 40 random walks of 400 steps
+#: (horizon 24) a blend 0.2% better than the last value was noise.
+BLEND_MARGIN = 0.02
 
 
 def blend_knots(horizon: int) -> np.ndarray:
@@ -191,25 +205,93 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
 
     Returns:
         float64 (C, 2K + 1): ``[w_s at the knots, w_l at the knots, mu]`` per target (K knots of
-:func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
-        of an empty look-back). Each step's weights are the constrained least-squares blend of that
-        step, unless a plain naive (the last value, the season or the look-back's mean) does as well
-        over the whole horizon (each step counted alike) as the blend cross-validated over the four
-        quarters of the training origins: then that naive at every step. A knot holds the mean over
-        the steps nearest to it in log(step). A step with fewer than
-        :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last value, (0, 1).
+        :func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
+        of an empty look-back). Five candidates (:data:`BLEND_CANDIDATES`): the last value, the season, the
+        look-back's mean, the least-squares blend of the three (``w_s, w_l >= 0``,
+        ``w_s + w_l <= 1``, per step) and the least-squares blend that may continue a trend
+        (``w_s + w_l <=`` :func:`trend_cap`); per target the one of least absolute error over the
+        whole horizon (each step counted alike) cross-validated over four blocks of the training
+        origins, a more free candidate only if it wins by :data:`BLEND_MARGIN` (see
+        :func:`_candidates`). A knot holds the mean over the steps nearest to it in log(step). A
+        step with fewer than :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last
+        value, (0, 1).
+        :func:`fit_panel_blends` fits the series too short for this together.
+    """
+    mu, pairs = blend_pairs(values, observed, horizon, season_length, context_length, max_origins)
+    if pairs is None:
+        return _at_knots(np.zeros((horizon, len(mu))), np.ones((horizon, len(mu))), mu)
+    return _at_knots(*_fit_pairs(pairs, horizon, season_length, context_length), mu)
+
+
+def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, season_length: int,
+                     context_length: int, max_origins: int = 2000) -> np.ndarray:
+    """:func:`fit_blend` of every series of a panel, the short ones helped by the others.
+
+    Args:
+        series: S pairs ``(values (n_i, C), observed bool (n_i, C))``, each series' scaled training part.
+
+    Returns:
+        float64 (S, C, 2K + 1). Each series chooses among the five candidates of
+        :func:`_candidates` (the last value, the season, the look-back mean, the blend without
+        trend, the blend with trend) by its own cross-validation over four blocks of its origins,
+        when every block has :data:`MIN_FIT_PAIRS` origins. Shorter series cannot tell the
+        candidates apart alone:
+
+        - a series with at least :data:`MIN_FIT_PAIRS` pairs at every step but fewer origins
+          (M3's quarterly and "other" series, fertility_1y's) keeps its own fitted weights, but
+          which candidate is chosen by all such series together (their cross-validations over
+          four small blocks each, summed per candidate and target);
+        - a series with fewer pairs at a step (most of M3's yearly series, which
+          :func:`fit_blend` alone gives the last value) is fitted on the pooled pairs of all such
+          series (scale-free: each series is scaled), as one series, and gets those weights with
+          its own ``mu``.
+
+        A panel of one series is exactly :func:`fit_blend`.
+    """
+    fitted = [blend_pairs(v, o, horizon, season_length, context_length, max_origins) for v, o in series]
+    C = series[0][0].shape[1] if series else 0
+    a = np.zeros((len(series), horizon, C))
+    b = np.ones((len(series), horizon, C))
+    few, vote, votes = [], [], []
+    for i, (_mu, pairs) in enumerate(fitted):
+        if pairs is None or (pairs[3].sum(axis=0) < MIN_FIT_PAIRS).any():
+            few.append(i)
+            continue
+        weights, relative, checked = _candidates(pairs, horizon, season_length, context_length)
+        if checked:
+            a[i], b[i] = _chosen(weights, relative, pairs[3])
+        else:
+            vote.append((i, weights))
+            votes.append(relative)
+    if vote:
+        relative = np.sum(votes, axis=0)  # (5, C): every short series' cross-validation counts alike
+        for i, weights in vote:
+            a[i], b[i] = _chosen(weights, relative, fitted[i][1][3])
+    pooled = [fitted[i][1] for i in few if fitted[i][1] is not None]
+    if pooled:
+        stacked = tuple(np.concatenate([p[j] for p in pooled]) for j in range(4))
+        a[few], b[few] = _fit_pairs(stacked, horizon, season_length, context_length)
+    return np.stack([_at_knots(a[i], b[i], mu) for i, (mu, _p) in enumerate(fitted)]) if series else \
+        np.zeros((0, 0, 2 * len(blend_knots(horizon)) + 1))
+
+
+def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_length: int, context_length: int,
+                max_origins: int = 2000) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+    """The regression :func:`fit_blend` solves, from one series' training part (arguments as there).
+
+    Returns:
+        ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w)``, each
+        (n_o, horizon, C) over the n_o origins used: the season, the last value and the target,
+        each less the look-back's mean, and 1.0 where the target is observed, else 0.0 (None when
+        the part has no origin with a whole horizon after it).
     """
     n, C = values.shape
-    knots = blend_knots(horizon)
-    K = len(knots)
     obs = observed.astype(bool)
     y = np.where(obs, values, 0.0).astype(np.float64)
     mu = np.array([y[obs[:, c], c].mean() if obs[:, c].any() else 0.0 for c in range(C)])
-    out = np.zeros((C, 2 * K + 1))
-    out[:, K:2 * K], out[:, -1] = 1.0, mu
     stop = n - horizon  # origins t with t + horizon inside the part
     if stop <= 0:
-        return out
+        return mu, None
     ts = np.unique(np.linspace(0, stop - 1, min(max_origins, stop)).round().astype(np.int64))
     k = np.arange(1, horizon + 1)
     pos = np.arange(n)[:, None]
@@ -229,44 +311,113 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
     tgt_i = ts[:, None] + k[None, :]
     yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
     s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
+    return mu, (s_, np.ascontiguousarray(l_), t_, w)
 
-    # Gram sums of the least-squares blend, per quarter of the origins (in time order)
-    pairs = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
-    blocks = np.array_split(np.arange(len(ts)), 4)
-    gram = [{name: (u[q] * v[q] * w[q]).sum(axis=0) for name, (u, v) in pairs.items()} for q in blocks]  # (h, C)
-    total = {name: sum(g[name] for g in gram) for name in pairs}
-    a, b = _constrained_ls(**total)
-    # Occam's check, per target over the whole horizon, by blocked cross-validation over the four
-    # quarters: the blend (each quarter forecast with weights fitted on the other three) is kept only
-    # if its absolute error is below that of each plain naive over the same origins; else the best
-    # plain naive is used at every step (ties to the simpler: last value, season, look-back mean).
-    # Each step counts alike: its errors are divided by the mean error of the four at that step
-    # (raw sums would let the far steps, whose errors are largest, decide step 1 too). One comparison
-    # per target, not one per step, and over every origin, not a last quarter: with a few dozen check
-    # origins, choices pick noise (the look-back mean for a random walk that happened to revert).
-    if min(len(q) for q in blocks) >= MIN_FIT_PAIRS:
-        def err(q, wa, wb):  # (h, C): summed absolute error of weights (wa, wb) over origins q, per step
-            return (np.abs(t_[q] - wa * s_[q] - wb * l_[q]) * w[q]).sum(axis=0)
 
-        plain = [(0.0, 1.0), (1.0, 0.0), (0.0, 0.0)]  # last value, season, look-back mean
-        every = np.arange(len(ts))
-        cv = sum(err(q, *_constrained_ls(**{n: total[n] - g[n] for n in pairs})) for q, g in zip(blocks, gram))
-        errors = np.stack([err(every, wa, wb) for wa, wb in plain] + [cv])  # (4, h, C)
-        scale = errors.mean(axis=0, keepdims=True)
-        relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=1)  # (4, C)
-        best = np.argmin(relative, axis=0)  # the first of equal ones: the simpler
-        for c in np.flatnonzero(best < len(plain)):
-            a[:, c], b[:, c] = plain[best[c]]
+def _fit_pairs(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
+               context_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step weights (w_s, w_l), each (horizon, C), of :func:`blend_pairs`' regression: the
+    candidate its own cross-validation chooses (:func:`_candidates`; the four blocks may be small),
+    the last value for steps with too few pairs (as :func:`fit_blend` describes)."""
+    weights, relative, _checked = _candidates(pairs, horizon, season_length, context_length)
+    return _chosen(weights, relative, pairs[3])
+
+
+#: The candidates of the blend's choice, simplest first: ties and near-ties go to the earlier.
+BLEND_CANDIDATES = ("last", "season", "mean", "blend", "trend")
+
+
+def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
+                context_length: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The five :data:`BLEND_CANDIDATES` of one regression of :func:`blend_pairs` and their
+    cross-validated errors.
+
+    Returns:
+        ``weights`` (5, 2, horizon, C): (w_s, w_l) per step of the last value (0, 1), the season
+        (1, 0), the look-back mean (0, 0), the least-squares blend on the unit triangle
+        (``w_s + w_l <= 1``, an average of the three) and the one up to :func:`trend_cap` (a trend
+        continued), both fitted on every origin; ``relative`` (5, C): each candidate's absolute
+        error over the four blocks of origins (in time order; the blends forecast each block with
+        weights fitted on the other three), each step's divided by the candidates' mean error at
+        that step (raw sums would let the far steps decide), then averaged over the steps and
+        divided by ``(1 - BLEND_MARGIN)`` once for the blend and twice for the trend: a more free
+        candidate must win by a margin, not by the noise of its freedom; and whether every block
+        holds :data:`MIN_FIT_PAIRS` origins (else the comparison is too noisy to trust alone).
+    """
+    s_, l_, t_, w = pairs
+    h, C = s_.shape[1], s_.shape[2]
+    caps = (np.ones((h, 1)), trend_cap(horizon, season_length, context_length)[:, None])
+    terms = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
+    blocks = [q for q in np.array_split(np.arange(len(s_)), 4) if len(q)]
+    gram = [{name: (u[q] * v[q] * w[q]).sum(axis=0) for name, (u, v) in terms.items()} for q in blocks]  # (h, C)
+    total = {name: sum(g[name] for g in gram) for name in terms}
+    plain = [(np.zeros((h, C)), np.ones((h, C))), (np.ones((h, C)), np.zeros((h, C))),
+             (np.zeros((h, C)), np.zeros((h, C)))]
+    weights = np.array(plain + [_triangle_ls(U, **total) for U in caps])  # (5, 2, h, C)
+
+    def err(q, wa, wb):  # (h, C): summed absolute error of weights (wa, wb) over origins q, per step
+        return (np.abs(t_[q] - wa * s_[q] - wb * l_[q]) * w[q]).sum(axis=0)
+
+    every = np.arange(len(s_))
+    errors = [err(every, wa, wb) for wa, wb in plain]
+    for U in caps:
+        errors.append(sum(err(q, *_triangle_ls(U, **{n: total[n] - g[n] for n in terms})) for q, g in zip(blocks, gram))
+                      if len(blocks) > 1 else np.full((h, C), np.inf))
+    errors = np.stack(errors)  # (5, h, C)
+    finite = np.where(np.isfinite(errors), errors, 0.0)
+    scale = finite[:3].mean(axis=0, keepdims=True)  # the plain naives' mean error at each step
+    relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=1)  # (5, C)
+    relative[3] /= 1.0 - BLEND_MARGIN
+    relative[4] /= (1.0 - BLEND_MARGIN) ** 2
+    return weights, relative, len(blocks) == 4 and min(len(q) for q in blocks) >= MIN_FIT_PAIRS
+
+
+def _chosen(weights: np.ndarray, relative: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(w_s, w_l) per step, each (horizon, C): per target the candidate of least ``relative``
+    (the first of equal ones: the simpler), the last value at steps with fewer than
+    :data:`MIN_FIT_PAIRS` observed pairs (``w`` (n_o, horizon, C))."""
+    best = np.argmin(relative, axis=0)  # (C,)
+    C = relative.shape[1]
+    a = np.stack([weights[best[c], 0, :, c] for c in range(C)], axis=1)
+    b = np.stack([weights[best[c], 1, :, c] for c in range(C)], axis=1)
     few = w.sum(axis=0) < MIN_FIT_PAIRS
-    a, b = np.where(few, 0.0, a), np.where(few, 1.0, b)
-    # a knot holds the mean of the steps nearest to it in log(step)
-    lk, ls = np.log(knots.astype(np.float64)), np.log(k.astype(np.float64))
+    return np.where(few, 0.0, a), np.where(few, 1.0, b)
+
+
+def _at_knots(a: np.ndarray, b: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Per-step weights (horizon, C) and ``mu`` (C,) -> (C, 2K + 1): a knot holds the mean of the
+    steps nearest to it in log(step)."""
+    horizon, C = a.shape
+    knots = blend_knots(horizon)
+    K = len(knots)
+    out = np.zeros((C, 2 * K + 1))
+    out[:, -1] = mu
+    lk, ls = np.log(knots.astype(np.float64)), np.log(np.arange(1, horizon + 1, dtype=np.float64))
     nearest = np.argmin(np.abs(ls[:, None] - lk[None, :]), axis=1)  # (h,)
     for j in range(K):
         sel = nearest == j
         out[:, j] = a[sel].mean(axis=0)
         out[:, K + j] = b[sel].mean(axis=0)
     return out
+
+
+def trend_cap(horizon: int, season_length: int, context_length: int) -> np.ndarray:
+    """(horizon,) float64: ``U(k) = 1 + 2 s(k) / (T - 1)``, the largest ``w_s + w_l`` of step k: the
+    blend's extrapolation of the look-back's trend reaches at most the straight line through the
+    window's mean (at its centre) and its last value, ``s(k)`` steps on from the value the forecast
+    starts from (``m * ceil(k / m)`` for a season ``1 < m <= T``, else ``k``). 1 (no trend) for
+    ``T = 1``."""
+    k = np.arange(1, horizon + 1, dtype=np.float64)
+    m, T = max(1, int(season_length)), int(context_length)
+    s = m * np.ceil(k / m) if 1 < m <= T else k
+    return 1.0 + 2.0 * s / (T - 1) if T > 1 else np.ones(horizon)
+
+
+def _triangle_ls(U, ss, sl, ll, ts, tl) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_constrained_ls` on the triangle a, b >= 0, a + b <= U (U > 0, broadcast against the
+    sums): the unit triangle's problem for (a / U, b / U), whose regressors are U s and U l."""
+    a, b = _constrained_ls(U * U * ss, U * U * sl, U * U * ll, U * ts, U * tl)
+    return a * U, b * U
 
 
 def _constrained_ls(ss, sl, ll, ts, tl) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from forecaster.baseline import fit_blend
+from forecaster.baseline import fit_panel_blends
 from forecaster.data.grid import Extent, Grid, calendar_array, choose_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import apply_scalers, fit_scalers
 from forecaster.data.table import Roles, Source, Table
@@ -220,8 +220,10 @@ def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], ta
 def fit_blends(grid: Grid, observed: np.ndarray, train: tuple[np.ndarray, np.ndarray], horizon: int,
                season_length: int, context_length: int, *, total_origins: int = 200_000, max_origins: int = 2000,
                min_origins: int = 200) -> np.ndarray:
-    """float64 (S, C, 2K + 1): the naive blend of each series (:func:`forecaster.baseline.fit_blend`)
-    fitted on its training part of the scaled ``grid.values`` (``observed``: bool (N, C)).
+    """float64 (S, C, 2K + 1): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
+    the series too short for a blend of their own fitted together,
+    :func:`forecaster.baseline.fit_panel_blends`) on its training part of the scaled ``grid.values``
+    (``observed``: bool (N, C)).
 
     Each series is fitted from at most ``min(max_origins, total_origins // S)`` forecast origins
     (evenly spaced), never fewer than ``min_origins``: 2,000 each for a few series, a bounded total
@@ -230,9 +232,8 @@ def fit_blends(grid: Grid, observed: np.ndarray, train: tuple[np.ndarray, np.nda
     origins = max(min_origins, min(max_origins, total_origins // max(1, len(grid.series_ids))))
     b, e = train
     C = observed.shape[1]
-    return np.stack([fit_blend(grid.values[o + b[i]:o + e[i], :C], observed[o + b[i]:o + e[i]], horizon,
-                               season_length, context_length, max_origins=origins)
-                     for i, o in enumerate(grid.offsets[:-1])])
+    parts = [(grid.values[o + b[i]:o + e[i], :C], observed[o + b[i]:o + e[i]]) for i, o in enumerate(grid.offsets[:-1])]
+    return fit_panel_blends(parts, horizon, season_length, context_length, max_origins=origins)
 
 
 def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[str, int]) -> str:
@@ -268,7 +269,8 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
         K = (med.shape[-1] - 1) // 2
         parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
                  for c, w in zip(s.target_cols, med)]
-        lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the level): "
+        lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the look-back mean, "
+                     "a sum above 1 continues its trend): "
                      + "; ".join(parts))
     return "\n".join(lines)
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_summary, blend_knots, blend_weights,
-                                 fit_blend, season_width)
+from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_summary, baseline_params, blend_knots,
+                                 blend_weights, fit_blend, fit_panel_blends, season_width, trend_cap)
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
@@ -84,6 +84,82 @@ def test_blend_weights_follow_the_step():
     assert ws[0, 0, -1] > ws[0, 0, 0]  # more season the further out
     knots = blend_knots(24)
     np.testing.assert_allclose(ws[0, 0, knots - 1].numpy(), w[0, :len(knots)])  # exact at the knots
+
+
+def test_trend_cap_is_the_straight_line_through_the_mean_and_the_last_value():
+    # no season: k steps on from the last value, whose window mean lies (T - 1) / 2 = 4 steps back
+    np.testing.assert_allclose(trend_cap(4, 1, 9), [1.25, 1.5, 1.75, 2.0])
+    # season 4 inside the window: step k starts from the value m * ceil(k / m) steps back
+    np.testing.assert_allclose(trend_cap(5, 4, 9), [2.0, 2.0, 2.0, 2.0, 3.0])
+    # a season longer than the window is read as the last value: k steps
+    np.testing.assert_allclose(trend_cap(2, 12, 9), [1.25, 1.5])
+    np.testing.assert_array_equal(trend_cap(3, 1, 1), 1.0)
+
+
+@pytest.mark.parametrize("m", [1, 12])
+def test_a_trend_is_extrapolated(m):
+    """A noisy line (and a line plus a season): the blend goes beyond the average of last value,
+    season and mean to continue the trend, its forecast errs less than any plain naive, and the
+    untrained stream's summary gives the same forecast."""
+    rng = np.random.default_rng(0)
+    n, h, T = 1200, 6, 36
+    t = np.arange(n + h, dtype=np.float64)
+    y = 0.05 * t + (np.sin(2 * np.pi * t / m) if m > 1 else 0.0) + rng.normal(size=n + h) * 0.1
+    z = (y - y[:n].mean()) / y[:n].std()
+    w = fit_blend(z[:n, None], np.ones((n, 1), bool), h, m, T)
+    K = len(blend_knots(h))
+    assert (w[0, :K] + w[0, K:2 * K] > 1.0).all()  # every step extrapolates
+    assert (w[0, :K] + w[0, K:2 * K] <= trend_cap(h, m, T)[blend_knots(h) - 1] + 1e-9).all()
+    win = torch.tensor(z[n - T:n]).view(1, T, 1)
+    obs = torch.ones_like(win)
+    params = torch.tensor(w[None])
+    errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, params), h, m, T)[0, :, 0]
+                   - torch.tensor(z[n:])).abs().mean().item() for mode in ("blend", "seasonal", "last", "mean")}
+    assert errs["blend"] < 0.6 * min(errs["seasonal"], errs["last"], errs["mean"]), errs
+    W = season_width(m, T)
+    summary = (win[:, -1], obs[:, -1] > 0, win.mean(1), torch.ones(1, 1, dtype=torch.bool), win[:, -W:], obs[:, -W:])
+    torch.testing.assert_close(baseline_from_summary(*summary, params, h, m),
+                               baseline_forecast(win, obs, params, h, m, T))
+
+
+def test_a_level_with_noise_is_not_extrapolated():
+    """An AR(1) around a fixed level with a daily cycle: the blend averages (the mean pulls the far
+    steps back) and does not continue the wiggles of the look-back as a trend."""
+    rng = np.random.default_rng(0)
+    n, m = 3000, 24
+    ar = np.zeros(n)
+    for i in range(1, n):
+        ar[i] = 0.8 * ar[i - 1] + rng.normal()
+    y = np.sin(2 * np.pi * np.arange(n) / m) + ar
+    w = fit_blend(((y - y.mean()) / y.std())[:, None], np.ones((n, 1), bool), 12, m, 96)
+    K = len(blend_knots(12))
+    assert (w[0, :K] + w[0, K:2 * K] <= 1.0 + 1e-9).all()
+    assert w[0, K] > 0.5 and w[0, 2 * K - 1] < w[0, K]  # the last value one step ahead, less further out
+
+
+def test_short_series_of_a_panel_are_fitted_together():
+    """60 series of 14 values, each a line with its own slope and noise, horizon 4: alone, a series
+    has 10 origins (too few to check a blend: the last value); pooled, their pairs show the trend,
+    and every short series continues it. A long series of the same panel keeps its own fit, and a
+    panel of one series is fit_blend itself."""
+    rng = np.random.default_rng(0)
+    h, T, n = 4, 6, 14
+    short = []
+    for _ in range(60):
+        y = rng.uniform(0.5, 2.0) * np.arange(n) + rng.normal(size=n) * 0.5
+        short.append((((y - y.mean()) / y.std())[:, None], np.ones((n, 1), bool)))
+    walk = np.cumsum(rng.normal(size=3000))
+    long = (((walk - walk.mean()) / walk.std())[:, None], np.ones((3000, 1), bool))
+    K = len(blend_knots(h))
+    alone = fit_blend(*short[0], h, 1, T)
+    np.testing.assert_array_equal(alone[0, K:2 * K], 1.0)  # too short alone: the last value
+    panel = fit_panel_blends(short + [long], h, 1, T)
+    assert panel.shape == (61, 1, 2 * K + 1)
+    assert (panel[:60, 0, K:2 * K] > 1.0).all()  # the pooled trend, beyond the last value
+    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K)))
+    np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
+    np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
+    np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
 
 
 def heads_of(model):
