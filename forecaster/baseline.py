@@ -16,9 +16,13 @@ an average of the three; beyond it, it extrapolates the look-back's trend: the m
 the window's centre, ``(T - 1) / 2`` steps back, so ``L + (w_l - 1) (L - M)`` with
 ``w_l = 1 + 2 k / (T - 1)`` continues the straight line through ``M`` and ``L`` to step ``k`` (the
 drift a Theta or Holt forecast adds to its level), and ``S(k)`` plus such a drift is seasonal naive
-with the trend of the seasons in between. ``U(k) = 1 + 2 s(k) / (T - 1)`` caps the extrapolation
-at that undamped linear trend, with ``s(k)`` the steps a forecast reaches past the value it
-starts from (``m * ceil(k / m)`` for a season ``1 < m <= T``, else ``k``). The weights are fitted by
+with the trend of the seasons in between. ``U(k) = 1 + 2 s(k) / (T - 1)`` caps the fit's
+extrapolation at that undamped linear trend, with ``s(k)`` the steps a forecast reaches past the
+value it starts from (``m * ceil(k / m)`` for a season ``1 < m <= T``, the seasonal value's reach,
+which then bounds a trend continued from the last value too; else ``k``). The cap holds for each
+step's fitted weights; stored at the knots (means of the nearest steps) and interpolated in
+log(step), the weights of a step may pass its own cap a little (by up to a tenth of the trend in
+the fits measured, where the cap jumps from season to season). The weights are fitted by
 least squares on the training part, a cross-validation choosing among the plain naives, the blend
 without a trend and the blend with one (:func:`fit_blend`), at a few knots, steps ``1, 2, 4, ..., horizon``
 (:func:`blend_knots`), and interpolated linearly in ``log(step)`` between them; the data spec keeps
@@ -231,7 +235,8 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
         series: S pairs ``(values (n_i, C), observed bool (n_i, C))``, each series' scaled training part.
 
     Returns:
-        float64 (S, C, 2K + 1). Each series chooses among the five candidates of
+        float64 (S, C, 2K + 1) (an empty panel: (0, 0, 2K + 1)). Each series and target (targets
+        apart: a sparse target does not make its series short) chooses among the five candidates of
         :func:`_candidates` (the last value, the season, the look-back mean, the blend without
         trend, the blend with trend) by its own cross-validation over four blocks of its origins,
         when every block has :data:`MIN_FIT_PAIRS` origins. Shorter series cannot tell the
@@ -246,31 +251,36 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
           series (scale-free: each series is scaled), as one series, and gets those weights with
           its own ``mu``.
 
-        A panel of one series is exactly :func:`fit_blend`.
+        A panel of one series is :func:`fit_blend` (exactly for one target; with several, up to
+        the rounding of sums taken target by target).
     """
     fitted = [blend_pairs(v, o, horizon, season_length, context_length, max_origins) for v, o in series]
     C = series[0][0].shape[1] if series else 0
     a = np.zeros((len(series), horizon, C))
     b = np.ones((len(series), horizon, C))
-    few, vote, votes = [], [], []
-    for i, (_mu, pairs) in enumerate(fitted):
-        if pairs is None or (pairs[3].sum(axis=0) < MIN_FIT_PAIRS).any():
-            few.append(i)
-            continue
-        weights, relative, checked = _candidates(pairs, horizon, season_length, context_length)
-        if checked:
-            a[i], b[i] = _chosen(weights, relative, pairs[3])
-        else:
-            vote.append((i, weights))
-            votes.append(relative)
-    if vote:
-        relative = np.sum(votes, axis=0)  # (5, C): every short series' cross-validation counts alike
-        for i, weights in vote:
-            a[i], b[i] = _chosen(weights, relative, fitted[i][1][3])
-    pooled = [fitted[i][1] for i in few if fitted[i][1] is not None]
-    if pooled:
-        stacked = tuple(np.concatenate([p[j] for p in pooled]) for j in range(4))
-        a[few], b[few] = _fit_pairs(stacked, horizon, season_length, context_length)
+    for c in range(C):  # each target on its own: a sparse target does not make its series short
+        few, vote, votes = [], [], []
+        for i, (_mu, pairs) in enumerate(fitted):
+            pc = None if pairs is None else tuple(p[..., c:c + 1] for p in pairs)
+            if pc is None or (pc[3].sum(axis=0) < MIN_FIT_PAIRS).any():
+                few.append((i, pc))
+                continue
+            weights, relative, checked = _candidates(pc, horizon, season_length, context_length)
+            if checked:
+                a[i, :, c:c + 1], b[i, :, c:c + 1] = _chosen(weights, relative, pc[3])
+            else:
+                vote.append((i, weights, pc[3]))
+                votes.append(relative)
+        if vote:
+            relative = np.sum(votes, axis=0)  # (5, 1): every short series' cross-validation counts alike
+            for i, weights, w in vote:
+                a[i, :, c:c + 1], b[i, :, c:c + 1] = _chosen(weights, relative, w)
+        pooled = [pc for _i, pc in few if pc is not None and pc[3].sum() > 0]
+        if pooled:
+            stacked = tuple(np.concatenate([p[j] for p in pooled]) for j in range(4))
+            wa, wb = _fit_pairs(stacked, horizon, season_length, context_length)
+            for i, _pc in few:
+                a[i, :, c], b[i, :, c] = wa[:, 0], wb[:, 0]
     return np.stack([_at_knots(a[i], b[i], mu) for i, (mu, _p) in enumerate(fitted)]) if series else \
         np.zeros((0, 0, 2 * len(blend_knots(horizon)) + 1))
 
@@ -338,7 +348,7 @@ def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
         (``w_s + w_l <= 1``, an average of the three) and the one up to :func:`trend_cap` (a trend
         continued), both fitted on every origin; ``relative`` (5, C): each candidate's absolute
         error over the four blocks of origins (in time order; the blends forecast each block with
-        weights fitted on the other three), each step's divided by the candidates' mean error at
+        weights fitted on the other three), each step's divided by the plain naives' mean error at
         that step (raw sums would let the far steps decide), then averaged over the steps and
         divided by ``(1 - BLEND_MARGIN)`` once for the blend and twice for the trend: a more free
         candidate must win by a margin, not by the noise of its freedom; and whether every block
@@ -376,7 +386,9 @@ def _chosen(weights: np.ndarray, relative: np.ndarray, w: np.ndarray) -> tuple[n
     """(w_s, w_l) per step, each (horizon, C): per target the candidate of least ``relative``
     (the first of equal ones: the simpler), the last value at steps with fewer than
     :data:`MIN_FIT_PAIRS` observed pairs (``w`` (n_o, horizon, C))."""
-    best = np.argmin(relative, axis=0)  # (C,)
+    # the first within rounding of the least: the simpler of equal ones (a context of one step makes
+    # every candidate the last value, and summation order alone would pick among them)
+    best = np.argmax(relative <= relative.min(axis=0, keepdims=True) * (1 + 1e-9) + 1e-12, axis=0)  # (C,)
     C = relative.shape[1]
     a = np.stack([weights[best[c], 0, :, c] for c in range(C)], axis=1)
     b = np.stack([weights[best[c], 1, :, c] for c in range(C)], axis=1)
@@ -406,7 +418,8 @@ def trend_cap(horizon: int, season_length: int, context_length: int) -> np.ndarr
     blend's extrapolation of the look-back's trend reaches at most the straight line through the
     window's mean (at its centre) and its last value, ``s(k)`` steps on from the value the forecast
     starts from (``m * ceil(k / m)`` for a season ``1 < m <= T``, else ``k``). 1 (no trend) for
-    ``T = 1``."""
+    ``T = 1``. It bounds each step's fit (:func:`fit_blend`), not the knot values interpolated
+    from them."""
     k = np.arange(1, horizon + 1, dtype=np.float64)
     m, T = max(1, int(season_length)), int(context_length)
     s = m * np.ceil(k / m) if 1 < m <= T else k

@@ -160,6 +160,13 @@ def test_short_series_of_a_panel_are_fitted_together():
     np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
     np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
     np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
+    # targets apart: a second target the long series never observes does not make it short
+    two = [(np.hstack([v, v]), np.ones((len(v), 2), bool)) for v, _o in short]
+    lv, lo = np.hstack([long[0], long[0]]), np.ones((3000, 2), bool)
+    lo[:, 1] = False
+    both = fit_panel_blends(two + [(lv, lo)], h, 1, T)
+    np.testing.assert_array_equal(both[:60, 0], panel[:60, 0])
+    np.testing.assert_array_equal(both[60, 0], panel[60, 0])
 
 
 def heads_of(model):
