@@ -18,11 +18,35 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
+from forecaster.baseline import canonical_params
 from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_features, format_time, to_axis
 
 __all__ = ["DataSpec", "SPEC_VERSION"]
 
-SPEC_VERSION = 2
+SPEC_VERSION = 3  # 3: the baseline's drift (w_s K, w_l K, w_d, mu; each series' first observation); 2, 1 are read
+#: No time (int64's least value): a target without an observation (as :data:`forecaster.streaming.records.NO_TIME`).
+NO_TIME = np.iinfo(np.int64).min
+
+
+def _read_firsts(info: dict, ids: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' first observation per target from a spec dict's ``series`` entries
+    (``"first": {target: [value, time] | None}``; absent in specs before version 3: none)."""
+    fv = np.zeros((len(ids), len(targets)))
+    ft = np.full((len(ids), len(targets)), NO_TIME, dtype=np.int64)
+    for i, sid in enumerate(ids):
+        firsts = (info.get(sid) or {}).get("first") or {}
+        if not isinstance(firsts, dict):
+            raise ValueError(f"the data spec's first observations of series {sid!r} are not a mapping of targets")
+        for j, c in enumerate(targets):
+            f = firsts.get(c)
+            if f is None:
+                continue
+            ok = isinstance(f, (list, tuple)) and len(f) == 2 and isinstance(f[1], int) and not isinstance(f[1], bool)
+            if not (ok and isinstance(f[0], (int, float)) and np.isfinite(f[0])):
+                raise ValueError(f"the data spec's first observation of series {sid!r}, target {c!r} is not "
+                                 "[value, time] (a finite number and an integer time)")
+            fv[i, j], ft[i, j] = float(f[0]), int(f[1])
+    return fv, ft
 
 
 @dataclass(eq=False)
@@ -45,9 +69,13 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
-        baseline: float64 (S, C, 2K + 1): the fitted naive blend per series and target,
-            ``[w_season at K knots, w_last at K knots, mu]`` (:mod:`forecaster.baseline`; ``mu`` is the
-            training mean, used only for an empty look-back), in scaled units.
+        baseline: float64 (S, C, 2K + 2): the fitted naive blend per series and target,
+            ``[w_season at K knots, w_last at K knots, w_drift, mu]`` (:mod:`forecaster.baseline`; ``mu``
+            is the training mean, used only for an empty look-back), in scaled units. Earlier
+            layouts (no drift: ``2K + 1``) are read as the same forecast with ``w_drift = 0``.
+        first_value, first_time: float64 / int64 (S, C): each series' first observation of each
+            target in the fitted table (scaled value, axis time; ``NO_TIME``: none), the anchor of
+            the baseline's drift wherever a later table or a stream starts after it.
     """
 
     time_col: str
@@ -71,6 +99,8 @@ class DataSpec:
     baseline: np.ndarray | None = None
     time_zone: str | None = None
     time_format: str | None = None
+    first_value: np.ndarray | None = None
+    first_time: np.ndarray | None = None
     _index: dict = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +108,11 @@ class DataSpec:
             b = np.zeros((len(self.series_ids), len(self.target_cols), 3))
             b[..., 1] = 1.0
             self.baseline = b
+        # every earlier layout (one weight for all steps, no drift) as [w_s K, w_l K, w_d, mu]
+        self.baseline = canonical_params(self.baseline, self.horizon)
+        shape = (len(self.series_ids), len(self.target_cols))
+        if self.first_value is None or self.first_time is None:  # specs from before the drift: none known
+            self.first_value, self.first_time = np.zeros(shape), np.full(shape, NO_TIME, dtype=np.int64)
 
     # ---- sizes ----
 
@@ -119,15 +154,27 @@ class DataSpec:
             return np.zeros(D), np.ones(D)
         return np.median(self.loc, axis=0), np.median(self.scale, axis=0)
 
+    def anchors_for(self, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(first_value, first_time)`` (n, C) of each series' first observation in the fitted
+        table; a series the spec does not know has none (0, ``NO_TIME``)."""
+        rows = self.series_index(ids)
+        known = rows >= 0
+        value = np.zeros((len(rows), len(self.target_cols)))
+        time = np.full((len(rows), len(self.target_cols)), NO_TIME, dtype=np.int64)
+        value[known], time[known] = self.first_value[rows[known]], self.first_time[rows[known]]
+        return value, time
+
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
-        """float64 (n, C, 2K + 1): the baseline blend of each series; a series the spec does not know
-        gets the median over the known ones."""
+        """float64 (n, C, 2K + 2): the baseline blend of each series; a series the spec does not know
+        gets the median over the known ones (whose drift, anchored at that series' own first
+        observation, is the median weight)."""
         rows = self.series_index(ids)
         if len(self.series_ids):
             pooled = np.median(self.baseline, axis=0)
         else:  # the last value
             pooled = np.zeros((len(self.target_cols), 3))
             pooled[:, 1] = 1.0
+            pooled = canonical_params(pooled, self.horizon)
         out = np.tile(pooled, (len(rows), 1, 1))
         known = rows >= 0
         out[known] = self.baseline[rows[known]]
@@ -235,7 +282,9 @@ class DataSpec:
         """This spec's roles, axis and scalers on another table's series (prediction data): known
         series keep their scalers, new ones get the pooled scalers."""
         loc, sc, _ = self.scalers_for(ids)
+        first_value, first_time = self.anchors_for(ids)
         return replace(self, series_ids=[str(s) for s in ids], loc=loc, scale=sc, baseline=self.baseline_for(ids),
+                       first_value=first_value, first_time=first_time,
                        series_start=np.asarray(starts, np.int64), series_length=np.asarray(lengths, np.int64),
                        last_observed=np.asarray(last_observed, np.int64))
 
@@ -264,7 +313,11 @@ class DataSpec:
             "scaling": self.scaling,
             "series_ids": list(self.series_ids),
             "series": {sid: {"start": int(self.series_start[i]), "length": int(self.series_length[i]),
-                             "last_observed": int(self.last_observed[i])} for i, sid in enumerate(self.series_ids)}
+                             "last_observed": int(self.last_observed[i]),
+                             "first": {c: None if self.first_time[i, j] == NO_TIME else
+                                       [float(self.first_value[i, j]), int(self.first_time[i, j])]
+                                       for j, c in enumerate(self.target_cols)}}
+                       for i, sid in enumerate(self.series_ids)}
             if len(self.series_start) == len(self.series_ids) else {},
             "scalers": {sid: {c: [float(self.loc[i, j]), float(self.scale[i, j])] for j, c in enumerate(vc)}
                         for i, sid in enumerate(self.series_ids)},
@@ -296,6 +349,7 @@ class DataSpec:
         get = lambda k: np.array([int(info[s][k]) for s in ids], dtype=np.int64) \
             if all(s in info for s in ids) else np.zeros(0, dtype=np.int64)  # noqa: E731
         kind = d["time_kind"]
+        fv, ft = _read_firsts(info, ids, list(d["target_cols"]))
         return cls(
             time_col=d["time_col"], id_col=d["id_col"], target_cols=list(d["target_cols"]),
             past_covariate_cols=list(d["past_covariate_cols"]), future_covariate_cols=list(d["future_covariate_cols"]),
@@ -304,5 +358,5 @@ class DataSpec:
             context_length=int(d["context_length"]), horizon=int(d["horizon"]), scaling=d.get("scaling", "standard"),
             series_ids=ids, loc=loc, scale=scl, series_start=get("start"), series_length=get("length"),
             last_observed=get("last_observed"), baseline=base, time_zone=d.get("time_zone"),
-            time_format=d.get("time_format"),
+            time_format=d.get("time_format"), first_value=fv, first_time=ft,
         )

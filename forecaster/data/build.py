@@ -24,8 +24,8 @@ from forecaster.baseline import fit_panel_blends
 from forecaster.data.grid import Extent, Grid, calendar_array, choose_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import apply_scalers, fit_scalers
 from forecaster.data.table import Roles, Source, Table
-from forecaster.data.windows import SplitArgs
-from forecaster.spec import DataSpec
+from forecaster.data.windows import NO_INDEX, SplitArgs
+from forecaster.spec import NO_TIME, DataSpec
 from forecaster.timeaxis import Frequency
 
 __all__ = ["Prepared", "fit_spec", "apply_spec", "check_args_against_spec", "check_observed_training", "fit_blends",
@@ -44,7 +44,8 @@ class Prepared:
             the calendar features; the same memory as ``arrays["data"]``).
         splits: ``{"train" | "val" | "test": (begin, end)}``, int64 (S,) grid ranges per series.
         arrays: tensors over the grid rows: ``data`` float32 (N, D + K), ``observed`` float32 (N, C),
-            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 1).
+            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 2),
+            ``first_value`` / ``first_index`` (S, C) (:func:`first_observations`).
         info: what the summary reports: ``rows`` (table rows), ``dropped`` (series shorter than the
             window), ``calendar_why``, ``freq_source``, ``season_source``, ``target_missing``.
     """
@@ -99,13 +100,17 @@ def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str
                            [*targets, *roles.past_covariate_cols, *roles.future_covariate_cols], C)
     observed = apply_scalers(grid.values[:, :D], grid.offsets, loc, scl)[:, :C]
     blend = fit_blends(grid, observed, parts["train"], horizon, season, context_length)
+    first = own_first_observations(grid, observed)
+    seen = first[1] >= 0
+    first_time = np.where(seen, f.time(grid.starts[:, None], np.maximum(first[1], 0)), NO_TIME)
     spec = DataSpec(
         time_col=roles.time_col, id_col=roles.id_col, target_cols=targets,
         past_covariate_cols=list(roles.past_covariate_cols), future_covariate_cols=list(roles.future_covariate_cols),
         time_kind=time_kind, freq=f, calendar=cal, season_length=season, context_length=context_length,
         horizon=horizon, scaling=scaling, series_ids=list(grid.series_ids), loc=loc, scale=scl,
         series_start=grid.starts, series_length=grid.lengths, last_observed=_last_observed(grid, observed),
-        baseline=blend, time_zone=time_zone, time_format=time_format)
+        baseline=blend, time_zone=time_zone, time_format=time_format, first_value=first[0].astype(np.float64),
+        first_time=first_time)
     info = {"rows": n_rows, "dropped": ext.dropped, "calendar_why": cal_why,
             "freq_source": "given" if freq is not None else "inferred",
             "season_source": "given" if season_length else "from the frequency"}
@@ -220,7 +225,7 @@ def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], ta
 def fit_blends(grid: Grid, observed: np.ndarray, train: tuple[np.ndarray, np.ndarray], horizon: int,
                season_length: int, context_length: int, *, total_origins: int = 200_000, max_origins: int = 2000,
                min_origins: int = 200) -> np.ndarray:
-    """float64 (S, C, 2K + 1): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
+    """float64 (S, C, 2K + 2): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
     the series too short for a blend of their own fitted together,
     :func:`forecaster.baseline.fit_panel_blends`) on its training part of the scaled ``grid.values``
     (``observed``: bool (N, C)).
@@ -265,10 +270,13 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
     lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
                  f"(context {s.context_length}, horizon {s.horizon})")
     if len(s.series_ids):
-        med = np.median(s.baseline, axis=0)  # (C, 2K + 1)
-        K = (med.shape[-1] - 1) // 2
+        med = np.median(s.baseline, axis=0)  # (C, 2K + 2)
+        K = (med.shape[-1] - 2) // 2
+        drifts = (s.baseline[:, :, 2 * K] > 0).sum(axis=0)  # (C,)
         parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
-                 for c, w in zip(s.target_cols, med)]
+                 + (f", drift of the whole history in {d:,} of {len(s.series_ids):,} series (median weight "
+                    f"{np.median(s.baseline[s.baseline[:, j, 2 * K] > 0, j, 2 * K]):.2f})" if d else "")
+                 for j, (c, w, d) in enumerate(zip(s.target_cols, med, drifts))]
         lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the look-back mean, "
                      "a sum above 1 continues its trend): "
                      + "; ".join(parts))
@@ -290,6 +298,44 @@ def _last_observed(grid: Grid, observed: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(np.where(any_obs, np.arange(grid.n_steps), -1), starts_row) - starts_row
 
 
+def own_first_observations(grid: Grid, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each series' first observation of each target in this grid: its scaled value, float32
+    (S, C) (0 if never observed), and its grid index, int64 (S, C) (-1 if never observed)."""
+    C = observed.shape[1]
+    S = len(grid.series_ids)
+    value = np.zeros((S, C), dtype=np.float32)
+    index = np.full((S, C), -1, dtype=np.int64)
+    for i in range(S):
+        o0, o1 = grid.offsets[i], grid.offsets[i + 1]
+        obs = observed[o0:o1]
+        seen = obs.any(axis=0)
+        j = np.argmax(obs, axis=0)
+        index[i] = np.where(seen, j, -1)
+        value[i] = np.where(seen, grid.values[o0 + j, np.arange(C)], 0.0)
+    return value, index
+
+
+def first_observations(grid: Grid, observed: np.ndarray, spec: DataSpec) -> dict[str, torch.Tensor]:
+    """Each series' first observation of each target, the anchor of the baseline's drift
+    (:func:`forecaster.baseline.with_first`): ``first_value`` float32 (S, C), its scaled value,
+    and ``first_index`` int64 (S, C), its grid index in the series (negative: before the table's
+    first step). The earlier of this table's own and the one the spec knows from the fitted table
+    (``spec.first_time``): a table that starts later forecasts as the whole history did; a series
+    never observed in either has index ``NO_INDEX``."""
+    value, index = own_first_observations(grid, observed)
+    index = np.where(index >= 0, index, NO_INDEX)
+    fv, ft = spec.anchors_for(grid.series_ids)
+    known = ft != NO_TIME
+    if known.any():
+        starts = np.broadcast_to(np.asarray(grid.starts, np.int64)[:, None], ft.shape)
+        k = np.full(ft.shape, NO_INDEX, dtype=np.int64)
+        k[known] = spec.freq.index(starts[known], ft[known])[0]
+        earlier = known & ((index == NO_INDEX) | (k < index))
+        index = np.where(earlier, k, index)
+        value = np.where(earlier, fv, value).astype(np.float32)
+    return {"first_value": torch.from_numpy(value), "first_index": torch.from_numpy(index)}
+
+
 def _prepared(spec: DataSpec, grid: Grid, splits: dict, observed: np.ndarray, loc: np.ndarray, scale: np.ndarray,
               blend: np.ndarray, info: dict) -> Prepared:
     C = observed.shape[1]
@@ -299,6 +345,7 @@ def _prepared(spec: DataSpec, grid: Grid, splits: dict, observed: np.ndarray, lo
         "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
         "scale": torch.from_numpy(scale[:, :C].astype(np.float32)),
         "baseline": torch.from_numpy(blend.astype(np.float32)),
+        **first_observations(grid, observed, spec),
     }
     info = {**info, "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0}
     return Prepared(spec=spec, grid=grid, splits=splits, arrays=arrays, info=info)

@@ -19,7 +19,9 @@ observed       float32 (B, L, C)  1.0 where the target was observed, else 0.0
 past_cov       float32 (B, L, P)  scaled past covariates, missing -> 0.0
 future_cov     float32 (B, L, F)  scaled user future covariates, then calendar features
 loc, scale     float32 (B, C)     the series' target scaler: original = scaled * scale + loc
-baseline       float32 (B, C, 2K+1)  the series' naive blend (forecaster.baseline)
+baseline       float32 (B, C, 2K+4)  the series' naive blend and its first observation:
+                                  [w_s K, w_l K, w_d, mu, y_first, age] (forecaster.baseline;
+                                  age: steps from the first observation to the window's first step)
 series         int64 (B,)         index into the data module's ``series_ids``
 start          int64 (B,)         grid index of the window's first step in its series
 =============  =================  ===================================================
@@ -33,12 +35,13 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
+from forecaster.baseline import NO_AGE, with_first
 from forecaster.data.grid import Grid
 from forecaster.spec import DataSpec
 from forecaster.timeaxis import Frequency, to_axis
 
-__all__ = ["WindowDataset", "TensorBatches", "TensorDictDataset", "collate_batched", "SplitArgs", "compute_splits",
-           "cut_time", "window_counts", "observed_forecast_steps", "gather", "predict_batch"]
+__all__ = ["WindowDataset", "TensorBatches", "NO_INDEX", "anchored", "TensorDictDataset", "collate_batched",
+           "SplitArgs", "compute_splits", "cut_time", "window_counts", "observed_forecast_steps", "gather", "predict_batch"]
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,20 @@ def observed_forecast_steps(observed: np.ndarray, offsets: np.ndarray, begin: np
     return out
 
 
+#: ``first_index`` of a target never observed
+NO_INDEX = np.iinfo(np.int64).max
+
+
+def anchored(baseline: np.ndarray, first_value: np.ndarray, first_index: np.ndarray, start: np.ndarray) -> torch.Tensor:
+    """A batch's baseline entry (B, C, 2K + 4): the fitted blend (B, C, 2K + 2), each series' first
+    observed value (B, C) and the age of the window's first step, ``start - first_index`` (steps
+    since that observation; ``NO_AGE`` for a target never observed, ``first_index == NO_INDEX``)."""
+    seen = first_index != NO_INDEX
+    age = np.where(seen, np.asarray(start, np.int64)[:, None] - np.where(seen, first_index, 0), 0)
+    age = np.where(seen, age.astype(np.float32), np.float32(NO_AGE))
+    return torch.from_numpy(with_first(baseline.astype(np.float32, copy=False), first_value, age))
+
+
 def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, start,
            length: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Windows of ``length`` grid steps of series ``series`` (int64 (B,), indices into
@@ -188,7 +205,8 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
     ``(batch, inside)``, the batch in the layout of the module docstring (steps outside a series'
     grid are unobserved zeros; calendar features are those of their times) and the bool (B, length)
     mask of steps inside the grid. ``arrays``: the data module's ``data`` (N, D + K), ``observed``
-    (N, C), ``loc``/``scale`` (S, C) and ``baseline`` tensors over ``grid``'s rows."""
+    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 2), ``first_value`` and ``first_index``
+    (S, C) tensors over ``grid``'s rows (:func:`forecaster.data.build.first_observations`)."""
     s, g = spec, grid
     series = np.asarray(series, dtype=np.int64).reshape(-1)
     start = np.asarray(start, dtype=np.int64).reshape(-1)
@@ -210,7 +228,8 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
         "future_cov": data[..., C + P:].contiguous(),
         "loc": arrays["loc"][series],
         "scale": arrays["scale"][series],
-        "baseline": arrays["baseline"][series],
+        "baseline": anchored(arrays["baseline"][series].numpy(), arrays["first_value"][series].numpy(),
+                             arrays["first_index"][series].numpy(), start),
         "series": torch.from_numpy(series),
         "start": torch.from_numpy(start),
     }, inside
@@ -295,7 +314,7 @@ class WindowDataset(Dataset):
             "future_cov": x[..., C + P:],
             "loc": torch.from_numpy(self.a["loc"][s]),
             "scale": torch.from_numpy(self.a["scale"][s]),
-            "baseline": torch.from_numpy(self.a["baseline"][s]),
+            "baseline": anchored(self.a["baseline"][s], self.a["first_value"][s], self.a["first_index"][s], start),
             "series": torch.from_numpy(s.astype(np.int64, copy=False)),
             "start": torch.from_numpy(start),
         }

@@ -178,7 +178,7 @@ class GRUNetBase(nn.Module):
         :func:`~forecaster.baseline.baseline_from_summary` takes them (the stream keeps these in
         O(1) per observation and reads ``season_width(m, T)`` steps per forecast). y: (B, h, C, Q)."""
         return self._add_base(y, params, mode, plain, summary[0].dtype, lambda p: baseline_from_summary(
-            *summary, p, self.horizon, self.season_length))
+            *summary, p, self.horizon, self.season_length, self.context_length))
 
     def _add_base(self, y: Tensor, params: Tensor | None, mode: str | None, plain: bool, dtype: torch.dtype,
                   base_of) -> Tensor:
@@ -193,7 +193,7 @@ class GRUNetBase(nn.Module):
             mode = BASELINES[int(self.fallback)] if plain else self.baseline
         if plain:  # the point forecast is the baseline; the quantiles keep the network's spread
             y = y - y[..., self.anchor:self.anchor + 1]
-        base = base_of(baseline_params(mode, params.to(dtype)))
+        base = base_of(baseline_params(mode, params.to(dtype), self.horizon))
         return y + base.unsqueeze(-1).to(y.dtype)
 
     def _gru(self, z: Tensor, hx: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -15,9 +15,10 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from forecaster.baseline import season_width
+from forecaster.baseline import NO_AGE, season_width, with_first
 from forecaster.spec import DataSpec
 from forecaster.streaming.lookback import LookBack
+from forecaster.streaming.records import NO_TIME
 from forecaster.streaming.table import SeriesTable
 
 __all__ = ["CarriedState", "RunWindow", "one_thread_if_small", "SMALL_BATCH"]
@@ -39,6 +40,19 @@ def one_thread_if_small(device: torch.device, rows: int):
         yield
     finally:
         torch.set_num_threads(n)
+
+
+def baseline_rows(spec: DataSpec, t: dict, rows: np.ndarray, before: int = 0) -> np.ndarray:
+    """The baseline entry of ``rows`` (M, C, 2K + 4): their fitted blend and each target's first
+    observation, aged at the last step less ``before`` steps (0: the origin, for the look-back's
+    summary; ``T - 1``: the first step of the window, as a batch's)."""
+    first = t["first_t"][rows]  # (M, C)
+    seen = first != NO_TIME
+    age = np.full(first.shape, NO_AGE)
+    if seen.any():
+        last = np.broadcast_to(t["last"][rows][:, None], first.shape)
+        age[seen] = spec.freq.index(first[seen], last[seen])[0] - before
+    return with_first(t["base"][rows], t["first_y"][rows], age.astype(np.float32))
 
 
 def _as_t(a: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -87,13 +101,14 @@ class CarriedState:
         with one_thread_if_small(dev, len(rows)):
             y = net.decode(h, _as_t(ahead, dev).reshape(len(rows), -1))
             if net.baseline != "none":
-                params = torch.from_numpy(t["base"][rows]).to(dev)
                 if "sum_y" in t:  # the running look-back summary: O(season) per forecast
                     width = season_width(net.season_length, self.lookback.T)
                     summary = tuple(torch.from_numpy(a).to(dev) for a in self.lookback.summary(t, rows, width))
+                    params = torch.from_numpy(baseline_rows(self.spec, t, rows)).to(dev)
                     y = net.add_baseline_from_summary(y, summary, params)
                 else:
                     win_y, win_o, _ = self.lookback.window(t, rows)
+                    params = torch.from_numpy(baseline_rows(self.spec, t, rows, self.lookback.T - 1)).to(dev)
                     y = net.add_baseline(y, _as_t(win_y, dev), _as_t(win_o, dev), params)
             return y.float().cpu().numpy()
 
@@ -129,6 +144,6 @@ class RunWindow:
         observed = _as_t(np.concatenate([o, z(M, H, C)], axis=1), dev)
         past = _as_t(np.concatenate([x[..., :P], z(M, H, P)], axis=1), dev)
         fut = _as_t(np.concatenate([future_ctx, ahead], axis=1), dev)
-        base = torch.from_numpy(table.t["base"][rows]).to(dev)
+        base = torch.from_numpy(baseline_rows(self.spec, table.t, rows, T - 1)).to(dev)
         with one_thread_if_small(dev, M):
             return self.net.forecast_last(target, observed, past, fut, T, base).float().cpu().numpy()

@@ -142,6 +142,19 @@ def merge_payloads(payloads: list[dict]) -> dict:
             "removed": pack_ids([]), "ids": pack_ids(ids), **out}
 
 
+def _before_drift(payload: dict, layout: Layout, n: int) -> dict:
+    """A snapshot from before the baseline's drift (spec version 2): no first observations kept
+    (each target's next observation becomes its anchor) and blends without the drift weight
+    (inserted as 0 before ``mu``: the same forecast)."""
+    add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
+           if k in ("first_y", "first_t") and k not in payload}
+    base = payload.get("base")
+    if "base" in layout and isinstance(base, torch.Tensor) and base.ndim == 3 \
+            and base.shape[-1] == layout["base"][0][-1] - 1:
+        add["base"] = torch.cat([base[..., :-1], torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1)
+    return {**payload, **add} if add else payload
+
+
 def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carries: bool) -> tuple:
     """A merged base checked against the stream's layout: ``(ids, state (L, n, H), tables name ->
     numpy (n, ...))``, or :class:`SnapshotError` saying what does not fit (the caller adds the
@@ -154,6 +167,7 @@ def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carr
         payload = {**payload, "born": torch.arange(n, dtype=torch.int64), "seen": torch.zeros(n, dtype=torch.int64),
                    **{k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
                       if k.startswith("ahead_") and k not in payload}}
+    payload = _before_drift(payload, layout, n)
     arrays = {k: payload[k] for k in ("state", *layout)}
     floats = {"state", *(k for k, (_, dt, _) in layout.items() if np.dtype(dt).kind == "f")}
     wrong = [k for k, v in arrays.items() if not isinstance(v, torch.Tensor)

@@ -136,6 +136,8 @@ class Stepper:
             loc, sc, _ = self.spec.scalers_for([sid])
             self.table.t["params"][row] = np.stack([loc[0], sc[0]])
             self.table.t["base"][row] = self.spec.baseline_for([sid])[0]
+            first_y, first_t = self.spec.anchors_for([sid])  # the fitted table's first observations
+            self.table.t["first_y"][row], self.table.t["first_t"][row] = first_y[0], first_t[0]
         return row
 
     @staticmethod
@@ -169,6 +171,11 @@ class Stepper:
             self.lookback.reset(t, rows[reset])
         finite = self.strategy.step(self.table, rows, scaled, obs_t, future)
         t["last"][rows] = times
+        first = t["first_t"][rows]  # a target's first observation (or one before the spec's): the drift's anchor
+        new = obs_t & ((first == NO_TIME) | (times[:, None] < first))
+        if new.any():
+            t["first_y"][rows] = np.where(new, scaled[:, :C], t["first_y"][rows])
+            t["first_t"][rows] = np.where(new, times[:, None], t["first_t"][rows])
         t["n_steps"][rows] += 1
         t["n_obs"][rows] += obs_t.any(axis=1)
         self.lookback.record(t, rows, scaled, obs_t, C)

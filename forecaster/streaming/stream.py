@@ -166,6 +166,8 @@ class StreamingForecaster(StatePersistence):
         return {"last": ((), np.int64, NO_TIME), "n_obs": ((), np.int64, 0), "n_steps": ((), np.int64, 0),
                 "params": ((2, D), np.float32, 0.0),
                 "base": ((C, self.spec.baseline_for([]).shape[-1]), np.float32, 0.0),
+                # each target's first observation (scaled value, time): the anchor of the baseline's drift
+                "first_y": ((C,), np.float32, 0.0), "first_t": ((C,), np.int64, NO_TIME),
                 **self.lookback.layout(C, D), **ahead}
 
     @classmethod

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import (BASELINES, baseline_forecast, baseline_from_summary, baseline_params, blend_knots,
-                                 blend_weights, fit_blend, fit_panel_blends, season_width, trend_cap)
+from forecaster.baseline import (BASELINES, DRIFT_PRIOR, NO_AGE, baseline_forecast, baseline_from_summary, baseline_params,
+                                 blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width, trend_cap, with_first)
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
@@ -63,7 +63,7 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
     y = (y - y.mean()) / y.std()
     w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
     K = len(blend_knots(6))
-    assert K == 4 and w.shape == (1, 2 * K + 1)  # knots at steps 1, 2, 4, 6
+    assert K == 4 and w.shape == (1, 2 * K + 2)  # knots at steps 1, 2, 4, 6; the drift; mu
     np.testing.assert_allclose(w[0, :K], expected[0], atol=0.1)
     np.testing.assert_allclose(w[0, K:2 * K], expected[1], atol=0.1)
     assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
@@ -113,13 +113,19 @@ def test_a_trend_is_extrapolated(m):
     win = torch.tensor(z[n - T:n]).view(1, T, 1)
     obs = torch.ones_like(win)
     params = torch.tensor(w[None])
-    errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, params), h, m, T)[0, :, 0]
+    errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, params, h), h, m, T)[0, :, 0]
                    - torch.tensor(z[n:])).abs().mean().item() for mode in ("blend", "seasonal", "last", "mean")}
     assert errs["blend"] < 0.6 * min(errs["seasonal"], errs["last"], errs["mean"]), errs
     W = season_width(m, T)
     summary = (win[:, -1], obs[:, -1] > 0, win.mean(1), torch.ones(1, 1, dtype=torch.bool), win[:, -W:], obs[:, -W:])
-    torch.testing.assert_close(baseline_from_summary(*summary, params, h, m),
+    torch.testing.assert_close(baseline_from_summary(*summary, params, h, m, T),
                                baseline_forecast(win, obs, params, h, m, T))
+    # with the series' first observation (the drift of the whole history, if kept): the summary's age
+    # is the origin's, the window's that of its first step
+    y0 = torch.tensor([[z[0]]])
+    at_origin, at_start = with_first(params, y0, torch.tensor([[n - 1.0]])), with_first(params, y0, torch.tensor([[n - T + 0.0]]))
+    torch.testing.assert_close(baseline_from_summary(*summary, at_origin, h, m, T),
+                               baseline_forecast(win, obs, at_start, h, m, T))
 
 
 def test_a_level_with_noise_is_not_extrapolated():
@@ -154,9 +160,9 @@ def test_short_series_of_a_panel_are_fitted_together():
     alone = fit_blend(*short[0], h, 1, T)
     np.testing.assert_array_equal(alone[0, K:2 * K], 1.0)  # too short alone: the last value
     panel = fit_panel_blends(short + [long], h, 1, T)
-    assert panel.shape == (61, 1, 2 * K + 1)
+    assert panel.shape == (61, 1, 2 * K + 2)
     assert (panel[:60, 0, K:2 * K] > 1.0).all()  # the pooled trend, beyond the last value
-    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K)))
+    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 1)))
     np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
     np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
     np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
@@ -169,12 +175,44 @@ def test_short_series_of_a_panel_are_fitted_together():
     np.testing.assert_array_equal(both[60, 0], panel[60, 0])
 
 
+def test_the_drift_of_the_whole_history_is_kept_where_it_helps():
+    """Random walks with drift, each 30 steps (M3's yearly series are about that short), look-back 6:
+    the window's slope is noise, the slope from each series' first value is not; together, the
+    cross-validations keep the drift and its forecast from the end of each series errs less than
+    the last value. Walks without drift keep none."""
+    rng = np.random.default_rng(0)
+    h, T, n = 6, 6, 30
+
+    def panel(slope):
+        out = []
+        for _ in range(200):
+            y = np.cumsum(slope * rng.choice([-1.0, 1.0]) + rng.normal(size=n + h))
+            mu, sd = y[:n].mean(), y[:n].std()
+            out.append(((y - mu) / sd, np.ones((n + h, 1), bool)))
+        return out
+
+    K = len(blend_knots(h))
+    for slope, keeps in ((0.3, True), (0.0, False)):
+        series = panel(slope)
+        w = fit_panel_blends([(z[:n, None], o[:n]) for z, o in series], h, 1, T)
+        wd = w[:, 0, 2 * K]  # chosen together, each series' own weight (its least squares, in [0, 1])
+        assert ((wd > 0).mean() > 0.5 if keeps else (wd == 0).all()), wd
+        if keeps:
+            win = torch.tensor(np.stack([z[n - T:n] for z, _o in series]))[..., None]
+            params = with_first(torch.tensor(w), torch.tensor([[z[0]] for z, _o in series]),
+                                torch.full((len(series), 1), n - T + 0.0))
+            fc = baseline_forecast(win, torch.ones_like(win), params, h, 1, T)[..., 0].numpy()
+            truth = np.stack([z[n:] for z, _o in series])
+            last = np.abs(truth - win[:, -1].numpy()).mean()
+            assert np.abs(truth - fc).mean() < 0.97 * last, (np.abs(truth - fc).mean(), last)  # 0.660 vs 0.685
+
+
 def heads_of(model):
     """The head of every network of the model (on data this small ``members="auto"`` builds several)."""
     return [m.head for m in getattr(model.net, "members", [model.net])]
 
 
-def tiny_dm(**kw):
+def tiny_rows() -> list[dict]:
     rng = np.random.default_rng(1)
     t0 = dt.datetime(2024, 1, 1)
     rows = []
@@ -183,10 +221,14 @@ def tiny_dm(**kw):
             rows.append({"sid": sid, "t": t0 + dt.timedelta(hours=i),
                          "y": float(np.sin(2 * np.pi * i / 24) * (3 + k) + 0.1 * i + rng.normal() * 0.3),
                          "z": float(rng.normal())})
+    return rows
+
+
+def tiny_dm(**kw):
     args = dict(time_col="t", id_col="sid", target_cols=["y", "z"], context_length=48, horizon=12,
                 calendar_features="none")
     args.update(kw)
-    return TimeSeriesDataModule(data=pl.DataFrame(rows), **args)
+    return TimeSeriesDataModule(data=pl.DataFrame(tiny_rows()), **args)
 
 
 @pytest.mark.parametrize("decoder,extra", [("forking", {}), ("last", {}), ("last", {"revin": "std"}),
@@ -216,7 +258,50 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     k = np.arange(1, dm.horizon + 1)
     seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
     by_hand = ws * seasonal + wl * raw[-1] + (1 - ws - wl) * raw.mean()
+    # the drift: the slope from the series' first value (the table's first row) to the origin, shrunk
+    K = len(blend_knots(dm.horizon))
+    wd, first = dm.spec.baseline[0, 0, 2 * K], tiny_rows()[0]["y"]  # series a's first hour
+    assert wd > 0  # the series trends (0.1 an hour): the cross-validation keeps the drift
+    by_hand = by_hand + wd * k * (raw[-1] - first) / (199 + DRIFT_PRIOR * T)  # the origin: hour 199
     np.testing.assert_allclose(result[0, :, 0, model.net.anchor].numpy(), by_hand, rtol=1e-4, atol=1e-4)
+
+
+def test_the_drift_is_anchored_at_the_fitted_tables_first_observation(tmp_path):
+    """The drift's anchor is each series' first observation in the fitted table (the spec keeps
+    it): predict on the recent rows only, and a stream that starts from the checkpoint with them,
+    forecast what predict on the whole history does; the spec round-trips it."""
+    from forecaster.spec import DataSpec
+    from forecaster.streaming import StreamingForecaster
+
+    dm = tiny_dm()
+    K = len(blend_knots(dm.horizon))
+    assert dm.spec.baseline[0, 0, 2 * K] > 0  # series a trends: the drift is kept
+    torch.manual_seed(0)
+    model = GRUForecaster.from_datamodule(dm, **with_net({"members": 1}, hidden_size=8, d_model=8,
+                                                         head_hidden=16)).eval()
+    full = pl.DataFrame(tiny_rows())
+    whole = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=full))
+    recent = full.filter(pl.col("t") >= dt.datetime(2024, 1, 1) + dt.timedelta(hours=200 - 60))
+    later = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=recent))
+    np.testing.assert_allclose(later["value"], whole["value"], rtol=1e-5, atol=1e-5)
+    stream = StreamingForecaster(model.net, model.spec)
+    stream.observe(recent)
+    streamed = stream.forecast().join(whole, on=["series", "time", "target"], suffix="_predict")
+    assert streamed.height == whole.height
+    np.testing.assert_allclose(streamed["value"], streamed["value_predict"], rtol=1e-4, atol=1e-4)
+    again = DataSpec.from_dict(model.spec.to_dict())
+    np.testing.assert_array_equal(again.first_time, model.spec.first_time)
+    np.testing.assert_array_equal(again.first_value, model.spec.first_value)
+    # without the spec's anchor (a series it does not know), the recent rows' own first one
+    unknown = recent.with_columns(pl.col("sid") + "-new")
+    other = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=unknown))
+    assert not np.allclose(other.filter(pl.col("series") == "a-new")["value"],
+                           whole.filter(pl.col("series") == "a")["value"], atol=1e-3)
+    for bad in ([1.0], ["x", 5], [float("nan"), 5], {"v": 1}):
+        d = model.spec.to_dict()
+        d["series"]["a"]["first"]["y"] = bad
+        with pytest.raises(ValueError, match="first observation"):
+            DataSpec.from_dict(d)
 
 
 def test_baseline_modes_and_none():
@@ -227,8 +312,8 @@ def test_baseline_modes_and_none():
         model = GRUForecaster.from_datamodule(dm, baseline=mode,
                                               net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
         params = batch["baseline"].clone()
-        K = (params.shape[-1] - 1) // 2
-        params[..., :K], params[..., K:2 * K] = ws, wl
+        K = (params.shape[-1] - 4) // 2  # [w_s K, w_l K, w_d, mu, y_first, age]
+        params[..., :K], params[..., K:2 * K], params[..., 2 * K] = ws, wl, 0.0  # a plain mode: no drift
         base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
@@ -273,9 +358,10 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
     batch = dm.predict_batch()
     T = dm.context_length
     params = batch["baseline"].clone()
-    K = (params.shape[-1] - 1) // 2
-    params[..., :K], params[..., K:2 * K] = {"seasonal": (1, 0), "last": (0, 1), "mean": (0, 0)}.get(
-        chosen, (params[..., :K], params[..., K:2 * K]))
+    K = (params.shape[-1] - 4) // 2  # [w_s K, w_l K, w_d, mu, y_first, age]
+    if chosen != "blend":
+        params[..., :K], params[..., K:2 * K] = {"seasonal": (1, 0), "last": (0, 1), "mean": (0, 0)}[chosen]
+        params[..., 2 * K] = 0.0
     base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
     result = model.forecast(batch)
     torch.testing.assert_close(result[..., model.net.anchor], base * batch["scale"][:, None] + batch["loc"][:, None],
@@ -459,6 +545,18 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     cnt = observed.sum(1)
     mean = (target * observed).sum(1) / cnt.clamp_min(1)
     W = season_width(m, T)
-    got = baseline_from_summary(last, has_last, mean, cnt > 0, target[:, -W:], observed[:, -W:], params, h, m)
+    got = baseline_from_summary(last, has_last, mean, cnt > 0, target[:, -W:], observed[:, -W:], params, h, m, T)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # with a drift weight and the first observation: ages at and before it (no drift), never observed, long
+    age = torch.tensor([0.0, -5.0, NO_AGE, 3.0, 40.0, 1000.0])[torch.arange(B) % 6].view(B, 1).expand(B, C)
+    anchored = with_first(torch.cat([params[..., :2 * K], torch.rand(B, C, 1, generator=g), params[..., -1:]], dim=-1),
+                          torch.randn(B, C, generator=g), age)
+    expected = baseline_forecast(target, observed, anchored, h, m, T)
+    at_origin = anchored.clone()
+    at_origin[..., -1] = anchored[..., -1] + T - 1
+    got = baseline_from_summary(last, has_last, mean, cnt > 0, target[:, -W:], observed[:, -W:], at_origin, h, m, T)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    plain = baseline_forecast(target, observed, params, h, m, T)
+    moved = (expected - plain).abs().amax(dim=(1, 2)) > 1e-6  # (B,): where the drift applies
+    assert moved[age[:, 0] + T - 1 >= 1].any() and not moved[age[:, 0] + T - 1 < 1].any()
     assert W == min(m, T)

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 import torch
 
+from forecaster.baseline import blend_knots
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 from forecaster.nets import StepNet
@@ -161,6 +162,14 @@ def test_spec_round_trips_through_json_and_reads_version_1():
     assert DataSpec.from_dict(v1).to_dict()["scalers"] == d["scalers"]
     with pytest.raises(ValueError, match="version 99"):
         DataSpec.from_dict({**d, "version": 99})
+    # version 2 (before the baseline's drift): [w_s K, w_l K, mu] reads as the same blend with w_d = 0
+    K = len(blend_knots(4))
+    v2 = {**d, "version": 2, "baseline": {s: {c: w[:2 * K] + w[-1:] for c, w in per.items()}
+                                          for s, per in d["baseline"].items()}}
+    old = DataSpec.from_dict(v2).baseline
+    assert old.shape == dm.spec.baseline.shape == (1, 1, 2 * K + 2)
+    np.testing.assert_array_equal(np.delete(old, 2 * K, axis=-1), np.delete(dm.spec.baseline, 2 * K, axis=-1))
+    assert old[0, 0, 2 * K] == 0.0
 
 
 # ---- a zone-aware table with a DST change: one axis for training, prediction and streaming ----

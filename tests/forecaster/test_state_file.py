@@ -36,6 +36,7 @@ from forecaster.snapshot import (LOG_MAGIC, Compactor, SnapshotError, StateLock,
                                  read_log)
 from forecaster.stream_cli import serve
 from forecaster.streaming import StreamingForecaster, statefile
+from forecaster.streaming.records import NO_TIME
 from forecaster.streaming.statefile import merge_payloads
 from tests.forecaster.test_stream_faults import assert_same
 from tests.forecaster.test_streaming import T0, make, stream_of
@@ -357,7 +358,7 @@ def test_a_snapshot_appends_only_what_changed(setup, tmp_path):
     assert delta["bytes"] < base["bytes"] / 20
     assert path.stat().st_size == base["bytes"] + delta["bytes"]
     nothing = stream.save_state(path)
-    assert nothing["series"] == 0 and nothing["bytes"] < 4_000
+    assert nothing["series"] == 0 and nothing["bytes"] < 4_500  # the headers of its empty columns
     assert_same(loaded(model, path), stream)
 
 
@@ -453,6 +454,30 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert restored.save_state(path)["kind"] == "base"  # no deltas after a format-3 payload
     assert path.read_bytes().startswith(LOG_MAGIC)
     assert_same(loaded(model, path), stream)
+
+
+def test_reads_snapshots_from_before_the_drift(setup, tmp_path):
+    """A format-4 snapshot written before the baseline's drift (spec version 2): no first
+    observations, blends without the drift weight. It loads; the blend is the same with the weight
+    inserted (0: the spec's own, as every fitted weight is rebuilt from the file), and each
+    target's next observation becomes its anchor."""
+    df, model, lines = setup
+    stream = many(model, 3)
+    t = stream.table
+    payload = {**statefile._packed(t.base_payload()), "format_version": 4, "fingerprint": stream._fingerprint()}
+    for k in ("first_y", "first_t"):
+        del payload[k]
+    base = payload["base"]
+    payload["base"] = torch.cat([base[..., :-2], base[..., -1:]], dim=-1).contiguous()  # [w_s K, w_l K, mu]
+    from forecaster.snapshot import write_snapshot
+    write_snapshot(tmp_path / "old.pt", payload)
+    restored = stream_of(model)
+    restored.load_state(tmp_path / "old.pt")
+    r = restored.table.t
+    assert (r["first_t"][:3] == NO_TIME).all() and (r["base"][:3, :, -2] == 0).all()
+    np.testing.assert_array_equal(np.delete(r["base"][:3], -2, axis=-1), np.delete(t.t["base"][:3], -2, axis=-1))
+    restored.observe([rec(f"k{i}", 1) for i in range(3)])
+    assert (restored.table.t["first_t"][:3] != NO_TIME).all()  # anchored at the next observation
 
 
 # ---- the review's probes (each failed before its fix) ------------------------------------------------

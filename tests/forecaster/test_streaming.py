@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from forecaster.baseline import season_width
+from forecaster.baseline import blend_knots, season_width
 from forecaster.data import TimeSeriesDataModule
 from forecaster.nets import StepForecastNet, WindowNet
 from forecaster.streaming import StreamingForecaster
@@ -343,13 +343,15 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     opts = {"members": 1, **MODELS[name]}  # one network unless the case names an ensemble
     no_cov = opts.pop("no_covariates", False)
     history = opts.pop("history", None)
-    df = raw_frame()
+    df = raw_frame(null_at=((9, "a"), (0, "b"), (1, "b")))  # s1's "b" first observed at its third step
     dm = TimeSeriesDataModule.from_frame(
         df, time_col="time", id_col="id", target_cols=["a", "b"], past_covariate_cols=[] if no_cov else ["p"],
         calendar_features="none" if no_cov else ["hour_of_day"], context_length=CONTEXT, horizon=HORIZON,
         val_size=5, test_size=5)
     torch.manual_seed(0)
     model = GRUForecaster.from_datamodule(dm, **with_net(opts, hidden_size=8, d_model=8, head_hidden=16)).eval()
+    K = len(blend_knots(HORIZON))
+    model.spec.baseline[:, :, 2 * K] = 0.7  # the drift from each target's first observation, in every model
     with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
         for net in getattr(model.net, "members", [model.net]):
             for p in net.head.parameters():
