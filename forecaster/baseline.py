@@ -215,8 +215,8 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
         params: (B, C, P) per series and target (:func:`param_layout`): the fitted ``[w_s knots,
             w_l knots, w_d, mu]``, or those with ``[y_first, age]`` after them (:func:`with_first`):
             the series' first observed value and how many steps after it the window's first step
-            lies, which add the drift ``w_d * k * (L - y_first) / (age + t)`` of the whole history
-            (without them, no drift).
+            lies, which add the drift ``w_d * k * (L - y_first) / (age + t + DRIFT_PRIOR * T)`` of
+            the whole history at origin ``t`` (without them, no drift).
         horizon: h. season_length: m. context_length: T, the look-back a forecast may use.
         origins: None = the last origin only, ``t = L - 1``; n = the first n origins ``t = 0..n-1``
             (each with the window's steps up to t).
@@ -411,9 +411,9 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
         ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w, d)``, each
         (n_o, horizon, C) over the n_o origins used: the season, the last value and the target,
         each less the look-back's mean, 1.0 where the target is observed, else 0.0, and the drift
-        regressor ``k * (L - y_first) / (t - t_first)`` (the slope from the part's first
-        observation of the target to the origin; 0 at or before it) (None when the part has no
-        origin with a whole horizon after it).
+        regressor ``k * (L - y_first) / (t - t_first + DRIFT_PRIOR * T)`` (the shrunk slope from
+        the part's first observation of the target to the origin; 0 at or before it) (None when
+        the part has no origin with a whole horizon after it).
     """
     n, C = values.shape
     obs = observed.astype(bool)
@@ -441,8 +441,8 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     tgt_i = ts[:, None] + k[None, :]
     yt, w = y[tgt_i], obs[tgt_i].astype(np.float64)  # (n_o, h, C)
     s_, l_, t_ = sv - lm[:, None, :], np.broadcast_to((lv - lm)[:, None, :], sv.shape), yt - lm[:, None, :]
-    # the drift regressor k * D: D = (L - y_first) / (t - t_first), the slope from the target's first
-    # observation to the origin (0 before it, or with no last value in the look-back)
+    # the drift regressor k * D: D = (L - y_first) / (t - t_first + DRIFT_PRIOR * T), the shrunk slope from the
+    # target's first observation to the origin (0 at or before it, or with no last value in the look-back)
     first = np.argmax(obs, axis=0)  # (C,)
     y0 = y[first, np.arange(C)]
     age = ts[:, None] - first[None, :]  # (n_o, C)

@@ -26,6 +26,10 @@ __all__ = ["DataSpec", "SPEC_VERSION"]
 SPEC_VERSION = 3  # 3: the baseline's drift (w_s K, w_l K, w_d, mu; each series' first observation); 2, 1 are read
 #: No time (int64's least value): a target without an observation (as :data:`forecaster.streaming.records.NO_TIME`).
 NO_TIME = np.iinfo(np.int64).min
+#: A first observation read from a spec lies within these (scaled value; axis time, as the stream's
+#: ``TIME_MAX``: far enough from int64's ends for the steps after it).
+FIRST_VALUE_MAX = 1e15
+TIME_LIMIT = (1 << 63) - (1 << 59)
 
 
 def _read_firsts(info: dict, ids: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -33,20 +37,36 @@ def _read_firsts(info: dict, ids: list[str], targets: list[str]) -> tuple[np.nda
     (``"first": {target: [value, time] | None}``; absent in specs before version 3: none)."""
     fv = np.zeros((len(ids), len(targets)))
     ft = np.full((len(ids), len(targets)), NO_TIME, dtype=np.int64)
+    if not isinstance(info, dict):  # (no series entries: nothing known, as for their grids)
+        return fv, ft
     for i, sid in enumerate(ids):
-        firsts = (info.get(sid) or {}).get("first") or {}
+        entry = info.get(sid)
+        firsts = entry.get("first") if isinstance(entry, dict) else None
+        if firsts is None:
+            continue
         if not isinstance(firsts, dict):
             raise ValueError(f"the data spec's first observations of series {sid!r} are not a mapping of targets")
         for j, c in enumerate(targets):
             f = firsts.get(c)
             if f is None:
                 continue
-            ok = isinstance(f, (list, tuple)) and len(f) == 2 and isinstance(f[1], int) and not isinstance(f[1], bool)
-            if not (ok and isinstance(f[0], (int, float)) and np.isfinite(f[0])):
+            if not (isinstance(f, (list, tuple)) and len(f) == 2 and _number(f[0], FIRST_VALUE_MAX)
+                    and _number(f[1], TIME_LIMIT, integer=True)):
                 raise ValueError(f"the data spec's first observation of series {sid!r}, target {c!r} is not "
-                                 "[value, time] (a finite number and an integer time)")
+                                 f"[value, time] (a number within +-{FIRST_VALUE_MAX:g} and an integer time within "
+                                 f"+-{TIME_LIMIT})")
             fv[i, j], ft[i, j] = float(f[0]), int(f[1])
     return fv, ft
+
+
+def _number(x, limit, integer: bool = False) -> bool:
+    """A JSON number (not a bool) within +-limit (an int, if ``integer``)."""
+    if isinstance(x, bool) or not isinstance(x, int if integer else (int, float)):
+        return False
+    try:
+        return bool(abs(x) <= limit)
+    except OverflowError:
+        return False
 
 
 @dataclass(eq=False)
@@ -346,8 +366,11 @@ class DataSpec:
                                                             dtype=np.float64)
         info = d.get("series", {})
         # (without the series' grids, e.g. a hand-written spec, no array: no check against them)
+        grids = isinstance(info, dict) and all(isinstance(info.get(s), dict) and
+                                               all(_number(info[s].get(k), TIME_LIMIT, integer=True)
+                                                   for k in ("start", "length", "last_observed")) for s in ids)
         get = lambda k: np.array([int(info[s][k]) for s in ids], dtype=np.int64) \
-            if all(s in info for s in ids) else np.zeros(0, dtype=np.int64)  # noqa: E731
+            if grids else np.zeros(0, dtype=np.int64)  # noqa: E731
         kind = d["time_kind"]
         fv, ft = _read_firsts(info, ids, list(d["target_cols"]))
         return cls(

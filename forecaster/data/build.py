@@ -15,7 +15,7 @@ reports.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -100,17 +100,13 @@ def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str
                            [*targets, *roles.past_covariate_cols, *roles.future_covariate_cols], C)
     observed = apply_scalers(grid.values[:, :D], grid.offsets, loc, scl)[:, :C]
     blend = fit_blends(grid, observed, parts["train"], horizon, season, context_length)
-    first = own_first_observations(grid, observed)
-    seen = first[1] >= 0
-    first_time = np.where(seen, f.time(grid.starts[:, None], np.maximum(first[1], 0)), NO_TIME)
     spec = DataSpec(
         time_col=roles.time_col, id_col=roles.id_col, target_cols=targets,
         past_covariate_cols=list(roles.past_covariate_cols), future_covariate_cols=list(roles.future_covariate_cols),
         time_kind=time_kind, freq=f, calendar=cal, season_length=season, context_length=context_length,
         horizon=horizon, scaling=scaling, series_ids=list(grid.series_ids), loc=loc, scale=scl,
         series_start=grid.starts, series_length=grid.lengths, last_observed=_last_observed(grid, observed),
-        baseline=blend, time_zone=time_zone, time_format=time_format, first_value=first[0].astype(np.float64),
-        first_time=first_time)
+        baseline=blend, time_zone=time_zone, time_format=time_format)
     info = {"rows": n_rows, "dropped": ext.dropped, "calendar_why": cal_why,
             "freq_source": "given" if freq is not None else "inferred",
             "season_source": "given" if season_length else "from the frequency"}
@@ -339,13 +335,20 @@ def first_observations(grid: Grid, observed: np.ndarray, spec: DataSpec) -> dict
 def _prepared(spec: DataSpec, grid: Grid, splits: dict, observed: np.ndarray, loc: np.ndarray, scale: np.ndarray,
               blend: np.ndarray, info: dict) -> Prepared:
     C = observed.shape[1]
+    first = first_observations(grid, observed, spec)
+    index = first["first_index"].numpy()
+    seen = index != NO_INDEX
+    first_time = np.where(seen, spec.freq.time(np.asarray(grid.starts, np.int64)[:, None], np.where(seen, index, 0)),
+                          NO_TIME)
+    # the spec keeps the anchors of this table's series (fit, and a warm start that adds series)
+    spec = replace(spec, first_value=first["first_value"].numpy().astype(np.float64), first_time=first_time)
     arrays = {
         "data": torch.from_numpy(grid.values),
         "observed": torch.from_numpy(observed.astype(np.float32)),
         "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
         "scale": torch.from_numpy(scale[:, :C].astype(np.float32)),
         "baseline": torch.from_numpy(blend.astype(np.float32)),
-        **first_observations(grid, observed, spec),
+        **first,
     }
     info = {**info, "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0}
     return Prepared(spec=spec, grid=grid, splits=splits, arrays=arrays, info=info)

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from forecaster.snapshot import SnapshotError
-from forecaster.streaming.records import show
-from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, check_base, merge_payloads
+from forecaster.streaming.records import NO_TIME, show
+from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, before_drift, check_base, merge_payloads
 
 __all__ = ["StatePersistence"]
 
@@ -68,8 +70,9 @@ class StatePersistence:
         where = f"state file {str(path)!r}"
         try:
             self._check_header(payloads[0], where)
-            ids, state, tables = check_base(merge_payloads(payloads), self.table.layout, self.net.state_shape,
-                                            not self.windowed)
+            merged = merge_payloads(payloads)
+            migrated = before_drift(merged)
+            ids, state, tables = check_base(merged, self.table.layout, self.net.state_shape, not self.windowed)
         except SnapshotError as e:
             raise SnapshotError(str(e) if str(e).startswith(where) else f"{where} {e}") from None
         except Exception as e:  # noqa: BLE001 - whatever a foreign structure raises: one line, no traceback
@@ -77,6 +80,13 @@ class StatePersistence:
                                 f"{show(str(e))})") from None
         self.table.install(ids, state, tables)
         file.adopt(info)
+        if migrated:  # a snapshot from before the drift: the anchors the spec knows (as a new row gets them),
+            t = self.table.t  # and the next snapshot is a whole base, not a delta on the old one
+            fy, ft = self.spec.anchors_for(ids)
+            none = t["first_t"][:len(ids)] == NO_TIME
+            t["first_y"][:len(ids)] = np.where(none, fy, t["first_y"][:len(ids)])
+            t["first_t"][:len(ids)] = np.where(none, ft, t["first_t"][:len(ids)])
+            file.rebase()
         if self.max_series is not None and len(self.table) > self.max_series:
             gone = self.table.evict(self.max_series)  # one note, not a line per series
             file.notes.append(f"{where} holds {len(ids):,} series, more than max_series={self.max_series:,}: the "

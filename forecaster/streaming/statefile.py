@@ -22,7 +22,8 @@ from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotE
 from forecaster.streaming.records import MAX_ID_LENGTH, NO_TIME, TIME_MAX, id_problem, show
 from forecaster.streaming.table import Layout
 
-__all__ = ["StateFile", "merge_payloads", "check_base", "pack_ids", "unpack_ids", "STATE_FORMAT_VERSION", "COMPACT_MIN_BYTES"]
+__all__ = ["StateFile", "merge_payloads", "check_base", "before_drift", "pack_ids", "unpack_ids", "STATE_FORMAT_VERSION",
+           "COMPACT_MIN_BYTES"]
 
 # 4: a log of segments (a base, then deltas) with the born / seen columns; 3: one payload without them
 STATE_FORMAT_VERSION = 4
@@ -142,16 +143,27 @@ def merge_payloads(payloads: list[dict]) -> dict:
             "removed": pack_ids([]), "ids": pack_ids(ids), **out}
 
 
+def before_drift(payload: dict) -> bool:
+    """Whether a (merged) payload was written before the baseline's drift (no first observations)."""
+    return "first_t" not in payload
+
+
 def _before_drift(payload: dict, layout: Layout, n: int) -> dict:
-    """A snapshot from before the baseline's drift (spec version 2): no first observations kept
-    (each target's next observation becomes its anchor) and blends without the drift weight
-    (inserted as 0 before ``mu``: the same forecast)."""
+    """A snapshot from before the baseline's drift (spec version 2 or 1): no first observations
+    kept (each target's next observation becomes its anchor, unless the spec knows one) and blends
+    without the drift weight, ``[w_s K, w_l K, mu]`` or one weight for every step ``[w_s, w_l, mu]``
+    (brought to ``[w_s K, w_l K, 0, mu]``: the same forecast)."""
     add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
            if k in ("first_y", "first_t") and k not in payload}
     base = payload.get("base")
-    if "base" in layout and isinstance(base, torch.Tensor) and base.ndim == 3 \
-            and base.shape[-1] == layout["base"][0][-1] - 1:
-        add["base"] = torch.cat([base[..., :-1], torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1)
+    if "base" in layout and isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_floating_point():
+        Kh, w = (layout["base"][0][-1] - 2) // 2, base.shape[-1]
+        K = (w - 1) // 2
+        if w % 2 == 1 and K in (Kh, 1) and Kh >= 1:
+            ws, wl = base[..., :K], base[..., K:2 * K]
+            if K != Kh:
+                ws, wl = ws.expand(*ws.shape[:-1], Kh), wl.expand(*wl.shape[:-1], Kh)
+            add["base"] = torch.cat([ws, wl, torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1).contiguous()
     return {**payload, **add} if add else payload
 
 
@@ -188,7 +200,8 @@ def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carr
     counters = (n_steps, tables["seen"], tables["born"])
     if not ((tables["params"][:, 1] > 0).all() and (n_obs >= 0).all() and (n_obs <= n_steps).all()
             and all(((c >= 0) & (c <= _COUNT_MAX)).all() for c in counters)
-            and ((last == NO_TIME) | (np.abs(last) <= TIME_MAX)).all()):
+            and ((last == NO_TIME) | (np.abs(last) <= TIME_MAX)).all()
+            and ((tables["first_t"] == NO_TIME) | (np.abs(tables["first_t"]) <= TIME_MAX)).all()):
         raise SnapshotError("is inconsistent (a scale <= 0, or counts or times out of range)")
     return ids, state, tables
 

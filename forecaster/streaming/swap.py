@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from forecaster.spec import DataSpec
-from forecaster.streaming.records import show
+from forecaster.streaming.records import NO_TIME, show
 
 __all__ = ["SwapError", "SwapReport", "swap_model", "incompatibility", "CheckpointWatcher", "load_model"]
 
@@ -164,6 +164,7 @@ def _rescale(cand, t: dict, ids: list[str], n: int) -> bool:
     if not np.array_equal(base, t["base"][:n]):
         t["base"] = t["base"].copy()
         t["base"][:n] = base
+    _anchor(cand, t, ids, n, old, new)
     if np.array_equal(new, old):
         return False
     C = len(cand.target_cols)
@@ -186,6 +187,22 @@ def _rescale(cand, t: dict, ids: list[str], n: int) -> bool:
     t["params"] = t["params"].copy()
     t["params"][:n] = new
     return True
+
+
+def _anchor(cand, t: dict, ids: list[str], n: int, old: np.ndarray, new: np.ndarray) -> None:
+    """Each target's first observation (the baseline drift's anchor) in the new scalers, or the new
+    spec's where it knows an earlier one (as a fresh stream of the new model would start)."""
+    C = len(cand.target_cols)
+    ft = t["first_t"][:n].copy()
+    seen = ft != NO_TIME
+    with np.errstate(over="ignore", invalid="ignore"):
+        fy = ((t["first_y"][:n].astype(np.float64) * old[:, 1, :C] + old[:, 0, :C] - new[:, 0, :C]) / new[:, 1, :C])
+    fy = np.where(seen, fy, 0.0)
+    sv, st = cand.spec.anchors_for(ids)
+    earlier = (st != NO_TIME) & (~seen | (st < ft))
+    t["first_y"], t["first_t"] = t["first_y"].copy(), t["first_t"].copy()
+    t["first_y"][:n] = np.where(earlier, sv, fy).astype(np.float32)
+    t["first_t"][:n] = np.where(earlier, st, ft)
 
 
 def _rewarm(cand, t: dict, rows: np.ndarray, state: torch.Tensor, ids: list[str]) -> int:

@@ -294,10 +294,14 @@ def test_the_drift_is_anchored_at_the_fitted_tables_first_observation(tmp_path):
     np.testing.assert_array_equal(again.first_value, model.spec.first_value)
     # without the spec's anchor (a series it does not know), the recent rows' own first one
     unknown = recent.with_columns(pl.col("sid") + "-new")
-    other = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=unknown))
+    new_dm = TimeSeriesDataModule.from_spec(model.spec, data=unknown)
+    other = model.forecast_frame(new_dm)
     assert not np.allclose(other.filter(pl.col("series") == "a-new")["value"],
                            whole.filter(pl.col("series") == "a")["value"], atol=1e-3)
-    for bad in ([1.0], ["x", 5], [float("nan"), 5], {"v": 1}):
+    # the table's spec (what a warm start on it keeps) knows the new series' anchors, at their first rows
+    assert (new_dm.spec.first_time == new_dm.spec.grid_times(new_dm.spec.series_start[:, None], 0)).all()
+    for bad in ([1.0], ["x", 5], [float("nan"), 5], {"v": 1}, [10 ** 400, 5], [1e300, 5], [True, 5], [1.0, 2 ** 70],
+                [1.0, -(2 ** 63) + 1], [1.0, 5.0]):
         d = model.spec.to_dict()
         d["series"]["a"]["first"]["y"] = bad
         with pytest.raises(ValueError, match="first observation"):

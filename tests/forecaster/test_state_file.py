@@ -456,11 +456,14 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert_same(loaded(model, path), stream)
 
 
-def test_reads_snapshots_from_before_the_drift(setup, tmp_path):
-    """A format-4 snapshot written before the baseline's drift (spec version 2): no first
-    observations, blends without the drift weight. It loads; the blend is the same with the weight
-    inserted (0: the spec's own, as every fitted weight is rebuilt from the file), and each
-    target's next observation becomes its anchor."""
+@pytest.mark.parametrize("blend", ["knots", "one weight"])
+def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
+    """A format-4 snapshot written before the baseline's drift (spec version 2, or 1: one weight
+    for every step): no first observations, blends without the drift weight. It loads as the same
+    blend with the weight 0 inserted, the anchors the spec knows (none for series it does not),
+    each target's next observation the anchor of the others; the next snapshot is a whole base
+    (a delta on the old one would not merge), which loads again. A first observation's time out of
+    range is refused."""
     df, model, lines = setup
     stream = many(model, 3)
     t = stream.table
@@ -468,16 +471,33 @@ def test_reads_snapshots_from_before_the_drift(setup, tmp_path):
     for k in ("first_y", "first_t"):
         del payload[k]
     base = payload["base"]
-    payload["base"] = torch.cat([base[..., :-2], base[..., -1:]], dim=-1).contiguous()  # [w_s K, w_l K, mu]
+    K = (base.shape[-1] - 2) // 2
+    if blend == "knots":  # [w_s K, w_l K, mu]
+        payload["base"] = torch.cat([base[..., :2 * K], base[..., -1:]], dim=-1).contiguous()
+    else:  # [w_s, w_l, mu]: the same weight at every knot
+        base = torch.cat([base[..., :1].expand(-1, -1, K), base[..., K:K + 1].expand(-1, -1, K),
+                          torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1)
+        payload["base"] = torch.cat([base[..., :1], base[..., K:K + 1], base[..., -1:]], dim=-1).contiguous()
     from forecaster.snapshot import write_snapshot
-    write_snapshot(tmp_path / "old.pt", payload)
+    path = tmp_path / "old.pt"
+    write_snapshot(path, payload)
     restored = stream_of(model)
-    restored.load_state(tmp_path / "old.pt")
+    restored.load_state(path)
     r = restored.table.t
-    assert (r["first_t"][:3] == NO_TIME).all() and (r["base"][:3, :, -2] == 0).all()
-    np.testing.assert_array_equal(np.delete(r["base"][:3], -2, axis=-1), np.delete(t.t["base"][:3], -2, axis=-1))
+    assert (r["first_t"][:3] == NO_TIME).all() and (r["base"][:3, :, 2 * K] == 0).all()  # k0.. are new to the spec
+    np.testing.assert_array_equal(np.delete(r["base"][:3], 2 * K, axis=-1), np.delete(base.numpy(), 2 * K, axis=-1)
+                                  if blend != "knots" else np.delete(t.t["base"][:3], 2 * K, axis=-1))
     restored.observe([rec(f"k{i}", 1) for i in range(3)])
     assert (restored.table.t["first_t"][:3] != NO_TIME).all()  # anchored at the next observation
+    assert restored.save_state(path)["kind"] == "base"
+    again = stream_of(model)
+    again.load_state(path)
+    assert again.forecast().equals(restored.forecast())
+    bad = {**statefile._packed(t.base_payload()), "format_version": 4, "fingerprint": stream._fingerprint()}
+    bad["first_t"] = torch.full_like(bad["first_t"], np.iinfo(np.int64).max)
+    write_snapshot(tmp_path / "bad.pt", bad)
+    with pytest.raises(SnapshotError, match="out of range"):
+        stream_of(model).load_state(tmp_path / "bad.pt")
 
 
 # ---- the review's probes (each failed before its fix) ------------------------------------------------

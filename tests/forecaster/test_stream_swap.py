@@ -348,3 +348,28 @@ def test_replay_with_a_swap_reports_each_models_online_error(ckpts, tmp_path, ca
     assert "--swap time 'not-a-time'" in capsys.readouterr().err
     assert main(args + ["--swap", "nothing-here"]) == 2
     assert "give CKPT@TIME" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("history", ["carry", "window"])
+def test_a_swap_converts_the_drifts_anchor_to_the_new_scalers(history):
+    """The baseline's drift anchors at each target's first observation, kept scaled: a swap to a
+    model with other scalers converts it, so the swapped stream forecasts what a fresh stream of
+    the new model does."""
+    from forecaster.baseline import blend_knots
+
+    df = frame()
+    spec = spec_of(df)
+    K, C = len(blend_knots(HORIZON)), 2
+    spec.baseline[:, :, 2 * K] = 0.7  # a drift, as the fit keeps for trending series
+    other = DataSpec.from_dict(spec.to_dict())  # the same model refitted: other scalers, its anchors in them
+    other.loc = other.loc + 0.5
+    other.scale = other.scale * 1.3
+    other.first_value = (spec.first_value * spec.scale[:, :C] + spec.loc[:, :C] - other.loc[:, :C]) / other.scale[:, :C]
+    times = df["time"].unique().sort()
+    kw = {"swappable": True} if history == "carry" else {"history": "window"}
+    s = StreamingForecaster(net_of(spec, 0), spec, **kw)
+    feed(s, df, times[:40])
+    s.swap(net_of(spec, 1), other)
+    fresh = StreamingForecaster(net_of(spec, 1), other, **({} if history == "carry" else {"history": "window"}))
+    feed(fresh, df, times[40 - CONTEXT:40])
+    np.testing.assert_allclose(s.forecast()["value"].to_numpy(), fresh.forecast()["value"].to_numpy(), atol=1e-4)
