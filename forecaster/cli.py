@@ -55,6 +55,28 @@ _LINKED = ("n_targets", "n_past_covariates", "n_future_covariates", "context_len
            "seasonal_period", "data_spec", "train_windows")
 
 
+def complete_checkpoint(path: str) -> str:
+    """``path`` if it is a complete checkpoint, else the newest other complete one in its folder
+    ("" if none). ``ModelCheckpoint`` names a new best before it writes it and deletes the previous
+    best after: a Ctrl-C in between leaves the named one missing or cut short and the previous one
+    on disk."""
+    from forecaster.checkpoint import read_checkpoint
+
+    def complete(p: Path) -> bool:
+        try:
+            read_checkpoint(p)
+            return True
+        except Exception:  # noqa: BLE001 - missing, cut short, not a checkpoint: not this one
+            return False
+
+    if complete(Path(path)):
+        return path
+    folder = Path(path).parent
+    others = sorted((p for p in folder.glob("*.ckpt") if p != Path(path) and p.is_file()),
+                    key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    return next((str(p) for p in others if complete(p)), "")
+
+
 class UserError(Exception):
     """A mistake in the user's input, reported as one line."""
 
@@ -167,10 +189,15 @@ class ForecasterCLI(LightningCLI):
                 raise
             signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores further Ctrl-C
             cb = self.trainer.checkpoint_callback
-            best = getattr(cb, "best_model_path", "") if cb is not None else ""
+            named = getattr(cb, "best_model_path", "") if cb is not None else ""
+            best = complete_checkpoint(named) if named else ""
             if not best or not self.trainer.is_global_zero:
                 print("interrupted before the first validation: no checkpoint to test", file=sys.stderr)
                 raise SystemExit(130) from None
+            if best != named:  # Ctrl-C while a new best was being written: it is incomplete
+                print(f"interrupted while writing {named}, which is incomplete: the previous best is the best "
+                      "checkpoint so far", file=sys.stderr)
+                cb.best_model_path = best
             print(f"interrupted: evaluating the best checkpoint so far ({best})", file=sys.stderr, flush=True)
             self.trainer.should_stop, self.trainer.state.status = False, TrainerStatus.FINISHED
             self.after_fit(interrupted=False)
