@@ -59,8 +59,8 @@ from torch import Tensor
 
 __all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
            "season_offsets", "season_width", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
-           "blend_weights", "trend_cap", "param_layout", "canonical_params", "with_first", "NO_AGE", "DRIFT_PRIOR",
-           "MIN_FIT_PAIRS", "BLEND_MARGIN", "BLEND_CANDIDATES"]
+           "blend_weights", "trend_cap", "param_layout", "canonical_params", "widen_params", "with_first", "NO_AGE",
+           "DRIFT_PRIOR", "MIN_FIT_PAIRS", "BLEND_MARGIN", "BLEND_CANDIDATES"]
 
 BaselineMode = Literal["blend", "seasonal", "last", "mean", "none"]
 BASELINES = ("blend", "seasonal", "last", "mean", "none")
@@ -128,16 +128,23 @@ def canonical_params(params: np.ndarray, horizon: int) -> np.ndarray:
     K knots (a spec from before the drift has none: ``w_d = 0``; one weight for every step is
     repeated at each knot). The forecast is unchanged."""
     p = np.asarray(params, dtype=np.float64)
-    K, drift, anchored = param_layout(p.shape[-1], horizon)
-    if anchored:
+    if param_layout(p.shape[-1], horizon)[2]:
         raise ValueError("canonical_params takes fitted parameters (2K + 2), not a batch's (2K + 4)")
-    Kh = len(blend_knots(horizon))
-    ws, wl = p[..., :K], p[..., K:2 * K]
-    wd = p[..., 2 * K:2 * K + 1] if drift else np.zeros_like(p[..., :1])
-    mu = p[..., -1:]
-    if K != Kh:
-        ws, wl = np.repeat(ws, Kh, axis=-1), np.repeat(wl, Kh, axis=-1)
-    return np.concatenate([ws, wl, wd, mu], axis=-1)
+    return widen_params(p, len(blend_knots(horizon)))
+
+
+def widen_params(params: np.ndarray, K: int) -> np.ndarray:
+    """Fitted parameters (..., P) at K knots or one weight for every step, with or without the
+    drift weight -> (..., 2K + 2) ``[w_s K, w_l K, w_d, mu]`` (``w_d = 0`` where there was none;
+    one weight repeated at each knot): the same forecast. ``ValueError`` for another P."""
+    p = np.asarray(params)
+    for k in dict.fromkeys((K, 1)):
+        for drift in (False, True):
+            if p.shape[-1] == 2 * k + 1 + drift:
+                ws, wl = np.repeat(p[..., :k], K // k, axis=-1), np.repeat(p[..., k:2 * k], K // k, axis=-1)
+                wd = p[..., 2 * k:2 * k + 1] if drift else np.zeros_like(p[..., :1])
+                return np.concatenate([ws, wl, wd, p[..., -1:]], axis=-1)
+    raise ValueError(f"baseline parameters of {p.shape[-1]} numbers are not blend weights at {K} knots or one")
 
 
 def blend_weights(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:

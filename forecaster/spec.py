@@ -24,12 +24,14 @@ from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_feat
 __all__ = ["DataSpec", "SPEC_VERSION"]
 
 SPEC_VERSION = 3  # 3: the baseline's drift (w_s K, w_l K, w_d, mu; each series' first observation); 2, 1 are read
-#: No time (int64's least value): a target without an observation (as :data:`forecaster.streaming.records.NO_TIME`).
+# "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
 NO_TIME = np.iinfo(np.int64).min
-#: A first observation read from a spec lies within these (scaled value; axis time, as the stream's
-#: ``TIME_MAX``: far enough from int64's ends for the steps after it).
+# Times (int64 axis values: nanoseconds since 1970 for datetimes) beyond this, about 2244 and 1696,
+# are refused: 18 years from int64's ends (2262, 1677), so that later steps and forecast times of
+# a stream do not overflow.
+TIME_MAX = (1 << 63) - (1 << 59)
+#: A first observation read from a spec is a scaled value within this.
 FIRST_VALUE_MAX = 1e15
-TIME_LIMIT = (1 << 63) - (1 << 59)
 
 
 def _read_firsts(info: dict, ids: list[str], targets: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -51,10 +53,10 @@ def _read_firsts(info: dict, ids: list[str], targets: list[str]) -> tuple[np.nda
             if f is None:
                 continue
             if not (isinstance(f, (list, tuple)) and len(f) == 2 and _number(f[0], FIRST_VALUE_MAX)
-                    and _number(f[1], TIME_LIMIT, integer=True)):
+                    and _number(f[1], TIME_MAX, integer=True)):
                 raise ValueError(f"the data spec's first observation of series {sid!r}, target {c!r} is not "
                                  f"[value, time] (a number within +-{FIRST_VALUE_MAX:g} and an integer time within "
-                                 f"+-{TIME_LIMIT})")
+                                 f"+-{TIME_MAX})")
             fv[i, j], ft[i, j] = float(f[0]), int(f[1])
     return fv, ft
 
@@ -367,7 +369,7 @@ class DataSpec:
         info = d.get("series", {})
         # (without the series' grids, e.g. a hand-written spec, no array: no check against them)
         grids = isinstance(info, dict) and all(isinstance(info.get(s), dict) and
-                                               all(_number(info[s].get(k), TIME_LIMIT, integer=True)
+                                               all(_number(info[s].get(k), TIME_MAX, integer=True)
                                                    for k in ("start", "length", "last_observed")) for s in ids)
         get = lambda k: np.array([int(info[s][k]) for s in ids], dtype=np.int64) \
             if grids else np.zeros(0, dtype=np.int64)  # noqa: E731

@@ -294,32 +294,21 @@ def _last_observed(grid: Grid, observed: np.ndarray) -> np.ndarray:
     return np.maximum.reduceat(np.where(any_obs, np.arange(grid.n_steps), -1), starts_row) - starts_row
 
 
-def own_first_observations(grid: Grid, observed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each series' first observation of each target in this grid: its scaled value, float32
-    (S, C) (0 if never observed), and its grid index, int64 (S, C) (-1 if never observed)."""
-    C = observed.shape[1]
-    S = len(grid.series_ids)
-    value = np.zeros((S, C), dtype=np.float32)
-    index = np.full((S, C), -1, dtype=np.int64)
-    for i in range(S):
-        o0, o1 = grid.offsets[i], grid.offsets[i + 1]
-        obs = observed[o0:o1]
-        seen = obs.any(axis=0)
-        j = np.argmax(obs, axis=0)
-        index[i] = np.where(seen, j, -1)
-        value[i] = np.where(seen, grid.values[o0 + j, np.arange(C)], 0.0)
-    return value, index
-
-
-def first_observations(grid: Grid, observed: np.ndarray, spec: DataSpec) -> dict[str, torch.Tensor]:
+def first_observations(grid: Grid, observed: np.ndarray, spec: DataSpec) -> tuple[np.ndarray, np.ndarray]:
     """Each series' first observation of each target, the anchor of the baseline's drift
-    (:func:`forecaster.baseline.with_first`): ``first_value`` float32 (S, C), its scaled value,
-    and ``first_index`` int64 (S, C), its grid index in the series (negative: before the table's
-    first step). The earlier of this table's own and the one the spec knows from the fitted table
-    (``spec.first_time``): a table that starts later forecasts as the whole history did; a series
-    never observed in either has index ``NO_INDEX``."""
-    value, index = own_first_observations(grid, observed)
-    index = np.where(index >= 0, index, NO_INDEX)
+    (:func:`forecaster.baseline.with_first`): its scaled value, float32 (S, C), and its grid index
+    in the series, int64 (S, C) (negative: before the table's first step). The earlier of this
+    table's own and the one the spec knows from the fitted table (``spec.first_time``): a table
+    that starts later forecasts as the whole history did; a series never observed in either has
+    index ``NO_INDEX`` (value 0)."""
+    C = observed.shape[1]
+    starts_row = grid.offsets[:-1]
+    if not len(starts_row):
+        return np.zeros((0, C), dtype=np.float32), np.zeros((0, C), dtype=np.int64)
+    row = np.minimum.reduceat(np.where(observed, np.arange(grid.n_steps)[:, None], grid.n_steps), starts_row)
+    seen = row < grid.offsets[1:, None]  # (S, C): observed in this table
+    index = np.where(seen, row - starts_row[:, None], NO_INDEX)
+    value = np.where(seen, grid.values[np.where(seen, row, 0), np.arange(C)], 0.0).astype(np.float32)
     fv, ft = spec.anchors_for(grid.series_ids)
     known = ft != NO_TIME
     if known.any():
@@ -329,26 +318,26 @@ def first_observations(grid: Grid, observed: np.ndarray, spec: DataSpec) -> dict
         earlier = known & ((index == NO_INDEX) | (k < index))
         index = np.where(earlier, k, index)
         value = np.where(earlier, fv, value).astype(np.float32)
-    return {"first_value": torch.from_numpy(value), "first_index": torch.from_numpy(index)}
+    return value, index
 
 
 def _prepared(spec: DataSpec, grid: Grid, splits: dict, observed: np.ndarray, loc: np.ndarray, scale: np.ndarray,
               blend: np.ndarray, info: dict) -> Prepared:
     C = observed.shape[1]
-    first = first_observations(grid, observed, spec)
-    index = first["first_index"].numpy()
-    seen = index != NO_INDEX
-    first_time = np.where(seen, spec.freq.time(np.asarray(grid.starts, np.int64)[:, None], np.where(seen, index, 0)),
-                          NO_TIME)
+    first_value, first_index = first_observations(grid, observed, spec)
+    seen = first_index != NO_INDEX
+    first_time = np.where(seen, spec.freq.time(np.asarray(grid.starts, np.int64)[:, None],
+                                               np.where(seen, first_index, 0)), NO_TIME)
     # the spec keeps the anchors of this table's series (fit, and a warm start that adds series)
-    spec = replace(spec, first_value=first["first_value"].numpy().astype(np.float64), first_time=first_time)
+    spec = replace(spec, first_value=first_value.astype(np.float64), first_time=first_time)
     arrays = {
         "data": torch.from_numpy(grid.values),
         "observed": torch.from_numpy(observed.astype(np.float32)),
         "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
         "scale": torch.from_numpy(scale[:, :C].astype(np.float32)),
         "baseline": torch.from_numpy(blend.astype(np.float32)),
-        **first,
+        "first_value": torch.from_numpy(first_value),
+        "first_index": torch.from_numpy(first_index),
     }
     info = {**info, "target_missing": float(1.0 - observed.mean()) if observed.size else 0.0}
     return Prepared(spec=spec, grid=grid, splits=splits, arrays=arrays, info=info)

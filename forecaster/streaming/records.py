@@ -22,7 +22,7 @@ import unicodedata
 import numpy as np
 import polars as pl
 
-from forecaster.spec import DataSpec
+from forecaster.spec import NO_TIME, TIME_MAX, DataSpec  # noqa: F401 - NO_TIME, TIME_MAX: the stream's too
 
 __all__ = ["MAX_ID_LENGTH", "SHOW", "NO_TIME", "F32_MAX", "TIME_MAX", "show", "id_problem", "RecordReader"]
 
@@ -32,13 +32,7 @@ __all__ = ["MAX_ID_LENGTH", "SHOW", "NO_TIME", "F32_MAX", "TIME_MAX", "show", "i
 MAX_ID_LENGTH = 256
 # At most this many characters of a bad value or id are echoed in a rejection reason.
 SHOW = 60
-# "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
-NO_TIME = np.iinfo(np.int64).min
 F32_MAX = float(np.finfo(np.float32).max)
-# Times (int64 axis values: nanoseconds since 1970 for datetimes) beyond this, about 2244 and 1696,
-# are refused: 18 years from int64's ends (2262, 1677), so that later steps and forecast times of
-# a stream do not overflow.
-TIME_MAX = (1 << 63) - (1 << 59)
 
 
 def show(value) -> str:

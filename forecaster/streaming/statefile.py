@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from forecaster.baseline import widen_params
 from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotError, StateLock, append_delta,
                                  read_log, real_path, remove_stale, write_base)
 from forecaster.streaming.records import MAX_ID_LENGTH, NO_TIME, TIME_MAX, id_problem, show
 from forecaster.streaming.table import Layout
 
-__all__ = ["StateFile", "merge_payloads", "check_base", "before_drift", "pack_ids", "unpack_ids", "STATE_FORMAT_VERSION",
-           "COMPACT_MIN_BYTES"]
+__all__ = ["StateFile", "merge_payloads", "check_base", "before_drift", "pack_ids", "unpack_ids",
+           "STATE_FORMAT_VERSION", "COMPACT_MIN_BYTES"]
 
 # 4: a log of segments (a base, then deltas) with the born / seen columns; 3: one payload without them
 STATE_FORMAT_VERSION = 4
@@ -156,14 +157,13 @@ def _before_drift(payload: dict, layout: Layout, n: int) -> dict:
     add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
            if k in ("first_y", "first_t") and k not in payload}
     base = payload.get("base")
-    if "base" in layout and isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_floating_point():
-        Kh, w = (layout["base"][0][-1] - 2) // 2, base.shape[-1]
-        K = (w - 1) // 2
-        if w % 2 == 1 and K in (Kh, 1) and Kh >= 1:
-            ws, wl = base[..., :K], base[..., K:2 * K]
-            if K != Kh:
-                ws, wl = ws.expand(*ws.shape[:-1], Kh), wl.expand(*wl.shape[:-1], Kh)
-            add["base"] = torch.cat([ws, wl, torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1).contiguous()
+    width = layout["base"][0][-1] if "base" in layout else None
+    if width is not None and isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_floating_point() \
+            and base.shape[-1] % 2 == 1:  # an odd width: no drift weight
+        try:
+            add["base"] = torch.from_numpy(widen_params(base.numpy(), (width - 2) // 2).astype(np.float32))
+        except ValueError:
+            pass  # not a blend of this horizon: the shape check below refuses it
     return {**payload, **add} if add else payload
 
 
