@@ -24,7 +24,8 @@ step's fitted weights; stored at the knots (means of the nearest steps) and inte
 log(step), the weights of a step may pass its own cap a little (by up to a tenth of the trend in
 the fits measured, where the cap jumps from season to season). The weights are fitted by
 least squares on the training part, a cross-validation choosing among the plain naives, the blend
-without a trend and the blend with one (:func:`fit_blend`), at a few knots, steps ``1, 2, 4, ..., horizon``
+without a trend and the blend with one, as they are or seasonally adjusted, with or without the
+drift (:func:`fit_blend`), at a few knots, steps ``1, 2, 4, ..., horizon``
 (:func:`blend_knots`), and interpolated linearly in ``log(step)`` between them; the data spec keeps
 them, so prediction and streaming use the same numbers.
 
@@ -32,21 +33,33 @@ them, so prediction and streaming use the same numbers.
 with a look-back of 8 years) shows in the slope from the series' first observation ``y_first`` to
 the origin: ``w_d * k * D`` is added to the blend, ``D = (L - y_first) / (age + DRIFT_PRIOR * T)``
 with ``age`` the steps from that observation to the origin (shrunk: a slope from a short history is
-mostly noise). ``w_d`` in [0, 1] is fitted by least squares on what the chosen blend leaves, and
-kept only if a cross-validation over the same four blocks says so by :data:`BLEND_MARGIN`
-(:func:`_drift`; series with few origins decide together, as for the blend). With ``w_d = 1``, the
-last value and a long history, this is the random walk with drift.
+mostly noise). ``w_d`` in [0, 1] is fitted by least squares on what a candidate blend leaves; the
+cross-validation chooses each candidate with or without it, together (:func:`_candidates`: a
+drift on a candidate that continues the look-back's trend competes with one on the last value).
+With ``w_d = 1``, the last value and a long history, this is the random walk with drift.
 
-Parameters of a series and target, fitted: ``[w_s at the K knots, w_l at the K knots, w_d, mu]``
-(``2K + 2`` numbers; :func:`param_layout`). A batch or a stream passes them with the series' first
+**The seasonal adjustment.** ``S(k)`` reads one season back, a single noisy value, and ``L`` and
+``M`` carry the phase they were observed at. Where the look-back holds ``Q = floor(T / m) >= 1``
+whole seasons (:func:`adjust_seasons`), the profile ``A(p)``, the mean of the observed values at
+phase ``p`` over the last ``Q m`` steps (the look-back's mean where a phase has none), moves them
+to step k's phase: the blend reads ``L + w_a (A_k - A_L)`` for ``L`` and ``M + w_a (A_k - M)`` for
+``M`` (``A_k`` at the target step's phase, ``A_L`` at the last observation's). With ``w_a = 1`` the
+last value is the seasonally adjusted random walk (Naive2 of the M competitions, with the
+profile of the look-back instead of a decomposition of the whole history) and the mean is the
+seasonal mean. ``w_a`` is 0 or 1: the cross-validation chooses between the five candidates as they
+are and seasonally adjusted, the adjusted ones by one more :data:`BLEND_MARGIN`.
+
+Parameters of a series and target, fitted: ``[w_s at the K knots, w_l at the K knots, w_d, w_a,
+mu]`` (``2K + 3`` numbers; :func:`param_layout`). A batch or a stream passes them with the series' first
 observation after them, ``[..., y_first, age]`` (:func:`with_first`; ``age`` that of the window's
 first step, or of the origin for :func:`baseline_from_summary`). The modes ``seasonal``, ``last``
-and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0), without drift; ``none`` switches the
+and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0), without drift or adjustment; ``none`` switches the
 baseline off. Everything here is a function of the window and of the series' first observation: a
 stream that keeps the last ``T`` steps and that observation gets exactly what ``predict``
 computes from a table of the same history. It needs less than the window, though: the last observed
-value, the window's mean and its last ``min(m, T)`` steps (:func:`baseline_from_summary`), which
-the per-step stream keeps up to date in O(1) per observation.
+value, the window's mean and its last :func:`season_width` steps (``min(m, T)``, or the ``Q m``
+of the whole seasons) (:func:`baseline_from_summary`): the per-step stream keeps the first two up
+to date in O(1) per observation and reads the steps from its ring, O(T) per forecast.
 """
 
 from __future__ import annotations
@@ -58,7 +71,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
-           "season_offsets", "season_width", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
+           "season_offsets", "season_width", "adjust_seasons", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
            "blend_weights", "trend_cap", "param_layout", "canonical_params", "widen_params", "with_first", "NO_AGE",
            "DRIFT_PRIOR", "MIN_FIT_PAIRS", "BLEND_MARGIN", "BLEND_CANDIDATES"]
 
@@ -107,66 +120,90 @@ def _interp(horizon: int, K: int) -> np.ndarray:
     return out
 
 
-def param_layout(size: int, horizon: int) -> tuple[int, bool, bool]:
-    """``(K, drift, anchored)`` of a parameter vector of ``size`` numbers for ``horizon``: the
-    fitted form ``[w_s K, w_l K, w_d, mu]`` (``2K + 2``; specs before the drift: ``[w_s K, w_l K,
-    mu]``, ``2K + 1``) and the form a batch or a stream passes, with the series' first observation
-    after it, ``[..., y_first, age]`` (``2K + 4``). K is the horizon's :func:`blend_knots` or 1
-    (one weight for every step)."""
+def param_layout(size: int, horizon: int) -> tuple[int, bool, bool, bool]:
+    """``(K, drift, adjusted, anchored)`` of a parameter vector of ``size`` numbers for ``horizon``:
+    the fitted form ``[w_s K, w_l K, w_d, w_a, mu]`` (``2K + 3``), the form a batch or a stream
+    passes, with the series' first observation after it, ``[..., y_first, age]`` (``2K + 5``), and
+    the fitted forms of earlier specs: ``[w_s K, w_l K, w_d, mu]`` (``2K + 2``, before the seasonal
+    adjustment) and ``[w_s K, w_l K, mu]`` (``2K + 1``, before the drift), the latter two also with
+    one weight for every step (K = 1). K is the horizon's :func:`blend_knots`."""
     Kh = len(blend_knots(horizon))
-    for K in dict.fromkeys((Kh, 1)):
-        for n, drift, anchored in ((2 * K + 1, False, False), (2 * K + 2, True, False), (2 * K + 4, True, True)):
-            if size == n:
-                return K, drift, anchored
+    layouts = [(Kh, 2 * Kh + 3, True, True, False), (Kh, 2 * Kh + 5, True, True, True),
+               (Kh, 2 * Kh + 2, True, False, False), (Kh, 2 * Kh + 1, False, False, False),
+               (1, 4, True, False, False), (1, 3, False, False, False)]
+    for K, n, drift, adjusted, anchored in layouts:
+        if size == n:
+            return K, drift, adjusted, anchored
     raise ValueError(f"baseline parameters of {size} numbers do not fit horizon {horizon}: expected "
-                     f"{2 * Kh + 2} ([w_s at {Kh} knots, w_l at {Kh} knots, w_d, mu]), {2 * Kh + 4} (with the "
-                     f"first observation and its age) or {2 * Kh + 1} (a spec from before the drift)")
+                     f"{2 * Kh + 3} ([w_s at {Kh} knots, w_l at {Kh} knots, w_d, w_a, mu]), {2 * Kh + 5} (with the "
+                     f"first observation and its age), or {2 * Kh + 2} / {2 * Kh + 1} (a spec from before the "
+                     f"seasonal adjustment / the drift)")
 
 
 def canonical_params(params: np.ndarray, horizon: int) -> np.ndarray:
-    """Fitted parameters (..., P) of any earlier layout -> float64 (..., 2K + 2) at the horizon's
-    K knots (a spec from before the drift has none: ``w_d = 0``; one weight for every step is
-    repeated at each knot). The forecast is unchanged."""
+    """Fitted parameters (..., P) of any earlier layout -> float64 (..., 2K + 3) at the horizon's
+    K knots (a spec from before the drift or the seasonal adjustment has neither: ``w_d = 0``,
+    ``w_a = 0``; one weight for every step is repeated at each knot). The forecast is unchanged."""
     p = np.asarray(params, dtype=np.float64)
-    if param_layout(p.shape[-1], horizon)[2]:
-        raise ValueError("canonical_params takes fitted parameters (2K + 2), not a batch's (2K + 4)")
+    if param_layout(p.shape[-1], horizon)[3]:
+        raise ValueError("canonical_params takes fitted parameters (2K + 3), not a batch's (2K + 5)")
     return widen_params(p, len(blend_knots(horizon)))
 
 
 def widen_params(params: np.ndarray, K: int) -> np.ndarray:
     """Fitted parameters (..., P) at K knots or one weight for every step, with or without the
-    drift weight -> (..., 2K + 2) ``[w_s K, w_l K, w_d, mu]`` (``w_d = 0`` where there was none;
-    one weight repeated at each knot): the same forecast. ``ValueError`` for another P."""
+    drift and the seasonal adjustment -> (..., 2K + 3) ``[w_s K, w_l K, w_d, w_a, mu]`` (0 for
+    the weights a layout lacks; one weight repeated at each knot): the same forecast.
+    ``ValueError`` for another P."""
     p = np.asarray(params)
-    for k in dict.fromkeys((K, 1)):
-        for drift in (False, True):
-            if p.shape[-1] == 2 * k + 1 + drift:
-                ws, wl = np.repeat(p[..., :k], K // k, axis=-1), np.repeat(p[..., k:2 * k], K // k, axis=-1)
-                wd = p[..., 2 * k:2 * k + 1] if drift else np.zeros_like(p[..., :1])
-                return np.concatenate([ws, wl, wd, p[..., -1:]], axis=-1)
-    raise ValueError(f"baseline parameters of {p.shape[-1]} numbers are not blend weights at {K} knots or one")
+    n = p.shape[-1]
+    for k, size, extra in ((K, 2 * K + 3, 2), (K, 2 * K + 2, 1), (K, 2 * K + 1, 0), (1, 4, 1), (1, 3, 0)):
+        if n == size:
+            ws, wl = np.repeat(p[..., :k], K // k, axis=-1), np.repeat(p[..., k:2 * k], K // k, axis=-1)
+            zero = np.zeros_like(p[..., :1])
+            wd = p[..., 2 * k:2 * k + 1] if extra >= 1 else zero
+            wa = p[..., 2 * k + 1:2 * k + 2] if extra == 2 else zero
+            return np.concatenate([ws, wl, wd, wa, p[..., -1:]], axis=-1)
+    raise ValueError(f"baseline parameters of {n} numbers are not blend weights at {K} knots or one")
+
+
+def _slots(size: int, horizon: int) -> tuple[int, int | None, int | None, int, int | None]:
+    """Where a layout keeps ``(K, w_d, w_a, mu, y_first)`` (None: not in it; ``age`` follows
+    ``y_first``)."""
+    K, drift, adjusted, anchored = param_layout(size, horizon)
+    wd = 2 * K if drift else None
+    wa = 2 * K + 1 if adjusted else None
+    mu = 2 * K + int(drift) + int(adjusted)
+    return K, wd, wa, mu, (mu + 1 if anchored else None)
 
 
 def blend_weights(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``[w_s knots, w_l knots, (w_d,) mu, ...]`` (..., P) -> per-step ``w_s`` and ``w_l`` (..., horizon)
-    and ``mu`` (...) (layouts: :func:`param_layout`)."""
-    K, drift, _ = param_layout(params.shape[-1], horizon)
+    """``[w_s knots, w_l knots, (w_d, w_a,) mu, ...]`` (..., P) -> per-step ``w_s`` and ``w_l``
+    (..., horizon) and ``mu`` (...) (layouts: :func:`param_layout`)."""
+    K, _wd, _wa, mu, _y0 = _slots(params.shape[-1], horizon)
     M = torch.as_tensor(_interp(horizon, K), dtype=params.dtype, device=params.device)  # (h, K)
-    return params[..., :K] @ M.T, params[..., K:2 * K] @ M.T, params[..., 2 * K + int(drift)]
+    return params[..., :K] @ M.T, params[..., K:2 * K] @ M.T, params[..., mu]
+
+
+def _adjust_of(params: Tensor, horizon: int) -> Tensor:
+    """``w_a`` (...): 1 where the blend reads the seasonally adjusted last value and mean, 0 (or a
+    layout without it) where it reads them as they are."""
+    wa = _slots(params.shape[-1], horizon)[2]
+    return params[..., wa] if wa is not None else torch.zeros_like(params[..., 0])
 
 
 def _drift_of(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(w_d, y_first, age)`` (...) of a batch's parameters (2K + 4), None for fitted ones."""
-    K, drift, anchored = param_layout(params.shape[-1], horizon)
-    if not anchored:
+    """``(w_d, y_first, age)`` (...) of a batch's parameters (2K + 5), None for fitted ones."""
+    _K, wd, _wa, _mu, y0 = _slots(params.shape[-1], horizon)
+    if y0 is None:
         return None
-    return params[..., 2 * K], params[..., 2 * K + 2], params[..., 2 * K + 3]
+    return params[..., wd], params[..., y0], params[..., y0 + 1]
 
 
 def with_first(params: np.ndarray | Tensor, first_value, age):
-    """A batch's parameters: fitted ones (..., 2K + 2) and each series' first observed value
+    """A batch's parameters: fitted ones (..., 2K + 3) and each series' first observed value
     (scaled; ...) and the age of the frame's first position (steps since that observation; < 1
-    or non-finite: no drift) -> (..., 2K + 4). numpy or torch, as ``params``."""
+    or non-finite: no drift) -> (..., 2K + 5). numpy or torch, as ``params``."""
     if isinstance(params, Tensor):
         fv = torch.as_tensor(first_value, dtype=params.dtype, device=params.device)
         ag = torch.as_tensor(age, dtype=params.dtype, device=params.device)
@@ -178,15 +215,16 @@ def with_first(params: np.ndarray | Tensor, first_value, age):
 
 def baseline_params(mode: str, fitted: Tensor, horizon: int) -> Tensor:
     """The (B, C, P) parameters a mode uses, from the batch's (layouts: :func:`param_layout`): the
-    plain modes fix the weights and have no drift."""
+    plain modes fix the weights and have neither drift nor seasonal adjustment."""
     if mode == "blend":
         return fitted
-    K, drift, _ = param_layout(fitted.shape[-1], horizon)
+    K, wd, wa, _mu, _y0 = _slots(fitted.shape[-1], horizon)
     w = {"seasonal": (1.0, 0.0), "last": (0.0, 1.0), "mean": (0.0, 0.0)}[mode]
     out = fitted.clone()
     out[..., :K], out[..., K:2 * K] = w
-    if drift:
-        out[..., 2 * K] = 0.0
+    for j in (wd, wa):
+        if j is not None:
+            out[..., j] = 0.0
     return out
 
 
@@ -203,14 +241,58 @@ def _drift_term(base: Tensor, lv: Tensor, has_last: Tensor, wd: Tensor, y0: Tens
     return base + wd.view(wd.shape[0], 1, 1, -1) * k * D.unsqueeze(2)
 
 
-def _last_observed(target: Tensor, observed: Tensor, T: int) -> tuple[Tensor, Tensor]:
-    """For every origin t of a (B, L, C) window: the last observed value in ``[t - T + 1, t]`` and
-    whether there is one; each (B, L, C)."""
+def _last_observed(target: Tensor, observed: Tensor, T: int) -> tuple[Tensor, Tensor, Tensor]:
+    """For every origin t of a (B, L, C) window: the last observed value in ``[t - T + 1, t]``,
+    whether there is one, and its position (-1: none ever); each (B, L, C)."""
     L = target.shape[1]
     pos = torch.arange(L, device=target.device).view(1, L, 1)
     idx = torch.where(observed > 0, pos, torch.full_like(pos, -1)).expand_as(target).cummax(dim=1).values
     ok = (idx >= 0) & (idx > pos - T)
-    return target.gather(1, idx.clamp_min(0)), ok
+    return target.gather(1, idx.clamp_min(0)), ok, idx
+
+
+def adjust_seasons(season_length: int, context_length: int) -> int:
+    """``Q``: the whole seasons of the look-back the seasonal adjustment averages over,
+    ``floor(T / m)`` for a season ``1 < m <= T``, else 0 (no adjustment)."""
+    m, T = int(season_length), int(context_length)
+    return T // m if 1 < m <= T else 0
+
+
+def _adjusted(lv: Tensor, mean: Tensor, A: Tensor, A_last: Tensor, wa: Tensor) -> tuple[Tensor, Tensor]:
+    """The last value and the mean as the blend reads them, each (B, n, h, C): moved to step k's
+    phase by ``w_a`` times the look-back's seasonal profile, ``L + w_a (A_k - A_L)`` and
+    ``M + w_a (A_k - M)`` (``lv``, ``mean``, ``A_last`` (B, n, 1, C); ``A`` (B, n, h, C); ``wa``
+    (B, 1, 1, C))."""
+    return lv + wa * (A - A_last), mean + wa * (A - mean)
+
+
+def _phase_means(target: Tensor, observed: Tensor, ts: Tensor, lag: Tensor, last_idx: Tensor, Q: int, m: int,
+                 fallback: Tensor) -> tuple[Tensor, Tensor]:
+    """The look-back's seasonal profile at the origins ``ts`` (n,) of a (B, L, C) window: ``A``
+    (B, n, h, C), the mean of the observed values at step k's phase over the last Q whole seasons
+    ``[t - Q m + 1, t]`` (``lag`` (n, h): the latest position of that phase at or before t), and
+    ``A_last`` (B, n, C), the same at the phase of the last observation (``last_idx`` (B, n, C),
+    -1: none); ``fallback`` (B, n, C) (the look-back's mean) where a phase has no observation."""
+    B, L, C = target.shape
+    pad = (-L) % m
+    o = observed.to(target.dtype)
+
+    def seasonal_cumsum(v):  # (B, 1 + L, C): 0, then the sum of v at positions j, j - m, j - 2m, ... >= 0
+        v = torch.nn.functional.pad(v, (0, 0, pad, 0)).view(B, (L + pad) // m, m, C).cumsum(dim=1)
+        return torch.cat([torch.zeros_like(v[:, 0, :1]), v.reshape(B, L + pad, C)[:, pad:]], dim=1)
+
+    sy, sn = seasonal_cumsum(target * o), seasonal_cumsum(o)
+    n, h = lag.shape
+    hi, lo = (lag + 1).clamp_min(0).reshape(-1), (lag + 1 - Q * m).clamp_min(0).reshape(-1)
+    num = (sy[:, hi] - sy[:, lo]).view(B, n, h, C)
+    cnt = (sn[:, hi] - sn[:, lo]).view(B, n, h, C)
+    A = torch.where(cnt > 0, num / cnt.clamp_min(1), fallback.unsqueeze(2))
+    t = ts.view(1, -1, 1)
+    jl = last_idx + m * torch.div(t - last_idx, m, rounding_mode="floor")  # the last observation's phase, at or before t
+    hi, lo = (jl + 1).clamp(0, L), (jl + 1 - Q * m).clamp(0, L)
+    num_l, cnt_l = sy.gather(1, hi) - sy.gather(1, lo), sn.gather(1, hi) - sn.gather(1, lo)
+    A_last = torch.where((cnt_l > 0) & (last_idx >= 0), num_l / cnt_l.clamp_min(1), fallback)
+    return A, A_last
 
 
 def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon: int, season_length: int,
@@ -232,11 +314,12 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
         (B, h, C) for the last origin, or (B, n, h, C).
     """
     B, L, C = target.shape
-    last, has_last = _last_observed(target, observed, context_length)
+    last, has_last, last_idx = _last_observed(target, observed, context_length)
     ts = torch.arange(L, device=target.device) if origins is not None else torch.tensor([L - 1], device=target.device)
     if origins is not None:
         ts = ts[:origins]
     ws, wl, mu = blend_weights(params, horizon)  # (B, C, h), (B, C, h), (B, C)
+    wa = _adjust_of(params, horizon).view(B, 1, 1, C)
     ws, wl, mu = ws.transpose(1, 2).unsqueeze(1), wl.transpose(1, 2).unsqueeze(1), mu.unsqueeze(1)  # (B, 1, h, C)
     lv = torch.where(has_last[:, ts], last[:, ts], mu)  # (B, n, C)
     mu = _window_mean(target, observed, context_length, mu)[:, ts]  # (B, n, C): the level of the look-back
@@ -246,7 +329,12 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     sv = target[:, g].view(B, len(ts), horizon, C)
     so = observed[:, g].view(B, len(ts), horizon, C) > 0
     sv = torch.where(so & inside.view(1, len(ts), horizon, 1), sv, lv.unsqueeze(2))
-    base = ws * sv + wl * lv.unsqueeze(2) + (1 - ws - wl) * mu.unsqueeze(2)
+    lk, mk = lv.unsqueeze(2), mu.unsqueeze(2)
+    Q = adjust_seasons(season_length, context_length)
+    if Q:  # the seasonally adjusted last value and mean (w_a = 0: as they are, to the bit)
+        A, A_last = _phase_means(target, observed, ts, lag, last_idx[:, ts], Q, int(season_length), mu)
+        lk, mk = _adjusted(lk, mk, A, A_last.unsqueeze(2), wa)
+    base = ws * sv + wl * lk + (1 - ws - wl) * mk
     drift = _drift_of(params, horizon)
     if drift is not None:
         wd, y0, age = drift
@@ -264,8 +352,10 @@ def season_offsets(horizon: int, season_length: int, device: torch.device | str 
 
 
 def season_width(season_length: int, context_length: int) -> int:
-    """How many of the last steps the seasonal naive of a last origin reads: ``min(m, T)``."""
-    return min(max(1, int(season_length)), int(context_length))
+    """How many of the last steps the baseline of a last origin reads: the seasonal naive
+    ``min(m, T)``, the seasonal adjustment its :func:`adjust_seasons` whole seasons (``Q m``)."""
+    m, T = max(1, int(season_length)), int(context_length)
+    return max(min(m, T), adjust_seasons(m, T) * m)
 
 
 def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean: Tensor, season: Tensor,
@@ -296,7 +386,22 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
     j = j.clamp_min(0)
     sv = torch.where((season_obs[:, j] > 0) & inside, season[:, j], lv.unsqueeze(1))  # (B, h, C)
     ws, wl = ws.transpose(1, 2), wl.transpose(1, 2)  # (B, h, C)
-    base = ws * sv + wl * lv.unsqueeze(1) + (1 - ws - wl) * mu.unsqueeze(1)
+    lk, mk = lv.unsqueeze(1), mu.unsqueeze(1)
+    Q, m = adjust_seasons(season_length, context_length), int(season_length)
+    if Q:  # the profile of the last Q whole seasons, by phase r (slot W - m + r of the last season)
+        B, C = season.shape[0], season.shape[2]
+        o = season_obs[:, W - Q * m:].to(season.dtype)
+        num = (season[:, W - Q * m:] * o).view(B, Q, m, C).sum(dim=1)  # (B, m, C)
+        cnt = o.view(B, Q, m, C).sum(dim=1)
+        prof = torch.where(cnt > 0, num / cnt.clamp_min(1), mu.unsqueeze(1))
+        pos = torch.arange(Q * m, device=season.device).view(1, -1, 1)
+        p_last = torch.where(o > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C): the last observed slot
+        A_last = torch.where(p_last >= 0, prof.gather(1, (p_last.clamp_min(0) % m).unsqueeze(1))[:, 0], mu)
+        A = prof[:, season_offsets(horizon, m, season.device) + m - 1]  # (B, h, C)
+        lk, mk = _adjusted(lk.unsqueeze(1), mk.unsqueeze(1), A.unsqueeze(1), A_last.view(B, 1, 1, C),
+                           _adjust_of(params, horizon).view(B, 1, 1, C))
+        lk, mk = lk[:, 0], mk[:, 0]
+    base = ws * sv + wl * lk + (1 - ws - wl) * mk
     drift = _drift_of(params, horizon)
     if drift is not None:
         wd, y0, age = drift
@@ -326,22 +431,24 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         max_origins: origins used at most (evenly spaced), to bound the cost on long series.
 
     Returns:
-        float64 (C, 2K + 1): ``[w_s at the knots, w_l at the knots, mu]`` per target (K knots of
-        :func:`blend_knots`); ``mu`` is the mean of the observed training values (the fallback
-        of an empty look-back). Five candidates (:data:`BLEND_CANDIDATES`): the last value, the season, the
-        look-back's mean, the least-squares blend of the three (``w_s, w_l >= 0``,
+        float64 (C, 2K + 3): ``[w_s at the knots, w_l at the knots, w_d, w_a, mu]`` per target (K
+        knots of :func:`blend_knots`); ``mu`` is the mean of the observed training values (the
+        fallback of an empty look-back). The candidates (:data:`BLEND_CANDIDATES`): the last value,
+        the season, the look-back's mean, the least-squares blend of the three (``w_s, w_l >= 0``,
         ``w_s + w_l <= 1``, per step) and the least-squares blend that may continue a trend
-        (``w_s + w_l <=`` :func:`trend_cap`); per target the one of least absolute error over the
-        whole horizon (each step counted alike) cross-validated over four blocks of the training
-        origins, a more free candidate only if it wins by :data:`BLEND_MARGIN` (see
-        :func:`_candidates`). A knot holds the mean over the steps nearest to it in log(step). A
-        step with fewer than :data:`MIN_FIT_PAIRS` usable (origin, target) pairs is the last
-        value, (0, 1).
+        (``w_s + w_l <=`` :func:`trend_cap`), the same five seasonally adjusted (``w_a = 1``; where
+        the look-back holds a whole season), each without and with the drift of the whole history;
+        per target the one of least absolute error over the whole horizon (each step counted alike)
+        cross-validated over four blocks of the training origins, a more free one only if it wins by
+        :data:`BLEND_MARGIN` (see :func:`_candidates`). A knot holds the mean over the steps nearest
+        to it in log(step). A step with fewer than :data:`MIN_FIT_PAIRS` usable (origin, target)
+        pairs is the (adjusted, if chosen) last value, (0, 1).
         :func:`fit_panel_blends` fits the series too short for this together.
     """
     mu, pairs = blend_pairs(values, observed, horizon, season_length, context_length, max_origins)
     if pairs is None:
-        return _at_knots(np.zeros((horizon, len(mu))), np.ones((horizon, len(mu))), np.zeros(len(mu)), mu)
+        return _at_knots(np.zeros((horizon, len(mu))), np.ones((horizon, len(mu))), np.zeros(len(mu)),
+                         np.zeros(len(mu), bool), mu)
     return _at_knots(*_fit_pairs(pairs, horizon, season_length, context_length), mu)
 
 
@@ -353,10 +460,11 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
         series: S pairs ``(values (n_i, C), observed bool (n_i, C))``, each series' scaled training part.
 
     Returns:
-        float64 (S, C, 2K + 1) (an empty panel: (0, 0, 2K + 1)). Each series and target (targets
-        apart: a sparse target does not make its series short) chooses among the five candidates of
+        float64 (S, C, 2K + 3) (an empty panel: (0, 0, 2K + 3)). Each series and target (targets
+        apart: a sparse target does not make its series short) chooses among the candidates of
         :func:`_candidates` (the last value, the season, the look-back mean, the blend without
-        trend, the blend with trend) by its own cross-validation over four blocks of its origins,
+        trend, the blend with trend, the same seasonally adjusted, each without and with the drift)
+        by its own cross-validation over four blocks of its origins,
         when every block has :data:`MIN_FIT_PAIRS` origins. Shorter series cannot tell the
         candidates apart alone:
 
@@ -377,37 +485,35 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
     a = np.zeros((len(series), horizon, C))
     b = np.ones((len(series), horizon, C))
     d = np.zeros((len(series), C))
+    adj = np.zeros((len(series), C), bool)
     for c in range(C):  # each target on its own: a sparse target does not make its series short
-        few, vote, votes, drift_votes = [], [], [], []
+        few, vote, votes = [], [], []
         for i, (_mu, pairs) in enumerate(fitted):
-            pc = None if pairs is None else tuple(p[..., c:c + 1] for p in pairs)
+            pc = None if pairs is None else tuple(p if p is None else p[..., c:c + 1] for p in pairs)
             if pc is None or (pc[3].sum(axis=0) < MIN_FIT_PAIRS).any():
                 few.append((i, pc))
                 continue
-            weights, relative, checked = _candidates(pc, horizon, season_length, context_length)
+            weights, wds, relative, checked = _candidates(pc, horizon, season_length, context_length)
             if checked:
-                a[i, :, c:c + 1], b[i, :, c:c + 1] = _chosen(weights, relative, pc[3])
-                wd, rel, _checked = _drift(pc, a[i, :, c:c + 1], b[i, :, c:c + 1])
-                d[i, c] = _kept(wd, rel)[0]
+                a[i, :, c:c + 1], b[i, :, c:c + 1], d[i, c:c + 1], adj[i, c:c + 1] = _chosen(weights, wds, relative,
+                                                                                             pc[3])
             else:
-                vote.append((i, weights, pc))
+                vote.append((i, weights, wds, pc))
                 votes.append(relative)
         if vote:
-            relative = np.sum(votes, axis=0)  # (5, 1): every short series' cross-validation counts alike
-            for i, weights, pc in vote:
-                a[i, :, c:c + 1], b[i, :, c:c + 1] = _chosen(weights, relative, pc[3])
-                drift_votes.append((i, *_drift(pc, a[i, :, c:c + 1], b[i, :, c:c + 1])[:2]))
-            keep = np.sum([rel for _i, _wd, rel in drift_votes], axis=0)  # (2, 1): the drift chosen together too
-            for i, wd, _rel in drift_votes:
-                d[i, c] = _kept(wd, keep)[0]
+            relative = np.sum(votes, axis=0)  # (F, 2, 1): every short series' cross-validation counts alike
+            for i, weights, wds, pc in vote:
+                a[i, :, c:c + 1], b[i, :, c:c + 1], d[i, c:c + 1], adj[i, c:c + 1] = _chosen(weights, wds, relative,
+                                                                                             pc[3])
         pooled = [pc for _i, pc in few if pc is not None and pc[3].sum() > 0]
         if pooled:
-            stacked = tuple(np.concatenate([p[j] for p in pooled]) for j in range(len(pooled[0])))
-            wa, wb, wd = _fit_pairs(stacked, horizon, season_length, context_length)
+            stacked = tuple(None if pooled[0][j] is None else np.concatenate([p[j] for p in pooled])
+                            for j in range(len(pooled[0])))
+            wa, wb, wd, ad = _fit_pairs(stacked, horizon, season_length, context_length)
             for i, _pc in few:
-                a[i, :, c], b[i, :, c], d[i, c] = wa[:, 0], wb[:, 0], wd[0]
-    return np.stack([_at_knots(a[i], b[i], d[i], mu) for i, (mu, _p) in enumerate(fitted)]) if series else \
-        np.zeros((0, 0, 2 * len(blend_knots(horizon)) + 2))
+                a[i, :, c], b[i, :, c], d[i, c], adj[i, c] = wa[:, 0], wb[:, 0], wd[0], ad[0]
+    return np.stack([_at_knots(a[i], b[i], d[i], adj[i], mu) for i, (mu, _p) in enumerate(fitted)]) if series \
+        else np.zeros((0, 0, 2 * len(blend_knots(horizon)) + 3))
 
 
 def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_length: int, context_length: int,
@@ -415,12 +521,14 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     """The regression :func:`fit_blend` solves, from one series' training part (arguments as there).
 
     Returns:
-        ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w, d)``, each
+        ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w, d, a, p)``, each
         (n_o, horizon, C) over the n_o origins used: the season, the last value and the target,
-        each less the look-back's mean, 1.0 where the target is observed, else 0.0, and the drift
+        each less the look-back's mean, 1.0 where the target is observed, else 0.0, the drift
         regressor ``k * (L - y_first) / (t - t_first + DRIFT_PRIOR * T)`` (the shrunk slope from
-        the part's first observation of the target to the origin; 0 at or before it) (None when
-        the part has no origin with a whole horizon after it).
+        the part's first observation of the target to the origin; 0 at or before it), and the
+        seasonal profile ``A_k`` and the adjusted last value ``L + A_k - A_L``, each less the
+        look-back's mean (both None where :func:`adjust_seasons` is 0) (the tuple None when the
+        part has no origin with a whole horizon after it).
     """
     n, C = values.shape
     obs = observed.astype(bool)
@@ -456,127 +564,161 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     ok = has_last & (age >= 1) & obs.any(axis=0)[None, :]
     D = np.where(ok, (lv - y0[None, :]) / (np.maximum(age, 1) + DRIFT_PRIOR * context_length), 0.0)
     d_ = k[None, :, None] * D[:, None, :]  # (n_o, h, C)
-    return mu, (s_, np.ascontiguousarray(l_), t_, w, d_)
+    # the seasonally adjusted last value and mean (:func:`_phase_means`): A_k, the mean at step k's phase over the
+    # last Q whole seasons, and P = L + A_k - A_L (A_L at the last observation's phase), each less the mean
+    Q, m = adjust_seasons(season_length, context_length), int(season_length)
+    if not Q:
+        return mu, (s_, np.ascontiguousarray(l_), t_, w, d_, None, None)
+    pad = (-n) % m
+    sc = [np.concatenate([np.zeros((1, C)), np.pad(v, ((pad, 0), (0, 0))).reshape(-1, m, C).cumsum(axis=0)
+                          .reshape(-1, C)[pad:]]) for v in (y * obs, obs.astype(np.float64))]  # (1 + n, C)
+
+    def phase_mean(j, fallback):  # j (n_o, ..., C) positions (latest of their phase at or before the origin)
+        hi, lo = np.clip(j + 1, 0, n), np.clip(j + 1 - Q * m, 0, n)
+        cols = np.arange(C)
+        num, cnt = (v[hi, cols] - v[lo, cols] for v in sc)
+        return np.where(cnt > 0, num / np.maximum(cnt, 1), fallback)
+
+    A = phase_mean(np.broadcast_to(lag[..., None], (*lag.shape, C)), lm[:, None, :])  # (n_o, h, C)
+    jl = li + m * ((ts[:, None] - li) // m)  # (n_o, C): the last observation's phase, at or before the origin
+    A_last = np.where(li >= 0, phase_mean(jl, lm), lm)
+    a_ = A - lm[:, None, :]
+    p_ = l_ + a_ - (A_last - lm)[:, None, :]
+    return mu, (s_, np.ascontiguousarray(l_), t_, w, d_, a_, p_)
 
 
 def _fit_pairs(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
-               context_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-step weights (w_s, w_l), each (horizon, C), and the drift weight w_d (C,) of
-    :func:`blend_pairs`' regression: the candidate its own cross-validation chooses
-    (:func:`_candidates`; the four blocks may be small), the last value for steps with too few
-    pairs (as :func:`fit_blend` describes), and the drift if its cross-validation keeps it
-    (:func:`_drift`)."""
-    weights, relative, _checked = _candidates(pairs, horizon, season_length, context_length)
-    a, b = _chosen(weights, relative, pairs[3])
-    wd, rel, _checked = _drift(pairs, a, b)
-    return a, b, _kept(wd, rel)
+               context_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-step weights (w_s, w_l), each (horizon, C), the drift weight w_d (C,) and whether the
+    blend is seasonally adjusted (C,) bool, of :func:`blend_pairs`' regression: the candidate and
+    drift its own cross-validation chooses (:func:`_candidates`; the four blocks may be small), the
+    last value for steps with too few pairs (as :func:`fit_blend` describes)."""
+    weights, wds, relative, _checked = _candidates(pairs, horizon, season_length, context_length)
+    return _chosen(weights, wds, relative, pairs[3])
 
 
-def _drift(pairs: tuple[np.ndarray, ...], a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The drift on top of chosen weights (a, b) (horizon, C): its weight ``w_d`` (C,) in [0, 1],
-    least squares of what the blend leaves over every origin and step, and ``relative`` (2, C):
-    the error without and with it over the four blocks of origins (each block forecast with a
-    ``w_d`` fitted on the other three), each step's divided by the error without, averaged over
-    the steps, the one with drift divided by ``1 - BLEND_MARGIN``; and whether every block holds
-    :data:`MIN_FIT_PAIRS` origins."""
-    s_, l_, t_, w, d_ = pairs
-    r = t_ - a * s_ - b * l_  # (n_o, h, C): what the blend leaves
-    blocks = [q for q in np.array_split(np.arange(len(r)), 4) if len(q)]
-    num = [(w[q] * r[q] * d_[q]).sum(axis=(0, 1)) for q in blocks]  # (C,) per block
-    den = [(w[q] * d_[q] * d_[q]).sum(axis=(0, 1)) for q in blocks]
-    N, Dn = sum(num), sum(den)
-
-    def weight(n, dn):
-        return np.clip(np.where(dn > 0, n / np.where(dn > 0, dn, 1.0), 0.0), 0.0, 1.0)
-
-    without = (np.abs(r) * w).sum(axis=0)  # (h, C)
-    if len(blocks) > 1:
-        with_ = sum((np.abs(r[q] - weight(N - n, Dn - dn) * d_[q]) * w[q]).sum(axis=0)
-                    for q, n, dn in zip(blocks, num, den))
-        ratio = np.where(without > 0, with_ / np.where(without > 0, without, 1.0), 1.0).mean(axis=0)
-    else:
-        ratio = np.full(r.shape[2], np.inf)
-    relative = np.stack([np.ones(r.shape[2]), ratio / (1.0 - BLEND_MARGIN)])
-    return weight(N, Dn), relative, len(blocks) == 4 and min(len(q) for q in blocks) >= MIN_FIT_PAIRS
+def _family(pairs: tuple[np.ndarray, ...], adj: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The regression's (season, last, target), each (n_o, h, C), less the mean or, where ``adj``
+    (C,) bool, less the seasonal profile ``A_k`` (the last value then the adjusted ``P``)."""
+    s_, l_, t_, a_, p_ = pairs[0], pairs[1], pairs[2], pairs[5], pairs[6]
+    if a_ is None or not np.any(adj):
+        return s_, l_, t_
+    return np.where(adj, s_ - a_, s_), np.where(adj, p_ - a_, l_), np.where(adj, t_ - a_, t_)
 
 
-def _kept(wd: np.ndarray, relative: np.ndarray) -> np.ndarray:
-    """``w_d`` (C,) where the cross-validation (``relative`` (2, C)) prefers the drift, else 0."""
-    return np.where(relative[1] < relative[0], wd, 0.0)
+def _drift_weight(gram: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``w_d`` (C,) in [0, 1]: least squares, over every origin and step, of what the blend of
+    weights (a, b) (horizon, C) leaves, ``t - a s - b l``, on the drift regressor ``d``, from the
+    Gram sums per step (``gram`` "td", "sd", "ld", "dd": (horizon, C) sums over observed pairs)."""
+    num = (gram["td"] - a * gram["sd"] - b * gram["ld"]).sum(axis=0)
+    den = gram["dd"].sum(axis=0)
+    return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), 0.0, 1.0)
 
 
-#: The candidates of the blend's choice, simplest first: ties and near-ties go to the earlier.
-BLEND_CANDIDATES = ("last", "season", "mean", "blend", "trend")
+#: The candidates of the blend's choice, simpler first: ties and near-ties go to the earlier. The
+#: last five are the first five seasonally adjusted (the last value and the mean moved by the
+#: look-back's seasonal profile; the season is the same in both): only where the season fits the
+#: look-back whole (:func:`adjust_seasons`).
+BLEND_CANDIDATES = ("last", "season", "mean", "blend", "trend",
+                    "adjusted last", "adjusted season", "adjusted mean", "adjusted blend", "adjusted trend")
 
 
 def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
-                context_length: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    """The five :data:`BLEND_CANDIDATES` of one regression of :func:`blend_pairs` and their
-    cross-validated errors.
+                context_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """The :data:`BLEND_CANDIDATES` of one regression of :func:`blend_pairs`, each without and
+    with the drift of the whole history, and their cross-validated errors.
 
     Returns:
-        ``weights`` (5, 2, horizon, C): (w_s, w_l) per step of the last value (0, 1), the season
-        (1, 0), the look-back mean (0, 0), the least-squares blend on the unit triangle
-        (``w_s + w_l <= 1``, an average of the three) and the one up to :func:`trend_cap` (a trend
-        continued), both fitted on every origin; ``relative`` (5, C): each candidate's absolute
-        error over the four blocks of origins (in time order; the blends forecast each block with
-        weights fitted on the other three), each step's divided by the plain naives' mean error at
-        that step (raw sums would let the far steps decide), then averaged over the steps and
-        divided by ``(1 - BLEND_MARGIN)`` once for the blend and twice for the trend: a more free
-        candidate must win by a margin, not by the noise of its freedom; and whether every block
-        holds :data:`MIN_FIT_PAIRS` origins (else the comparison is too noisy to trust alone).
+        ``weights`` (F, 2, horizon, C) (F = 10 where the look-back holds a whole season, else 5):
+        (w_s, w_l) per step of the last value (0, 1), the season (1, 0), the look-back mean (0, 0),
+        the least-squares blend on the unit triangle (``w_s + w_l <= 1``, an average of the three)
+        and the one up to :func:`trend_cap` (a trend continued), both fitted on every origin; then
+        the same five on the seasonally adjusted last value and mean (:func:`_family`);
+        ``drift`` (F, C): each one's drift weight, least squares of what it leaves
+        (:func:`_drift_weight`); ``relative`` (F, 2, C): the absolute error of each without and
+        with its drift over the four blocks of origins (in time order; each block forecast with
+        weights and drift fitted on the other three), each step's divided by the plain naives'
+        mean error at that step (raw sums would let the far steps decide), averaged over the steps
+        and divided by ``(1 - BLEND_MARGIN)`` once for the blend, twice for the trend, once more
+        for each adjusted one and once more with the drift: a more free candidate must win by a
+        margin, not by the noise of its freedom; and whether every block holds
+        :data:`MIN_FIT_PAIRS` origins (else the comparison is too noisy to trust alone).
     """
-    s_, l_, t_, w = pairs[:4]
-    h, C = s_.shape[1], s_.shape[2]
+    w, d_ = pairs[3], pairs[4]
+    s0 = pairs[0]
+    families = [tuple(pairs[:3])]
+    if pairs[5] is not None:
+        families.append(_family(pairs, np.ones(s0.shape[2], bool)))
+    h, C = s0.shape[1], s0.shape[2]
     caps = (np.ones((h, 1)), trend_cap(horizon, season_length, context_length)[:, None])
-    terms = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
-    blocks = [q for q in np.array_split(np.arange(len(s_)), 4) if len(q)]
-    gram = [{name: (u[q] * v[q] * w[q]).sum(axis=0) for name, (u, v) in terms.items()} for q in blocks]  # (h, C)
-    total = {name: sum(g[name] for g in gram) for name in terms}
+    blocks = [q for q in np.array_split(np.arange(len(s0)), 4) if len(q)]
+    inf = np.full((h, C), np.inf)
     plain = [(np.zeros((h, C)), np.ones((h, C))), (np.ones((h, C)), np.zeros((h, C))),
              (np.zeros((h, C)), np.zeros((h, C)))]
-    weights = np.array(plain + [_triangle_ls(U, **total) for U in caps])  # (5, 2, h, C)
+    weights, drift, errors = [], [], []
+    for s_, l_, t_ in families:
+        terms = {"ss": (s_, s_), "sl": (s_, l_), "ll": (l_, l_), "ts": (t_, s_), "tl": (t_, l_)}
+        with_d = {"td": (t_, d_), "sd": (s_, d_), "ld": (l_, d_), "dd": (d_, d_)}
+        gram = [{name: (u[q] * v[q] * w[q]).sum(axis=0) for name, (u, v) in {**terms, **with_d}.items()}
+                for q in blocks]  # (h, C)
+        total = {name: sum(g[name] for g in gram) for name in gram[0]}
+        fitted = plain + [_triangle_ls(U, **{n: total[n] for n in terms}) for U in caps]
+        for j, (wa, wb) in enumerate(fitted):
+            weights.append((wa, wb))
+            drift.append(_drift_weight(total, wa, wb))
+            if j >= 3 and len(blocks) < 2:  # a fitted blend needs other blocks to be judged on
+                errors += [inf, inf]
+                continue
+            without, with_ = np.zeros((h, C)), np.zeros((h, C))
+            for q, g in zip(blocks, gram):
+                rest = {n: total[n] - g[n] for n in total}
+                if j >= 3:  # the blend's weights from the other blocks
+                    wa, wb = _triangle_ls(caps[j - 3], **{n: rest[n] for n in terms})
+                r = t_[q] - wa * s_[q] - wb * l_[q]  # what it leaves on block q
+                wd = _drift_weight(rest, wa, wb) if len(blocks) > 1 else np.zeros(C)
+                without += (np.abs(r) * w[q]).sum(axis=0)
+                with_ += (np.abs(r - wd * d_[q]) * w[q]).sum(axis=0)
+            errors += [without, with_ if len(blocks) > 1 else inf]
+    weights, drift = np.array(weights), np.array(drift)  # (F, 2, h, C), (F, C)
+    errors = np.stack(errors).reshape(len(weights), 2, h, C)
+    finite = np.where(np.isfinite(errors[:3, 0]), errors[:3, 0], 0.0)
+    scale = finite.mean(axis=0)  # (h, C): the plain naives' mean error at each step
+    relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=2)  # (F, 2, C)
+    penalty = np.array([0, 0, 0, 1, 2] + [1, 1, 1, 2, 3] * (len(families) - 1))[:, None] + np.array([0, 1])
+    relative /= (1.0 - BLEND_MARGIN) ** penalty[..., None]
+    return weights, drift, relative, len(blocks) == 4 and min(len(q) for q in blocks) >= MIN_FIT_PAIRS
 
-    def err(q, wa, wb):  # (h, C): summed absolute error of weights (wa, wb) over origins q, per step
-        return (np.abs(t_[q] - wa * s_[q] - wb * l_[q]) * w[q]).sum(axis=0)
 
-    every = np.arange(len(s_))
-    errors = [err(every, wa, wb) for wa, wb in plain]
-    for U in caps:
-        errors.append(sum(err(q, *_triangle_ls(U, **{n: total[n] - g[n] for n in terms})) for q, g in zip(blocks, gram))
-                      if len(blocks) > 1 else np.full((h, C), np.inf))
-    errors = np.stack(errors)  # (5, h, C)
-    finite = np.where(np.isfinite(errors), errors, 0.0)
-    scale = finite[:3].mean(axis=0, keepdims=True)  # the plain naives' mean error at each step
-    relative = np.where(scale > 0, errors / np.where(scale > 0, scale, 1.0), 1.0).mean(axis=1)  # (5, C)
-    relative[3] /= 1.0 - BLEND_MARGIN
-    relative[4] /= (1.0 - BLEND_MARGIN) ** 2
-    return weights, relative, len(blocks) == 4 and min(len(q) for q in blocks) >= MIN_FIT_PAIRS
-
-
-def _chosen(weights: np.ndarray, relative: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(w_s, w_l) per step, each (horizon, C): per target the candidate of least ``relative``
-    (the first of equal ones: the simpler), the last value at steps with fewer than
-    :data:`MIN_FIT_PAIRS` observed pairs (``w`` (n_o, horizon, C))."""
+def _chosen(weights: np.ndarray, drift: np.ndarray, relative: np.ndarray,
+            w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per target the option of least ``relative`` (F, 2, C) (the first of equal ones: the
+    simpler): its (w_s, w_l) per step, each (horizon, C), its drift weight (C,) (0 without) and
+    whether it is seasonally adjusted (C,) bool; at steps with fewer than :data:`MIN_FIT_PAIRS`
+    observed pairs (``w`` (n_o, horizon, C)) the family's last value."""
     # the first within rounding of the least: the simpler of equal ones (a context of one step makes
     # every candidate the last value, and summation order alone would pick among them)
-    best = np.argmax(relative <= relative.min(axis=0, keepdims=True) * (1 + 1e-9) + 1e-12, axis=0)  # (C,)
-    C = relative.shape[1]
-    a = np.stack([weights[best[c], 0, :, c] for c in range(C)], axis=1)
-    b = np.stack([weights[best[c], 1, :, c] for c in range(C)], axis=1)
+    F, _two, C = relative.shape
+    flat = relative.reshape(2 * F, C)
+    best = np.argmax(flat <= flat.min(axis=0, keepdims=True) * (1 + 1e-9) + 1e-12, axis=0)  # (C,)
+    cand, with_drift = best // 2, best % 2 == 1
+    cols = np.arange(C)
+    a = weights[cand, 0, :, cols].T  # (h, C)
+    b = weights[cand, 1, :, cols].T
     few = w.sum(axis=0) < MIN_FIT_PAIRS
-    return np.where(few, 0.0, a), np.where(few, 1.0, b)
+    wd = np.where(with_drift, drift[cand, cols], 0.0)
+    return np.where(few, 0.0, a), np.where(few, 1.0, b), wd, cand >= 5
 
 
-def _at_knots(a: np.ndarray, b: np.ndarray, wd: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """Per-step weights (horizon, C), the drift weight ``wd`` and ``mu`` (C,) -> (C, 2K + 2)
-    ``[w_s knots, w_l knots, w_d, mu]``: a knot holds the mean of the steps nearest to it in
-    log(step)."""
+def _at_knots(a: np.ndarray, b: np.ndarray, wd: np.ndarray, adj: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """Per-step weights (horizon, C), the drift weight ``wd``, the seasonal adjustment ``adj``
+    (bool) and ``mu`` (C,) -> (C, 2K + 3) ``[w_s knots, w_l knots, w_d, w_a, mu]``: a knot holds
+    the mean of the steps nearest to it in log(step)."""
     horizon, C = a.shape
     knots = blend_knots(horizon)
     K = len(knots)
-    out = np.zeros((C, 2 * K + 2))
+    out = np.zeros((C, 2 * K + 3))
     out[:, 2 * K] = wd
+    out[:, 2 * K + 1] = adj
     out[:, -1] = mu
     lk, ls = np.log(knots.astype(np.float64)), np.log(np.arange(1, horizon + 1, dtype=np.float64))
     nearest = np.argmin(np.abs(ls[:, None] - lk[None, :]), axis=1)  # (h,)

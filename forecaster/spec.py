@@ -23,7 +23,8 @@ from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_feat
 
 __all__ = ["DataSpec", "SPEC_VERSION"]
 
-SPEC_VERSION = 3  # 3: the baseline's drift (w_s K, w_l K, w_d, mu; each series' first observation); 2, 1 are read
+SPEC_VERSION = 4  # 4: the baseline's seasonal adjustment (w_s K, w_l K, w_d, w_a, mu); 3: its drift (each series'
+# first observation); 3, 2, 1 are read
 # "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
 NO_TIME = np.iinfo(np.int64).min
 # Times (int64 axis values: nanoseconds since 1970 for datetimes) beyond this, about 2244 and 1696,
@@ -91,10 +92,11 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
-        baseline: float64 (S, C, 2K + 2): the fitted naive blend per series and target,
-            ``[w_season at K knots, w_last at K knots, w_drift, mu]`` (:mod:`forecaster.baseline`; ``mu``
-            is the training mean, used only for an empty look-back), in scaled units. Earlier
-            layouts (no drift: ``2K + 1``) are read as the same forecast with ``w_drift = 0``.
+        baseline: float64 (S, C, 2K + 3): the fitted naive blend per series and target,
+            ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, mu]``
+            (:mod:`forecaster.baseline`; ``mu`` is the training mean, used only for an empty
+            look-back), in scaled units. Earlier layouts (no seasonal adjustment: ``2K + 2``; no
+            drift: ``2K + 1``) are read as the same forecast with those weights 0.
         first_value, first_time: float64 / int64 (S, C): each series' first observation of each
             target in the fitted table (scaled value, axis time; ``NO_TIME``: none), the anchor of
             the baseline's drift wherever a later table or a stream starts after it.
@@ -130,7 +132,7 @@ class DataSpec:
             b = np.zeros((len(self.series_ids), len(self.target_cols), 3))
             b[..., 1] = 1.0
             self.baseline = b
-        # every earlier layout (one weight for all steps, no drift) as [w_s K, w_l K, w_d, mu]
+        # every earlier layout (one weight for all steps, no drift, no adjustment) as [w_s K, w_l K, w_d, w_a, mu]
         self.baseline = canonical_params(self.baseline, self.horizon)
         shape = (len(self.series_ids), len(self.target_cols))
         if self.first_value is None or self.first_time is None:  # specs from before the drift: none known
@@ -187,7 +189,7 @@ class DataSpec:
         return value, time
 
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
-        """float64 (n, C, 2K + 2): the baseline blend of each series; a series the spec does not know
+        """float64 (n, C, 2K + 3): the baseline blend of each series; a series the spec does not know
         gets the median over the known ones (whose drift, anchored at that series' own first
         observation, is the median weight)."""
         rows = self.series_index(ids)
@@ -366,6 +368,9 @@ class DataSpec:
         bl = d.get("baseline")
         base = None if bl is None or not ids else np.array([[bl[s][c] for c in d["target_cols"]] for s in ids],
                                                             dtype=np.float64)
+        if base is not None and not (np.isfinite(base).all() and (np.abs(base) <= 1e15).all()):
+            raise ValueError("the data spec's baseline blends must be finite numbers within 1e15 (a weight, a drift, "
+                             "an adjustment or a mean is not); refit the model or restore its spec")
         info = d.get("series", {})
         # (without the series' grids, e.g. a hand-written spec, no array: no check against them)
         grids = isinstance(info, dict) and all(isinstance(info.get(s), dict) and

@@ -19,8 +19,8 @@ observed       float32 (B, L, C)  1.0 where the target was observed, else 0.0
 past_cov       float32 (B, L, P)  scaled past covariates, missing -> 0.0
 future_cov     float32 (B, L, F)  scaled user future covariates, then calendar features
 loc, scale     float32 (B, C)     the series' target scaler: original = scaled * scale + loc
-baseline       float32 (B, C, 2K+4)  the series' naive blend and its first observation:
-                                  [w_s K, w_l K, w_d, mu, y_first, age] (forecaster.baseline;
+baseline       float32 (B, C, 2K+5)  the series' naive blend and its first observation:
+                                  [w_s K, w_l K, w_d, w_a, mu, y_first, age] (forecaster.baseline;
                                   age: steps from the first observation to the window's first step)
 series         int64 (B,)         index into the data module's ``series_ids``
 start          int64 (B,)         grid index of the window's first step in its series
@@ -189,7 +189,7 @@ NO_INDEX = np.iinfo(np.int64).max
 
 
 def anchored(baseline: np.ndarray, first_value: np.ndarray, first_index: np.ndarray, start: np.ndarray) -> torch.Tensor:
-    """A batch's baseline entry (B, C, 2K + 4): the fitted blend (B, C, 2K + 2), each series' first
+    """A batch's baseline entry (B, C, 2K + 5): the fitted blend (B, C, 2K + 3), each series' first
     observed value (B, C) and the age of the window's first step, ``start - first_index`` (steps
     since that observation; ``NO_AGE`` for a target never observed, ``first_index == NO_INDEX``)."""
     seen = first_index != NO_INDEX
@@ -205,7 +205,7 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
     ``(batch, inside)``, the batch in the layout of the module docstring (steps outside a series'
     grid are unobserved zeros; calendar features are those of their times) and the bool (B, length)
     mask of steps inside the grid. ``arrays``: the data module's ``data`` (N, D + K), ``observed``
-    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 2), ``first_value`` and ``first_index``
+    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 3), ``first_value`` and ``first_index``
     (S, C) tensors over ``grid``'s rows (:func:`forecaster.data.build.first_observations`)."""
     s, g = spec, grid
     series = np.asarray(series, dtype=np.int64).reshape(-1)

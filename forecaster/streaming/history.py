@@ -43,7 +43,7 @@ def one_thread_if_small(device: torch.device, rows: int):
 
 
 def baseline_rows(spec: DataSpec, t: dict, rows: np.ndarray, before: int = 0) -> np.ndarray:
-    """The baseline entry of ``rows`` (M, C, 2K + 4): their fitted blend and each target's first
+    """The baseline entry of ``rows`` (M, C, 2K + 5): their fitted blend and each target's first
     observation, aged at the last step less ``before`` steps (0: the origin, for the look-back's
     summary; ``T - 1``: the first step of the window, as a batch's)."""
     first = t["first_t"][rows]  # (M, C)
@@ -101,7 +101,7 @@ class CarriedState:
         with one_thread_if_small(dev, len(rows)):
             y = net.decode(h, _as_t(ahead, dev).reshape(len(rows), -1))
             if net.baseline != "none":
-                if "sum_y" in t:  # the running look-back summary: O(season) per forecast
+                if "sum_y" in t:  # the running look-back summary: O(season_width) <= O(T) per forecast
                     width = season_width(net.season_length, self.lookback.T)
                     summary = tuple(torch.from_numpy(a).to(dev) for a in self.lookback.summary(t, rows, width))
                     params = torch.from_numpy(baseline_rows(self.spec, t, rows)).to(dev)

@@ -11,7 +11,7 @@ import numpy as np
 
 from forecaster.snapshot import SnapshotError
 from forecaster.streaming.records import NO_TIME, show
-from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, before_drift, check_base, merge_payloads
+from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, check_base, older_snapshot, merge_payloads
 
 __all__ = ["StatePersistence"]
 
@@ -71,7 +71,7 @@ class StatePersistence:
         try:
             self._check_header(payloads[0], where)
             merged = merge_payloads(payloads)
-            migrated = before_drift(merged)
+            migrated = older_snapshot(merged, self.table.layout)
             ids, state, tables = check_base(merged, self.table.layout, self.net.state_shape, not self.windowed)
         except SnapshotError as e:
             raise SnapshotError(str(e) if str(e).startswith(where) else f"{where} {e}") from None
@@ -80,7 +80,7 @@ class StatePersistence:
                                 f"{show(str(e))})") from None
         self.table.install(ids, state, tables)
         file.adopt(info)
-        if migrated:  # a snapshot from before the drift: the anchors the spec knows (as a new row gets them),
+        if migrated:  # a snapshot from before the drift or the adjustment: the anchors the spec knows (as a new row gets them),
             t = self.table.t  # and the next snapshot is a whole base, not a delta on the old one
             fy, ft = self.spec.anchors_for(ids)
             none = t["first_t"][:len(ids)] == NO_TIME

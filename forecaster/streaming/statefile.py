@@ -23,7 +23,7 @@ from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotE
 from forecaster.streaming.records import MAX_ID_LENGTH, NO_TIME, TIME_MAX, id_problem, show
 from forecaster.streaming.table import Layout
 
-__all__ = ["StateFile", "merge_payloads", "check_base", "before_drift", "pack_ids", "unpack_ids",
+__all__ = ["StateFile", "merge_payloads", "check_base", "older_snapshot", "pack_ids", "unpack_ids",
            "STATE_FORMAT_VERSION", "COMPACT_MIN_BYTES"]
 
 # 4: a log of segments (a base, then deltas) with the born / seen columns; 3: one payload without them
@@ -144,24 +144,28 @@ def merge_payloads(payloads: list[dict]) -> dict:
             "removed": pack_ids([]), "ids": pack_ids(ids), **out}
 
 
-def before_drift(payload: dict) -> bool:
-    """Whether a (merged) payload was written before the baseline's drift (no first observations)."""
-    return "first_t" not in payload
+def older_snapshot(payload: dict, layout: Layout) -> bool:
+    """Whether a (merged) payload was written before the baseline's drift (no first observations)
+    or its seasonal adjustment (blends narrower than the layout's)."""
+    base, width = payload.get("base"), layout["base"][0][-1] if "base" in layout else None
+    return "first_t" not in payload or (width is not None and isinstance(base, torch.Tensor) and base.ndim == 3
+                                        and base.shape[-1] != width)
 
 
 def _before_drift(payload: dict, layout: Layout, n: int) -> dict:
-    """A snapshot from before the baseline's drift (spec version 2 or 1): no first observations
-    kept (each target's next observation becomes its anchor, unless the spec knows one) and blends
-    without the drift weight, ``[w_s K, w_l K, mu]`` or one weight for every step ``[w_s, w_l, mu]``
-    (brought to ``[w_s K, w_l K, 0, mu]``: the same forecast)."""
+    """A snapshot from before the baseline's drift (spec version 2 or 1) or its seasonal adjustment
+    (version 3): no first observations kept (each target's next observation becomes its anchor,
+    unless the spec knows one) and blends without the drift or the adjustment weight, ``[w_s K,
+    w_l K, (w_d,) mu]`` or one weight for every step ``[w_s, w_l, (w_d,) mu]`` (brought to
+    ``[w_s K, w_l K, w_d, 0, mu]``: the same forecast)."""
     add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
            if k in ("first_y", "first_t") and k not in payload}
     base = payload.get("base")
     width = layout["base"][0][-1] if "base" in layout else None
     if width is not None and isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_floating_point() \
-            and base.shape[-1] % 2 == 1:  # an odd width: no drift weight
+            and base.shape[-1] != width:
         try:
-            add["base"] = torch.from_numpy(widen_params(base.numpy(), (width - 2) // 2).astype(np.float32))
+            add["base"] = torch.from_numpy(widen_params(base.numpy(), (width - 3) // 2).astype(np.float32))
         except ValueError:
             pass  # not a blend of this horizon: the shape check below refuses it
     return {**payload, **add} if add else payload

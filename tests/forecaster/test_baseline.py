@@ -63,10 +63,17 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
     y = (y - y.mean()) / y.std()
     w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
     K = len(blend_knots(6))
-    assert K == 4 and w.shape == (1, 2 * K + 2)  # knots at steps 1, 2, 4, 6; the drift; mu
+    assert K == 4 and w.shape == (1, 2 * K + 3)  # knots at steps 1, 2, 4, 6; the drift; the adjustment; mu
+    assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
+    if kind == "seasonal" and w[0, 2 * K + 1] == 1.0:
+        # seasonally adjusted: the last value moved by the look-back's profile repeats the season as well
+        win = torch.tensor(y[-48:]).view(1, 48, 1)
+        f = baseline_forecast(win, torch.ones_like(win), torch.tensor(w[None]), 6, m, 48)[0, :, 0]
+        np.testing.assert_allclose(f.numpy(), y[np.arange(n - m, n - m + 6)], atol=1e-9)
+        return
+    assert w[0, 2 * K + 1] == 0.0
     np.testing.assert_allclose(w[0, :K], expected[0], atol=0.1)
     np.testing.assert_allclose(w[0, K:2 * K], expected[1], atol=0.1)
-    assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
 
 
 def test_blend_weights_follow_the_step():
@@ -98,9 +105,10 @@ def test_trend_cap_is_the_straight_line_through_the_mean_and_the_last_value():
 
 @pytest.mark.parametrize("m", [1, 12])
 def test_a_trend_is_extrapolated(m):
-    """A noisy line (and a line plus a season): the blend goes beyond the average of last value,
-    season and mean to continue the trend, its forecast errs less than any plain naive, and the
-    untrained stream's summary gives the same forecast."""
+    """A noisy line (and a line plus a season): the blend continues the trend, going beyond the
+    average of last value, season and mean or adding the drift of the whole history (the
+    cross-validation chooses), its forecast errs less than any plain naive, and the untrained
+    stream's summary gives the same forecast."""
     rng = np.random.default_rng(0)
     n, h, T = 1200, 6, 36
     t = np.arange(n + h, dtype=np.float64)
@@ -108,22 +116,23 @@ def test_a_trend_is_extrapolated(m):
     z = (y - y[:n].mean()) / y[:n].std()
     w = fit_blend(z[:n, None], np.ones((n, 1), bool), h, m, T)
     K = len(blend_knots(h))
-    assert (w[0, :K] + w[0, K:2 * K] > 1.0).all()  # every step extrapolates
+    extrapolates, drifts = (w[0, :K] + w[0, K:2 * K] > 1.0).all(), w[0, 2 * K] > 0.5
+    assert extrapolates or drifts, w
     assert (w[0, :K] + w[0, K:2 * K] <= trend_cap(h, m, T)[blend_knots(h) - 1] + 1e-9).all()
     win = torch.tensor(z[n - T:n]).view(1, T, 1)
     obs = torch.ones_like(win)
     params = torch.tensor(w[None])
-    errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, params, h), h, m, T)[0, :, 0]
+    # with the series' first observation (the drift of the whole history, if kept): the summary's age
+    # is the origin's, the window's that of its first step
+    y0 = torch.tensor([[z[0]]])
+    at_origin, at_start = with_first(params, y0, torch.tensor([[n - 1.0]])), with_first(params, y0, torch.tensor([[n - T + 0.0]]))
+    errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, at_start, h), h, m, T)[0, :, 0]
                    - torch.tensor(z[n:])).abs().mean().item() for mode in ("blend", "seasonal", "last", "mean")}
     assert errs["blend"] < 0.6 * min(errs["seasonal"], errs["last"], errs["mean"]), errs
     W = season_width(m, T)
     summary = (win[:, -1], obs[:, -1] > 0, win.mean(1), torch.ones(1, 1, dtype=torch.bool), win[:, -W:], obs[:, -W:])
     torch.testing.assert_close(baseline_from_summary(*summary, params, h, m, T),
                                baseline_forecast(win, obs, params, h, m, T))
-    # with the series' first observation (the drift of the whole history, if kept): the summary's age
-    # is the origin's, the window's that of its first step
-    y0 = torch.tensor([[z[0]]])
-    at_origin, at_start = with_first(params, y0, torch.tensor([[n - 1.0]])), with_first(params, y0, torch.tensor([[n - T + 0.0]]))
     torch.testing.assert_close(baseline_from_summary(*summary, at_origin, h, m, T),
                                baseline_forecast(win, obs, at_start, h, m, T))
 
@@ -160,9 +169,9 @@ def test_short_series_of_a_panel_are_fitted_together():
     alone = fit_blend(*short[0], h, 1, T)
     np.testing.assert_array_equal(alone[0, K:2 * K], 1.0)  # too short alone: the last value
     panel = fit_panel_blends(short + [long], h, 1, T)
-    assert panel.shape == (61, 1, 2 * K + 2)
+    assert panel.shape == (61, 1, 2 * K + 3)
     assert (panel[:60, 0, K:2 * K] > 1.0).all()  # the pooled trend, beyond the last value
-    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 1)))
+    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 2)))
     np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
     np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
     np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
@@ -257,9 +266,15 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     raw = batch["target"][0, :T, 0].numpy() * sc[0] + loc[0]
     k = np.arange(1, dm.horizon + 1)
     seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
-    by_hand = ws * seasonal + wl * raw[-1] + (1 - ws - wl) * raw.mean()
-    # the drift: the slope from the series' first value (the table's first row) to the origin, shrunk
+    # the seasonal adjustment (if chosen): the last value and the mean moved to step k's phase by the
+    # profile of the look-back's last whole seasons
     K = len(blend_knots(dm.horizon))
+    wa, Q = dm.spec.baseline[0, 0, 2 * K + 1], T // 24
+    profile = raw[T - Q * 24:].reshape(Q, 24).mean(axis=0)  # by phase, the last season's slots
+    A, A_last = profile[(k - 1) % 24], profile[-1]
+    last, mean = raw[-1] + wa * (A - A_last), raw.mean() + wa * (A - raw.mean())
+    by_hand = ws * seasonal + wl * last + (1 - ws - wl) * mean
+    # the drift: the slope from the series' first value (the table's first row) to the origin, shrunk
     wd, first = dm.spec.baseline[0, 0, 2 * K], tiny_rows()[0]["y"]  # series a's first hour
     assert wd > 0  # the series trends (0.1 an hour): the cross-validation keeps the drift
     by_hand = by_hand + wd * k * (raw[-1] - first) / (199 + DRIFT_PRIOR * T)  # the origin: hour 199
@@ -316,8 +331,9 @@ def test_baseline_modes_and_none():
         model = GRUForecaster.from_datamodule(dm, baseline=mode,
                                               net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
         params = batch["baseline"].clone()
-        K = (params.shape[-1] - 4) // 2  # [w_s K, w_l K, w_d, mu, y_first, age]
-        params[..., :K], params[..., K:2 * K], params[..., 2 * K] = ws, wl, 0.0  # a plain mode: no drift
+        K = (params.shape[-1] - 5) // 2  # [w_s K, w_l K, w_d, w_a, mu, y_first, age]
+        params[..., :K], params[..., K:2 * K] = ws, wl
+        params[..., 2 * K], params[..., 2 * K + 1] = 0.0, 0.0  # a plain mode: no drift, no adjustment
         base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
@@ -476,7 +492,13 @@ def test_the_check_is_per_target_and_needs_observed_pairs():
     observed[30 + 6:, 0] = False  # origins 0..29 have their 6 steps observed, and a few partial ones
     w = fit_blend(values, observed, 6, m, 48)
     K = len(blend_knots(6))
-    np.testing.assert_allclose(w[0, :K], 1.0, atol=0.05)  # the season, fitted on what there is
+    # the season, fitted on what there is: the seasonal naive, or the last value moved by the look-back's
+    # profile (seasonally adjusted), which repeats it as well
+    win = torch.tensor(values[-48:]).view(1, 48, 2)
+    f = baseline_forecast(win, torch.ones_like(win), torch.tensor(w[None]), 6, m, 48)[0, :, 0]
+    np.testing.assert_allclose(f.numpy(), season[np.arange(n - m, n - m + 6)], atol=0.05)
+    assert w[0, 2 * K + 1] == 1.0 or np.allclose(w[0, :K], 1.0, atol=0.05)
+    assert w[1, 2 * K + 1] == 0.0
     np.testing.assert_array_equal(w[1, :K], 0.0)
     np.testing.assert_array_equal(w[1, K:2 * K], 1.0)
 
@@ -536,7 +558,8 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     target = target * observed  # missing values are 0, as in a batch
     K = len(blend_knots(h))
     params = torch.cat([torch.rand(B, C, K, generator=g) * 0.5, torch.rand(B, C, K, generator=g) * 0.5,
-                        torch.randn(B, C, 1, generator=g)], dim=-1)
+                        torch.zeros(B, C, 1), (torch.rand(B, C, 1, generator=g) > 0.5).to(torch.float32),
+                        torch.randn(B, C, 1, generator=g)], dim=-1)  # no drift; seasonally adjusted or not
     expected = baseline_forecast(target, observed, params, h, m, T)
     # the summary, by hand
     last = torch.zeros(B, C)
@@ -553,7 +576,7 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # with a drift weight and the first observation: ages at and before it (no drift), never observed, long
     age = torch.tensor([0.0, -5.0, NO_AGE, 3.0, 40.0, 1000.0])[torch.arange(B) % 6].view(B, 1).expand(B, C)
-    anchored = with_first(torch.cat([params[..., :2 * K], torch.rand(B, C, 1, generator=g), params[..., -1:]], dim=-1),
+    anchored = with_first(torch.cat([params[..., :2 * K], torch.rand(B, C, 1, generator=g), params[..., -2:]], dim=-1),
                           torch.randn(B, C, generator=g), age)
     expected = baseline_forecast(target, observed, anchored, h, m, T)
     at_origin = anchored.clone()
@@ -563,4 +586,61 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     plain = baseline_forecast(target, observed, params, h, m, T)
     moved = (expected - plain).abs().amax(dim=(1, 2)) > 1e-6  # (B,): where the drift applies
     assert moved[age[:, 0] + T - 1 >= 1].any() and not moved[age[:, 0] + T - 1 < 1].any()
-    assert W == min(m, T)
+    assert W == (max(m, (T // m) * m) if 1 < m <= T else min(m, T))  # the seasonal naive, or the whole seasons
+
+
+def _adjusted_by_hand(y, o, t, h, m, T, mu):
+    """The seasonally adjusted last value and mean of origin t, step by step, as plain loops: the
+    profile ``A(p)``, the mean of the observed values at phase p over the last ``T // m`` whole
+    seasons; ``L + A(t + k) - A(t_L)`` and ``A(t + k)`` (the mean moved fully), with the look-back's
+    mean where a phase has no observation and the training mean ``mu`` where the look-back has none."""
+    Q = T // m
+    look = [j for j in range(max(0, t - T + 1), t + 1) if o[j]]
+    mean = np.mean([y[j] for j in look]) if look else mu
+    last_j = look[-1] if look else None
+    last = y[last_j] if look else mu
+
+    def A(p):
+        vals = [y[j] for j in range(max(0, t - Q * m + 1), t + 1) if o[j] and (j - p) % m == 0]
+        return np.mean(vals) if vals else mean
+
+    A_last = A(last_j) if last_j is not None else mean
+    ks = range(1, h + 1)
+    return np.array([last + A(t + k) - A_last for k in ks]), np.array([A(t + k) for k in ks]), last, mean
+
+
+@pytest.mark.parametrize("m,T", [(4, 12), (7, 20), (12, 12), (5, 8)])
+def test_the_seasonal_adjustment_by_hand(m, T):
+    """The adjusted last value and mean by plain loops (gaps, a stretch longer than the look-back
+    unobserved, the first origins with a short history) against the fit's regressors
+    (:func:`blend_pairs`) and the forecast of every origin (:func:`baseline_forecast`) with
+    ``w_a`` 1, 0.5 and 0."""
+    from forecaster.baseline import blend_pairs
+
+    rng = np.random.default_rng(m * 100 + T)
+    n, h = 90, 6
+    y = np.sin(2 * np.pi * np.arange(n) / m) * 2 + 0.05 * np.arange(n) + rng.normal(size=n) * 0.3
+    o = rng.random(n) > 0.25
+    o[40:40 + T + 3] = False  # longer than the look-back: no last value, no profile
+    mu, pairs = blend_pairs(y[:, None], o[:, None], h, m, T, max_origins=10_000)
+    s_, l_, t_, w, d_, a_, p_ = pairs
+    origins = n - h
+    assert a_.shape == (origins, h, 1)
+    yz = np.where(o, y, 0.0)
+    K = len(blend_knots(h))
+    ws, wl = rng.uniform(0, 0.6, K), rng.uniform(0, 0.6, K)
+    for wa in (1.0, 0.5, 0.0):
+        params = torch.tensor(np.concatenate([ws, wl, [0.0, wa, mu[0]]]))[None, None]
+        f = baseline_forecast(torch.tensor(yz).view(1, n, 1), torch.tensor(o, dtype=torch.float64).view(1, n, 1),
+                              params, h, m, T, origins=origins)[0, :, :, 0].numpy()  # (origins, h)
+        w_s, w_l, _mu = (v.numpy() for v in blend_weights(params[0, 0], h))
+        for t in range(origins):
+            P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0])
+            if wa == 1.0:
+                np.testing.assert_allclose(a_[t, :, 0], A - mean, atol=1e-9)
+                np.testing.assert_allclose(p_[t, :, 0], P - mean, atol=1e-9)
+            k = np.arange(1, h + 1)
+            lag = t + k - m * np.ceil(k / m).astype(int)
+            S = np.array([y[j] if j >= 0 and j > t - T and o[j] else last for j in lag])
+            expected = w_s * S + w_l * (last + wa * (P - last)) + (1 - w_s - w_l) * (mean + wa * (A - mean))
+            np.testing.assert_allclose(f[t], expected, atol=1e-9)

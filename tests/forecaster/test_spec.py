@@ -162,14 +162,24 @@ def test_spec_round_trips_through_json_and_reads_version_1():
     assert DataSpec.from_dict(v1).to_dict()["scalers"] == d["scalers"]
     with pytest.raises(ValueError, match="version 99"):
         DataSpec.from_dict({**d, "version": 99})
-    # version 2 (before the baseline's drift): [w_s K, w_l K, mu] reads as the same blend with w_d = 0
+    # version 2 (before the baseline's drift): [w_s K, w_l K, mu] reads as the same blend with w_d = w_a = 0;
+    # version 3 (before its seasonal adjustment): [w_s K, w_l K, w_d, mu] with w_a = 0
     K = len(blend_knots(4))
-    v2 = {**d, "version": 2, "baseline": {s: {c: w[:2 * K] + w[-1:] for c, w in per.items()}
-                                          for s, per in d["baseline"].items()}}
-    old = DataSpec.from_dict(v2).baseline
-    assert old.shape == dm.spec.baseline.shape == (1, 1, 2 * K + 2)
-    np.testing.assert_array_equal(np.delete(old, 2 * K, axis=-1), np.delete(dm.spec.baseline, 2 * K, axis=-1))
-    assert old[0, 0, 2 * K] == 0.0
+    assert dm.spec.baseline.shape == (1, 1, 2 * K + 3)
+    for version, keep in ((2, [*range(2 * K), -1]), (3, [*range(2 * K + 1), -1])):
+        older = {**d, "version": version, "baseline": {s: {c: [w[j] for j in keep] for c, w in per.items()}
+                                                       for s, per in d["baseline"].items()}}
+        old = DataSpec.from_dict(older).baseline
+        assert old.shape == dm.spec.baseline.shape
+        np.testing.assert_array_equal(old[..., keep], dm.spec.baseline[..., keep])
+        assert (old[..., 2 * K + 1] == 0.0).all() and (version == 3 or (old[..., 2 * K] == 0.0).all())
+    # the blends are read from a file: a weight that is not a finite number is refused in one line
+    for bad in (float("nan"), float("inf"), 1e300):
+        broken = json.loads(json.dumps(d))
+        sid = next(iter(broken["baseline"]))
+        broken["baseline"][sid]["y"][2 * K + 1] = bad
+        with pytest.raises(ValueError, match="baseline blends must be finite"):
+            DataSpec.from_dict(broken)
 
 
 # ---- a zone-aware table with a DST change: one axis for training, prediction and streaming ----

@@ -456,37 +456,52 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert_same(loaded(model, path), stream)
 
 
-@pytest.mark.parametrize("blend", ["knots", "one weight"])
+@pytest.mark.parametrize("blend", ["knots", "one weight", "drift"])
 def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     """A format-4 snapshot written before the baseline's drift (spec version 2, or 1: one weight
     for every step): no first observations, blends without the drift weight. It loads as the same
     blend with the weight 0 inserted, the anchors the spec knows (none for series it does not),
     each target's next observation the anchor of the others; the next snapshot is a whole base
-    (a delta on the old one would not merge), which loads again. A first observation's time out of
-    range is refused."""
+    (a delta on the old one would not merge), which loads again. One from before the seasonal
+    adjustment (version 3: ``[w_s K, w_l K, w_d, mu]``) loads with ``w_a = 0`` and its anchors.
+    A first observation's time out of range is refused."""
     df, model, lines = setup
     stream = many(model, 3)
     t = stream.table
     payload = {**statefile._packed(t.base_payload()), "format_version": 4, "fingerprint": stream._fingerprint()}
-    for k in ("first_y", "first_t"):
-        del payload[k]
+    if blend != "drift":
+        for k in ("first_y", "first_t"):
+            del payload[k]
     base = payload["base"]
-    K = (base.shape[-1] - 2) // 2
+    K = (base.shape[-1] - 3) // 2
+    base = torch.cat([base[..., :2 * K + 1], base[..., -1:]], dim=-1)  # [w_s K, w_l K, w_d, mu]
     if blend == "knots":  # [w_s K, w_l K, mu]
         payload["base"] = torch.cat([base[..., :2 * K], base[..., -1:]], dim=-1).contiguous()
-    else:  # [w_s, w_l, mu]: the same weight at every knot
+    elif blend == "one weight":  # [w_s, w_l, mu]: the same weight at every knot
         base = torch.cat([base[..., :1].expand(-1, -1, K), base[..., K:K + 1].expand(-1, -1, K),
                           torch.zeros_like(base[..., :1]), base[..., -1:]], dim=-1)
         payload["base"] = torch.cat([base[..., :1], base[..., K:K + 1], base[..., -1:]], dim=-1).contiguous()
+    else:
+        payload["base"] = base.contiguous()
     from forecaster.snapshot import write_snapshot
     path = tmp_path / "old.pt"
     write_snapshot(path, payload)
     restored = stream_of(model)
     restored.load_state(path)
     r = restored.table.t
+    assert (r["base"][:3, :, 2 * K + 1] == 0).all()  # no seasonal adjustment
+    if blend == "drift":
+        np.testing.assert_array_equal(r["first_t"][:3], t.t["first_t"][:3])
+        np.testing.assert_array_equal(np.delete(r["base"][:3], 2 * K + 1, axis=-1), base.numpy())
+        assert restored.save_state(path)["kind"] == "base"
+        again = stream_of(model)
+        again.load_state(path)
+        assert again.forecast().equals(restored.forecast())
+        return
     assert (r["first_t"][:3] == NO_TIME).all() and (r["base"][:3, :, 2 * K] == 0).all()  # k0.. are new to the spec
-    np.testing.assert_array_equal(np.delete(r["base"][:3], 2 * K, axis=-1), np.delete(base.numpy(), 2 * K, axis=-1)
-                                  if blend != "knots" else np.delete(t.t["base"][:3], 2 * K, axis=-1))
+    np.testing.assert_array_equal(np.delete(r["base"][:3], [2 * K, 2 * K + 1], axis=-1),
+                                  np.delete(base.numpy(), 2 * K, axis=-1) if blend != "knots"
+                                  else np.delete(t.t["base"][:3], [2 * K, 2 * K + 1], axis=-1))
     restored.observe([rec(f"k{i}", 1) for i in range(3)])
     assert (restored.table.t["first_t"][:3] != NO_TIME).all()  # anchored at the next observation
     assert restored.save_state(path)["kind"] == "base"

@@ -352,6 +352,7 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     model = GRUForecaster.from_datamodule(dm, **with_net(opts, hidden_size=8, d_model=8, head_hidden=16)).eval()
     K = len(blend_knots(HORIZON))
     model.spec.baseline[:, :, 2 * K] = 0.7  # the drift from each target's first observation, in every model
+    model.spec.baseline[:, 0, 2 * K + 1] = 1.0  # and the first target seasonally adjusted
     with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
         for net in getattr(model.net, "members", [model.net]):
             for p in net.head.parameters():
@@ -410,10 +411,11 @@ def test_history_option_is_checked():
         windowed.hidden_state("s1")
 
 
-@pytest.mark.parametrize("season", [24, 50])
+@pytest.mark.parametrize("season", [24, 50, 8])
 def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season):
     """The per-step model with relative inputs reads its baseline from the running summary (last
-    value, look-back mean, last season: O(season) per forecast); at every step of a long history
+    value, look-back mean, the look-back's last whole seasons: O(T) per forecast), target "a"
+    seasonally adjusted (where the season fits the look-back), "b" not; at every step of a long history
     with a target missing for longer than the look-back, dropped rows, a season longer than the
     look-back and a huge value (1e20, finite in float32, whose leaving the running sum cannot
     subtract exactly), that equals the baseline of the look-back window itself."""
@@ -441,7 +443,8 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
         report = stream.observe([rec])
         assert report.accepted == 1, report
         rows_ = np.array([0])
-        params = torch.from_numpy(t["base"][rows_])
+        params = torch.from_numpy(t["base"][rows_]).clone()
+        params[:, 0, 2 * len(blend_knots(HORIZON)) + 1] = 1.0  # "a" seasonally adjusted
         zero = torch.zeros(1, HORIZON, 2, 3)
         win_y, win_o, _ = stream.lookback.window(t, rows_)
         expected = net.add_baseline(zero, torch.from_numpy(win_y), torch.from_numpy(win_o), params)
