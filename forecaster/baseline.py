@@ -71,7 +71,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["BASELINES", "BaselineMode", "baseline_params", "baseline_forecast", "baseline_from_summary",
-           "season_offsets", "season_width", "adjust_seasons", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
+           "season_offsets", "season_width", "adjust_seasons", "any_adjusted", "fit_blend", "fit_panel_blends", "blend_pairs", "blend_knots",
            "blend_weights", "trend_cap", "param_layout", "canonical_params", "widen_params", "with_first", "NO_AGE",
            "DRIFT_PRIOR", "MIN_FIT_PAIRS", "BLEND_MARGIN", "BLEND_CANDIDATES"]
 
@@ -302,7 +302,7 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     Args:
         target, observed: (B, L, C) scaled window (missing values 0, observed 0).
         params: (B, C, P) per series and target (:func:`param_layout`): the fitted ``[w_s knots,
-            w_l knots, w_d, mu]``, or those with ``[y_first, age]`` after them (:func:`with_first`):
+            w_l knots, w_d, w_a, mu]``, or those with ``[y_first, age]`` after them (:func:`with_first`):
             the series' first observed value and how many steps after it the window's first step
             lies, which add the drift ``w_d * k * (L - y_first) / (age + t + DRIFT_PRIOR * T)`` of
             the whole history at origin ``t`` (without them, no drift).
@@ -332,7 +332,15 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     lk, mk = lv.unsqueeze(2), mu.unsqueeze(2)
     Q = adjust_seasons(season_length, context_length)
     if Q:  # the seasonally adjusted last value and mean (w_a = 0: as they are, to the bit)
-        A, A_last = _phase_means(target, observed, ts, lag, last_idx[:, ts], Q, int(season_length), mu)
+        m = int(season_length)
+        if origins is None:  # the last origin: from its last Q m steps alone, as a stream's summary
+            pad = max(0, Q * m - L)
+            v, o = (torch.nn.functional.pad(x, (0, 0, pad, 0)) for x in (target, observed))
+            prof, A_last = _last_profile(v, o, Q, m, mu[:, 0])
+            A = prof[:, season_offsets(horizon, m, target.device) + m - 1].unsqueeze(1)  # (B, 1, h, C)
+            A_last = A_last.unsqueeze(1)
+        else:  # every origin: seasonal cumulative sums (a huge value earlier in the window rounds them)
+            A, A_last = _phase_means(target, observed, ts, lag, last_idx[:, ts], Q, m, mu)
         lk, mk = _adjusted(lk, mk, A, A_last.unsqueeze(2), wa)
     base = ws * sv + wl * lk + (1 - ws - wl) * mk
     drift = _drift_of(params, horizon)
@@ -351,11 +359,36 @@ def season_offsets(horizon: int, season_length: int, device: torch.device | str 
     return k - m * torch.div(k + m - 1, m, rounding_mode="floor")
 
 
-def season_width(season_length: int, context_length: int) -> int:
+def season_width(season_length: int, context_length: int, adjusted: bool = True) -> int:
     """How many of the last steps the baseline of a last origin reads: the seasonal naive
-    ``min(m, T)``, the seasonal adjustment its :func:`adjust_seasons` whole seasons (``Q m``)."""
+    ``min(m, T)``, and with ``adjusted`` (a target whose ``w_a`` is not 0: :func:`any_adjusted`)
+    the :func:`adjust_seasons` whole seasons of the adjustment (``Q m``)."""
     m, T = max(1, int(season_length)), int(context_length)
-    return max(min(m, T), adjust_seasons(m, T) * m)
+    return max(min(m, T), adjust_seasons(m, T) * m if adjusted else 0)
+
+
+def any_adjusted(params: np.ndarray | Tensor, horizon: int) -> bool:
+    """Whether any series and target of ``params`` (..., P) (a layout of :func:`param_layout`) is
+    seasonally adjusted (``w_a`` not 0)."""
+    wa = _slots(params.shape[-1], horizon)[2]
+    return wa is not None and bool((params[..., wa] != 0).any())
+
+
+def _last_profile(values: Tensor, obs: Tensor, Q: int, m: int, fallback: Tensor) -> tuple[Tensor, Tensor]:
+    """The profile of the last ``Q m`` steps (B, W >= Q m, C) of a look-back, by phase: ``(B, m, C)``,
+    position r the phase of slot ``W - m + r`` (``fallback`` (B, C), the look-back's mean, where a
+    phase has no observation), and the profile at the last observed slot's phase (B, C) (the
+    fallback where none is observed). Summed over those steps only: a value before them does not
+    enter, not even as a rounding error."""
+    B, W, C = values.shape
+    o = obs[:, W - Q * m:].to(values.dtype)
+    num = (values[:, W - Q * m:] * o).view(B, Q, m, C).sum(dim=1)  # (B, m, C)
+    cnt = o.view(B, Q, m, C).sum(dim=1)
+    prof = torch.where(cnt > 0, num / cnt.clamp_min(1), fallback.unsqueeze(1))
+    pos = torch.arange(Q * m, device=values.device).view(1, -1, 1)
+    p_last = torch.where(o > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C): the last observed slot
+    A_last = torch.where(p_last >= 0, prof.gather(1, (p_last.clamp_min(0) % m).unsqueeze(1))[:, 0], fallback)
+    return prof, A_last
 
 
 def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean: Tensor, season: Tensor,
@@ -363,13 +396,15 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
                           context_length: int) -> Tensor:
     """The last origin's baseline from a summary of its window instead of the window: what
     :func:`baseline_forecast` computes from the whole look-back, for a stream that keeps the last
-    value and the look-back's running mean and reads only the last season.
+    value and the look-back's running mean and reads only its last steps (:func:`season_width`).
 
     Args:
         last, has_last: (B, C) the last observed value in the look-back, and whether there is one.
         mean, has_mean: (B, C) the mean of the look-back's observed values, and whether there is one.
         season, season_obs: (B, W, C) the look-back's last ``W = season_width(m, T)`` steps, oldest
-            first (values and observed mask; steps before the series began are unobserved).
+            first (values and observed mask; steps before the series began are unobserved); where
+            no target is seasonally adjusted, ``season_width(m, T, adjusted=False)`` (the last
+            season) is enough (a seasonally adjusted one with fewer: ``ValueError``).
         params: (B, C, P) as in :func:`baseline_forecast`; the ``age`` of a batch's form is the
             origin's (steps from the series' first observation to the last step).
         horizon, season_length, context_length: as there.
@@ -388,15 +423,14 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
     ws, wl = ws.transpose(1, 2), wl.transpose(1, 2)  # (B, h, C)
     lk, mk = lv.unsqueeze(1), mu.unsqueeze(1)
     Q, m = adjust_seasons(season_length, context_length), int(season_length)
+    if Q and W < Q * m:  # a summary of the last season only: fine where nothing is adjusted
+        if any_adjusted(params, horizon):
+            raise ValueError(f"the look-back summary holds {W} steps; a seasonally adjusted baseline (w_a != 0) "
+                             f"reads its last {Q * m} (season_width(m, T)): pass those")
+        Q = 0
     if Q:  # the profile of the last Q whole seasons, by phase r (slot W - m + r of the last season)
         B, C = season.shape[0], season.shape[2]
-        o = season_obs[:, W - Q * m:].to(season.dtype)
-        num = (season[:, W - Q * m:] * o).view(B, Q, m, C).sum(dim=1)  # (B, m, C)
-        cnt = o.view(B, Q, m, C).sum(dim=1)
-        prof = torch.where(cnt > 0, num / cnt.clamp_min(1), mu.unsqueeze(1))
-        pos = torch.arange(Q * m, device=season.device).view(1, -1, 1)
-        p_last = torch.where(o > 0, pos, torch.full_like(pos, -1)).amax(dim=1)  # (B, C): the last observed slot
-        A_last = torch.where(p_last >= 0, prof.gather(1, (p_last.clamp_min(0) % m).unsqueeze(1))[:, 0], mu)
+        prof, A_last = _last_profile(season, season_obs, Q, m, mu)
         A = prof[:, season_offsets(horizon, m, season.device) + m - 1]  # (B, h, C)
         lk, mk = _adjusted(lk.unsqueeze(1), mk.unsqueeze(1), A.unsqueeze(1), A_last.view(B, 1, 1, C),
                            _adjust_of(params, horizon).view(B, 1, 1, C))

@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-from forecaster.baseline import canonical_params
+from forecaster.baseline import blend_knots, canonical_params
 from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_features, format_time, to_axis
 
 __all__ = ["DataSpec", "SPEC_VERSION"]
@@ -191,10 +191,12 @@ class DataSpec:
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
         """float64 (n, C, 2K + 3): the baseline blend of each series; a series the spec does not know
         gets the median over the known ones (whose drift, anchored at that series' own first
-        observation, is the median weight)."""
+        observation, is the median weight; seasonally adjusted if most of them are)."""
         rows = self.series_index(ids)
         if len(self.series_ids):
             pooled = np.median(self.baseline, axis=0)
+            wa = 2 * len(blend_knots(self.horizon)) + 1  # the seasonal adjustment is 0 or 1: the majority's
+            pooled[:, wa] = (self.baseline[:, :, wa] > 0.5).mean(axis=0) > 0.5
         else:  # the last value
             pooled = np.zeros((len(self.target_cols), 3))
             pooled[:, 1] = 1.0

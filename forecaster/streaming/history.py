@@ -2,7 +2,8 @@
 
 - :class:`CarriedState` (``"carry"``, the per-step model's default): the GRU state carries the
   whole history, one recurrent step per observation and no GRU run per forecast; its baseline
-  reads the running look-back sums and the last season of the ring.
+  reads the running look-back sums and the last season of the ring (its last whole seasons for a
+  seasonally adjusted target).
 - :class:`RunWindow` (``"window"``; the window model always): the look-back is kept in the ring and
   the last ``context_length`` steps run from the zero state at each forecast, which is what the
   model was trained on and what ``predict`` does, at O(context) per forecast.
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from forecaster.baseline import NO_AGE, season_width, with_first
+from forecaster.baseline import NO_AGE, any_adjusted, season_width, with_first
 from forecaster.spec import DataSpec
 from forecaster.streaming.lookback import LookBack
 from forecaster.streaming.records import NO_TIME
@@ -101,10 +102,11 @@ class CarriedState:
         with one_thread_if_small(dev, len(rows)):
             y = net.decode(h, _as_t(ahead, dev).reshape(len(rows), -1))
             if net.baseline != "none":
-                if "sum_y" in t:  # the running look-back summary: O(season_width) <= O(T) per forecast
-                    width = season_width(net.season_length, self.lookback.T)
+                if "sum_y" in t:  # the running look-back summary: O(m) per forecast, O(T) if seasonally adjusted
+                    params = baseline_rows(self.spec, t, rows)
+                    width = season_width(net.season_length, self.lookback.T, any_adjusted(params, self.spec.horizon))
                     summary = tuple(torch.from_numpy(a).to(dev) for a in self.lookback.summary(t, rows, width))
-                    params = torch.from_numpy(baseline_rows(self.spec, t, rows)).to(dev)
+                    params = torch.from_numpy(params).to(dev)
                     y = net.add_baseline_from_summary(y, summary, params)
                 else:
                     win_y, win_o, _ = self.lookback.window(t, rows)

@@ -378,10 +378,10 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
     batch = dm.predict_batch()
     T = dm.context_length
     params = batch["baseline"].clone()
-    K = (params.shape[-1] - 4) // 2  # [w_s K, w_l K, w_d, mu, y_first, age]
+    K = (params.shape[-1] - 5) // 2  # [w_s K, w_l K, w_d, w_a, mu, y_first, age]
     if chosen != "blend":
         params[..., :K], params[..., K:2 * K] = {"seasonal": (1, 0), "last": (0, 1), "mean": (0, 0)}[chosen]
-        params[..., 2 * K] = 0.0
+        params[..., 2 * K], params[..., 2 * K + 1] = 0.0, 0.0  # no drift, no adjustment
     base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
     result = model.forecast(batch)
     torch.testing.assert_close(result[..., model.net.anchor], base * batch["scale"][:, None] + batch["loc"][:, None],
@@ -644,3 +644,31 @@ def test_the_seasonal_adjustment_by_hand(m, T):
             S = np.array([y[j] if j >= 0 and j > t - T and o[j] else last for j in lag])
             expected = w_s * S + w_l * (last + wa * (P - last)) + (1 - w_s - w_l) * (mean + wa * (A - mean))
             np.testing.assert_allclose(f[t], expected, atol=1e-9)
+
+
+def test_the_adjusted_last_origin_ignores_what_lies_before_its_whole_seasons():
+    """T = 20, m = 8: the profile reads the last 16 steps; a huge value at step 2 (inside the
+    look-back, before them) does not enter it, not even as a rounding error (float32): the window's
+    last origin, the stream's summary and the plain loops agree. A summary of the last season only
+    is refused in one line for an adjusted target and enough for one that is not."""
+    T, m, h = 20, 8, 8
+    K = len(blend_knots(h))
+    y = torch.randn(1, T, 1, generator=torch.Generator().manual_seed(0))
+    y[0, 2, 0] = 1e8
+    o = torch.ones(1, T, 1)
+    params = torch.tensor([[[0.0] * K + [1.0] * K + [0.0, 1.0, 0.0]]])  # the adjusted last value
+    W = season_width(m, T)
+    assert W == 16 and season_width(m, T, adjusted=False) == 8
+    summary = (y[:, -1], torch.tensor([[True]]), y.mean(1), torch.tensor([[True]]))
+    got = baseline_from_summary(*summary, y[:, -W:], o[:, -W:], params, h, m, T)
+    window = baseline_forecast(y, o, params, h, m, T)
+    yd = y[0, :, 0].double().numpy()
+    P, _A, _last, _mean = _adjusted_by_hand(yd, np.ones(T, bool), T - 1, h, m, T, 0.0)
+    np.testing.assert_allclose(window[0, :, 0].numpy(), P, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got, window)
+    with pytest.raises(ValueError, match="seasonally adjusted baseline"):
+        baseline_from_summary(*summary, y[:, -8:], o[:, -8:], params, h, m, T)
+    plain = params.clone()
+    plain[..., 2 * K + 1] = 0.0
+    torch.testing.assert_close(baseline_from_summary(*summary, y[:, -8:], o[:, -8:], plain, h, m, T),
+                               baseline_forecast(y, o, plain, h, m, T))

@@ -242,3 +242,16 @@ def test_zone_aware_table_trains_predicts_and_streams_on_one_axis():
     report = s.observe([{"meter": "m1", "time": "2024-04-02T12:00+02:00", "load": 10.0}])
     assert report.steps == 1 and not report.rejected
     assert s.info()["last_time"].to_list() == [dt.datetime(2024, 4, 2, 10, tzinfo=dt.timezone.utc)]
+
+
+def test_an_unknown_series_gets_the_majoritys_seasonal_adjustment():
+    """A series the spec does not know gets the median blend of the known ones; the seasonal
+    adjustment is 0 or 1, so it is the majority's (a tie: not adjusted), never a half."""
+    df = pl.DataFrame({"t": [dt.datetime(2024, 1, 1) + dt.timedelta(hours=i) for i in range(60)] * 2,
+                       "id": ["s1"] * 60 + ["s2"] * 60, "y": [float(i % 7) for i in range(120)]})
+    dm = TimeSeriesDataModule(data=df, time_col="t", id_col="id", target_cols=["y"], context_length=8, horizon=4)
+    spec = dm.spec
+    wa = 2 * len(blend_knots(4)) + 1
+    for adjusted, expected in (([0.0, 1.0], 0.0), ([1.0, 1.0], 1.0), ([0.0, 0.0], 0.0)):
+        spec.baseline[:, 0, wa] = adjusted
+        assert spec.baseline_for(["new"])[0, 0, wa] == expected

@@ -411,11 +411,12 @@ def test_history_option_is_checked():
         windowed.hidden_state("s1")
 
 
-@pytest.mark.parametrize("season", [24, 50, 8])
+@pytest.mark.parametrize("season", [24, 50, 12])
 def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season):
     """The per-step model with relative inputs reads its baseline from the running summary (last
     value, look-back mean, the look-back's last whole seasons: O(T) per forecast), target "a"
-    seasonally adjusted (where the season fits the look-back), "b" not; at every step of a long history
+    seasonally adjusted (where the season fits the look-back), "b" too with season 12 (three whole seasons, the
+    look-back's first 4 steps outside them); at every step of a long history
     with a target missing for longer than the look-back, dropped rows, a season longer than the
     look-back and a huge value (1e20, finite in float32, whose leaving the running sum cannot
     subtract exactly), that equals the baseline of the look-back window itself."""
@@ -444,7 +445,7 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
         assert report.accepted == 1, report
         rows_ = np.array([0])
         params = torch.from_numpy(t["base"][rows_]).clone()
-        params[:, 0, 2 * len(blend_knots(HORIZON)) + 1] = 1.0  # "a" seasonally adjusted
+        params[:, 0 if season != 12 else slice(None), 2 * len(blend_knots(HORIZON)) + 1] = 1.0  # "a" adjusted (12: both)
         zero = torch.zeros(1, HORIZON, 2, 3)
         win_y, win_o, _ = stream.lookback.window(t, rows_)
         expected = net.add_baseline(zero, torch.from_numpy(win_y), torch.from_numpy(win_o), params)
