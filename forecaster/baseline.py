@@ -641,11 +641,12 @@ def _family(pairs: tuple[np.ndarray, ...], adj: np.ndarray) -> tuple[np.ndarray,
 
 
 def _drift_weight(gram: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``w_d`` (C,) in [0, 1]: least squares, over every origin and step, of what the blend of
-    weights (a, b) (horizon, C) leaves, ``t - a s - b l``, on the drift regressor ``d``, from the
-    Gram sums per step (``gram`` "td", "sd", "ld", "dd": (horizon, C) sums over observed pairs)."""
-    num = (gram["td"] - a * gram["sd"] - b * gram["ld"]).sum(axis=0)
-    den = gram["dd"].sum(axis=0)
+    """``w_d`` (..., C) in [0, 1]: least squares, over every origin and step, of what the blend of
+    weights (a, b) (..., horizon, C) leaves, ``t - a s - b l``, on the drift regressor ``d``, from
+    the Gram sums per step (``gram`` "td", "sd", "ld", "dd": (..., horizon, C) sums over observed
+    pairs; a leading axis: one problem per block)."""
+    num = (gram["td"] - a * gram["sd"] - b * gram["ld"]).sum(axis=-2)
+    den = gram["dd"].sum(axis=-2)
     return np.clip(np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0), 0.0, 1.0)
 
 
@@ -697,21 +698,22 @@ def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
                 for q in blocks]  # (h, C)
         total = {name: sum(g[name] for g in gram) for name in gram[0]}
         fitted = plain + [_triangle_ls(U, **{n: total[n] for n in terms}) for U in caps]
+        rest = {n: total[n] - np.stack([g[n] for g in gram]) for n in total}  # (n_blocks, h, C): the other blocks'
+        held = [_triangle_ls(U, **{n: rest[n] for n in terms}) for U in caps]  # each block's blend weights from them
         for j, (wa, wb) in enumerate(fitted):
             weights.append((wa, wb))
             drift.append(_drift_weight(total, wa, wb))
             if j >= 3 and len(blocks) < 2:  # a fitted blend needs other blocks to be judged on
                 errors += [inf, inf]
                 continue
+            ba, bb = held[j - 3] if j >= 3 else (wa[None], wb[None])  # (n_blocks or 1, h, C)
+            wds = _drift_weight(rest, ba, bb)  # (n_blocks, C): each block's drift from the other blocks
             without, with_ = np.zeros((h, C)), np.zeros((h, C))
-            for q, g in zip(blocks, gram):
-                rest = {n: total[n] - g[n] for n in total}
-                if j >= 3:  # the blend's weights from the other blocks
-                    wa, wb = _triangle_ls(caps[j - 3], **{n: rest[n] for n in terms})
-                r = t_[q] - wa * s_[q] - wb * l_[q]  # what it leaves on block q
-                wd = _drift_weight(rest, wa, wb) if len(blocks) > 1 else np.zeros(C)
+            for i, q in enumerate(blocks):
+                a_q, b_q = ba[min(i, len(ba) - 1)], bb[min(i, len(bb) - 1)]
+                r = t_[q] - a_q * s_[q] - b_q * l_[q]  # what it leaves on block q
                 without += (np.abs(r) * w[q]).sum(axis=0)
-                with_ += (np.abs(r - wd * d_[q]) * w[q]).sum(axis=0)
+                with_ += (np.abs(r - wds[i] * d_[q]) * w[q]).sum(axis=0)
             errors += [without, with_ if len(blocks) > 1 else inf]
     weights, drift = np.array(weights), np.array(drift)  # (F, 2, h, C), (F, C)
     errors = np.stack(errors).reshape(len(weights), 2, h, C)
