@@ -258,6 +258,13 @@ def adjust_seasons(season_length: int, context_length: int) -> int:
     return T // m if 1 < m <= T else 0
 
 
+def _some(wa: Tensor) -> bool:
+    """Whether the seasonal adjustment must be computed for weights ``wa``: any not 0 (on a CPU,
+    where asking is free; on an accelerator always, rather than wait for the answer: with
+    ``w_a = 0`` it changes nothing, to the bit)."""
+    return wa.device.type != "cpu" or bool((wa != 0).any())
+
+
 def _adjusted(lv: Tensor, mean: Tensor, A: Tensor, A_last: Tensor, wa: Tensor) -> tuple[Tensor, Tensor]:
     """The last value and the mean as the blend reads them, each (B, n, h, C): moved to step k's
     phase by ``w_a`` times the look-back's seasonal profile, ``L + w_a (A_k - A_L)`` and
@@ -331,7 +338,7 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     sv = torch.where(so & inside.view(1, len(ts), horizon, 1), sv, lv.unsqueeze(2))
     lk, mk = lv.unsqueeze(2), mu.unsqueeze(2)
     Q = adjust_seasons(season_length, context_length)
-    if Q:  # the seasonally adjusted last value and mean (w_a = 0: as they are, to the bit)
+    if Q and _some(wa):  # the seasonally adjusted last value and mean (w_a = 0: as they are, to the bit)
         m = int(season_length)
         if origins is None:  # the last origin: from its last Q m steps alone, as a stream's summary
             pad = max(0, Q * m - L)
@@ -428,7 +435,7 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
             raise ValueError(f"the look-back summary holds {W} steps; a seasonally adjusted baseline (w_a != 0) "
                              f"reads its last {Q * m} (season_width(m, T)): pass those")
         Q = 0
-    if Q:  # the profile of the last Q whole seasons, by phase r (slot W - m + r of the last season)
+    if Q and _some(_adjust_of(params, horizon)):  # the profile of the last Q whole seasons, by phase r
         B, C = season.shape[0], season.shape[2]
         prof, A_last = _last_profile(season, season_obs, Q, m, mu)
         A = prof[:, season_offsets(horizon, m, season.device) + m - 1]  # (B, h, C)
