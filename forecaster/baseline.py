@@ -266,10 +266,9 @@ def _some(wa: Tensor) -> bool:
 
 
 def _adjusted(lv: Tensor, mean: Tensor, A: Tensor, A_last: Tensor, wa: Tensor) -> tuple[Tensor, Tensor]:
-    """The last value and the mean as the blend reads them, each (B, n, h, C): moved to step k's
-    phase by ``w_a`` times the look-back's seasonal profile, ``L + w_a (A_k - A_L)`` and
-    ``M + w_a (A_k - M)`` (``lv``, ``mean``, ``A_last`` (B, n, 1, C); ``A`` (B, n, h, C); ``wa``
-    (B, 1, 1, C))."""
+    """The last value and the mean as the blend reads them, moved to step k's phase by ``w_a``
+    times the look-back's seasonal profile, ``L + w_a (A_k - A_L)`` and ``M + w_a (A_k - M)``
+    (elementwise: ``A`` (..., h, C), the others broadcast against it, e.g. (..., 1, C))."""
     return lv + wa * (A - A_last), mean + wa * (A - mean)
 
 
@@ -435,13 +434,11 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
             raise ValueError(f"the look-back summary holds {W} steps; a seasonally adjusted baseline (w_a != 0) "
                              f"reads its last {Q * m} (season_width(m, T)): pass those")
         Q = 0
-    if Q and _some(_adjust_of(params, horizon)):  # the profile of the last Q whole seasons, by phase r
-        B, C = season.shape[0], season.shape[2]
+    wa = _adjust_of(params, horizon).unsqueeze(1)  # (B, 1, C)
+    if Q and _some(wa):  # the profile of the last Q whole seasons, by phase r
         prof, A_last = _last_profile(season, season_obs, Q, m, mu)
         A = prof[:, season_offsets(horizon, m, season.device) + m - 1]  # (B, h, C)
-        lk, mk = _adjusted(lk.unsqueeze(1), mk.unsqueeze(1), A.unsqueeze(1), A_last.view(B, 1, 1, C),
-                           _adjust_of(params, horizon).view(B, 1, 1, C))
-        lk, mk = lk[:, 0], mk[:, 0]
+        lk, mk = _adjusted(lk, mk, A, A_last.unsqueeze(1), wa)
     base = ws * sv + wl * lk + (1 - ws - wl) * mk
     drift = _drift_of(params, horizon)
     if drift is not None:

@@ -11,7 +11,7 @@ import numpy as np
 
 from forecaster.snapshot import SnapshotError
 from forecaster.streaming.records import NO_TIME, show
-from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, check_base, older_snapshot, merge_payloads
+from forecaster.streaming.statefile import STATE_FORMAT_VERSION, StateFile, check_base, merge_payloads, older_snapshot
 
 __all__ = ["StatePersistence"]
 

@@ -144,28 +144,32 @@ def merge_payloads(payloads: list[dict]) -> dict:
             "removed": pack_ids([]), "ids": pack_ids(ids), **out}
 
 
+def _narrow_base(payload: dict, layout: Layout) -> int | None:
+    """The layout's blend width where the payload's blends (a 3-d tensor) have another (an older
+    layout: fewer weights), else None."""
+    base, width = payload.get("base"), layout["base"][0][-1] if "base" in layout else None
+    narrow = width is not None and isinstance(base, torch.Tensor) and base.ndim == 3 and base.shape[-1] != width
+    return width if narrow else None
+
+
 def older_snapshot(payload: dict, layout: Layout) -> bool:
     """Whether a (merged) payload was written before the baseline's drift (no first observations)
     or its seasonal adjustment (blends narrower than the layout's)."""
-    base, width = payload.get("base"), layout["base"][0][-1] if "base" in layout else None
-    return "first_t" not in payload or (width is not None and isinstance(base, torch.Tensor) and base.ndim == 3
-                                        and base.shape[-1] != width)
+    return "first_t" not in payload or _narrow_base(payload, layout) is not None
 
 
-def _before_drift(payload: dict, layout: Layout, n: int) -> dict:
+def _from_older(payload: dict, layout: Layout, n: int) -> dict:
     """A snapshot from before the baseline's drift (spec version 2 or 1) or its seasonal adjustment
-    (version 3): no first observations kept (each target's next observation becomes its anchor,
-    unless the spec knows one) and blends without the drift or the adjustment weight, ``[w_s K,
-    w_l K, (w_d,) mu]`` or one weight for every step ``[w_s, w_l, (w_d,) mu]`` (brought to
-    ``[w_s K, w_l K, w_d, 0, mu]``: the same forecast)."""
+    (version 3) (:func:`older_snapshot`): no first observations kept (each target's next
+    observation becomes its anchor, unless the spec knows one) and blends without the drift or the
+    adjustment weight, ``[w_s K, w_l K, (w_d,) mu]`` or one weight for every step ``[w_s, w_l,
+    (w_d,) mu]`` (brought to ``[w_s K, w_l K, w_d, 0, mu]``: the same forecast)."""
     add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
            if k in ("first_y", "first_t") and k not in payload}
-    base = payload.get("base")
-    width = layout["base"][0][-1] if "base" in layout else None
-    if width is not None and isinstance(base, torch.Tensor) and base.ndim == 3 and base.is_floating_point() \
-            and base.shape[-1] != width:
+    width = _narrow_base(payload, layout)
+    if width is not None and payload["base"].is_floating_point():
         try:
-            add["base"] = torch.from_numpy(widen_params(base.numpy(), (width - 3) // 2).astype(np.float32))
+            add["base"] = torch.from_numpy(widen_params(payload["base"].numpy(), (width - 3) // 2).astype(np.float32))
         except ValueError:
             pass  # not a blend of this horizon: the shape check below refuses it
     return {**payload, **add} if add else payload
@@ -183,7 +187,7 @@ def check_base(payload: dict, layout: Layout, state_shape: tuple[int, int], carr
         payload = {**payload, "born": torch.arange(n, dtype=torch.int64), "seen": torch.zeros(n, dtype=torch.int64),
                    **{k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
                       if k.startswith("ahead_") and k not in payload}}
-    payload = _before_drift(payload, layout, n)
+    payload = _from_older(payload, layout, n)
     arrays = {k: payload[k] for k in ("state", *layout)}
     floats = {"state", *(k for k, (_, dt, _) in layout.items() if np.dtype(dt).kind == "f")}
     wrong = [k for k, v in arrays.items() if not isinstance(v, torch.Tensor)
