@@ -23,8 +23,8 @@ from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_feat
 
 __all__ = ["DataSpec", "SPEC_VERSION"]
 
-SPEC_VERSION = 4  # 4: the baseline's seasonal adjustment (w_s K, w_l K, w_d, w_a, mu); 3: its drift (each series'
-# first observation); 3, 2, 1 are read
+SPEC_VERSION = 5  # 5: the baseline's level (w_s K, w_l K, w_d, w_a, alpha, q, mu); 4: its seasonal adjustment
+# (w_s K, w_l K, w_d, w_a, mu); 3: its drift (each series' first observation); 4, 3, 2, 1 are read
 # "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
 NO_TIME = np.iinfo(np.int64).min
 # Times (int64 axis values: nanoseconds since 1970 for datetimes) beyond this, about 2244 and 1696,
@@ -92,7 +92,7 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
-        baseline: float64 (S, C, 2K + 3): the fitted naive blend per series and target,
+        baseline: float64 (S, C, 2K + 5): the fitted naive blend per series and target,
             ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, mu]``
             (:mod:`forecaster.baseline`; ``mu`` is the training mean, used only for an empty
             look-back), in scaled units. Earlier layouts (no seasonal adjustment: ``2K + 2``; no
@@ -132,8 +132,14 @@ class DataSpec:
             b = np.zeros((len(self.series_ids), len(self.target_cols), 3))
             b[..., 1] = 1.0
             self.baseline = b
-        # every earlier layout (one weight for all steps, no drift, no adjustment) as [w_s K, w_l K, w_d, w_a, mu]
+        # every earlier layout (one weight for all steps, no drift, no adjustment, the plain mean of the whole
+        # look-back) as [w_s K, w_l K, w_d, w_a, alpha, q, mu]
         self.baseline = canonical_params(self.baseline, self.horizon)
+        al = 2 * len(blend_knots(self.horizon)) + 2
+        alpha, q = self.baseline[..., al], self.baseline[..., al + 1]
+        if not (((alpha >= 0) & (alpha < 1)).all() and np.isin(q, (0.0, 1.0)).all()):
+            raise ValueError("the data spec's baseline levels must have alpha in [0, 1) and q 0 or 1 (a blend's "
+                             "level is not one the baseline computes); refit the model or restore its spec")
         shape = (len(self.series_ids), len(self.target_cols))
         if self.first_value is None or self.first_time is None:  # specs from before the drift: none known
             self.first_value, self.first_time = np.zeros(shape), np.full(shape, NO_TIME, dtype=np.int64)
@@ -189,14 +195,16 @@ class DataSpec:
         return value, time
 
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
-        """float64 (n, C, 2K + 3): the baseline blend of each series; a series the spec does not know
+        """float64 (n, C, 2K + 5): the baseline blend of each series; a series the spec does not know
         gets the median over the known ones (whose drift, anchored at that series' own first
-        observation, is the median weight; seasonally adjusted if most of them are)."""
+        observation, is the median weight, and the level's alpha too; seasonally adjusted, and its
+        level over the whole seasons, if most of them are)."""
         rows = self.series_index(ids)
         if len(self.series_ids):
             pooled = np.median(self.baseline, axis=0)
-            wa = 2 * len(blend_knots(self.horizon)) + 1  # the seasonal adjustment is 0 or 1: the majority's
-            pooled[:, wa] = (self.baseline[:, :, wa] > 0.5).mean(axis=0) > 0.5
+            wa = 2 * len(blend_knots(self.horizon)) + 1  # the seasonal adjustment is 0 or 1: the majority's,
+            for j in (wa, wa + 2):  # and so is the level's window q
+                pooled[:, j] = (self.baseline[:, :, j] > 0.5).mean(axis=0) > 0.5
         else:  # the last value
             pooled = np.zeros((len(self.target_cols), 3))
             pooled[:, 1] = 1.0

@@ -44,7 +44,7 @@ class Prepared:
             the calendar features; the same memory as ``arrays["data"]``).
         splits: ``{"train" | "val" | "test": (begin, end)}``, int64 (S,) grid ranges per series.
         arrays: tensors over the grid rows: ``data`` float32 (N, D + K), ``observed`` float32 (N, C),
-            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 3),
+            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 5),
             ``first_value`` / ``first_index`` (S, C) (:func:`first_observations`).
         info: what the summary reports: ``rows`` (table rows), ``dropped`` (series shorter than the
             window), ``calendar_why``, ``freq_source``, ``season_source``, ``target_missing``.
@@ -221,7 +221,7 @@ def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], ta
 def fit_blends(grid: Grid, observed: np.ndarray, train: tuple[np.ndarray, np.ndarray], horizon: int,
                season_length: int, context_length: int, *, total_origins: int = 200_000, max_origins: int = 2000,
                min_origins: int = 200) -> np.ndarray:
-    """float64 (S, C, 2K + 3): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
+    """float64 (S, C, 2K + 5): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
     the series too short for a blend of their own fitted together,
     :func:`forecaster.baseline.fit_panel_blends`) on its training part of the scaled ``grid.values``
     (``observed``: bool (N, C)).
@@ -266,16 +266,19 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
     lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
                  f"(context {s.context_length}, horizon {s.horizon})")
     if len(s.series_ids):
-        med = np.median(s.baseline, axis=0)  # (C, 2K + 3)
-        K = (med.shape[-1] - 3) // 2
+        med = np.median(s.baseline, axis=0)  # (C, 2K + 5)
+        K = (med.shape[-1] - 5) // 2
         drifts = (s.baseline[:, :, 2 * K] > 0).sum(axis=0)  # (C,)
         adjusted = (s.baseline[:, :, 2 * K + 1] > 0).sum(axis=0)  # (C,)
+        smoothed = (s.baseline[:, :, 2 * K + 2] > 0).sum(axis=0)  # (C,)
         parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
                  + (f", seasonally adjusted in {a:,} of {len(s.series_ids):,} series" if a else "")
+                 + (f", smoothed level in {e:,} of {len(s.series_ids):,} series (alpha "
+                    f"{np.median(s.baseline[s.baseline[:, j, 2 * K + 2] > 0, j, 2 * K + 2]):.2f})" if e else "")
                  + (f", drift of the whole history in {d:,} of {len(s.series_ids):,} series (median weight "
                     f"{np.median(s.baseline[s.baseline[:, j, 2 * K] > 0, j, 2 * K]):.2f})" if d else "")
-                 for j, (c, w, d, a) in enumerate(zip(s.target_cols, med, drifts, adjusted))]
-        lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the look-back mean, "
+                 for j, (c, w, d, a, e) in enumerate(zip(s.target_cols, med, drifts, adjusted, smoothed))]
+        lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the look-back's level, "
                      "a sum above 1 continues its trend): "
                      + "; ".join(parts))
     return "\n".join(lines)

@@ -189,7 +189,7 @@ NO_INDEX = np.iinfo(np.int64).max
 
 
 def anchored(baseline: np.ndarray, first_value: np.ndarray, first_index: np.ndarray, start: np.ndarray) -> torch.Tensor:
-    """A batch's baseline entry (B, C, 2K + 5): the fitted blend (B, C, 2K + 3), each series' first
+    """A batch's baseline entry (B, C, 2K + 7): the fitted blend (B, C, 2K + 5), each series' first
     observed value (B, C) and the age of the window's first step, ``start - first_index`` (steps
     since that observation; ``NO_AGE`` for a target never observed, ``first_index == NO_INDEX``)."""
     seen = first_index != NO_INDEX
@@ -205,7 +205,7 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
     ``(batch, inside)``, the batch in the layout of the module docstring (steps outside a series'
     grid are unobserved zeros; calendar features are those of their times) and the bool (B, length)
     mask of steps inside the grid. ``arrays``: the data module's ``data`` (N, D + K), ``observed``
-    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 3), ``first_value`` and ``first_index``
+    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 5), ``first_value`` and ``first_index``
     (S, C) tensors over ``grid``'s rows (:func:`forecaster.data.build.first_observations`)."""
     s, g = spec, grid
     series = np.asarray(series, dtype=np.int64).reshape(-1)

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from forecaster.baseline import NO_AGE, any_adjusted, season_width, with_first
+from forecaster.baseline import NO_AGE, summary_width, with_first
 from forecaster.spec import DataSpec
 from forecaster.streaming.lookback import LookBack
 from forecaster.streaming.records import NO_TIME
@@ -44,7 +44,7 @@ def one_thread_if_small(device: torch.device, rows: int):
 
 
 def baseline_rows(spec: DataSpec, t: dict, rows: np.ndarray, before: int = 0) -> np.ndarray:
-    """The baseline entry of ``rows`` (M, C, 2K + 5): their fitted blend and each target's first
+    """The baseline entry of ``rows`` (M, C, 2K + 7): their fitted blend and each target's first
     observation, aged at the last step less ``before`` steps (0: the origin, for the look-back's
     summary; ``T - 1``: the first step of the window, as a batch's)."""
     first = t["first_t"][rows]  # (M, C)
@@ -103,8 +103,8 @@ class CarriedState:
             y = net.decode(h, _as_t(ahead, dev).reshape(len(rows), -1))
             if net.baseline != "none":
                 if "sum_y" in t:  # the running look-back summary: O(m) per forecast, O(T) if seasonally adjusted
-                    params = baseline_rows(self.spec, t, rows)
-                    width = season_width(net.season_length, self.lookback.T, any_adjusted(params, self.spec.horizon))
+                    params = baseline_rows(self.spec, t, rows)  # or the level is smoothed or over the whole seasons
+                    width = summary_width(params, self.spec.horizon, net.season_length, self.lookback.T)
                     summary = tuple(torch.from_numpy(a).to(dev) for a in self.lookback.summary(t, rows, width))
                     params = torch.from_numpy(params).to(dev)
                     y = net.add_baseline_from_summary(y, summary, params)

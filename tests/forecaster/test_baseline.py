@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from forecaster.baseline import (BASELINES, DRIFT_PRIOR, NO_AGE, baseline_forecast, baseline_from_summary, baseline_params,
-                                 blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width, trend_cap, with_first)
+                                 blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width, summary_width,
+                                 trend_cap, with_first)
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
@@ -63,7 +64,7 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
     y = (y - y.mean()) / y.std()
     w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
     K = len(blend_knots(6))
-    assert K == 4 and w.shape == (1, 2 * K + 3)  # knots at steps 1, 2, 4, 6; the drift; the adjustment; mu
+    assert K == 4 and w.shape == (1, 2 * K + 5)  # knots at steps 1, 2, 4, 6; drift; adjustment; alpha, q; mu
     assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
     if kind == "seasonal" and w[0, 2 * K + 1] == 1.0:
         # seasonally adjusted: the last value moved by the look-back's profile repeats the season as well
@@ -93,14 +94,18 @@ def test_blend_weights_follow_the_step():
     np.testing.assert_allclose(ws[0, 0, knots - 1].numpy(), w[0, :len(knots)])  # exact at the knots
 
 
-def test_trend_cap_is_the_straight_line_through_the_mean_and_the_last_value():
+def test_trend_cap_is_the_straight_line_through_the_level_and_the_last_value():
     # no season: k steps on from the last value, whose window mean lies (T - 1) / 2 = 4 steps back
     np.testing.assert_allclose(trend_cap(4, 1, 9), [1.25, 1.5, 1.75, 2.0])
-    # season 4 inside the window: step k starts from the value m * ceil(k / m) steps back
-    np.testing.assert_allclose(trend_cap(5, 4, 9), [2.0, 2.0, 2.0, 2.0, 3.0])
+    # season 4 inside the window: step k starts from the value m * ceil(k / m) steps back, and the level is
+    # the mean of the window's two whole seasons, (8 - 1) / 2 = 3.5 steps back
+    np.testing.assert_allclose(trend_cap(5, 4, 9), [1 + 4 / 3.5] * 4 + [1 + 8 / 3.5])
     # a season longer than the window is read as the last value: k steps
     np.testing.assert_allclose(trend_cap(2, 12, 9), [1.25, 1.5])
     np.testing.assert_array_equal(trend_cap(3, 1, 1), 1.0)
+    # a smoothed level lies at the mean lag of its weights (1 - alpha)^i over the window
+    c = sum(i * 0.5 ** i for i in range(9)) / sum(0.5 ** i for i in range(9))
+    np.testing.assert_allclose(trend_cap(3, 1, 9, alpha=0.5), [1 + 1 / c, 1 + 2 / c, 1 + 3 / c])
 
 
 @pytest.mark.parametrize("m", [1, 12])
@@ -129,7 +134,7 @@ def test_a_trend_is_extrapolated(m):
     errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, at_start, h), h, m, T)[0, :, 0]
                    - torch.tensor(z[n:])).abs().mean().item() for mode in ("blend", "seasonal", "last", "mean")}
     assert errs["blend"] < 0.6 * min(errs["seasonal"], errs["last"], errs["mean"]), errs
-    W = season_width(m, T)
+    W = summary_width(params, h, m, T)
     summary = (win[:, -1], obs[:, -1] > 0, win.mean(1), torch.ones(1, 1, dtype=torch.bool), win[:, -W:], obs[:, -W:])
     torch.testing.assert_close(baseline_from_summary(*summary, params, h, m, T),
                                baseline_forecast(win, obs, params, h, m, T))
@@ -169,9 +174,9 @@ def test_short_series_of_a_panel_are_fitted_together():
     alone = fit_blend(*short[0], h, 1, T)
     np.testing.assert_array_equal(alone[0, K:2 * K], 1.0)  # too short alone: the last value
     panel = fit_panel_blends(short + [long], h, 1, T)
-    assert panel.shape == (61, 1, 2 * K + 3)
+    assert panel.shape == (61, 1, 2 * K + 5)
     assert (panel[:60, 0, K:2 * K] > 1.0).all()  # the pooled trend, beyond the last value
-    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 2)))
+    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 4)))
     np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
     np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
     np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
@@ -331,9 +336,9 @@ def test_baseline_modes_and_none():
         model = GRUForecaster.from_datamodule(dm, baseline=mode,
                                               net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
         params = batch["baseline"].clone()
-        K = (params.shape[-1] - 5) // 2  # [w_s K, w_l K, w_d, w_a, mu, y_first, age]
+        K = (params.shape[-1] - 7) // 2  # [w_s K, w_l K, w_d, w_a, alpha, q, mu, y_first, age]
         params[..., :K], params[..., K:2 * K] = ws, wl
-        params[..., 2 * K], params[..., 2 * K + 1] = 0.0, 0.0  # a plain mode: no drift, no adjustment
+        params[..., 2 * K:2 * K + 4] = 0.0  # a plain mode: no drift, no adjustment, the plain mean of the look-back
         base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
@@ -559,7 +564,8 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     K = len(blend_knots(h))
     params = torch.cat([torch.rand(B, C, K, generator=g) * 0.5, torch.rand(B, C, K, generator=g) * 0.5,
                         torch.zeros(B, C, 1), (torch.rand(B, C, 1, generator=g) > 0.5).to(torch.float32),
-                        torch.randn(B, C, 1, generator=g)], dim=-1)  # no drift; seasonally adjusted or not
+                        0.3 * (torch.rand(B, C, 1, generator=g) > 0.5), (torch.rand(B, C, 1, generator=g) > 0.5) * 1.0,
+                        torch.randn(B, C, 1, generator=g)], dim=-1)  # no drift; adjusted or not; each level
     expected = baseline_forecast(target, observed, params, h, m, T)
     # the summary, by hand
     last = torch.zeros(B, C)
@@ -571,12 +577,18 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
                 last[b, c], has_last[b, c] = target[b, seen[-1], c], True
     cnt = observed.sum(1)
     mean = (target * observed).sum(1) / cnt.clamp_min(1)
-    W = season_width(m, T)
+    W = summary_width(params, h, m, T)
+    assert W <= T and W >= season_width(m, T, adjusted=False)
     got = baseline_from_summary(last, has_last, mean, cnt > 0, target[:, -W:], observed[:, -W:], params, h, m, T)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    if W > season_width(m, T, adjusted=False):  # one step fewer than a target needs: refused in one line
+        with pytest.raises(ValueError, match="look-back summary holds"):
+            baseline_from_summary(last, has_last, mean, cnt > 0, target[:, 1 - W:], observed[:, 1 - W:], params, h,
+                                  m, T)
     # with a drift weight and the first observation: ages at and before it (no drift), never observed, long
     age = torch.tensor([0.0, -5.0, NO_AGE, 3.0, 40.0, 1000.0])[torch.arange(B) % 6].view(B, 1).expand(B, C)
-    anchored = with_first(torch.cat([params[..., :2 * K], torch.rand(B, C, 1, generator=g), params[..., -2:]], dim=-1),
+    anchored = with_first(torch.cat([params[..., :2 * K], torch.rand(B, C, 1, generator=g), params[..., 2 * K + 1:]],
+                                    dim=-1),
                           torch.randn(B, C, generator=g), age)
     expected = baseline_forecast(target, observed, anchored, h, m, T)
     at_origin = anchored.clone()
@@ -586,17 +598,28 @@ def test_the_summary_of_a_look_back_gives_its_baseline(m, T):
     plain = baseline_forecast(target, observed, params, h, m, T)
     moved = (expected - plain).abs().amax(dim=(1, 2)) > 1e-6  # (B,): where the drift applies
     assert moved[age[:, 0] + T - 1 >= 1].any() and not moved[age[:, 0] + T - 1 < 1].any()
-    assert W == (max(m, (T // m) * m) if 1 < m <= T else min(m, T))  # the seasonal naive, or the whole seasons
 
 
-def _adjusted_by_hand(y, o, t, h, m, T, mu):
+def _level_by_hand(y, o, t, W, alpha, fallback):
+    """The level of origin t as a plain loop: the observed values of the last W steps, the one i
+    steps back weighted (1 - alpha)^i (``fallback`` where none is observed)."""
+    num = den = 0.0
+    for i in range(W):
+        j = t - i
+        if j >= 0 and o[j]:
+            num, den = num + (1 - alpha) ** i * y[j], den + (1 - alpha) ** i
+    return num / den if den else fallback
+
+
+def _adjusted_by_hand(y, o, t, h, m, T, mu, W=None, alpha=0.0):
     """The seasonally adjusted last value and mean of origin t, step by step, as plain loops: the
     profile ``A(p)``, the mean of the observed values at phase p over the last ``T // m`` whole
     seasons; ``L + A(t + k) - A(t_L)`` and ``A(t + k)`` (the mean moved fully), with the look-back's
-    mean where a phase has no observation and the training mean ``mu`` where the look-back has none."""
+    level (:func:`_level_by_hand` over its last W steps, all T by default) where a phase has no
+    observation and the training mean ``mu`` where the look-back has none."""
     Q = T // m
     look = [j for j in range(max(0, t - T + 1), t + 1) if o[j]]
-    mean = np.mean([y[j] for j in look]) if look else mu
+    mean = _level_by_hand(y, o, t, T if W is None else W, alpha, mu)
     last_j = look[-1] if look else None
     last = y[last_j] if look else mu
 
@@ -609,13 +632,15 @@ def _adjusted_by_hand(y, o, t, h, m, T, mu):
     return np.array([last + A(t + k) - A_last for k in ks]), np.array([A(t + k) for k in ks]), last, mean
 
 
-@pytest.mark.parametrize("m,T", [(4, 12), (7, 20), (12, 12), (5, 8)])
-def test_the_seasonal_adjustment_by_hand(m, T):
-    """The adjusted last value and mean by plain loops (gaps, a stretch longer than the look-back
+@pytest.mark.parametrize("m,T", [(4, 12), (7, 20), (12, 12), (5, 8), (1, 9)])
+def test_the_level_and_the_seasonal_adjustment_by_hand(m, T):
+    """The level (plain or smoothed, over the whole look-back or its whole seasons) and the
+    adjusted last value and mean by plain loops (gaps, a stretch longer than the look-back
     unobserved, the first origins with a short history) against the fit's regressors
-    (:func:`blend_pairs`) and the forecast of every origin (:func:`baseline_forecast`) with
-    ``w_a`` 1, 0.5 and 0."""
-    from forecaster.baseline import blend_pairs
+    (:func:`blend_pairs`: the plain level of the whole seasons and each of :data:`LEVEL_ALPHAS`)
+    and the forecast of every origin (:func:`baseline_forecast`) with ``w_a`` 1, 0.5 and 0 and
+    each level."""
+    from forecaster.baseline import LEVEL_ALPHAS, blend_pairs, level_window
 
     rng = np.random.default_rng(m * 100 + T)
     n, h = 90, 6
@@ -623,22 +648,30 @@ def test_the_seasonal_adjustment_by_hand(m, T):
     o = rng.random(n) > 0.25
     o[40:40 + T + 3] = False  # longer than the look-back: no last value, no profile
     mu, pairs = blend_pairs(y[:, None], o[:, None], h, m, T, max_origins=10_000)
-    s_, l_, t_, w, d_, a_, p_ = pairs
-    origins = n - h
-    assert a_.shape == (origins, h, 1)
+    s_, l_, t_, w, d_, a_, p_, e_ = pairs
+    origins, Wq = n - h, level_window(m, T)
+    assert Wq == ((T // m) * m if 1 < m <= T else T)
+    assert e_.shape == (origins, len(LEVEL_ALPHAS), 1) and (a_ is None) == (m == 1)
     yz = np.where(o, y, 0.0)
     K = len(blend_knots(h))
     ws, wl = rng.uniform(0, 0.6, K), rng.uniform(0, 0.6, K)
-    for wa in (1.0, 0.5, 0.0):
-        params = torch.tensor(np.concatenate([ws, wl, [0.0, wa, mu[0]]]))[None, None]
+    for t in range(origins):  # the fit's regressors
+        P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0], Wq)
+        np.testing.assert_allclose(l_[t, :, 0], last - mean, atol=1e-9)
+        for g, alpha in enumerate(LEVEL_ALPHAS):
+            np.testing.assert_allclose(e_[t, g, 0], _level_by_hand(y, o, t, Wq, alpha, mean) - mean, atol=1e-9)
+        if a_ is not None:
+            np.testing.assert_allclose(a_[t, :, 0], A - mean, atol=1e-9)
+            np.testing.assert_allclose(p_[t, :, 0], P - mean, atol=1e-9)
+    for wa, alpha, q in ((1.0, 0.0, 1.0), (0.5, 0.3, 0.0), (0.0, 0.1, 1.0), (0.0, 0.0, 0.0)):
+        params = torch.tensor(np.concatenate([ws, wl, [0.0, wa, alpha, q, mu[0]]]))[None, None]
         f = baseline_forecast(torch.tensor(yz).view(1, n, 1), torch.tensor(o, dtype=torch.float64).view(1, n, 1),
                               params, h, m, T, origins=origins)[0, :, :, 0].numpy()  # (origins, h)
         w_s, w_l, _mu = (v.numpy() for v in blend_weights(params[0, 0], h))
         for t in range(origins):
-            P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0])
-            if wa == 1.0:
-                np.testing.assert_allclose(a_[t, :, 0], A - mean, atol=1e-9)
-                np.testing.assert_allclose(p_[t, :, 0], P - mean, atol=1e-9)
+            P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0], Wq if q else T, alpha)
+            if m == 1:
+                P, A = np.full(h, last), np.full(h, mean)  # no whole season to adjust by
             k = np.arange(1, h + 1)
             lag = t + k - m * np.ceil(k / m).astype(int)
             S = np.array([y[j] if j >= 0 and j > t - T and o[j] else last for j in lag])

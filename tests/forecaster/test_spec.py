@@ -163,22 +163,28 @@ def test_spec_round_trips_through_json_and_reads_version_1():
     with pytest.raises(ValueError, match="version 99"):
         DataSpec.from_dict({**d, "version": 99})
     # version 2 (before the baseline's drift): [w_s K, w_l K, mu] reads as the same blend with w_d = w_a = 0;
-    # version 3 (before its seasonal adjustment): [w_s K, w_l K, w_d, mu] with w_a = 0
+    # version 3 (before its seasonal adjustment): [w_s K, w_l K, w_d, mu] with w_a = 0; version 4 (before the
+    # level): [w_s K, w_l K, w_d, w_a, mu] with alpha = q = 0, the plain mean of the whole look-back it had
     K = len(blend_knots(4))
-    assert dm.spec.baseline.shape == (1, 1, 2 * K + 3)
-    for version, keep in ((2, [*range(2 * K), -1]), (3, [*range(2 * K + 1), -1])):
+    assert dm.spec.baseline.shape == (1, 1, 2 * K + 5)
+    assert (dm.spec.baseline[..., 2 * K + 3] == 1.0).all()  # a new fit's level: over the whole seasons
+    for version, keep in ((2, [*range(2 * K), -1]), (3, [*range(2 * K + 1), -1]), (4, [*range(2 * K + 2), -1])):
         older = {**d, "version": version, "baseline": {s: {c: [w[j] for j in keep] for c, w in per.items()}
                                                        for s, per in d["baseline"].items()}}
         old = DataSpec.from_dict(older).baseline
         assert old.shape == dm.spec.baseline.shape
         np.testing.assert_array_equal(old[..., keep], dm.spec.baseline[..., keep])
-        assert (old[..., 2 * K + 1] == 0.0).all() and (version == 3 or (old[..., 2 * K] == 0.0).all())
-    # the blends are read from a file: a weight that is not a finite number is refused in one line
-    for bad in (float("nan"), float("inf"), 1e300):
+        assert (old[..., 2 * K + 2:2 * K + 4] == 0.0).all()
+        assert (version == 4 or (old[..., 2 * K + 1] == 0.0).all()) and (version >= 3 or (old[..., 2 * K] == 0.0).all())
+    # the blends are read from a file: a weight that is not a finite number is refused in one line, and so is
+    # a level the baseline does not compute
+    for j, bad, match in [(2 * K + 1, float("nan"), "finite"), (2 * K + 1, float("inf"), "finite"),
+                          (2 * K + 1, 1e300, "finite"), (2 * K + 2, 1.0, "alpha in"), (2 * K + 2, -0.1, "alpha in"),
+                          (2 * K + 3, 0.5, "q 0 or 1")]:
         broken = json.loads(json.dumps(d))
         sid = next(iter(broken["baseline"]))
-        broken["baseline"][sid]["y"][2 * K + 1] = bad
-        with pytest.raises(ValueError, match="baseline blends must be finite"):
+        broken["baseline"][sid]["y"][j] = bad
+        with pytest.raises(ValueError, match=match):
             DataSpec.from_dict(broken)
 
 

@@ -456,24 +456,43 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert_same(loaded(model, path), stream)
 
 
-@pytest.mark.parametrize("blend", ["knots", "one weight", "drift"])
+@pytest.mark.parametrize("blend", ["knots", "one weight", "drift", "adjustment"])
 def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     """A format-4 snapshot written before the baseline's drift (spec version 2, or 1: one weight
     for every step): no first observations, blends without the drift weight. It loads as the same
     blend with the weight 0 inserted, the anchors the spec knows (none for series it does not),
     each target's next observation the anchor of the others; the next snapshot is a whole base
     (a delta on the old one would not merge), which loads again. One from before the seasonal
-    adjustment (version 3: ``[w_s K, w_l K, w_d, mu]``) loads with ``w_a = 0`` and its anchors.
-    A first observation's time out of range is refused."""
+    adjustment (version 3: ``[w_s K, w_l K, w_d, mu]``) loads with ``w_a = 0`` and its anchors, one
+    from before the level (version 4: ``[w_s K, w_l K, w_d, w_a, mu]``) with ``alpha = q = 0``
+    (the plain mean of the whole look-back it had). A first observation's time out of range is
+    refused."""
     df, model, lines = setup
     stream = many(model, 3)
     t = stream.table
     payload = {**statefile._packed(t.base_payload()), "format_version": 4, "fingerprint": stream._fingerprint()}
-    if blend != "drift":
+    if blend not in ("drift", "adjustment"):
         for k in ("first_y", "first_t"):
             del payload[k]
     base = payload["base"]
-    K = (base.shape[-1] - 3) // 2
+    K = (base.shape[-1] - 5) // 2
+    if blend == "adjustment":  # [w_s K, w_l K, w_d, w_a, mu], seasonally adjusted
+        base = torch.cat([base[..., :2 * K + 1], torch.ones_like(base[..., :1]), base[..., -1:]], dim=-1)
+        payload["base"] = base.contiguous()
+        path = tmp_path / "old.pt"
+        from forecaster.snapshot import write_snapshot
+        write_snapshot(path, payload)
+        restored = stream_of(model)
+        restored.load_state(path)
+        r = restored.table.t
+        np.testing.assert_array_equal(r["base"][:3, :, :2 * K + 2], base[..., :2 * K + 2].numpy())
+        assert (r["base"][:3, :, 2 * K + 2:2 * K + 4] == 0).all()  # alpha, q: the plain mean of the look-back
+        np.testing.assert_array_equal(r["base"][:3, :, -1], base[..., -1].numpy())
+        assert restored.save_state(path)["kind"] == "base"
+        again = stream_of(model)
+        again.load_state(path)
+        assert again.forecast().equals(restored.forecast())
+        return
     base = torch.cat([base[..., :2 * K + 1], base[..., -1:]], dim=-1)  # [w_s K, w_l K, w_d, mu]
     if blend == "knots":  # [w_s K, w_l K, mu]
         payload["base"] = torch.cat([base[..., :2 * K], base[..., -1:]], dim=-1).contiguous()
@@ -489,19 +508,20 @@ def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     restored = stream_of(model)
     restored.load_state(path)
     r = restored.table.t
-    assert (r["base"][:3, :, 2 * K + 1] == 0).all()  # no seasonal adjustment
+    new = [2 * K + 1, 2 * K + 2, 2 * K + 3]  # w_a, alpha, q
+    assert (r["base"][:3, :, new] == 0).all()  # no seasonal adjustment, the plain mean of the whole look-back
     if blend == "drift":
         np.testing.assert_array_equal(r["first_t"][:3], t.t["first_t"][:3])
-        np.testing.assert_array_equal(np.delete(r["base"][:3], 2 * K + 1, axis=-1), base.numpy())
+        np.testing.assert_array_equal(np.delete(r["base"][:3], new, axis=-1), base.numpy())
         assert restored.save_state(path)["kind"] == "base"
         again = stream_of(model)
         again.load_state(path)
         assert again.forecast().equals(restored.forecast())
         return
     assert (r["first_t"][:3] == NO_TIME).all() and (r["base"][:3, :, 2 * K] == 0).all()  # k0.. are new to the spec
-    np.testing.assert_array_equal(np.delete(r["base"][:3], [2 * K, 2 * K + 1], axis=-1),
+    np.testing.assert_array_equal(np.delete(r["base"][:3], [2 * K, *new], axis=-1),
                                   np.delete(base.numpy(), 2 * K, axis=-1) if blend != "knots"
-                                  else np.delete(t.t["base"][:3], [2 * K, 2 * K + 1], axis=-1))
+                                  else np.delete(t.t["base"][:3], [2 * K, *new], axis=-1))
     restored.observe([rec(f"k{i}", 1) for i in range(3)])
     assert (restored.table.t["first_t"][:3] != NO_TIME).all()  # anchored at the next observation
     assert restored.save_state(path)["kind"] == "base"

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from forecaster.baseline import blend_knots, season_width
+from forecaster.baseline import blend_knots, summary_width
 from forecaster.data import TimeSeriesDataModule
 from forecaster.nets import StepForecastNet, WindowNet
 from forecaster.streaming import StreamingForecaster
@@ -352,7 +352,9 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     model = GRUForecaster.from_datamodule(dm, **with_net(opts, hidden_size=8, d_model=8, head_hidden=16)).eval()
     K = len(blend_knots(HORIZON))
     model.spec.baseline[:, :, 2 * K] = 0.7  # the drift from each target's first observation, in every model
-    model.spec.baseline[:, 0, 2 * K + 1] = 1.0  # and the first target seasonally adjusted
+    model.spec.baseline[:, 0, 2 * K + 1] = 1.0  # and the first target seasonally adjusted, the second's level
+    model.spec.baseline[:, 1, 2 * K + 2] = 0.3  # smoothed (both over the look-back's whole seasons, q = 1)
+    assert (model.spec.baseline[:, :, 2 * K + 3] == 1.0).all()
     with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
         for net in getattr(model.net, "members", [model.net]):
             for p in net.head.parameters():
@@ -437,7 +439,7 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
                           d_model=8, head_hidden=16, backend="torch", baseline="blend", season_length=season,
                           context_length=CONTEXT, inputs="relative").eval()
     stream = StreamingForecaster(net, dm.spec)
-    t, width = stream.table.t, season_width(net.season_length, CONTEXT)
+    t = stream.table.t
     assert "sum_y" in t  # the running summary exists for this model
     compared = 0
     for rec in df.sort("time").to_dicts():
@@ -446,6 +448,9 @@ def test_the_streams_running_look_back_summary_gives_the_windows_baseline(season
         rows_ = np.array([0])
         params = torch.from_numpy(t["base"][rows_]).clone()
         params[:, 0 if season != 12 else slice(None), 2 * len(blend_knots(HORIZON)) + 1] = 1.0  # "a" adjusted (12: both)
+        params[:, 1, 2 * len(blend_knots(HORIZON)) + 2] = 0.2  # "b"'s level smoothed
+        width = summary_width(params, HORIZON, net.season_length, CONTEXT)
+        assert width == {24: 24, 50: CONTEXT, 12: 36}[season]  # "b"'s level: the whole seasons (or look-back)
         zero = torch.zeros(1, HORIZON, 2, 3)
         win_y, win_o, _ = stream.lookback.window(t, rows_)
         expected = net.add_baseline(zero, torch.from_numpy(win_y), torch.from_numpy(win_o), params)
