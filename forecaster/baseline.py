@@ -511,9 +511,7 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
         raise ValueError(f"the look-back summary holds {W} steps; a smoothed level or one over the whole seasons "
                          f"reads its last {T if bool((own & (q <= 0.5)).any()) else Wq} (summary_width): pass those")
     if alpha.device.type != "cpu" or bool(own.any()):  # from the ring's last steps
-        lev = _level(season, season_obs, alpha.unsqueeze(1), q.unsqueeze(1), season_length, context_length,
-                     mu0.unsqueeze(1))[:, -1]
-        mu = torch.where(own, lev, mu)
+        mu = torch.where(own, _last_level(season, season_obs, alpha, q, season_length, context_length, mu0), mu)
     j = season_offsets(horizon, season_length, season.device) + W - 1  # (h,) index in the last W steps
     inside = (j >= 0).view(1, horizon, 1)  # m > T: a season back may lie before the look-back
     j = j.clamp_min(0)
@@ -550,6 +548,23 @@ def _window_mean(target: Tensor, observed: Tensor, T: int, fallback: Tensor) -> 
         cs = cs - torch.nn.functional.pad(cs, (0, 0, T, 0))[:, :-T]
         cn = cn - torch.nn.functional.pad(cn, (0, 0, T, 0))[:, :-T]
     return torch.where(cn > 0, cs / cn.clamp_min(1), fallback)
+
+
+def _last_level(values: Tensor, obs: Tensor, alpha: Tensor, q: Tensor, season_length: int, context_length: int,
+                fallback: Tensor) -> Tensor:
+    """The level of the last origin of a look-back's last W steps (B, W, C), as :func:`_level`
+    computes it for every origin (``alpha``, ``q``, ``fallback`` (B, C)): one weighted sum over the
+    steps, O(W), (B, C)."""
+    B, W, C = values.shape
+    T, Wq = int(context_length), level_window(season_length, context_length)
+    i = torch.arange(W - 1, -1, -1, device=values.device, dtype=values.dtype).view(1, W, 1)  # steps back
+    width = torch.where(q > 0.5, float(Wq), float(T)).unsqueeze(1)  # (B, 1, C)
+    w = torch.where(i < width, (1.0 - alpha).unsqueeze(1) ** i, torch.zeros((), dtype=values.dtype,
+                                                                           device=values.device))
+    w = w * obs.to(values.dtype)
+    den = w.sum(dim=1)
+    num = (w * values).sum(dim=1)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback)
 
 
 def level_window(season_length: int, context_length: int) -> int:
