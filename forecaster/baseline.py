@@ -229,7 +229,7 @@ def _slots(size: int, horizon: int) -> tuple[int, int | None, int | None, int | 
 
 
 def blend_weights(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor]:
-    """``[w_s knots, w_l knots, (w_d, w_a,) mu, ...]`` (..., P) -> per-step ``w_s`` and ``w_l``
+    """``[w_s knots, w_l knots, (w_d, (w_a, (alpha, q,))) mu, ...]`` (..., P) -> per-step ``w_s`` and ``w_l``
     (..., horizon) and ``mu`` (...) (layouts: :func:`param_layout`)."""
     K, _wd, _wa, _al, mu, _y0 = _slots(params.shape[-1], horizon)
     M = torch.as_tensor(_interp(horizon, K), dtype=params.dtype, device=params.device)  # (h, K)
@@ -340,7 +340,7 @@ def _phase_means(target: Tensor, observed: Tensor, ts: Tensor, lag: Tensor, last
     (B, n, h, C), the mean of the observed values at step k's phase over the last Q whole seasons
     ``[t - Q m + 1, t]`` (``lag`` (n, h): the latest position of that phase at or before t), and
     ``A_last`` (B, n, C), the same at the phase of the last observation (``last_idx`` (B, n, C),
-    -1: none); ``fallback`` (B, n, C) (the look-back's mean) where a phase has no observation."""
+    -1: none); ``fallback`` (B, n, C) (the look-back's level) where a phase has no observation."""
     B, L, C = target.shape
     pad = (-L) % m
     o = observed.to(target.dtype)
@@ -370,7 +370,7 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     Args:
         target, observed: (B, L, C) scaled window (missing values 0, observed 0).
         params: (B, C, P) per series and target (:func:`param_layout`): the fitted ``[w_s knots,
-            w_l knots, w_d, w_a, mu]``, or those with ``[y_first, age]`` after them (:func:`with_first`):
+            w_l knots, w_d, w_a, alpha, q, mu]``, or those with ``[y_first, age]`` after them (:func:`with_first`):
             the series' first observed value and how many steps after it the window's first step
             lies, which add the drift ``w_d * k * (L - y_first) / (age + t + DRIFT_PRIOR * T)`` of
             the whole history at origin ``t`` (without them, no drift).
@@ -390,8 +390,13 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
     wa = _adjust_of(params, horizon).view(B, 1, 1, C)
     ws, wl, mu = ws.transpose(1, 2).unsqueeze(1), wl.transpose(1, 2).unsqueeze(1), mu.unsqueeze(1)  # (B, 1, h, C)
     lv = torch.where(has_last[:, ts], last[:, ts], mu)  # (B, n, C)
-    alpha, q = (v.unsqueeze(1) for v in _level_of(params, horizon))  # (B, 1, C)
-    mu = _level(target, observed, alpha, q, season_length, context_length, mu)[:, ts]  # (B, n, C): the level
+    alpha, q = _level_of(params, horizon)  # (B, C)
+    if origins is None:  # the last origin: one sum over its look-back, as a stream's summary (no running sums to round)
+        W = min(int(context_length), L)
+        mu = _last_level(target[:, L - W:], observed[:, L - W:], alpha, q, season_length, context_length,
+                         mu[:, 0]).unsqueeze(1)  # (B, 1, C): the level
+    else:
+        mu = _level(target, observed, alpha.unsqueeze(1), q.unsqueeze(1), season_length, context_length, mu)[:, ts]
     lag = ts.view(-1, 1) + season_offsets(horizon, season_length, target.device).view(1, -1)  # (n, h)
     inside = (lag >= 0) & (lag > ts.view(-1, 1) - context_length)
     g = lag.clamp_min(0).reshape(-1)
@@ -464,7 +469,7 @@ def any_adjusted(params: np.ndarray | Tensor, horizon: int) -> bool:
 
 def _last_profile(values: Tensor, obs: Tensor, Q: int, m: int, fallback: Tensor) -> tuple[Tensor, Tensor]:
     """The profile of the last ``Q m`` steps (B, W >= Q m, C) of a look-back, by phase: ``(B, m, C)``,
-    position r the phase of slot ``W - m + r`` (``fallback`` (B, C), the look-back's mean, where a
+    position r the phase of slot ``W - m + r`` (``fallback`` (B, C), the look-back's level, where a
     phase has no observation), and the profile at the last observed slot's phase (B, C) (the
     fallback where none is observed). Summed over those steps only: a value before them does not
     enter, not even as a rounding error."""
@@ -484,15 +489,16 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
                           context_length: int) -> Tensor:
     """The last origin's baseline from a summary of its window instead of the window: what
     :func:`baseline_forecast` computes from the whole look-back, for a stream that keeps the last
-    value and the look-back's running mean and reads only its last steps (:func:`season_width`).
+    value and the look-back's running mean and reads only its last steps (:func:`summary_width`).
 
     Args:
         last, has_last: (B, C) the last observed value in the look-back, and whether there is one.
         mean, has_mean: (B, C) the mean of the look-back's observed values, and whether there is one.
-        season, season_obs: (B, W, C) the look-back's last ``W = season_width(m, T)`` steps, oldest
-            first (values and observed mask; steps before the series began are unobserved); where
-            no target is seasonally adjusted, ``season_width(m, T, adjusted=False)`` (the last
-            season) is enough (a seasonally adjusted one with fewer: ``ValueError``).
+        season, season_obs: (B, W, C) the look-back's last ``W = summary_width(params, h, m, T)``
+            steps, oldest first (values and observed mask; steps before the series began are
+            unobserved): the last season where no target is seasonally adjusted and every level
+            is the plain mean of the whole look-back, else the whole seasons or the whole
+            look-back (fewer than a target needs: ``ValueError``).
         params: (B, C, P) as in :func:`baseline_forecast`; the ``age`` of a batch's form is the
             origin's (steps from the series' first observation to the last step).
         horizon, season_length, context_length: as there.
@@ -557,14 +563,14 @@ def _last_level(values: Tensor, obs: Tensor, alpha: Tensor, q: Tensor, season_le
     steps, O(W), (B, C)."""
     B, W, C = values.shape
     T, Wq = int(context_length), level_window(season_length, context_length)
-    i = torch.arange(W - 1, -1, -1, device=values.device, dtype=values.dtype).view(1, W, 1)  # steps back
+    dt = torch.float64  # (1 - alpha)^i: 0.5^149 is below float32's range
+    i = torch.arange(W - 1, -1, -1, device=values.device, dtype=dt).view(1, W, 1)  # steps back
     width = torch.where(q > 0.5, float(Wq), float(T)).unsqueeze(1)  # (B, 1, C)
-    w = torch.where(i < width, (1.0 - alpha).unsqueeze(1) ** i, torch.zeros((), dtype=values.dtype,
-                                                                           device=values.device))
-    w = w * obs.to(values.dtype)
+    w = torch.where(i < width, (1.0 - alpha.to(dt)).unsqueeze(1) ** i, torch.zeros((), dtype=dt, device=values.device))
+    w = w * obs.to(dt)
     den = w.sum(dim=1)
-    num = (w * values).sum(dim=1)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback)
+    num = (w * values.to(dt)).sum(dim=1)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback.to(dt)).to(values.dtype)
 
 
 def level_window(season_length: int, context_length: int) -> int:
@@ -587,7 +593,9 @@ def _level(target: Tensor, observed: Tensor, alpha: Tensor, q: Tensor, season_le
     the last ``W`` steps up to t, the step ``i`` steps back weighted ``(1 - alpha)^i``, with ``W``
     the whole look-back ``T`` where ``q = 0`` and :func:`level_window` where ``q = 1``
     (``alpha``, ``q`` (B, 1, C); ``fallback`` (B, 1, C) where the window has no observation):
-    (B, L, C). With every ``alpha = 0`` from running sums; else a sum over the window's steps."""
+    (B, L, C). Where ``alpha = 0`` from running sums (an earlier spec's mean, as it was); else
+    a sum over the window's steps, in float64 (``(1 - alpha)^i`` leaves float32's range at
+    ``0.5^149``)."""
     T, Wq = int(context_length), level_window(season_length, context_length)
     plain = _window_mean(target, observed, T, fallback)
     if Wq < T and (q.device.type != "cpu" or bool((q != 0).any())):
@@ -595,19 +603,21 @@ def _level(target: Tensor, observed: Tensor, alpha: Tensor, q: Tensor, season_le
     if alpha.device.type == "cpu" and not bool((alpha != 0).any()):
         return plain
     B, L, C = target.shape
-    o = observed.to(target.dtype)
+    dt = torch.float64  # (1 - alpha)^i: 0.5^149 is below float32's range
+    o = observed.to(dt)
     W = min(T, L)
-    i = torch.arange(W, device=target.device, dtype=target.dtype).view(1, 1, W)
-    a, width = alpha.reshape(B * C, 1, 1), torch.where(q > 0.5, float(Wq), float(T)).reshape(B * C, 1, 1)
-    w = torch.where(i < width, (1.0 - a) ** i, torch.zeros((), dtype=target.dtype, device=target.device))
+    i = torch.arange(W, device=target.device, dtype=dt).view(1, 1, W)
+    a, width = alpha.to(dt).reshape(B * C, 1, 1), torch.where(q > 0.5, float(Wq), float(T)).reshape(B * C, 1, 1)
+    w = torch.where(i < width, (1.0 - a) ** i, torch.zeros((), dtype=dt, device=target.device))
     w = w.flip(-1)  # (B C, 1, W): a cross-correlation over the left-padded window, the origin last
 
     def weighted(v):  # (B, L, C) -> the weighted sum over each origin's last W steps
         x = torch.nn.functional.pad(v.transpose(1, 2).reshape(1, B * C, L), (W - 1, 0))
         return torch.nn.functional.conv1d(x, w, groups=B * C).view(B, C, L).transpose(1, 2)
 
-    num, den = weighted(target * o), weighted(o)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback)
+    num, den = weighted(target.to(dt) * o), weighted(o)
+    smooth = torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback.to(dt))
+    return torch.where(alpha != 0, smooth.to(target.dtype), plain)  # alpha 0: the running sums, as before
 
 
 def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_length: int, context_length: int,
@@ -619,13 +629,14 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         max_origins: origins used at most (evenly spaced), to bound the cost on long series.
 
     Returns:
-        float64 (C, 2K + 3): ``[w_s at the knots, w_l at the knots, w_d, w_a, mu]`` per target (K
-        knots of :func:`blend_knots`); ``mu`` is the mean of the observed training values (the
-        fallback of an empty look-back). The candidates (:data:`BLEND_CANDIDATES`): the last value,
-        the season, the look-back's mean, the least-squares blend of the three (``w_s, w_l >= 0``,
-        ``w_s + w_l <= 1``, per step) and the least-squares blend that may continue a trend
-        (``w_s + w_l <=`` :func:`trend_cap`), the same five seasonally adjusted (``w_a = 1``; where
-        the look-back holds a whole season), each without and with the drift of the whole history;
+        float64 (C, 2K + 5): ``[w_s at the knots, w_l at the knots, w_d, w_a, alpha, q = 1, mu]``
+        per target (K knots of :func:`blend_knots`); ``mu`` is the mean of the observed training
+        values (the fallback of an empty look-back). The candidates (:data:`BLEND_CANDIDATES`): the
+        last value, the season, the look-back's level, the least-squares blend of the three
+        (``w_s, w_l >= 0``, ``w_s + w_l <= 1``, per step) and the least-squares blend that may
+        continue a trend (``w_s + w_l <=`` :func:`trend_cap`), the same five seasonally adjusted
+        (``w_a = 1``; where the look-back holds a whole season), the level, blend and trend with
+        each smoothed level of :data:`LEVEL_ALPHAS`, each without and with the drift of the whole history;
         per target the one of least absolute error over the whole horizon (each step counted alike)
         cross-validated over four blocks of the training origins, a more free one only if it wins by
         :data:`BLEND_MARGIN` (see :func:`_candidates`). A knot holds the mean over the steps nearest
@@ -648,7 +659,7 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
         series: S pairs ``(values (n_i, C), observed bool (n_i, C))``, each series' scaled training part.
 
     Returns:
-        float64 (S, C, 2K + 3) (an empty panel: (0, 0, 2K + 3)). Each series and target (targets
+        float64 (S, C, 2K + 5) (an empty panel: (0, 0, 2K + 5)). Each series and target (targets
         apart: a sparse target does not make its series short) chooses among the candidates of
         :func:`_candidates` (the last value, the season, the look-back mean, the blend without
         trend, the blend with trend, the same seasonally adjusted, each without and with the drift)

@@ -93,10 +93,11 @@ class DataSpec:
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
         baseline: float64 (S, C, 2K + 5): the fitted naive blend per series and target,
-            ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, mu]``
-            (:mod:`forecaster.baseline`; ``mu`` is the training mean, used only for an empty
-            look-back), in scaled units. Earlier layouts (no seasonal adjustment: ``2K + 2``; no
-            drift: ``2K + 1``) are read as the same forecast with those weights 0.
+            ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, alpha, q, mu]``
+            (:mod:`forecaster.baseline`; ``alpha``, ``q``: the level's smoothing and window;
+            ``mu`` is the training mean, used only for an empty look-back), in scaled units.
+            Earlier layouts (no level: ``2K + 3``; no seasonal adjustment: ``2K + 2``; no drift:
+            ``2K + 1``) are read as the same forecast with those weights 0.
         first_value, first_time: float64 / int64 (S, C): each series' first observation of each
             target in the fitted table (scaled value, axis time; ``NO_TIME``: none), the anchor of
             the baseline's drift wherever a later table or a stream starts after it.
@@ -137,7 +138,7 @@ class DataSpec:
         self.baseline = canonical_params(self.baseline, self.horizon)
         al = 2 * len(blend_knots(self.horizon)) + 2
         alpha, q = self.baseline[..., al], self.baseline[..., al + 1]
-        if not (((alpha >= 0) & (alpha < 1)).all() and np.isin(q, (0.0, 1.0)).all()):
+        if not (((alpha >= 0) & (alpha.astype(np.float32) < 1)).all() and np.isin(q, (0.0, 1.0)).all()):
             raise ValueError("the data spec's baseline levels must have alpha in [0, 1) and q 0 or 1 (a blend's "
                              "level is not one the baseline computes); refit the model or restore its spec")
         shape = (len(self.series_ids), len(self.target_cols))

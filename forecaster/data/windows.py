@@ -19,8 +19,8 @@ observed       float32 (B, L, C)  1.0 where the target was observed, else 0.0
 past_cov       float32 (B, L, P)  scaled past covariates, missing -> 0.0
 future_cov     float32 (B, L, F)  scaled user future covariates, then calendar features
 loc, scale     float32 (B, C)     the series' target scaler: original = scaled * scale + loc
-baseline       float32 (B, C, 2K+5)  the series' naive blend and its first observation:
-                                  [w_s K, w_l K, w_d, w_a, mu, y_first, age] (forecaster.baseline;
+baseline       float32 (B, C, 2K+7)  the series' naive blend and its first observation:
+                                  [w_s K, w_l K, w_d, w_a, alpha, q, mu, y_first, age] (forecaster.baseline;
                                   age: steps from the first observation to the window's first step)
 series         int64 (B,)         index into the data module's ``series_ids``
 start          int64 (B,)         grid index of the window's first step in its series

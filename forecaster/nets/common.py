@@ -176,7 +176,7 @@ class GRUNetBase(nn.Module):
         """:meth:`add_baseline` for the last origin, from a summary of the look-back instead of the
         look-back: ``summary`` = (last, has_last, mean, has_mean, season, season_obs) as
         :func:`~forecaster.baseline.baseline_from_summary` takes them (the stream keeps these in
-        O(1) per observation and reads ``season_width(m, T)`` <= T steps per forecast). y: (B, h, C, Q)."""
+        O(1) per observation and reads ``summary_width(params, h, m, T)`` <= T steps per forecast). y: (B, h, C, Q)."""
         return self._add_base(y, params, mode, plain, summary[0].dtype, lambda p: baseline_from_summary(
             *summary, p, self.horizon, self.season_length, self.context_length))
 
@@ -185,7 +185,7 @@ class GRUNetBase(nn.Module):
         if self.baseline == "none":
             return y
         if params is None:
-            raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 2K+5) (the "
+            raise ValueError(f"baseline={self.baseline!r} needs the batch's 'baseline' entry (B, C, 2K+7) (the "
                              "spec's per-series weights; TimeSeriesDataModule batches carry it), or build the "
                              "model with baseline='none'")
         if mode is None:

@@ -105,7 +105,7 @@ class StepForecastNet(GRUNetBase):
 
         The GRU runs over steps 0 .. context_length-1 (each step's input from that step only);
         origin t forecasts steps t+1 .. t+horizon (plus the baseline from steps 0..t; ``baseline``:
-        the batch's (B, C, 2K+5) weights). Returns (B, context_length, horizon, C, Q)
+        the batch's (B, C, 2K+7) weights). Returns (B, context_length, horizon, C, Q)
         (``residual``: the network's part, before the baseline is added)."""
         T = int(context_length)
         if target.shape[1] < T + self.horizon:

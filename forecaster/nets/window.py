@@ -141,7 +141,7 @@ class WindowForecastNet(GRUNetBase):
                       context_length: int, baseline: Tensor | None = None, residual: bool = False) -> Tensor:
         """The forecast of a window's last ``horizon`` steps from its first ``context_length``:
         target/observed (B, L, C), past_cov (B, L, P), future_cov (B, L, F), baseline weights
-        (B, C, 2K+5) -> (B, horizon, C, Q) (``residual``: the network's part, before the baseline
+        (B, C, 2K+7) -> (B, horizon, C, Q) (``residual``: the network's part, before the baseline
         is added; with a baseline only)."""
         T, w = int(context_length), self.segment_length
         if T % w:

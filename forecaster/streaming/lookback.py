@@ -128,7 +128,8 @@ class LookBack:
         relative inputs and the last ``season_width`` slots of the ring: last observed value
         (M, C) and whether there is one, the look-back's mean (M, C) and whether there is one, and
         the last ``W`` steps' values and mask (M, W, C), oldest first (the last season, or the
-        whole seasons the seasonal adjustment reads: :func:`~forecaster.baseline.season_width`; see
+        whole seasons or the whole look-back the seasonal adjustment or the level reads:
+        :func:`~forecaster.baseline.summary_width`; see
         :func:`~forecaster.baseline.baseline_from_summary`)."""
         cur = t["n_steps"][rows] - 1  # the last step's number
         has_last = self.in_look_back(t["last_n"][rows], cur)

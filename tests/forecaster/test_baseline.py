@@ -383,10 +383,10 @@ def test_validation_keeps_the_network_only_where_it_beats_the_plain_baselines(tm
     batch = dm.predict_batch()
     T = dm.context_length
     params = batch["baseline"].clone()
-    K = (params.shape[-1] - 5) // 2  # [w_s K, w_l K, w_d, w_a, mu, y_first, age]
+    K = (params.shape[-1] - 7) // 2  # [w_s K, w_l K, w_d, w_a, alpha, q, mu, y_first, age]
     if chosen != "blend":
         params[..., :K], params[..., K:2 * K] = {"seasonal": (1, 0), "last": (0, 1), "mean": (0, 0)}[chosen]
-        params[..., 2 * K], params[..., 2 * K + 1] = 0.0, 0.0  # no drift, no adjustment
+        params[..., 2 * K:2 * K + 4] = 0.0  # no drift, no adjustment, the plain mean of the whole look-back
     base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
     result = model.forecast(batch)
     torch.testing.assert_close(result[..., model.net.anchor], base * batch["scale"][:, None] + batch["loc"][:, None],
@@ -705,3 +705,49 @@ def test_the_adjusted_last_origin_ignores_what_lies_before_its_whole_seasons():
     plain[..., 2 * K + 1] = 0.0
     torch.testing.assert_close(baseline_from_summary(*summary, y[:, -8:], o[:, -8:], plain, h, m, T),
                                baseline_forecast(y, o, plain, h, m, T))
+
+
+def test_the_level_keeps_its_precision():
+    """The level's ways against plain loops in float64 where float32 sums would not do: a huge
+    value early in the look-back (before its whole seasons, T = 10, m = 4) does not enter the level
+    over the whole seasons at the last origin (predict) or in the summary (the stream) (every
+    origin's, from running sums, may round it, as the seasonal adjustment's); a smoothed level whose only observations lie 150+ steps back (0.5^150 is below
+    float32's range) is still their weighted mean; and a row with the plain mean gets the same
+    numbers, to the bit, whatever the other rows of its batch are smoothed by."""
+    h = 3
+    K = len(blend_knots(h))
+
+    def level_params(alpha, q, B=1):  # the level alone: w_s = w_l = 0
+        p = torch.zeros(B, 1, 2 * K + 5)
+        p[..., 2 * K + 2], p[..., 2 * K + 3], p[..., -1] = alpha, q, -7.0
+        return p
+
+    T, m = 10, 4
+    y = torch.full((1, T, 1), 0.5)
+    y[0, 0, 0] = 1e8
+    o = torch.ones(1, T, 1)
+    p = level_params(0.0, 1.0)
+    summary = (y[:, -1], torch.tensor([[True]]), y.mean(1), torch.tensor([[True]]))
+    W = summary_width(p, h, m, T)
+    assert W == 8
+    for got in (baseline_forecast(y, o, p, h, m, T)[0, :, 0],
+                baseline_from_summary(*summary, y[:, -W:], o[:, -W:], p, h, m, T)[0, :, 0]):
+        torch.testing.assert_close(got, torch.full((h,), 0.5))
+    T, m = 168, 24
+    yd = np.full(T, np.pi)
+    od = np.zeros(T, bool)
+    od[:T - 155] = True  # the last observation 155 steps before the origin
+    y, o = torch.tensor(yd, dtype=torch.float32).view(1, T, 1), torch.tensor(od, dtype=torch.float32).view(1, T, 1)
+    p = level_params(0.5, 1.0)
+    expected = _level_by_hand(yd, od, T - 1, T, 0.5, -7.0)
+    assert expected == pytest.approx(np.pi)
+    summary = (y[:, 0], torch.tensor([[True]]), y[:, 0], torch.tensor([[True]]))
+    for got in (baseline_forecast(y, o, p, h, m, T)[0, :, 0], baseline_forecast(y, o, p, h, m, T, origins=T)[0, -1, :, 0],
+                baseline_from_summary(*summary, y, o, p, h, m, T)[0, :, 0]):
+        torch.testing.assert_close(got, torch.full((h,), float(expected)))
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2, 40, 1, generator=g) * 1e3
+    o = (torch.rand(2, 40, 1, generator=g) > 0.2).float()
+    mixed = torch.cat([level_params(0.0, 1.0), level_params(0.3, 1.0)])
+    alone = baseline_forecast(y[:1], o[:1], mixed[:1], h, 12, 30, origins=40)
+    assert torch.equal(baseline_forecast(y, o, mixed, h, 12, 30, origins=40)[:1], alone)
