@@ -469,6 +469,29 @@ def test_the_choice_needs_the_network_to_beat_the_best_plain_baseline_by_two_sta
         assert BASELINES[int(model.net.fallback)] == chosen
 
 
+@pytest.mark.parametrize("case,chosen", [("noisy", "blend"), ("clearly", "last"), ("worse", "blend")])
+def test_the_fitted_blend_stays_unless_a_plain_naive_beats_it_by_two_standard_errors(case, chosen):
+    """The blend was chosen by a cross-validation over the whole training part; a plain naive
+    (here the last value) replaces it only where it beats it on the validation windows by SWITCH_Z
+    standard errors of the per-window difference, as the network must beat the plain baseline (the
+    network, worse than both, is not kept)."""
+    dm = tiny_dm(target_cols=["y"], val_size=0.3)
+    model = GRUForecaster.from_datamodule(dm, net=StepNet(hidden_size=8, d_model=8, head_hidden=16))
+    n = 20
+    rng = np.random.default_rng(0)
+    blend = torch.tensor(rng.uniform(0.5, 1.0, size=n))
+    noise = torch.tensor(rng.normal(0.0, 0.3, size=n))
+    last = {"noisy": blend - 0.04 + noise, "clearly": blend - 0.1 + 0.01 * noise, "worse": blend + 0.05}[case]
+    assert (last.mean() < blend.mean()) == (case != "worse")
+    points = {"network": blend + 1.0, "blend": blend, "seasonal": blend + 1.0, "last": last, "mean": blend + 2.0}
+    choice = BaselineChoice()
+    for name in points:
+        choice.loss[name].update(torch.tensor(0.2))
+        choice.point[name].update(points[name].float())
+    choice.on_validation_epoch_end(L.Trainer(logger=False, enable_progress_bar=False), model)
+    assert not bool(model.net.use_network) and BASELINES[int(model.net.fallback)] == chosen
+
+
 @pytest.mark.parametrize("seed", [15, 7, 0])
 def test_a_short_random_walk_gets_the_last_value_at_every_step(seed):
     """400 steps of a walk, horizon 24, context 96: by chance the look-back mean can win at the far
