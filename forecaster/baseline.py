@@ -556,21 +556,30 @@ def _window_mean(target: Tensor, observed: Tensor, T: int, fallback: Tensor) -> 
     return torch.where(cn > 0, cs / cn.clamp_min(1), fallback)
 
 
+def _oldest_first_weights(alpha: Tensor, q: Tensor, W: int, season_length: int, context_length: int) -> Tensor:
+    """(B, C, W) float64: the level's weight of each of the last W steps, oldest first, for
+    ``alpha``, ``q`` (B, C): ``(1 - alpha)^i`` for the step i steps back within the level's window
+    (the whole look-back T where ``q = 0``, :func:`level_window` where ``q = 1``), else 0. In
+    float64: ``0.5^149`` is below float32's range."""
+    T, Wq = int(context_length), level_window(season_length, context_length)
+    dt = torch.float64
+    i = torch.arange(W - 1, -1, -1, device=alpha.device, dtype=dt)  # steps back, oldest first
+    width = torch.where(q > 0.5, float(Wq), float(T)).unsqueeze(-1)  # (B, C, 1)
+    return torch.where(i < width, (1.0 - alpha.to(dt)).unsqueeze(-1) ** i, torch.zeros((), dtype=dt,
+                                                                                       device=alpha.device))
+
+
 def _last_level(values: Tensor, obs: Tensor, alpha: Tensor, q: Tensor, season_length: int, context_length: int,
                 fallback: Tensor) -> Tensor:
     """The level of the last origin of a look-back's last W steps (B, W, C), as :func:`_level`
     computes it for every origin (``alpha``, ``q``, ``fallback`` (B, C)): one weighted sum over the
     steps, O(W), (B, C)."""
-    B, W, C = values.shape
-    T, Wq = int(context_length), level_window(season_length, context_length)
-    dt = torch.float64  # (1 - alpha)^i: 0.5^149 is below float32's range
-    i = torch.arange(W - 1, -1, -1, device=values.device, dtype=dt).view(1, W, 1)  # steps back
-    width = torch.where(q > 0.5, float(Wq), float(T)).unsqueeze(1)  # (B, 1, C)
-    w = torch.where(i < width, (1.0 - alpha.to(dt)).unsqueeze(1) ** i, torch.zeros((), dtype=dt, device=values.device))
-    w = w * obs.to(dt)
+    w = _oldest_first_weights(alpha, q, values.shape[1], season_length, context_length).transpose(-1, -2).contiguous()
+    w = w * obs.to(torch.float64)  # (B, W, C)
     den = w.sum(dim=1)
-    num = (w * values.to(dt)).sum(dim=1)
-    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), fallback.to(dt)).to(values.dtype)
+    num = (w * values.to(torch.float64)).sum(dim=1)
+    return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)),
+                       fallback.to(torch.float64)).to(values.dtype)
 
 
 def level_window(season_length: int, context_length: int) -> int:
@@ -603,13 +612,11 @@ def _level(target: Tensor, observed: Tensor, alpha: Tensor, q: Tensor, season_le
     if alpha.device.type == "cpu" and not bool((alpha != 0).any()):
         return plain
     B, L, C = target.shape
-    dt = torch.float64  # (1 - alpha)^i: 0.5^149 is below float32's range
+    dt = torch.float64
     o = observed.to(dt)
     W = min(T, L)
-    i = torch.arange(W, device=target.device, dtype=dt).view(1, 1, W)
-    a, width = alpha.to(dt).reshape(B * C, 1, 1), torch.where(q > 0.5, float(Wq), float(T)).reshape(B * C, 1, 1)
-    w = torch.where(i < width, (1.0 - a) ** i, torch.zeros((), dtype=dt, device=target.device))
-    w = w.flip(-1)  # (B C, 1, W): a cross-correlation over the left-padded window, the origin last
+    # (B C, 1, W): a cross-correlation over the left-padded window, the origin last
+    w = _oldest_first_weights(alpha[:, 0], q[:, 0], W, season_length, context_length).reshape(B * C, 1, W)
 
     def weighted(v):  # (B, L, C) -> the weighted sum over each origin's last W steps
         x = torch.nn.functional.pad(v.transpose(1, 2).reshape(1, B * C, L), (W - 1, 0))
@@ -754,10 +761,11 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     lm = np.where(wn_ > 0, ws_ / np.maximum(wn_, 1), mu)  # (n_o, C): the level of each look-back
     # the smoothed levels (:data:`LEVEL_ALPHAS`), less the plain one: (n_o, G, C)
     num, den = np.zeros((len(LEVEL_ALPHAS), len(ts), C)), np.zeros((len(LEVEL_ALPHAS), len(ts), C))
+    weights = np.stack([level_weights(a, Wq) for a in LEVEL_ALPHAS])  # (G, Wq): by steps back
     for i in range(Wq):
         j = ts - i
         ok = (j >= 0)[:, None] & obs[np.maximum(j, 0)]
-        wt = np.array([(1.0 - a) ** i for a in LEVEL_ALPHAS])[:, None, None]
+        wt = weights[:, i, None, None]
         num += wt * np.where(ok, y[np.maximum(j, 0)], 0.0)
         den += wt * ok
     e_ = np.where(den > 0, num / np.where(den > 0, den, 1.0), lm).transpose(1, 0, 2) - lm[:, None, :]
