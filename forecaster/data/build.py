@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from forecaster.baseline import fit_panel_blends
+from forecaster.baseline import blend_knots, fit_panel_blends
 from forecaster.data.grid import Extent, Grid, calendar_array, choose_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import apply_scalers, fit_scalers
 from forecaster.data.table import Roles, Source, Table
@@ -266,18 +266,20 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
     lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
                  f"(context {s.context_length}, horizon {s.horizon})")
     if len(s.series_ids):
-        med = np.median(s.baseline, axis=0)  # (C, 2K + 5)
-        K = (med.shape[-1] - 5) // 2
+        med = np.median(s.baseline, axis=0)  # (C, 2K + 6 + 2F)
+        K = len(blend_knots(s.horizon))
         drifts = (s.baseline[:, :, 2 * K] > 0).sum(axis=0)  # (C,)
         adjusted = (s.baseline[:, :, 2 * K + 1] > 0).sum(axis=0)  # (C,)
         smoothed = (s.baseline[:, :, 2 * K + 2] > 0).sum(axis=0)  # (C,)
+        history = ((s.baseline[:, :, 2 * K + 1] > 0) & (s.baseline[:, :, 2 * K + 4] > 0)).sum(axis=0)  # (C,)
         parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
                  + (f", seasonally adjusted in {a:,} of {len(s.series_ids):,} series" if a else "")
+                 + (f" ({r:,} with the profile of the whole training part)" if r else "")
                  + (f", smoothed level in {e:,} of {len(s.series_ids):,} series (alpha "
                     f"{np.median(s.baseline[s.baseline[:, j, 2 * K + 2] > 0, j, 2 * K + 2]):.2f})" if e else "")
                  + (f", drift of the whole history in {d:,} of {len(s.series_ids):,} series (median weight "
                     f"{np.median(s.baseline[s.baseline[:, j, 2 * K] > 0, j, 2 * K]):.2f})" if d else "")
-                 for j, (c, w, d, a, e) in enumerate(zip(s.target_cols, med, drifts, adjusted, smoothed))]
+                 for j, (c, w, d, a, e, r) in enumerate(zip(s.target_cols, med, drifts, adjusted, smoothed, history))]
         lines.append(f"baseline blend (median over series; step 1 -> {s.horizon}; the rest is the look-back's level, "
                      "a sum above 1 continues its trend): "
                      + "; ".join(parts))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from forecaster.baseline import widen_params
+from forecaster.baseline import HISTORY_HARMONICS, widen_params
 from forecaster.snapshot import (Compactor, LogInfo, LogReplacedError, SnapshotError, StateLock, append_delta,
                                  read_log, real_path, remove_stale, write_base)
 from forecaster.streaming.records import MAX_ID_LENGTH, NO_TIME, TIME_MAX, id_problem, show
@@ -154,23 +154,25 @@ def _narrow_base(payload: dict, layout: Layout) -> int | None:
 
 def older_snapshot(payload: dict, layout: Layout) -> bool:
     """Whether a (merged) payload was written before the baseline's drift (no first observations),
-    its seasonal adjustment or its level (blends narrower than the layout's)."""
+    its seasonal adjustment, its level or its history profile (blends narrower than the layout's)."""
     return "first_t" not in payload or _narrow_base(payload, layout) is not None
 
 
 def _from_older(payload: dict, layout: Layout, n: int) -> dict:
     """A snapshot from before the baseline's drift (spec version 2 or 1), its seasonal adjustment
-    (version 3) or its level (version 4) (:func:`older_snapshot`): no first observations kept
-    (each target's next observation becomes its anchor, unless the spec knows one) and blends
-    without the drift, the adjustment weight or the level's alpha and q, ``[w_s K, w_l K, (w_d,
-    (w_a,)) mu]`` or one weight for every step ``[w_s, w_l, (w_d,) mu]`` (brought to ``[w_s K,
-    w_l K, w_d, w_a, 0, 0, mu]``: the same forecast)."""
+    (version 3), its level (version 4) or its history profile (version 5) (:func:`older_snapshot`):
+    no first observations kept (each target's next observation becomes its anchor, unless the spec
+    knows one) and blends without the drift, the adjustment weight, the level's alpha and q or the
+    history profile, ``[w_s K, w_l K, (w_d, (w_a, (alpha, q,))) mu]`` or one weight for every step
+    ``[w_s, w_l, (w_d,) mu]`` (brought to ``[w_s K, w_l K, w_d, w_a, alpha, q, 0, 0 ..., mu]``:
+    the same forecast)."""
     add = {k: torch.from_numpy(np.full((n, *shape), fill, dtype=dt)) for k, (shape, dt, fill) in layout.items()
            if k in ("first_y", "first_t") and k not in payload}
     width = _narrow_base(payload, layout)
     if width is not None and payload["base"].is_floating_point():
         try:
-            add["base"] = torch.from_numpy(widen_params(payload["base"].numpy(), (width - 5) // 2).astype(np.float32))
+            K = (width - 6 - 2 * HISTORY_HARMONICS) // 2
+            add["base"] = torch.from_numpy(widen_params(payload["base"].numpy(), K).astype(np.float32))
         except ValueError:
             pass  # not a blend of this horizon: the shape check below refuses it
     return {**payload, **add} if add else payload

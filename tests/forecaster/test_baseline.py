@@ -11,9 +11,9 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import (BASELINES, DRIFT_PRIOR, NO_AGE, baseline_forecast, baseline_from_summary, baseline_params,
-                                 blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width, summary_width,
-                                 trend_cap, with_first)
+from forecaster.baseline import (BASELINES, DRIFT_PRIOR, HISTORY_SLOTS, NO_AGE, baseline_forecast, baseline_from_summary,
+                                 baseline_params, blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width,
+                                 summary_width, trend_cap, with_first)
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
@@ -64,7 +64,8 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
     y = (y - y.mean()) / y.std()
     w = fit_blend(y[:, None], np.ones((n, 1), bool), horizon=6, season_length=m, context_length=48)
     K = len(blend_knots(6))
-    assert K == 4 and w.shape == (1, 2 * K + 5)  # knots at steps 1, 2, 4, 6; drift; adjustment; alpha, q; mu
+    # knots at steps 1, 2, 4, 6; drift; adjustment; alpha, q; the history profile (r, s, 2F coefficients); mu
+    assert K == 4 and w.shape == (1, 2 * K + 5 + HISTORY_SLOTS)
     assert w[0, -1] == pytest.approx(0.0, abs=1e-9)  # the mean of z-scored training values
     if kind == "seasonal" and w[0, 2 * K + 1] == 1.0:
         # seasonally adjusted: the last value moved by the look-back's profile repeats the season as well
@@ -78,8 +79,10 @@ def test_fitted_blend_finds_the_naive_that_fits(kind, expected):
 
 
 def test_blend_weights_follow_the_step():
-    """A daily cycle on a persistent AR(1): the last value wins one step ahead, the season and the
-    level a day ahead; weights in between are interpolated in log(step)."""
+    """A daily cycle on a persistent AR(1): the last value wins one step ahead, the level a day
+    ahead, both seasonally adjusted by the profile the whole training part shows (the cycle is the
+    same every day: the seasonal naive's noise would not help); weights in between are interpolated
+    in log(step)."""
     n, m = 4000, 24
     rng = np.random.default_rng(0)
     ar = np.zeros(n)
@@ -89,8 +92,10 @@ def test_blend_weights_follow_the_step():
     w = fit_blend(((y - y.mean()) / y.std())[:, None], np.ones((n, 1), bool), 24, m, 168)
     ws, wl, _ = blend_weights(torch.tensor(w[None]), 24)
     assert wl[0, 0, 0] > 0.5 and wl[0, 0, -1] < 0.2  # step 1: mostly last; step 24: hardly
-    assert ws[0, 0, -1] > ws[0, 0, 0]  # more season the further out
     knots = blend_knots(24)
+    K = len(knots)
+    assert w[0, 2 * K + 1] == 1.0 and w[0, 2 * K + 4] > 0  # adjusted, with the whole training part's profile
+    assert (ws < 0.05).all()  # not the season one day back: the mean at step k's phase
     np.testing.assert_allclose(ws[0, 0, knots - 1].numpy(), w[0, :len(knots)])  # exact at the knots
 
 
@@ -174,9 +179,9 @@ def test_short_series_of_a_panel_are_fitted_together():
     alone = fit_blend(*short[0], h, 1, T)
     np.testing.assert_array_equal(alone[0, K:2 * K], 1.0)  # too short alone: the last value
     panel = fit_panel_blends(short + [long], h, 1, T)
-    assert panel.shape == (61, 1, 2 * K + 5)
+    assert panel.shape == (61, 1, 2 * K + 5 + HISTORY_SLOTS)
     assert (panel[:60, 0, K:2 * K] > 1.0).all()  # the pooled trend, beyond the last value
-    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 4)))
+    np.testing.assert_array_equal(panel[:60, 0, :-1], np.broadcast_to(panel[0, 0, :-1], (60, 2 * K + 4 + HISTORY_SLOTS)))
     np.testing.assert_allclose(panel[:60, 0, -1], [fit_blend(*p, h, 1, T)[0, -1] for p in short])  # own mu
     np.testing.assert_array_equal(panel[60], fit_blend(*long, h, 1, T))
     np.testing.assert_array_equal(fit_panel_blends(short[:1], h, 1, T)[0], alone)
@@ -251,12 +256,21 @@ def tiny_dm(**kw):
 @pytest.mark.parametrize("loss", ["quantile", "mae"])
 def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     dm = tiny_dm()
+    K = len(blend_knots(dm.horizon))
+    # series a's y as the fit chose it (seasonally adjusted, by the profile of the whole training part), with a
+    # drift weight and, in turn, the history profile's shape at the look-back's amplitude (s = 1): the sum by hand
+    # below checks every term
+    assert dm.spec.baseline[0, 0, 2 * K + 1] == 1.0 and dm.spec.baseline[0, 0, 2 * K + 4] > 0
+    batch = dm.predict_batch()
+    for b in (dm.spec.baseline, batch["baseline"]):
+        b[0, 0, 2 * K] = 0.6
+        if loss == "mae":
+            b[0, 0, 2 * K + 4:2 * K + 6] = 1.0
     torch.manual_seed(0)
     extra = {"members": 1, **extra}  # one network unless the case names an ensemble
     opts = {"decoder": decoder, **extra} if decoder != "forking" else extra
     model = GRUForecaster.from_datamodule(dm, loss=loss, **with_net(opts, hidden_size=8, d_model=8,
                                                                     head_hidden=16)).eval()
-    batch = dm.predict_batch()
     result = model.forecast(batch)  # (S, h, C, Q), original units
     T = dm.context_length
     base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], batch["baseline"], dm.horizon,
@@ -271,17 +285,21 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     raw = batch["target"][0, :T, 0].numpy() * sc[0] + loc[0]
     k = np.arange(1, dm.horizon + 1)
     seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
-    # the seasonal adjustment (if chosen): the last value and the mean moved to step k's phase by the
-    # profile of the look-back's last whole seasons
-    K = len(blend_knots(dm.horizon))
+    # the seasonal adjustment: the last value and the mean moved to step k's phase by the profile of the
+    # look-back's last whole seasons, mixed (share r) with the profile of the whole training part (in scaled units,
+    # phase 0 at the first hour; with s = 1 at the look-back's amplitude, beta)
     wa, Q = dm.spec.baseline[0, 0, 2 * K + 1], T // 24
     profile = raw[T - Q * 24:].reshape(Q, 24).mean(axis=0)  # by phase, the last season's slots
-    A, A_last = profile[(k - 1) % 24], profile[-1]
+    r, s = dm.spec.baseline[0, 0, 2 * K + 4:2 * K + 6]
+    coef = dm.spec.baseline[0, 0, 2 * K + 6:-1]
+    H = _history_by_hand(coef, np.arange(200 - 24, 200), 24) * sc[0]  # the last season's hours 176..199
+    beta = max(0.0, ((profile - profile.mean()) * (H - H.mean())).sum()) / ((H - H.mean()) ** 2).sum() if s else 1.0
+    mixed = (1 - r) * profile + r * (raw.mean() + beta * H)
+    A, A_last = mixed[(k - 1) % 24], mixed[-1]
     last, mean = raw[-1] + wa * (A - A_last), raw.mean() + wa * (A - raw.mean())
     by_hand = ws * seasonal + wl * last + (1 - ws - wl) * mean
     # the drift: the slope from the series' first value (the table's first row) to the origin, shrunk
     wd, first = dm.spec.baseline[0, 0, 2 * K], tiny_rows()[0]["y"]  # series a's first hour
-    assert wd > 0  # the series trends (0.1 an hour): the cross-validation keeps the drift
     by_hand = by_hand + wd * k * (raw[-1] - first) / (199 + DRIFT_PRIOR * T)  # the origin: hour 199
     np.testing.assert_allclose(result[0, :, 0, model.net.anchor].numpy(), by_hand, rtol=1e-4, atol=1e-4)
 
@@ -295,7 +313,8 @@ def test_the_drift_is_anchored_at_the_fitted_tables_first_observation(tmp_path):
 
     dm = tiny_dm()
     K = len(blend_knots(dm.horizon))
-    assert dm.spec.baseline[0, 0, 2 * K] > 0  # series a trends: the drift is kept
+    dm.spec.baseline[:, 0, 2 * K] = 0.6  # a drift (series a trends) and the profile of the whole training part
+    assert (dm.spec.baseline[:, 0, 2 * K + 4] > 0).all()  # (anchored there too)
     torch.manual_seed(0)
     model = GRUForecaster.from_datamodule(dm, **with_net({"members": 1}, hidden_size=8, d_model=8,
                                                          head_hidden=16)).eval()
@@ -336,9 +355,9 @@ def test_baseline_modes_and_none():
         model = GRUForecaster.from_datamodule(dm, baseline=mode,
                                               net=StepNet(hidden_size=8, d_model=8, head_hidden=16)).eval()
         params = batch["baseline"].clone()
-        K = (params.shape[-1] - 7) // 2  # [w_s K, w_l K, w_d, w_a, alpha, q, mu, y_first, age]
+        K = len(blend_knots(dm.horizon))  # [w_s K, w_l K, w_d, w_a, alpha, q, r, s, H 2F, mu, y_first, age]
         params[..., :K], params[..., K:2 * K] = ws, wl
-        params[..., 2 * K:2 * K + 4] = 0.0  # a plain mode: no drift, no adjustment, the plain mean of the look-back
+        params[..., 2 * K:2 * K + 5] = 0.0  # a plain mode: no drift, no adjustment, the plain mean, no history
         base = baseline_forecast(batch["target"][:, :T], batch["observed"][:, :T], params, dm.horizon, 24, T)
         expected = base * batch["scale"][:, None] + batch["loc"][:, None]
         torch.testing.assert_close(model.forecast(batch)[..., model.net.anchor], expected, rtol=1e-5, atol=1e-5)
@@ -671,7 +690,7 @@ def test_the_level_and_the_seasonal_adjustment_by_hand(m, T):
     o = rng.random(n) > 0.25
     o[40:40 + T + 3] = False  # longer than the look-back: no last value, no profile
     mu, pairs = blend_pairs(y[:, None], o[:, None], h, m, T, max_origins=10_000)
-    s_, l_, t_, w, d_, a_, p_, e_ = pairs
+    s_, l_, t_, w, d_, a_, p_, e_ = pairs[:8]
     origins, Wq = n - h, level_window(m, T)
     assert Wq == ((T // m) * m if 1 < m <= T else T)
     assert e_.shape == (origins, len(LEVEL_ALPHAS), 1) and (a_ is None) == (m == 1)
@@ -700,6 +719,99 @@ def test_the_level_and_the_seasonal_adjustment_by_hand(m, T):
             S = np.array([y[j] if j >= 0 and j > t - T and o[j] else last for j in lag])
             expected = w_s * S + w_l * (last + wa * (P - last)) + (1 - w_s - w_l) * (mean + wa * (A - mean))
             np.testing.assert_allclose(f[t], expected, atol=1e-9)
+
+
+def _history_by_hand(coef, age, m):
+    """The history profile at ``age`` (steps since the first observation) as the plain sum of its
+    harmonics."""
+    F = len(coef) // 2
+    return sum(coef[j - 1] * np.cos(2 * np.pi * j * age / m) + coef[F + j - 1] * np.sin(2 * np.pi * j * age / m)
+               for j in range(1, F + 1))
+
+
+@pytest.mark.parametrize("m,T", [(4, 12), (7, 20), (12, 24), (5, 8)])
+def test_the_history_profile_by_hand(m, T):
+    """The profile of the whole training part (:func:`history_profile`, phase 0 at the first
+    observation) recovers a known one; the fit's regressors with it (:func:`blend_pairs`: mixed
+    half and half with the look-back's profile, and its shape at the look-back's amplitude beta)
+    and the forecast of every origin, of the last one and of the stream's summary with ``r``, ``s``
+    (0.5, 0) and (1, 1), against plain loops (gaps, a stretch longer than the look-back
+    unobserved, a first observation after the part's first step)."""
+    from forecaster.baseline import blend_pairs, history_profile, level_window
+
+    rng = np.random.default_rng(m * 10 + T)
+    n, h, first = 120, 6, 3
+    t_ = np.arange(n)
+    S = rng.normal(size=m)
+    S -= S.mean()
+    clean = 0.03 * t_ + S[(t_ - first) % m]
+    coef = history_profile(clean, t_ >= first, m)  # a linear trend is the moving average's: exact for m <= 13
+    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S, atol=1e-9)
+    assert not history_profile(clean[:first + 3 * m - 1], t_[:first + 3 * m - 1] >= first, m).any()  # < 3 seasons
+    assert not history_profile(clean, t_ >= first, 1).any()
+    y = clean + rng.normal(size=n) * 0.2
+    o = (rng.random(n) > 0.2) & (t_ >= first)
+    o[first] = True  # the phase's anchor
+    o[50:50 + T + 3] = False
+    coef = history_profile(y, o, m)
+    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S, atol=0.25)  # noisy, with gaps
+    mu, pairs = blend_pairs(y[:, None], o[:, None], h, m, T, max_origins=10_000)
+    _s, _l, _t, _w, _d, a_, p_, _e, a_h, p_h, a_b, p_b = pairs
+    origins, Q, Wq = n - h, T // m, level_window(m, T)
+    K = len(blend_knots(h))
+    ws, wl = rng.uniform(0, 0.6, K), rng.uniform(0, 0.6, K)
+    k = np.arange(1, h + 1)
+    yz = np.where(o, y, 0.0)
+    expected = {(0.5, 0.0): np.zeros((origins, h)), (1.0, 1.0): np.zeros((origins, h))}
+    for t in range(origins):
+        P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0], Wq)
+        look = [j for j in range(max(0, t - T + 1), t + 1) if o[j]]
+        recent = bool(look) and look[-1] > t - Q * m
+        Hk = _history_by_hand(coef, t + k - first, m)
+        HL = _history_by_hand(coef, look[-1] - first, m) if look else 0.0
+        # beta: the look-back's profile at the m latest phases (centred) on the history's there
+        prof = [np.mean(v) if (v := [y[j] for j in range(max(0, p - Q * m + 1), p + 1)
+                                      if o[j] and (j - p) % m == 0]) else mean for p in range(t - m + 1, t + 1)]
+        Hm = _history_by_hand(coef, np.arange(t - m + 1, t + 1) - first, m)
+        Ac, Hc = np.array(prof) - np.mean(prof), Hm - Hm.mean()
+        beta = max(0.0, float((Ac * Hc).sum())) / float((Hc * Hc).sum())
+        if recent:
+            np.testing.assert_allclose(a_h[t, :, 0], Hk, atol=1e-9)
+            np.testing.assert_allclose(p_h[t, :, 0], last - mean + Hk - HL, atol=1e-9)
+            np.testing.assert_allclose(a_b[t, :, 0], beta * Hk, atol=1e-9)
+            np.testing.assert_allclose(p_b[t, :, 0], last - mean + beta * (Hk - HL), atol=1e-9)
+        else:  # the last observation before the last whole seasons: the look-back's profile
+            for got, want in ((a_h, a_), (p_h, p_), (a_b, a_), (p_b, p_)):
+                np.testing.assert_array_equal(got[t], want[t])
+        lag = t + k - m * np.ceil(k / m).astype(int)
+        Sv = np.array([y[j] if j >= 0 and j > t - T and o[j] else last for j in lag])
+        w_s, w_l, _mu = (v.numpy() for v in blend_weights(torch.tensor(np.r_[ws, wl, 0.0]), h))
+        for (r, sc), out in expected.items():
+            g = beta if sc else 1.0
+            Pr = last + (1 - r) * (P - last) + r * g * (Hk - HL) if recent else P
+            Ar = (1 - r) * A + r * (mean + g * Hk) if recent else A
+            out[t] = w_s * Sv + w_l * Pr + (1 - w_s - w_l) * Ar
+    for (r, sc), want in expected.items():
+        fitted = np.r_[ws, wl, [0.0, 1.0, 0.0, 1.0, r, sc], coef, mu[0]]
+        assert len(fitted) == 2 * K + 5 + HISTORY_SLOTS
+        params = with_first(torch.tensor(fitted)[None, None], torch.tensor([[y[first]]]), torch.tensor([[-float(first)]]))
+        f = baseline_forecast(torch.tensor(yz).view(1, n, 1), torch.tensor(o, dtype=torch.float64).view(1, n, 1),
+                              params, h, m, T, origins=origins)[0, :, :, 0].numpy()
+        np.testing.assert_allclose(f, want, atol=1e-9)
+        for t in (origins - 1, 49, 60):  # the last origin of a window ending at t, and the stream's summary there
+            win = torch.tensor(yz[t + 1 - T:t + 1]).view(1, T, 1)
+            wo = torch.tensor(o[t + 1 - T:t + 1], dtype=torch.float64).view(1, T, 1)
+            at = params.clone()
+            at[..., -1] = t + 1 - T - first  # the window's first step's age
+            np.testing.assert_allclose(baseline_forecast(win, wo, at, h, m, T)[0, :, 0].numpy(), want[t], atol=1e-9)
+            W = summary_width(at, h, m, T)
+            at[..., -1] = t - first  # the origin's
+            seen = wo.sum(1) > 0
+            last_j = np.flatnonzero(o[t + 1 - T:t + 1])
+            last = torch.tensor([[yz[t + 1 - T + last_j[-1]] if len(last_j) else 0.0]])
+            got = baseline_from_summary(last, seen, (win * wo).sum(1) / wo.sum(1).clamp_min(1), seen,
+                                        win[:, T - W:], wo[:, T - W:], at, h, m, T)
+            np.testing.assert_allclose(got[0, :, 0].numpy(), want[t], atol=1e-9)
 
 
 def test_the_adjusted_last_origin_ignores_what_lies_before_its_whole_seasons():

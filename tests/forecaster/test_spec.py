@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 import torch
 
-from forecaster.baseline import blend_knots
+from forecaster.baseline import HISTORY_SLOTS, blend_knots
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
 from forecaster.nets import StepNet
@@ -164,23 +164,27 @@ def test_spec_round_trips_through_json_and_reads_version_1():
         DataSpec.from_dict({**d, "version": 99})
     # version 2 (before the baseline's drift): [w_s K, w_l K, mu] reads as the same blend with w_d = w_a = 0;
     # version 3 (before its seasonal adjustment): [w_s K, w_l K, w_d, mu] with w_a = 0; version 4 (before the
-    # level): [w_s K, w_l K, w_d, w_a, mu] with alpha = q = 0, the plain mean of the whole look-back it had
+    # level): [w_s K, w_l K, w_d, w_a, mu] with alpha = q = 0, the plain mean of the whole look-back it had;
+    # version 5 (before the history profile): [w_s K, w_l K, w_d, w_a, alpha, q, mu] with r = s = 0 and no profile
     K = len(blend_knots(4))
-    assert dm.spec.baseline.shape == (1, 1, 2 * K + 5)
+    assert dm.spec.baseline.shape == (1, 1, 2 * K + 5 + HISTORY_SLOTS)
     assert (dm.spec.baseline[..., 2 * K + 3] == 1.0).all()  # a new fit's level: over the whole seasons
-    for version, keep in ((2, [*range(2 * K), -1]), (3, [*range(2 * K + 1), -1]), (4, [*range(2 * K + 2), -1])):
+    for version, keep in ((2, [*range(2 * K), -1]), (3, [*range(2 * K + 1), -1]), (4, [*range(2 * K + 2), -1]),
+                          (5, [*range(2 * K + 4), -1])):
         older = {**d, "version": version, "baseline": {s: {c: [w[j] for j in keep] for c, w in per.items()}
                                                        for s, per in d["baseline"].items()}}
         old = DataSpec.from_dict(older).baseline
         assert old.shape == dm.spec.baseline.shape
         np.testing.assert_array_equal(old[..., keep], dm.spec.baseline[..., keep])
-        assert (old[..., 2 * K + 2:2 * K + 4] == 0.0).all()
-        assert (version == 4 or (old[..., 2 * K + 1] == 0.0).all()) and (version >= 3 or (old[..., 2 * K] == 0.0).all())
+        assert (old[..., 2 * K + 4:-1] == 0.0).all()  # no history profile
+        assert version == 5 or (old[..., 2 * K + 2:2 * K + 4] == 0.0).all()
+        assert (version >= 4 or (old[..., 2 * K + 1] == 0.0).all()) and (version >= 3 or (old[..., 2 * K] == 0.0).all())
     # the blends are read from a file: a weight that is not a finite number is refused in one line, and so is
     # a level the baseline does not compute
     for j, bad, match in [(2 * K + 1, float("nan"), "finite"), (2 * K + 1, float("inf"), "finite"),
                           (2 * K + 1, 1e300, "finite"), (2 * K + 2, 1.0, "alpha in"), (2 * K + 2, -0.1, "alpha in"),
-                          (2 * K + 3, 0.5, "q 0 or 1")]:
+                          (2 * K + 3, 0.5, "q 0 or 1"), (2 * K + 4, 1.5, "r in"), (2 * K + 4, -0.5, "r in"),
+                          (2 * K + 5, 0.5, "s 0 or 1"), (2 * K + 6, float("nan"), "finite")]:
         broken = json.loads(json.dumps(d))
         sid = next(iter(broken["baseline"]))
         broken["baseline"][sid]["y"][j] = bad

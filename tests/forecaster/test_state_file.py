@@ -31,6 +31,7 @@ import pytest
 import torch
 
 from forecaster import stream_cli
+from forecaster.baseline import HISTORY_SLOTS, blend_knots
 from forecaster.nets import StepNet
 from forecaster.snapshot import (LOG_MAGIC, Compactor, SnapshotError, StateLock, StateLockedError, append_delta,
                                  read_log)
@@ -456,7 +457,7 @@ def test_reads_format_3_snapshots_and_rewrites_them(setup, tmp_path):
     assert_same(loaded(model, path), stream)
 
 
-@pytest.mark.parametrize("blend", ["knots", "one weight", "drift", "adjustment"])
+@pytest.mark.parametrize("blend", ["knots", "one weight", "drift", "adjustment", "level"])
 def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     """A format-4 snapshot written before the baseline's drift (spec version 2, or 1: one weight
     for every step): no first observations, blends without the drift weight. It loads as the same
@@ -465,8 +466,9 @@ def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     (a delta on the old one would not merge), which loads again. One from before the seasonal
     adjustment (version 3: ``[w_s K, w_l K, w_d, mu]``) loads with ``w_a = 0`` and its anchors, one
     from before the level (version 4: ``[w_s K, w_l K, w_d, w_a, mu]``) with ``alpha = q = 0``
-    (the plain mean of the whole look-back it had). A first observation's time out of range is
-    refused."""
+    (the plain mean of the whole look-back it had), one from before the history profile (version
+    5: ``[w_s K, w_l K, w_d, w_a, alpha, q, mu]``) with ``r = s = 0`` and no profile. A first
+    observation's time out of range is refused."""
     df, model, lines = setup
     stream = many(model, 3)
     t = stream.table
@@ -474,9 +476,13 @@ def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
     if blend not in ("drift", "adjustment"):
         for k in ("first_y", "first_t"):
             del payload[k]
-    base = payload["base"]
-    K = (base.shape[-1] - 5) // 2
-    if blend == "adjustment":  # [w_s K, w_l K, w_d, w_a, mu], seasonally adjusted
+    K = len(blend_knots(stream.spec.horizon))
+    hist = list(range(2 * K + 4, 2 * K + 4 + HISTORY_SLOTS))  # r, s, the history profile's coefficients
+    base = torch.cat([payload["base"][..., :2 * K + 4], payload["base"][..., -1:]], dim=-1)  # without them
+    if blend == "level":  # [w_s K, w_l K, w_d, w_a, alpha, q, mu]: before the history profile
+        base[..., 2 * K + 1], base[..., 2 * K + 2], base[..., 2 * K + 3] = 1.0, 0.3, 1.0
+        payload["base"] = base.contiguous()
+    elif blend == "adjustment":  # [w_s K, w_l K, w_d, w_a, mu], seasonally adjusted
         base = torch.cat([base[..., :2 * K + 1], torch.ones_like(base[..., :1]), base[..., -1:]], dim=-1)
         payload["base"] = base.contiguous()
     else:
@@ -502,13 +508,18 @@ def test_reads_snapshots_from_before_the_drift(setup, tmp_path, blend):
         again.load_state(path)
         assert again.forecast().equals(restored.forecast())
 
+    assert (r["base"][:3, :, hist] == 0).all()  # no history profile: the look-back's, as it was
+    if blend == "level":
+        np.testing.assert_array_equal(np.delete(r["base"][:3], hist, axis=-1), base.numpy())
+        saved_whole_and_reloaded()
+        return
     if blend == "adjustment":
         np.testing.assert_array_equal(r["base"][:3, :, :2 * K + 2], base[..., :2 * K + 2].numpy())
         assert (r["base"][:3, :, 2 * K + 2:2 * K + 4] == 0).all()  # alpha, q: the plain mean of the look-back
         np.testing.assert_array_equal(r["base"][:3, :, -1], base[..., -1].numpy())
         saved_whole_and_reloaded()
         return
-    new = [2 * K + 1, 2 * K + 2, 2 * K + 3]  # w_a, alpha, q
+    new = [2 * K + 1, 2 * K + 2, 2 * K + 3, *hist]  # w_a, alpha, q, the history profile
     assert (r["base"][:3, :, new] == 0).all()  # no seasonal adjustment, the plain mean of the whole look-back
     if blend == "drift":
         np.testing.assert_array_equal(r["first_t"][:3], t.t["first_t"][:3])

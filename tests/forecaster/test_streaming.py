@@ -355,6 +355,12 @@ def test_every_model_streams_and_equals_predict(name, tmp_path):
     model.spec.baseline[:, 0, 2 * K + 1] = 1.0  # and the first target seasonally adjusted, the second's level
     model.spec.baseline[:, 1, 2 * K + 2] = 0.3  # smoothed (both over the look-back's whole seasons, q = 1)
     assert (model.spec.baseline[:, :, 2 * K + 3] == 1.0).all()
+    # the first target's adjustment mixed with a profile of its whole history (phase 0 at its first observation),
+    # half and half in the first series, its shape at the look-back's amplitude in the others
+    model.spec.baseline[:, 0, 2 * K + 4:2 * K + 6] = 1.0
+    model.spec.baseline[0, 0, 2 * K + 4:2 * K + 6] = (0.5, 0.0)
+    coef = np.random.default_rng(0).normal(size=model.spec.baseline[:, 0, 2 * K + 6:-1].shape) * 0.3
+    model.spec.baseline[:, 0, 2 * K + 6:-1] = coef
     with torch.no_grad():  # a head that adds something to the baseline (every member's, in an ensemble)
         for net in getattr(model.net, "members", [model.net]):
             for p in net.head.parameters():
