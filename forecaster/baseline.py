@@ -49,7 +49,7 @@ place of the plain mean, chosen as they are (the plain mean is alpha 0; one more
 :data:`BLEND_MARGIN` for the smoothed ones kept M3's quarterly series at the plain mean, sMAPE
 9.97 of the blend alone against 9.84). ``alpha = 0, q = 0`` is the
 plain mean of the whole look-back, what specs before version 5 fitted; every fit since writes
-``q = 1``.
+``q = 1``. ``r = s = 0``: the look-back's profile alone, what specs before version 6 fitted.
 
 **The seasonal adjustment.** ``S(k)`` reads one season back, a single noisy value, and ``L`` and
 ``M`` carry the phase they were observed at. Where the look-back holds ``Q = floor(T / m) >= 1``
@@ -58,13 +58,25 @@ phase ``p`` over the last ``Q m`` steps (the look-back's mean where a phase has 
 to step k's phase: the blend reads ``L + w_a (A_k - A_L)`` for ``L`` and ``M + w_a (A_k - M)`` for
 ``M`` (``A_k`` at the target step's phase, ``A_L`` at the last observation's). With ``w_a = 1`` the
 last value is the seasonally adjusted random walk (Naive2 of the M competitions, with the
-profile of the look-back instead of a decomposition of the whole history) and the mean is the
+profile of the look-back, or one of the training part's, below) and the mean is the
 seasonal mean. ``w_a`` is 0 or 1: the cross-validation chooses between the five candidates as they
 are and seasonally adjusted, the adjusted ones by one more :data:`BLEND_MARGIN`.
 
+**The profile of the training part.** A look-back of a few seasons gives a noisy profile (M3's
+quarterly series: two years). :func:`history_profile` fits each target's on its training part (a
+classical additive decomposition of its last :data:`HISTORY_WINDOW` seasons, phase 0 at its first
+observation) and keeps it as ``H``, :data:`HISTORY_HARMONICS` harmonics. With ``r > 0`` the
+adjustment reads ``A + r (M + g H_k - A)`` in place of ``A`` (and ``A_L + r (M + g H_L - A_L)``),
+``g = 1`` (``s = 0``: the training part's amplitude) or ``g = beta`` (``s = 1``): the least-squares
+scale, at least 0, of the look-back's profile at its m latest phases on ``H`` there, the current
+amplitude of a swing that grows with the level. The choice offers ``(r, s) = (0.5, 0)`` and ``(1,
+1)`` for every adjusted candidate. It applies where the phase is known (a batch's or a stream's
+``age``) and the last observation lies in the last ``Q m`` steps (else the look-back's profile
+alone, as the summary holds no older phase).
+
 Parameters of a series and target, fitted: ``[w_s at the K knots, w_l at the K knots, w_d, w_a,
-alpha, q, mu]`` (``2K + 5`` numbers; :func:`param_layout`; ``q`` 1: the level over the
-:func:`level_window`, 0: over the whole look-back). A batch or a stream passes them with the series' first
+alpha, q, r, s, H 2F, mu]`` (``2K + 5 +`` :data:`HISTORY_SLOTS` numbers; :func:`param_layout`;
+``q`` 1: the level over the :func:`level_window`, 0: over the whole look-back). A batch or a stream passes them with the series' first
 observation after them, ``[..., y_first, age]`` (:func:`with_first`; ``age`` that of the window's
 first step, or of the origin for :func:`baseline_from_summary`). The modes ``seasonal``, ``last``
 and ``mean`` fix the weights to (1, 0), (0, 1) and (0, 0), without drift or adjustment (``mean``: the
@@ -114,6 +126,7 @@ __all__ = [
     "level_weights",
     "level_window",
     "param_layout",
+    "rotate_history",
     "season_offsets",
     "season_width",
     "summary_width",
@@ -189,8 +202,9 @@ def _interp(horizon: int, K: int) -> np.ndarray:
 def param_layout(size: int, horizon: int) -> tuple[int, bool, bool, bool, bool, bool]:
     """``(K, drift, adjusted, level, history, anchored)`` of a parameter vector of ``size`` numbers
     for ``horizon``: the fitted form ``[w_s K, w_l K, w_d, w_a, alpha, q, r, H 2F, mu]``
-    (``2K + 6 + 2F``, F = :data:`HISTORY_HARMONICS`), the form a batch or a stream passes, with the
-    series' first observation after it, ``[..., y_first, age]`` (``2K + 8 + 2F``), and the fitted
+    (``2K + 5 +`` :data:`HISTORY_SLOTS`), the form a batch or a stream passes, with the series'
+    first observation after it, ``[..., y_first, age]`` (``2K + 7 + HISTORY_SLOTS``; its history
+    profile turned to the window's first step or the origin, :func:`rotate_history`), and the fitted
     forms of earlier specs: ``[w_s K, w_l K, w_d, w_a, alpha, q, mu]`` (``2K + 5``, before the
     history profile; also with ``[y_first, age]``, ``2K + 7``), ``[w_s K, w_l K, w_d, w_a, mu]``
     (``2K + 3``, before the smoothed level), ``[w_s K, w_l K, w_d, mu]`` (``2K + 2``, before the
@@ -216,21 +230,21 @@ def param_layout(size: int, horizon: int) -> tuple[int, bool, bool, bool, bool, 
 
 
 def canonical_params(params: np.ndarray, horizon: int) -> np.ndarray:
-    """Fitted parameters (..., P) of any earlier layout -> float64 (..., 2K + 5) at the horizon's
+    """Fitted parameters (..., P) of any earlier layout -> float64 (..., 2K + 5 + HISTORY_SLOTS) at the horizon's
     K knots (a spec from before the drift, the seasonal adjustment or the smoothed level has none
     of them: ``w_d = 0``, ``w_a = 0``, ``alpha = 0``, ``q = 0``, the plain mean of the whole
     look-back it was fitted with; one weight for every step is repeated at each knot). The
     forecast is unchanged."""
     p = np.asarray(params, dtype=np.float64)
     if param_layout(p.shape[-1], horizon)[5]:
-        raise ValueError("canonical_params takes fitted parameters (2K + 6 + 2F), not a batch's (2K + 8 + 2F)")
+        raise ValueError("canonical_params takes fitted parameters (2K + 5 + HISTORY_SLOTS), not a batch's (two more)")
     return widen_params(p, len(blend_knots(horizon)))
 
 
 def widen_params(params: np.ndarray, K: int) -> np.ndarray:
     """Fitted parameters (..., P) at K knots or one weight for every step, with or without the
-    drift, the seasonal adjustment, the smoothed level and the history profile -> (..., 2K + 6 +
-    2F) ``[w_s K, w_l K, w_d, w_a, alpha, q, r, H 2F, mu]`` (0 for the weights a layout lacks; one
+    drift, the seasonal adjustment, the smoothed level and the history profile -> (..., 2K + 5 +
+    HISTORY_SLOTS) ``[w_s K, w_l K, w_d, w_a, alpha, q, r, s, H 2F, mu]`` (0 for the weights a layout lacks; one
     weight repeated at each knot): the same forecast. ``ValueError`` for another P."""
     p = np.asarray(params)
     n = p.shape[-1]
@@ -291,15 +305,15 @@ def _history_of(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor] |
     return params[..., hp], params[..., hp + 1], params[..., hp + 2:hp + 2 + 2 * HISTORY_HARMONICS]
 
 
-def _history_at(coef: Tensor, age: Tensor, m: int) -> Tensor:
-    """The history profile ``H`` at steps of the given ``age`` (steps since the series' first
-    observation, phase 0 of the profile): ``coef`` (B, C, 2F), ``age`` (B, ..., C) (any real
-    numbers; an integer's phase is exact in float64) -> (B, ..., C) float64."""
+def _history_at(coef: Tensor, pos: Tensor, m: int) -> Tensor:
+    """The history profile ``H`` at positions ``pos`` (int64 (B, ..., C): steps after its phase 0,
+    which a batch's or a stream's coefficients have at the window's first step or the origin,
+    :func:`rotate_history`): ``coef`` (B, C, 2F) -> (B, ..., C) float64."""
     F = HISTORY_HARMONICS
     dt = torch.float64
-    ph = torch.remainder(age.to(dt), float(m)) * (2.0 * np.pi / m)
-    ang = ph.unsqueeze(-1) * torch.arange(1, F + 1, device=age.device, dtype=dt)  # (B, ..., C, F)
-    view = (coef.shape[0], *([1] * (age.dim() - 2)), coef.shape[1], F)
+    ph = torch.remainder(pos, m).to(dt) * (2.0 * np.pi / m)  # an integer phase: exact
+    ang = ph.unsqueeze(-1) * torch.arange(1, F + 1, device=pos.device, dtype=dt)  # (B, ..., C, F)
+    view = (coef.shape[0], *([1] * (pos.dim() - 2)), coef.shape[1], F)
     c, s = coef[..., :F].to(dt).reshape(view), coef[..., F:].to(dt).reshape(view)
     return (torch.cos(ang) * c + torch.sin(ang) * s).sum(dim=-1)
 
@@ -315,13 +329,6 @@ def _with_history(A: Tensor, A_last: Tensor, level: Tensor, level_last: Tensor, 
     return (A + rr.unsqueeze(-2) * (level + Hk.to(dt) - A), A_last + rr * (level_last + HL.to(dt) - A_last))
 
 
-def _anchor_age(age: Tensor) -> tuple[Tensor, Tensor]:
-    """``(age, known)``: a batch's ages (...) in float64, 0 where unknown (not finite, or
-    :data:`NO_AGE`: never observed), and where they are known (the history profile's phase)."""
-    known = torch.isfinite(age) & (age > NO_AGE / 2)
-    return torch.where(known, age, torch.zeros_like(age)).to(torch.float64), known
-
-
 def history_profile(values: np.ndarray, observed: np.ndarray, season_length: int) -> np.ndarray:
     """The seasonal profile of a target's whole training part, as a classical additive
     decomposition fits it, kept as its first :data:`HISTORY_HARMONICS` harmonics.
@@ -331,12 +338,13 @@ def history_profile(values: np.ndarray, observed: np.ndarray, season_length: int
         season_length: m.
 
     Returns:
-        float64 (2F,): ``[c_1..c_F, s_1..s_F]``, the profile at phase ``p`` (steps since the
-        target's first observation, mod m) being ``sum_j c_j cos(2 pi j p / m) + s_j sin(2 pi j p /
-        m)`` (mean 0 over a season). The detrended values (less a centred moving average of one
-        season, ``2 x m`` for an even m, over the part with its gaps interpolated) are averaged at
-        each phase over the observed steps and centred. All 0 for a season of one step, a part
-        spanning fewer than :data:`HISTORY_SEASONS` seasons from its first observation, or a phase
+        float64 (2F,): ``[c_1..c_F, s_1..s_F]``, the profile at phase ``p`` (the position in
+        ``values``, mod m: phase 0 at its first step) being ``sum_j c_j cos(2 pi j p / m) + s_j
+        sin(2 pi j p / m)`` (mean 0 over a season; :func:`rotate_history` moves phase 0). The
+        detrended values (less a centred moving average of one season, ``2 x m`` for an even m,
+        over the observed span with its gaps interpolated) of the last :data:`HISTORY_WINDOW`
+        seasons are averaged at each phase over the observed steps and centred. All 0 for a season
+        of one step, an observed span of fewer than :data:`HISTORY_SEASONS` seasons, or a phase
         observed in fewer than two seasons.
     """
     m, F = int(season_length), HISTORY_HARMONICS
@@ -348,7 +356,6 @@ def history_profile(values: np.ndarray, observed: np.ndarray, season_length: int
     start = idx[0]
     if idx[-1] + 1 - start > (HISTORY_WINDOW + 1) * m:  # the last seasons only (a season more for the moving average)
         start = idx[-1] + 1 - (HISTORY_WINDOW + 1) * m
-        start += (idx[0] - start) % m  # a whole number of seasons after the first observation: its phase
     o = obs[start:idx[-1] + 1]
     y = np.asarray(values, np.float64)[start:idx[-1] + 1]
     pos = np.arange(len(y))
@@ -358,7 +365,7 @@ def history_profile(values: np.ndarray, observed: np.ndarray, season_length: int
     off = (len(w) - 1) // 2
     keep = o[off:off + len(ma)]
     d = (yf[off:off + len(ma)] - ma)[keep]
-    ph = ((np.arange(len(ma)) + off) % m)[keep]
+    ph = ((np.arange(len(ma)) + off + start) % m)[keep]  # the phase of the position in ``values``
     cnt = np.bincount(ph, minlength=m)
     if (cnt < 2).any():
         return out
@@ -394,16 +401,41 @@ def _beta_np(A: np.ndarray, H: np.ndarray) -> np.ndarray:
     return np.where(den > 0, num / np.where(den > 0, den, 1.0), 0.0)
 
 
-def history_values(coef: np.ndarray, age: np.ndarray, season_length: int) -> np.ndarray:
-    """numpy :func:`_history_at`: ``coef`` (C, 2F), ``age`` (..., C) -> (..., C) float64."""
+def history_values(coef: np.ndarray, pos: np.ndarray, season_length: int) -> np.ndarray:
+    """numpy :func:`_history_at`: ``coef`` (C, 2F), integer ``pos`` (..., C) -> (..., C) float64."""
     F, m = HISTORY_HARMONICS, int(season_length)
-    ph = np.remainder(np.asarray(age, np.float64), m) * (2.0 * np.pi / m)
+    ph = np.remainder(np.asarray(pos, np.int64), m) * (2.0 * np.pi / m)
     ang = ph[..., None] * np.arange(1, F + 1)
     return (np.cos(ang) * coef[:, :F] + np.sin(ang) * coef[:, F:]).sum(axis=-1)
 
 
+def rotate_history(params: np.ndarray, shift, season_length: int, horizon: int) -> np.ndarray:
+    """The history profile of ``params`` (..., P), any layout of :func:`param_layout` (none: as
+    they are), moved so that its phase 0 lies ``shift`` steps later (int, broadcast against
+    ``params.shape[:-1]``): ``H'(p) = H(p + shift)``, each harmonic's coefficients turned by
+    ``2 pi j shift / m`` (the angle of ``j shift mod m``: exact for any integer). The fit's profiles
+    have phase 0 at their part's first step; the spec keeps them at the grid's absolute step 0
+    (:meth:`forecaster.timeaxis.Frequency.index` from time 0), a batch's at its window's first
+    step, a stream's summary at its origin."""
+    p = np.asarray(params)
+    hp = _slots(p.shape[-1], horizon)[4]
+    m = int(season_length)
+    if hp is None or m < 2:
+        return p
+    F = HISTORY_HARMONICS
+    j = np.arange(1, F + 1, dtype=np.int64)
+    sh = np.broadcast_to(np.asarray(shift, np.int64), p.shape[:-1])[..., None]
+    ang = np.remainder(j * np.remainder(sh, m), m) * (2.0 * np.pi / m)  # (..., F)
+    c, s = p[..., hp + 2:hp + 2 + F].astype(np.float64), p[..., hp + 2 + F:hp + 2 + 2 * F].astype(np.float64)
+    out = p.copy()
+    out[..., hp + 2:hp + 2 + F] = c * np.cos(ang) + s * np.sin(ang)
+    out[..., hp + 2 + F:hp + 2 + 2 * F] = s * np.cos(ang) - c * np.sin(ang)
+    return out
+
+
 def _drift_of(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor] | None:
-    """``(w_d, y_first, age)`` (...) of a batch's parameters (2K + 7), None for fitted ones."""
+    """``(w_d, y_first, age)`` (...) of a batch's parameters (the fitted ones and two more), None
+    for fitted ones."""
     _K, wd, _wa, _al, _hp, _mu, y0 = _slots(params.shape[-1], horizon)
     if y0 is None:
         return None
@@ -411,9 +443,10 @@ def _drift_of(params: Tensor, horizon: int) -> tuple[Tensor, Tensor, Tensor] | N
 
 
 def with_first(params: np.ndarray | Tensor, first_value, age):
-    """A batch's parameters: fitted ones (..., 2K + 5) and each series' first observed value
-    (scaled; ...) and the age of the frame's first position (steps since that observation; < 1
-    or non-finite: no drift) -> (..., 2K + 7). numpy or torch, as ``params``."""
+    """A batch's parameters: fitted ones (..., P; their history profile already turned to the
+    frame's first position, :func:`rotate_history`) and each series' first observed value (scaled;
+    ...) and the age of the frame's first position (steps since that observation; < 1 or
+    non-finite: no drift) -> (..., P + 2). numpy or torch, as ``params``."""
     if isinstance(params, Tensor):
         fv = torch.as_tensor(first_value, dtype=params.dtype, device=params.device)
         ag = torch.as_tensor(age, dtype=params.dtype, device=params.device)
@@ -564,34 +597,36 @@ def baseline_forecast(target: Tensor, observed: Tensor, params: Tensor, horizon:
             A_last = A_last.unsqueeze(1)
         else:  # every origin: seasonal cumulative sums (a huge value earlier in the window rounds them)
             A, A_last = _phase_means(target, observed, ts, lag, last_idx[:, ts], Q, m, mu)
-        hist, anchor = _history_of(params, horizon), _drift_of(params, horizon)
-        if hist is not None and anchor is not None and _some(hist[0]):  # the history profile's share
+        hist = _history_of(params, horizon) if _drift_of(params, horizon) is not None else None
+        if hist is not None and _some(hist[0]):  # the history profile's share (phase 0: the window's first step)
             r, sc, coef = hist
-            age0, known = _anchor_age(anchor[2])  # (B, C): the window's first step's
             k = torch.arange(1, horizon + 1, device=target.device)
             latest = torch.arange(m - 1, -1, -1, device=target.device)  # the m latest phases, oldest first
+
+            def at(pos):  # (B, ..., C) positions -> H there
+                return _history_at(coef, pos, m)
+
             if origins is None:
-                Hk = _history_at(coef, age0.view(B, 1, 1, C) + (L - 1 + k).view(1, 1, -1, 1), m)  # (B, 1, h, C)
-                HL = _history_at(coef, age0 + (L - Q * m + p_last), m).unsqueeze(1)  # (B, 1, C)
+                Hk = at((L - 1 + k).view(1, 1, -1, 1).expand(B, 1, -1, C))  # (B, 1, h, C)
+                HL = at(L - Q * m + p_last).unsqueeze(1)  # (B, 1, C)
                 recent = (p_last >= 0).unsqueeze(1)
                 if _some(sc):  # the look-back's amplitude: its profile by phase (prof) on the history's shape
-                    beta = _beta(prof, _history_at(coef, age0.view(B, 1, C) + (L - 1 - latest).view(1, -1, 1), m))
-                    beta = beta.unsqueeze(1)  # (B, 1, C)
+                    beta = _beta(prof, at((L - 1 - latest).view(1, -1, 1).expand(B, -1, C))).unsqueeze(1)  # (B, 1, C)
             else:
                 li = last_idx[:, ts]  # (B, n, C)
                 t = ts.view(1, -1, 1)
                 jl = li + m * torch.div(t - li, m, rounding_mode="floor")  # the last observation's phase
-                Hk = _history_at(coef, age0.view(B, 1, 1, C) + (ts.view(-1, 1) + k).view(1, len(ts), -1, 1), m)
-                HL = _history_at(coef, age0.unsqueeze(1) + jl, m)  # (B, n, C)
+                Hk = at((ts.view(-1, 1) + k).view(1, len(ts), -1, 1).expand(B, -1, -1, C))  # (B, n, h, C)
+                HL = at(jl)  # (B, n, C)
                 recent = (li >= 0) & (li > t - Q * m)
                 if _some(sc):
                     lagm = ts.view(-1, 1) - latest.view(1, -1)  # (n, m)
                     Am = _phase_means(target, observed, ts, lagm, li, Q, m, mu)[0]  # (B, n, m, C)
-                    beta = _beta(Am, _history_at(coef, age0.view(B, 1, 1, C) + lagm.view(1, len(ts), m, 1), m))
+                    beta = _beta(Am, at(lagm.view(1, len(ts), m, 1).expand(B, -1, -1, C)))
             if _some(sc):
                 g = torch.where(sc.unsqueeze(1) > 0.5, beta, torch.ones_like(beta))  # (B, n, C)
                 Hk, HL = Hk * g.unsqueeze(2), HL * g
-            rr = torch.where(known.unsqueeze(1) & recent, r.unsqueeze(1), torch.zeros_like(r).unsqueeze(1))
+            rr = torch.where(recent, r.unsqueeze(1), torch.zeros_like(r).unsqueeze(1))
             A, A_last = _with_history(A, A_last, mk, mu, rr, Hk, HL)
         lk, mk = _adjusted(lk, mk, A, A_last.unsqueeze(2), wa)
     base = ws * sv + wl * lk + (1 - ws - wl) * mk
@@ -712,19 +747,19 @@ def baseline_from_summary(last: Tensor, has_last: Tensor, mean: Tensor, has_mean
     if Q and _some(wa):  # the profile of the last Q whole seasons, by phase r
         prof, A_last, p_last = _last_profile(season, season_obs, Q, m, mu)
         A = prof[:, season_offsets(horizon, m, season.device) + m - 1]  # (B, h, C)
-        hist, anchor = _history_of(params, horizon), _drift_of(params, horizon)
-        if hist is not None and anchor is not None and _some(hist[0]):  # the history profile's share
+        hist = _history_of(params, horizon) if _drift_of(params, horizon) is not None else None
+        if hist is not None and _some(hist[0]):  # the history profile's share (phase 0: the origin)
             r, sc, coef = hist
-            age, known = _anchor_age(anchor[2])  # (B, C): the origin's
+            B, C = r.shape
             k = torch.arange(1, horizon + 1, device=season.device).view(1, -1, 1)
-            Hk = _history_at(coef, age.unsqueeze(1) + k, m)  # (B, h, C)
-            HL = _history_at(coef, age - (Q * m - 1 - p_last), m)  # (B, C)
+            Hk = _history_at(coef, k.expand(B, -1, C), m)  # (B, h, C)
+            HL = _history_at(coef, p_last - (Q * m - 1), m)  # (B, C)
             if _some(sc):  # the look-back's amplitude: its profile by phase (prof) on the history's shape
                 latest = torch.arange(m - 1, -1, -1, device=season.device).view(1, -1, 1)
-                beta = _beta(prof, _history_at(coef, age.unsqueeze(1) - latest, m))  # (B, C)
+                beta = _beta(prof, _history_at(coef, (-latest).expand(B, -1, C), m))  # (B, C)
                 g = torch.where(sc > 0.5, beta, torch.ones_like(beta))
                 Hk, HL = Hk * g.unsqueeze(1), HL * g
-            rr = torch.where(known & (p_last >= 0), r, torch.zeros_like(r))
+            rr = torch.where(p_last >= 0, r, torch.zeros_like(r))
             A, A_last = _with_history(A, A_last, mk, mu, rr, Hk, HL)
         lk, mk = _adjusted(lk, mk, A, A_last.unsqueeze(1), wa)
     base = ws * sv + wl * lk + (1 - ws - wl) * mk
@@ -828,13 +863,16 @@ def fit_blend(values: np.ndarray, observed: np.ndarray, horizon: int, season_len
         max_origins: origins used at most (evenly spaced), to bound the cost on long series.
 
     Returns:
-        float64 (C, 2K + 5): ``[w_s at the knots, w_l at the knots, w_d, w_a, alpha, q = 1, mu]``
-        per target (K knots of :func:`blend_knots`); ``mu`` is the mean of the observed training
+        float64 (C, 2K + 5 + HISTORY_SLOTS): ``[w_s at the knots, w_l at the knots, w_d, w_a, alpha,
+        q = 1, r, s, H 2F, mu]`` per target (K knots of :func:`blend_knots`; ``H``: the target's
+        :func:`history_profile`, phase 0 at the part's first step); ``mu`` is the mean of the observed training
         values (the fallback of an empty look-back). The candidates (:data:`BLEND_CANDIDATES`): the
         last value, the season, the look-back's level, the least-squares blend of the three
         (``w_s, w_l >= 0``, ``w_s + w_l <= 1``, per step) and the least-squares blend that may
         continue a trend (``w_s + w_l <=`` :func:`trend_cap`), the same five seasonally adjusted
-        (``w_a = 1``; where the look-back holds a whole season), the level, blend and trend with
+        (``w_a = 1``; where the look-back holds a whole season) by the look-back's profile, by the
+        profile half the look-back's and half the training part's (``r = 0.5``) and by the training
+        part's shape at the look-back's amplitude (``r = s = 1``), the level, blend and trend with
         each smoothed level of :data:`LEVEL_ALPHAS`, each without and with the drift of the whole history;
         per target the one of least absolute error over the whole horizon (each step counted alike)
         cross-validated over four blocks of the training origins, a more free one only if it wins by
@@ -871,7 +909,7 @@ def fit_panel_blends(series: list[tuple[np.ndarray, np.ndarray]], horizon: int, 
         series: S pairs ``(values (n_i, C), observed bool (n_i, C))``, each series' scaled training part.
 
     Returns:
-        float64 (S, C, 2K + 5) (an empty panel: (0, 0, 2K + 5)). Each series and target (targets
+        float64 (S, C, 2K + 5 + HISTORY_SLOTS) (an empty panel: (0, 0, that)). Each series and target (targets
         apart: a sparse target does not make its series short) chooses among the candidates of
         :func:`_candidates` (the last value, the season, the look-back mean, the blend without
         trend, the blend with trend, the same seasonally adjusted, each without and with the drift)
@@ -940,16 +978,20 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     """The regression :func:`fit_blend` solves, from one series' training part (arguments as there).
 
     Returns:
-        ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w, d, a, p, e)``,
-        each (n_o, horizon, C) over the n_o origins used but ``e``: the season, the last value and
+        ``mu`` (C,), the mean of the observed training values, and ``(s, l, t, w, d, a, p, e, a_h,
+        p_h, a_b, p_b)``, each (n_o, horizon, C) over the n_o origins used but ``e``: the season, the last value and
         the target, each less the look-back's level (the plain mean of its :func:`level_window`),
         1.0 where the target is observed, else 0.0, the drift
         regressor ``k * (L - y_first) / (t - t_first + DRIFT_PRIOR * T)`` (the shrunk slope from
         the part's first observation of the target to the origin; 0 at or before it), and the
         seasonal profile ``A_k`` and the adjusted last value ``L + A_k - A_L``, each less the
-        look-back's mean (both None where :func:`adjust_seasons` is 0), and ``e`` (n_o, G, C),
-        each smoothed level of :data:`LEVEL_ALPHAS` less the plain one (the tuple None when the
-        part has no origin with a whole horizon after it).
+        look-back's mean (both None where :func:`adjust_seasons` is 0), ``e`` (n_o, G, C),
+        each smoothed level of :data:`LEVEL_ALPHAS` less the plain one, and the same two as ``a``
+        and ``p`` with the training part's :func:`history_profile` ``H`` in place of the
+        look-back's profile (``H_k`` and ``L + H_k - H_L``, the adjustment's ``r = 1, s = 0``) and
+        with its shape at the look-back's amplitude (``beta H``: ``r = s = 1``), each the look-back's
+        where the last observation lies before its last whole seasons (None where ``a`` is; the
+        tuple None when the part has no origin with a whole horizon after it).
     """
     n, C = values.shape
     obs = observed.astype(bool)
@@ -1016,19 +1058,18 @@ def blend_pairs(values: np.ndarray, observed: np.ndarray, horizon: int, season_l
     A_last = np.where(li >= 0, phase_mean(jl, lm), lm)
     a_ = A - lm[:, None, :]
     p_ = l_ + a_ - (A_last - lm)[:, None, :]
-    # the history profile (:func:`history_profile`, phase 0 at the target's first observation) in place of the
-    # look-back's, where the last observation lies in the last Q whole seasons (else the look-back's, as the
-    # forecast reads it)
+    # the history profile (:func:`history_profile`, phase 0 at the part's first step) in place of the look-back's,
+    # where the last observation lies in the last Q whole seasons (else the look-back's, as the forecast reads it)
     coef = np.stack([history_profile(values[:, c], obs[:, c], m) for c in range(C)])  # (C, 2F)
     recent = ((li >= 0) & (li > ts[:, None] - Q * m))[:, None, :]  # (n_o, 1, C)
-    Hk = history_values(coef, tgt_i[..., None] - first[None, None, :], m)  # (n_o, h, C)
-    HL = history_values(coef, jl - first[None, :], m)  # (n_o, C)
+    Hk = history_values(coef, np.broadcast_to(tgt_i[..., None], (*tgt_i.shape, C)), m)  # (n_o, h, C)
+    HL = history_values(coef, jl, m)  # (n_o, C)
     a_h = np.where(recent, Hk, a_)
     p_h = np.where(recent, l_ + Hk - HL[:, None, :], p_)
     # its shape at the look-back's amplitude: beta, the look-back's profile at the m latest phases on it (>= 0)
     lagm = ts[:, None] - np.arange(m - 1, -1, -1)[None, :]  # (n_o, m)
     Am = phase_mean(np.broadcast_to(lagm[..., None], (*lagm.shape, C)), lm[:, None, :])  # (n_o, m, C)
-    beta = _beta_np(Am, history_values(coef, lagm[..., None] - first[None, None, :], m))[:, None, :]  # (n_o, 1, C)
+    beta = _beta_np(Am, history_values(coef, np.broadcast_to(lagm[..., None], Am.shape), m))[:, None, :]  # (n_o, 1, C)
     a_b = np.where(recent, beta * Hk, a_)
     p_b = np.where(recent, l_ + beta * (Hk - HL[:, None, :]), p_)
     return mu, (s_, np.ascontiguousarray(l_), t_, w, d_, a_, p_, e_, a_h, p_h, a_b, p_b)
@@ -1068,7 +1109,8 @@ def _drift_weight(gram: dict, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 #: The candidates of the blend's choice, simpler first: ties and near-ties go to the earlier. The
 #: next five are the first five seasonally adjusted (the last value and the mean moved by the
 #: look-back's seasonal profile; the season is the same in both): only where the season fits the
-#: look-back whole (:func:`adjust_seasons`). Then the first five again for each smoothed level of
+#: look-back whole (:func:`adjust_seasons`), then twice more with the training part's profile in the
+#: look-back's (half and half; its shape at the look-back's amplitude). Then the first five again for each smoothed level of
 #: :data:`LEVEL_ALPHAS` in place of the plain mean (its last value and season repeat the plain
 #: ones: a tie, which the plain one wins).
 BLEND_CANDIDATES = ("last", "season", "mean", "blend", "trend",
@@ -1082,7 +1124,8 @@ def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
 
     Returns:
         ``weights`` (F, 2, horizon, C) (F = 5 per family: the plain one, the seasonally adjusted
-        one where the look-back holds a whole season, one per smoothed level of
+        ones where the look-back holds a whole season (by its profile, by the mixed one and by the
+        training part's shape: :func:`_with_history`), one per smoothed level of
         :data:`LEVEL_ALPHAS`): (w_s, w_l) per step of the last value (0, 1), the season (1, 0),
         the level (0, 0), the least-squares blend on the unit triangle (``w_s + w_l <= 1``, an
         average of the three) and the one up to :func:`trend_cap` (a trend continued), both
@@ -1094,11 +1137,11 @@ def _candidates(pairs: tuple[np.ndarray, ...], horizon: int, season_length: int,
         weights and drift fitted on the other three), each step's divided by the plain naives'
         mean error at that step (raw sums would let the far steps decide), averaged over the steps
         and divided by ``(1 - BLEND_MARGIN)`` once for the blend, twice for the trend, once more
-        for each adjusted one and once more with the drift: a more free candidate must win by a
-        margin, not by the noise of its freedom (a smoothed level is no more free than the plain
-        mean, which is alpha 0: not once more); whether every block holds :data:`MIN_FIT_PAIRS` origins (else the
-        comparison is too noisy to trust alone); and ``kinds`` (F, 2): each candidate's seasonal
-        adjustment (0 or 1) and level alpha.
+        for each adjusted one (whichever profile) and once more with the drift: a more free
+        candidate must win by a margin, not by the noise of its freedom (a smoothed level is no more
+        free than the plain mean, which is alpha 0: not once more); whether every block holds :data:`MIN_FIT_PAIRS` origins (else the
+        comparison is too noisy to trust alone); and ``kinds`` (F, 4): each candidate's seasonal
+        adjustment (0 or 1), level alpha and history profile's ``r`` and ``s``.
     """
     w, d_ = pairs[3], pairs[4]
     s0 = pairs[0]

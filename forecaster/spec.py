@@ -18,12 +18,12 @@ from typing import Sequence
 import numpy as np
 import polars as pl
 
-from forecaster.baseline import HISTORY_HARMONICS, blend_knots, canonical_params
+from forecaster.baseline import HISTORY_SLOTS, blend_knots, canonical_params
 from forecaster.timeaxis import Frequency, calendar_feature_names, calendar_features, format_time, to_axis
 
 __all__ = ["DataSpec", "SPEC_VERSION"]
 
-SPEC_VERSION = 6  # 6: the baseline's history profile (w_s K, w_l K, w_d, w_a, alpha, q, r, H 2F, mu); 5: its level
+SPEC_VERSION = 6  # 6: the baseline's history profile (w_s K, w_l K, w_d, w_a, alpha, q, r, s, H 2F, mu); 5: its level
 # (w_s K, w_l K, w_d, w_a, alpha, q, mu); 4: its seasonal adjustment (w_s K, w_l K, w_d, w_a, mu); 3: its drift
 # (each series' first observation); 5, 4, 3, 2, 1 are read
 # "No time yet" in the int64 time columns (NaT read as an int64 is the same value: refused).
@@ -93,11 +93,12 @@ class DataSpec:
         series_start, series_length, last_observed: int64 (S,): the fitted table's grid per series
             (first grid time, grid steps, grid index of the last observed target); informational
             for prediction on other tables.
-        baseline: float64 (S, C, 2K + 6 + 2F): the fitted naive blend per series and target,
-            ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, alpha, q, r, H 2F, mu]``
-            (:mod:`forecaster.baseline`; ``alpha``, ``q``: the level's smoothing and window;
-            ``r``, ``H``: the history profile's share of the seasonal adjustment and its F
-            harmonics' coefficients, phase 0 at the target's first observation; ``mu`` is the
+        baseline: float64 (S, C, 2K + 5 + HISTORY_SLOTS): the fitted naive blend per series and
+            target, ``[w_season at K knots, w_last at K knots, w_drift, w_adjust, alpha, q, r, s, H
+            2F, mu]`` (:mod:`forecaster.baseline`; ``alpha``, ``q``: the level's smoothing and
+            window; ``r``, ``s``, ``H``: the training part's profile's share of the seasonal
+            adjustment, its amplitude (0: its own, 1: the look-back's) and its F harmonics'
+            coefficients, phase 0 at the grid's absolute step 0 (``freq.absolute_step``); ``mu`` is the
             training mean, used only for an empty look-back), in scaled units. Earlier layouts (no
             history profile: ``2K + 5``; no level: ``2K + 3``; no seasonal adjustment: ``2K + 2``;
             no drift: ``2K + 1``) are read as the same forecast with those weights 0.
@@ -203,18 +204,18 @@ class DataSpec:
         return value, time
 
     def baseline_for(self, ids: Sequence[str]) -> np.ndarray:
-        """float64 (n, C, 2K + 6 + 2F): the baseline blend of each series; a series the spec does not
-        know gets the median over the known ones (whose drift, anchored at that series' own first
+        """float64 (n, C, 2K + 5 + HISTORY_SLOTS): the baseline blend of each series; a series the
+        spec does not know gets the median over the known ones (whose drift, anchored at that series' own first
         observation, is the median weight, and the level's alpha too; seasonally adjusted, and its
-        level over the whole seasons, if most of them are), without a history profile (the known
-        ones' are anchored at their own first observations: ``r = 0``, the look-back's profile)."""
+        level over the whole seasons, if most of them are), without a training part's profile (the
+        known ones' are their own: ``r = s = 0``, the look-back's profile)."""
         rows = self.series_index(ids)
         if len(self.series_ids):
             pooled = np.median(self.baseline, axis=0)
             wa = 2 * len(blend_knots(self.horizon)) + 1  # the seasonal adjustment is 0 or 1: the majority's,
             for j in (wa, wa + 2):  # and so is the level's window q
                 pooled[:, j] = (self.baseline[:, :, j] > 0.5).mean(axis=0) > 0.5
-            pooled[:, wa + 3:wa + 4 + 2 * HISTORY_HARMONICS] = 0.0
+            pooled[:, wa + 3:wa + 3 + HISTORY_SLOTS] = 0.0  # r, s and the coefficients
         else:  # the last value
             pooled = np.zeros((len(self.target_cols), 3))
             pooled[:, 1] = 1.0

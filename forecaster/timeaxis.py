@@ -307,6 +307,13 @@ class Frequency:
         k = np.where(at > t, k - 1, k)  # t before its period's grid time: the step before
         return k, at == t
 
+    def absolute_step(self, t) -> np.ndarray:
+        """int64 (...): the grid step of axis times ``t`` counted from time 0 (:meth:`index` from
+        origin 0): two times of one grid differ by their steps apart, whatever the grid's own
+        origin (the phase of a season that does not depend on where a table starts)."""
+        t = np.asarray(t, dtype=np.int64)
+        return self.index(np.zeros_like(t), t)[0].astype(np.int64)
+
     def _slot(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sessions: ``(g, on_grid)``, the session slot of times ``t`` counted from
         :data:`_SESSION_EPOCH` (rounded down: a time in the closed hours or on a closed day is the

@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from forecaster.baseline import blend_knots, fit_panel_blends
+from forecaster.baseline import blend_knots, fit_panel_blends, rotate_history
 from forecaster.data.grid import Extent, Grid, calendar_array, choose_calendar, extent, regularise, resolve_frequency
 from forecaster.data.scaling import apply_scalers, fit_scalers
 from forecaster.data.table import Roles, Source, Table
@@ -44,7 +44,7 @@ class Prepared:
             the calendar features; the same memory as ``arrays["data"]``).
         splits: ``{"train" | "val" | "test": (begin, end)}``, int64 (S,) grid ranges per series.
         arrays: tensors over the grid rows: ``data`` float32 (N, D + K), ``observed`` float32 (N, C),
-            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 5),
+            ``loc`` / ``scale`` float32 (S, C) (the target scalers), ``baseline`` float32 (S, C, 2K + 5 + HISTORY_SLOTS; the history profiles' phase 0 at each series' grid step 0),
             ``first_value`` / ``first_index`` (S, C) (:func:`first_observations`).
         info: what the summary reports: ``rows`` (table rows), ``dropped`` (series shorter than the
             window), ``calendar_why``, ``freq_source``, ``season_source``, ``target_missing``.
@@ -100,6 +100,8 @@ def fit_spec(source: Source, roles: Roles, *, time_format: str | None, freq: str
                            [*targets, *roles.past_covariate_cols, *roles.future_covariate_cols], C)
     observed = apply_scalers(grid.values[:, :D], grid.offsets, loc, scl)[:, :C]
     blend = fit_blends(grid, observed, parts["train"], horizon, season, context_length)
+    # the history profiles' phase 0 from each training part's first step to the grid's absolute step 0
+    blend = rotate_history(blend, -(f.absolute_step(grid.starts) + parts["train"][0])[:, None], season, horizon)
     spec = DataSpec(
         time_col=roles.time_col, id_col=roles.id_col, target_cols=targets,
         past_covariate_cols=list(roles.past_covariate_cols), future_covariate_cols=list(roles.future_covariate_cols),
@@ -221,7 +223,8 @@ def check_observed_training(grid: Grid, train: tuple[np.ndarray, np.ndarray], ta
 def fit_blends(grid: Grid, observed: np.ndarray, train: tuple[np.ndarray, np.ndarray], horizon: int,
                season_length: int, context_length: int, *, total_origins: int = 200_000, max_origins: int = 2000,
                min_origins: int = 200) -> np.ndarray:
-    """float64 (S, C, 2K + 5): the naive blend of each series (:func:`forecaster.baseline.fit_blend`;
+    """float64 (S, C, 2K + 5 + HISTORY_SLOTS): the naive blend of each series (the history
+    profiles' phase 0 at each training part's first step; :func:`forecaster.baseline.fit_blend`;
     the series too short for a blend of their own fitted together,
     :func:`forecaster.baseline.fit_panel_blends`) on its training part of the scaled ``grid.values``
     (``observed``: bool (N, C)).
@@ -266,7 +269,7 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
     lines.append(f"windows: train {n['train']:,}, val {n['val']:,}, test {n['test']:,} "
                  f"(context {s.context_length}, horizon {s.horizon})")
     if len(s.series_ids):
-        med = np.median(s.baseline, axis=0)  # (C, 2K + 6 + 2F)
+        med = np.median(s.baseline, axis=0)  # (C, 2K + 5 + HISTORY_SLOTS)
         K = len(blend_knots(s.horizon))
         drifts = (s.baseline[:, :, 2 * K] > 0).sum(axis=0)  # (C,)
         adjusted = (s.baseline[:, :, 2 * K + 1] > 0).sum(axis=0)  # (C,)
@@ -342,7 +345,9 @@ def _prepared(spec: DataSpec, grid: Grid, splits: dict, observed: np.ndarray, lo
         "observed": torch.from_numpy(observed.astype(np.float32)),
         "loc": torch.from_numpy(loc[:, :C].astype(np.float32)),
         "scale": torch.from_numpy(scale[:, :C].astype(np.float32)),
-        "baseline": torch.from_numpy(blend.astype(np.float32)),
+        # the history profiles' phase 0 at each series' grid step 0 (the spec keeps it at the absolute step 0)
+        "baseline": torch.from_numpy(rotate_history(blend, spec.freq.absolute_step(grid.starts)[:, None],
+                                                    spec.season_length, spec.horizon).astype(np.float32)),
         "first_value": torch.from_numpy(first_value),
         "first_index": torch.from_numpy(first_index),
     }

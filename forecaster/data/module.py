@@ -336,7 +336,8 @@ class TimeSeriesDataModule(L.LightningDataModule):
         first, counts = window_counts(split, b, e, self.context_length, self.horizon, stride)
         s = self._spec
         sizes = (s.n_targets, s.n_past_covariates, len(s.future_covariate_cols))
-        return WindowDataset(self._arrays, self._grid.offsets, first, counts, stride, self.window_length, sizes)
+        return WindowDataset(self._arrays, self._grid.offsets, first, counts, stride, self.window_length, sizes,
+                             s.season_length, s.horizon)
 
     def observed_forecast_steps(self, split: str) -> np.ndarray:
         """int64 (S, C): observed target values per series and target in the steps that ``split``'s

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, Dataset, RandomSampler, SequentialSampler
 
-from forecaster.baseline import NO_AGE, with_first
+from forecaster.baseline import NO_AGE, rotate_history, with_first
 from forecaster.data.grid import Grid
 from forecaster.spec import DataSpec
 from forecaster.timeaxis import Frequency, to_axis
@@ -188,10 +188,14 @@ def observed_forecast_steps(observed: np.ndarray, offsets: np.ndarray, begin: np
 NO_INDEX = np.iinfo(np.int64).max
 
 
-def anchored(baseline: np.ndarray, first_value: np.ndarray, first_index: np.ndarray, start: np.ndarray) -> torch.Tensor:
-    """A batch's baseline entry (B, C, 2K + 7): the fitted blend (B, C, 2K + 5), each series' first
-    observed value (B, C) and the age of the window's first step, ``start - first_index`` (steps
-    since that observation; ``NO_AGE`` for a target never observed, ``first_index == NO_INDEX``)."""
+def anchored(baseline: np.ndarray, first_value: np.ndarray, first_index: np.ndarray, start: np.ndarray,
+             season_length: int, horizon: int) -> torch.Tensor:
+    """A batch's baseline entry (B, C, 2K + 7 + HISTORY_SLOTS): the fitted blend (B, C, 2K + 5 +
+    HISTORY_SLOTS; its history profiles with phase 0 at the series' grid step 0, turned here to the
+    window's first step, :func:`forecaster.baseline.rotate_history`), each series' first observed
+    value (B, C) and the age of the window's first step, ``start - first_index`` (steps since that
+    observation; ``NO_AGE`` for a target never observed, ``first_index == NO_INDEX``)."""
+    baseline = rotate_history(baseline, np.asarray(start, np.int64)[:, None], season_length, horizon)
     seen = first_index != NO_INDEX
     age = np.where(seen, np.asarray(start, np.int64)[:, None] - np.where(seen, first_index, 0), 0)
     age = np.where(seen, age.astype(np.float32), np.float32(NO_AGE))
@@ -205,7 +209,7 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
     ``(batch, inside)``, the batch in the layout of the module docstring (steps outside a series'
     grid are unobserved zeros; calendar features are those of their times) and the bool (B, length)
     mask of steps inside the grid. ``arrays``: the data module's ``data`` (N, D + K), ``observed``
-    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 5), ``first_value`` and ``first_index``
+    (N, C), ``loc``/``scale`` (S, C), ``baseline`` (S, C, 2K + 5 + HISTORY_SLOTS), ``first_value`` and ``first_index``
     (S, C) tensors over ``grid``'s rows (:func:`forecaster.data.build.first_observations`)."""
     s, g = spec, grid
     series = np.asarray(series, dtype=np.int64).reshape(-1)
@@ -229,7 +233,7 @@ def gather(arrays: dict[str, torch.Tensor], grid: Grid, spec: DataSpec, series, 
         "loc": arrays["loc"][series],
         "scale": arrays["scale"][series],
         "baseline": anchored(arrays["baseline"][series].numpy(), arrays["first_value"][series].numpy(),
-                             arrays["first_index"][series].numpy(), start),
+                             arrays["first_index"][series].numpy(), start, s.season_length, s.horizon),
         "series": torch.from_numpy(series),
         "start": torch.from_numpy(start),
     }, inside
@@ -275,7 +279,8 @@ class WindowDataset(Dataset):
     """
 
     def __init__(self, arrays: dict[str, torch.Tensor], offsets: np.ndarray, first: np.ndarray,
-                 counts: np.ndarray, stride: int, length: int, split_sizes: tuple[int, int, int]):
+                 counts: np.ndarray, stride: int, length: int, split_sizes: tuple[int, int, int],
+                 season_length: int, horizon: int):
         # data (N, C+P+Fu+K) scaled & zero-filled, observed (N, C), loc/scale (S, C); gathered with
         # numpy (np.take: no intra-op thread pool, fast on a busy CPU), returned as tensors
         self.a = {k: v.numpy() for k, v in arrays.items()}
@@ -287,6 +292,7 @@ class WindowDataset(Dataset):
         self.length = int(length)
         self.C, self.P, self.Fu = split_sizes
         self._ar = np.arange(self.length, dtype=np.int64)
+        self.season_length, self.horizon = int(season_length), int(horizon)  # the history profiles' rotation
 
     def __len__(self) -> int:
         return int(self.cum[-1]) if len(self.cum) else 0
@@ -314,7 +320,8 @@ class WindowDataset(Dataset):
             "future_cov": x[..., C + P:],
             "loc": torch.from_numpy(self.a["loc"][s]),
             "scale": torch.from_numpy(self.a["scale"][s]),
-            "baseline": anchored(self.a["baseline"][s], self.a["first_value"][s], self.a["first_index"][s], start),
+            "baseline": anchored(self.a["baseline"][s], self.a["first_value"][s], self.a["first_index"][s], start,
+                                 self.season_length, self.horizon),
             "series": torch.from_numpy(s.astype(np.int64, copy=False)),
             "start": torch.from_numpy(start),
         }

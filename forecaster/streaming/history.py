@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from forecaster.baseline import NO_AGE, summary_width, with_first
+from forecaster.baseline import NO_AGE, rotate_history, summary_width, with_first
 from forecaster.spec import DataSpec
 from forecaster.streaming.lookback import LookBack
 from forecaster.streaming.records import NO_TIME
@@ -44,16 +44,23 @@ def one_thread_if_small(device: torch.device, rows: int):
 
 
 def baseline_rows(spec: DataSpec, t: dict, rows: np.ndarray, before: int = 0) -> np.ndarray:
-    """The baseline entry of ``rows`` (M, C, 2K + 7): their fitted blend and each target's first
-    observation, aged at the last step less ``before`` steps (0: the origin, for the look-back's
-    summary; ``T - 1``: the first step of the window, as a batch's)."""
+    """The baseline entry of ``rows`` (M, C, 2K + 7 + HISTORY_SLOTS): their fitted blend, its
+    history profiles turned to the last step less ``before`` steps (0: the origin, for the
+    look-back's summary; ``T - 1``: the first step of the window, as a batch's), and each target's
+    first observation, aged there."""
     first = t["first_t"][rows]  # (M, C)
     seen = first != NO_TIME
     age = np.full(first.shape, NO_AGE)
+    last = t["last"][rows]
     if seen.any():
-        last = np.broadcast_to(t["last"][rows][:, None], first.shape)
-        age[seen] = spec.freq.index(first[seen], last[seen])[0] - before
-    return with_first(t["base"][rows], t["first_y"][rows], age.astype(np.float32))
+        age[seen] = spec.freq.index(first[seen], np.broadcast_to(last[:, None], first.shape)[seen])[0] - before
+    base = t["base"][rows]
+    known = last != NO_TIME
+    if known.any():  # rows never stepped forecast nothing; their profiles stay as they are
+        shift = np.zeros(len(rows), np.int64)
+        shift[known] = spec.freq.absolute_step(last[known]) - before
+        base = rotate_history(base, shift[:, None], spec.season_length, spec.horizon)
+    return with_first(base, t["first_y"][rows], age.astype(np.float32))
 
 
 def _as_t(a: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from forecaster.baseline import (BASELINES, DRIFT_PRIOR, HISTORY_SLOTS, NO_AGE, baseline_forecast, baseline_from_summary,
-                                 baseline_params, blend_knots, blend_weights, fit_blend, fit_panel_blends, season_width,
-                                 summary_width, trend_cap, with_first)
+                                 baseline_params, blend_knots, blend_weights, fit_blend, fit_panel_blends, rotate_history,
+                                 season_width, summary_width, trend_cap, with_first)
 from forecaster.choice import CANDIDATES, MIN_WINDOWS, BaselineChoice
 from forecaster.data import TimeSeriesDataModule
 from forecaster.lightning_module import GRUForecaster
@@ -133,9 +133,11 @@ def test_a_trend_is_extrapolated(m):
     obs = torch.ones_like(win)
     params = torch.tensor(w[None])
     # with the series' first observation (the drift of the whole history, if kept): the summary's age
-    # is the origin's, the window's that of its first step
+    # is the origin's, the window's that of its first step, and so is the history profile's phase 0
     y0 = torch.tensor([[z[0]]])
-    at_origin, at_start = with_first(params, y0, torch.tensor([[n - 1.0]])), with_first(params, y0, torch.tensor([[n - T + 0.0]]))
+    turned = {k: torch.tensor(rotate_history(w[None], k, m, h)) for k in (n - 1, n - T)}
+    at_origin = with_first(turned[n - 1], y0, torch.tensor([[n - 1.0]]))
+    at_start = with_first(turned[n - T], y0, torch.tensor([[n - T + 0.0]]))
     errs = {mode: (baseline_forecast(win, obs, baseline_params(mode, at_start, h), h, m, T)[0, :, 0]
                    - torch.tensor(z[n:])).abs().mean().item() for mode in ("blend", "seasonal", "last", "mean")}
     assert errs["blend"] < 0.6 * min(errs["seasonal"], errs["last"], errs["mean"]), errs
@@ -286,13 +288,14 @@ def test_untrained_model_forecasts_the_baseline(decoder, extra, loss):
     k = np.arange(1, dm.horizon + 1)
     seasonal = raw[T - 1 + k - 24 * ((k + 23) // 24)]
     # the seasonal adjustment: the last value and the mean moved to step k's phase by the profile of the
-    # look-back's last whole seasons, mixed (share r) with the profile of the whole training part (in scaled units,
-    # phase 0 at the first hour; with s = 1 at the look-back's amplitude, beta)
+    # look-back's last whole seasons, mixed (share r) with the profile of the training part (in scaled units, phase
+    # 0 at the grid's absolute step 0, 1970-01-01 00:00; with s = 1 at the look-back's amplitude, beta)
     wa, Q = dm.spec.baseline[0, 0, 2 * K + 1], T // 24
     profile = raw[T - Q * 24:].reshape(Q, 24).mean(axis=0)  # by phase, the last season's slots
     r, s = dm.spec.baseline[0, 0, 2 * K + 4:2 * K + 6]
     coef = dm.spec.baseline[0, 0, 2 * K + 6:-1]
-    H = _history_by_hand(coef, np.arange(200 - 24, 200), 24) * sc[0]  # the last season's hours 176..199
+    epoch = (dt.datetime(2024, 1, 1) - dt.datetime(1970, 1, 1)) // dt.timedelta(hours=1)  # the spec's phase 0: hour 0
+    H = _history_by_hand(coef, epoch + np.arange(200 - 24, 200), 24) * sc[0]  # the last season's hours 176..199
     beta = max(0.0, ((profile - profile.mean()) * (H - H.mean())).sum()) / ((H - H.mean()) ** 2).sum() if s else 1.0
     mixed = (1 - r) * profile + r * (raw.mean() + beta * H)
     A, A_last = mixed[(k - 1) % 24], mixed[-1]
@@ -345,6 +348,41 @@ def test_the_drift_is_anchored_at_the_fitted_tables_first_observation(tmp_path):
         d["series"]["a"]["first"]["y"] = bad
         with pytest.raises(ValueError, match="first observation"):
             DataSpec.from_dict(d)
+
+
+def test_the_history_profile_keeps_its_phase_wherever_a_table_starts():
+    """The training part's profile is phased to the grid's absolute steps, not to a series' first
+    observation (the drift's anchor, which an earlier row moves): fitted on hours 10..199, predict
+    on hours 0..199 (ten rows before the fitted table's first), on the fitted rows, on the last 60
+    and a stream that observed every hour forecast the same (the drift off: its anchor does move)."""
+    from forecaster.streaming import StreamingForecaster
+
+    full = pl.DataFrame(tiny_rows())
+    fitted = full.filter(pl.col("t") >= dt.datetime(2024, 1, 1, 10))
+    dm = TimeSeriesDataModule(data=fitted, time_col="t", id_col="sid", target_cols=["y", "z"], context_length=48,
+                              horizon=12, calendar_features="none")
+    K = len(blend_knots(dm.horizon))
+    b = dm.spec.baseline
+    assert b[0, 0, 2 * K + 1] == 1.0 and np.abs(b[0, 0, 2 * K + 6:-1]).max() > 0.1  # adjusted; a daily profile
+    b[:, :, 2 * K] = 0.0
+    b[:, 0, 2 * K + 4:2 * K + 6] = (0.5, 0.0)
+    torch.manual_seed(0)
+    model = GRUForecaster.from_datamodule(dm, **with_net({"members": 1}, hidden_size=8, d_model=8,
+                                                         head_hidden=16)).eval()
+    ref = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=fitted))
+    for table in (full, full.filter(pl.col("t") >= dt.datetime(2024, 1, 1) + dt.timedelta(hours=140))):
+        got = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=table))
+        np.testing.assert_allclose(got["value"], ref["value"], rtol=1e-5, atol=1e-5)
+    stream = StreamingForecaster(model.net, model.spec)
+    stream.observe(full)
+    streamed = stream.forecast().join(ref, on=["series", "time", "target"], suffix="_predict")
+    assert streamed.height == ref.height
+    np.testing.assert_allclose(streamed["value"], streamed["value_predict"], rtol=1e-4, atol=1e-4)
+    # the profile does change the forecast: without it (r = 0) the first target's differs
+    model.spec.baseline[:, 0, 2 * K + 4] = 0.0
+    plain = model.forecast_frame(TimeSeriesDataModule.from_spec(model.spec, data=fitted))
+    assert not np.allclose(plain.filter(pl.col("target") == "y")["value"], ref.filter(pl.col("target") == "y")["value"],
+                           atol=1e-3)
 
 
 def test_baseline_modes_and_none():
@@ -731,13 +769,14 @@ def _history_by_hand(coef, age, m):
 
 @pytest.mark.parametrize("m,T", [(4, 12), (7, 20), (12, 24), (5, 8)])
 def test_the_history_profile_by_hand(m, T):
-    """The profile of the whole training part (:func:`history_profile`, phase 0 at the first
-    observation) recovers a known one; the fit's regressors with it (:func:`blend_pairs`: mixed
-    half and half with the look-back's profile, and its shape at the look-back's amplitude beta)
-    and the forecast of every origin, of the last one and of the stream's summary with ``r``, ``s``
-    (0.5, 0) and (1, 1), against plain loops (gaps, a stretch longer than the look-back
-    unobserved, a first observation after the part's first step)."""
-    from forecaster.baseline import blend_pairs, history_profile, level_window
+    """The profile of the training part (:func:`history_profile`, phase 0 at its first step)
+    recovers a known one; the fit's regressors with it (:func:`blend_pairs`: mixed half and half
+    with the look-back's profile, and its shape at the look-back's amplitude beta) and the forecast
+    of every origin, of the last one and of the stream's summary with ``r``, ``s`` (0.5, 0) and (1,
+    1) (each turned to its window's first step or origin, :func:`rotate_history`), against plain
+    loops (gaps, a stretch longer than the look-back unobserved, a first observation after the
+    part's first step)."""
+    from forecaster.baseline import blend_pairs, history_profile, level_window, rotate_history
 
     rng = np.random.default_rng(m * 10 + T)
     n, h, first = 120, 6, 3
@@ -746,7 +785,13 @@ def test_the_history_profile_by_hand(m, T):
     S -= S.mean()
     clean = 0.03 * t_ + S[(t_ - first) % m]
     coef = history_profile(clean, t_ >= first, m)  # a linear trend is the moving average's: exact for m <= 13
-    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S, atol=1e-9)
+    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S[(np.arange(m) - first) % m], atol=1e-9)
+    K1 = len(blend_knots(h))
+    vec = np.r_[np.zeros(2 * K1 + 6), coef, 0.0]
+    for shift in (5, -3, 2 ** 40 + 1):  # turned: phase 0 moved shift steps on, exactly for any integer
+        turned = rotate_history(vec, shift, m, h)[2 * K1 + 6:-1]
+        np.testing.assert_allclose(_history_by_hand(turned, np.arange(m), m), _history_by_hand(
+            coef, (np.arange(m) + shift) % m, m), atol=1e-9)
     assert not history_profile(clean[:first + 3 * m - 1], t_[:first + 3 * m - 1] >= first, m).any()  # < 3 seasons
     assert not history_profile(clean, t_ >= first, 1).any()
     y = clean + rng.normal(size=n) * 0.2
@@ -754,7 +799,8 @@ def test_the_history_profile_by_hand(m, T):
     o[first] = True  # the phase's anchor
     o[50:50 + T + 3] = False
     coef = history_profile(y, o, m)
-    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S, atol=0.25)  # noisy, with gaps
+    np.testing.assert_allclose(_history_by_hand(coef, np.arange(m), m), S[(np.arange(m) - first) % m],
+                               atol=0.25)  # noisy, with gaps
     mu, pairs = blend_pairs(y[:, None], o[:, None], h, m, T, max_origins=10_000)
     _s, _l, _t, _w, _d, a_, p_, _e, a_h, p_h, a_b, p_b = pairs
     origins, Q, Wq = n - h, T // m, level_window(m, T)
@@ -767,12 +813,12 @@ def test_the_history_profile_by_hand(m, T):
         P, A, last, mean = _adjusted_by_hand(y, o, t, h, m, T, mu[0], Wq)
         look = [j for j in range(max(0, t - T + 1), t + 1) if o[j]]
         recent = bool(look) and look[-1] > t - Q * m
-        Hk = _history_by_hand(coef, t + k - first, m)
-        HL = _history_by_hand(coef, look[-1] - first, m) if look else 0.0
+        Hk = _history_by_hand(coef, t + k, m)
+        HL = _history_by_hand(coef, look[-1], m) if look else 0.0
         # beta: the look-back's profile at the m latest phases (centred) on the history's there
         prof = [np.mean(v) if (v := [y[j] for j in range(max(0, p - Q * m + 1), p + 1)
                                       if o[j] and (j - p) % m == 0]) else mean for p in range(t - m + 1, t + 1)]
-        Hm = _history_by_hand(coef, np.arange(t - m + 1, t + 1) - first, m)
+        Hm = _history_by_hand(coef, np.arange(t - m + 1, t + 1), m)
         Ac, Hc = np.array(prof) - np.mean(prof), Hm - Hm.mean()
         beta = max(0.0, float((Ac * Hc).sum())) / float((Hc * Hc).sum())
         if recent:
@@ -801,11 +847,12 @@ def test_the_history_profile_by_hand(m, T):
         for t in (origins - 1, 49, 60):  # the last origin of a window ending at t, and the stream's summary there
             win = torch.tensor(yz[t + 1 - T:t + 1]).view(1, T, 1)
             wo = torch.tensor(o[t + 1 - T:t + 1], dtype=torch.float64).view(1, T, 1)
-            at = params.clone()
-            at[..., -1] = t + 1 - T - first  # the window's first step's age
+            at = torch.tensor(rotate_history(params.numpy(), t + 1 - T, m, h))  # phase 0: the window's first step
+            at[..., -1] = t + 1 - T - first  # its age
             np.testing.assert_allclose(baseline_forecast(win, wo, at, h, m, T)[0, :, 0].numpy(), want[t], atol=1e-9)
             W = summary_width(at, h, m, T)
-            at[..., -1] = t - first  # the origin's
+            at = torch.tensor(rotate_history(params.numpy(), t, m, h))  # phase 0: the origin
+            at[..., -1] = t - first  # its age
             seen = wo.sum(1) > 0
             last_j = np.flatnonzero(o[t + 1 - T:t + 1])
             last = torch.tensor([[yz[t + 1 - T + last_j[-1]] if len(last_j) else 0.0]])
