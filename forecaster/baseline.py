@@ -162,7 +162,7 @@ NO_AGE = -1e9
 #: last ones: a profile that changes over decades, co2_1w's or us_employment_1mo's, is the recent one;
 #: the untrained blend's test MAE with the last 10 / 20 / 30 / all seasons: co2_1w 0.535 / 0.612 /
 #: 0.726 / 0.774, us_employment_1mo 31.72 / 32.87 / 33.66 / 33.66, nyc_temp_1h 5.080 / 5.063 / 5.065 /
-#: 4.992; M3's quarterly and monthly series are shorter than 10 seasons or hardly longer).
+#: 4.992, at cf46fd0; M3's quarterly and monthly series are shorter than 10 seasons or hardly longer).
 HISTORY_HARMONICS = 6
 HISTORY_SHARE = 0.5
 HISTORY_SEASONS = 3

@@ -277,7 +277,7 @@ def describe(spec: DataSpec, grid: Grid, info: dict, where: str, windows: dict[s
         history = ((s.baseline[:, :, 2 * K + 1] > 0) & (s.baseline[:, :, 2 * K + 4] > 0)).sum(axis=0)  # (C,)
         parts = [f"{c}: seasonal {w[0]:.2f} -> {w[K - 1]:.2f}, last {w[K]:.2f} -> {w[2 * K - 1]:.2f}"
                  + (f", seasonally adjusted in {a:,} of {len(s.series_ids):,} series" if a else "")
-                 + (f" ({r:,} with the profile of the whole training part)" if r else "")
+                 + (f" ({r:,} with the training part's profile)" if r else "")
                  + (f", smoothed level in {e:,} of {len(s.series_ids):,} series (alpha "
                     f"{np.median(s.baseline[s.baseline[:, j, 2 * K + 2] > 0, j, 2 * K + 2]):.2f})" if e else "")
                  + (f", drift of the whole history in {d:,} of {len(s.series_ids):,} series (median weight "
